@@ -1,0 +1,208 @@
+//! The subcommands: arguments (clap) and what each one does.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use camlime_core::preprocess::DecodeLimits;
+use camlime_core::{Layer, Prediction, decode_image};
+use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
+
+use crate::models::{Bundle, models_dir, read_image};
+use crate::parallel::{available_threads, forward_split};
+
+/// Explain what convolutional image classifiers look at (CamLIME, LIME, the CAM family).
+#[derive(Debug, Parser)]
+#[command(name = "camlime", version, about)]
+pub struct Cli {
+    /// Folder of the bundled models (default: `models/` of the installation or source tree).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub models_dir: Option<PathBuf>,
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Classify images: the top classes with their probabilities.
+    Predict(PredictArgs),
+    /// List the bundled models.
+    Models(JsonFlag),
+    /// List the layers of a model that explanations can target.
+    Layers(LayersArgs),
+}
+
+/// `--json`.
+#[derive(Debug, Args)]
+pub struct JsonFlag {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `predict`.
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    /// Image files (PNG, JPEG, WebP, BMP, GIF, TIFF).
+    #[arg(required = true, value_name = "IMAGE")]
+    pub images: Vec<PathBuf>,
+    /// A bundled model name or a path to an ONNX classifier.
+    #[arg(long, default_value = "mobilenet_v2")]
+    pub model: String,
+    /// How many classes to show per image.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub top: u16,
+    /// Largest accepted image, in pixels (decompression-bomb guard).
+    #[arg(long, default_value_t = DecodeLimits::default().max_pixels)]
+    pub max_pixels: u64,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `layers`.
+#[derive(Debug, Args)]
+pub struct LayersArgs {
+    /// A bundled model name or a path to an ONNX classifier.
+    #[arg(long, default_value = "mobilenet_v2")]
+    pub model: String,
+    /// List every 4-D tensor, not only the named layers.
+    #[arg(long)]
+    pub all: bool,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Run a parsed command line, writing results to `out`.
+pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
+    let bundle = Bundle::open(&models_dir(cli.models_dir.as_deref())?)?;
+    match cli.command {
+        Command::Predict(args) => predict(&bundle, &args, out),
+        Command::Models(flag) => models(&bundle, flag.json, out),
+        Command::Layers(args) => layers(&bundle, &args, out),
+    }
+}
+
+#[derive(Serialize)]
+struct ImagePredictions<'a> {
+    image: String,
+    model: &'a str,
+    predictions: Vec<Prediction>,
+}
+
+fn predict(bundle: &Bundle, args: &PredictArgs, out: &mut dyn Write) -> Result<()> {
+    let limits = DecodeLimits {
+        max_pixels: args.max_pixels,
+    };
+    let mut inputs = Vec::with_capacity(args.images.len());
+    for path in &args.images {
+        let image = decode_image(&read_image(path)?, &limits)
+            .with_context(|| format!("{}", path.display()))?;
+        inputs.push(image);
+    }
+    let model = bundle.load(&args.model)?;
+    let preprocessing = &model.classifier.spec().preprocessing;
+    let base_images = inputs
+        .iter()
+        .map(|i| preprocessing.base_image(i))
+        .collect::<Result<Vec<_>, _>>()?;
+    let tensor = preprocessing.tensor(&base_images)?;
+    let logits = forward_split(&model.classifier, tensor.view(), &[], available_threads())?.logits;
+    let predictions = logits
+        .rows()
+        .into_iter()
+        .map(|row| model.classifier.top_k(&row.to_vec(), usize::from(args.top)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let results: Vec<_> = args
+        .images
+        .iter()
+        .zip(predictions)
+        .map(|(path, predictions)| ImagePredictions {
+            image: path.display().to_string(),
+            model: &model.name,
+            predictions,
+        })
+        .collect();
+    if args.json {
+        serde_json::to_writer_pretty(&mut *out, &results)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    for result in results {
+        writeln!(out, "{} ({})", result.image, result.model)?;
+        for (rank, p) in result.predictions.iter().enumerate() {
+            writeln!(
+                out,
+                "  {:>2}. {:>4} {:<40} {:.4}",
+                rank + 1,
+                p.class,
+                p.label,
+                p.probability
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn models(bundle: &Bundle, json: bool, out: &mut dyn Write) -> Result<()> {
+    if json {
+        serde_json::to_writer_pretty(&mut *out, &bundle.manifest.models)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    for m in &bundle.manifest.models {
+        writeln!(out, "{:<20} {}", m.name, m.title)?;
+        writeln!(
+            out,
+            "{:<20} input {}×{}, default layer {}, {} named layers; licence: {}",
+            "",
+            m.input.size[0],
+            m.input.size[1],
+            m.default_layers.join(", "),
+            m.layers.len(),
+            m.licence
+        )?;
+    }
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct LayerListing<'a> {
+    model: &'a str,
+    default_layers: &'a [String],
+    layers: &'a [Layer],
+}
+
+fn layers(bundle: &Bundle, args: &LayersArgs, out: &mut dyn Write) -> Result<()> {
+    let model = bundle.load(&args.model)?;
+    let classifier = &model.classifier;
+    let layers = if args.all {
+        classifier.tensor_layers()
+    } else {
+        classifier.layers()
+    };
+    if args.json {
+        let listing = LayerListing {
+            model: &model.name,
+            default_layers: classifier.default_layers(),
+            layers,
+        };
+        serde_json::to_writer_pretty(&mut *out, &listing)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    for layer in layers {
+        let mark = if classifier.default_layers().contains(&layer.name) {
+            "  (default)"
+        } else {
+            ""
+        };
+        let [c, h, w] = layer.shape;
+        writeln!(out, "{:<32} {c}×{h}×{w}{mark}", layer.name)?;
+    }
+    Ok(())
+}

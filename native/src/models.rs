@@ -1,0 +1,115 @@
+//! Finding and loading models: the bundled ones by name (through `models/manifest.json`) or a
+//! user's ONNX file by path.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use camlime_core::manifest::parse_labels;
+use camlime_core::{Classifier, Manifest, ModelSpec};
+
+/// The bundled models' folder: `--models-dir`, else `$CAMLIME_MODELS`, else `models/` beside the
+/// executable or one of its parents, else the source tree's `models/`.
+pub fn models_dir(explicit: Option<&Path>) -> Result<PathBuf> {
+    if let Some(dir) = explicit {
+        return Ok(dir.to_owned());
+    }
+    if let Some(dir) = std::env::var_os("CAMLIME_MODELS") {
+        return Ok(PathBuf::from(dir));
+    }
+    let beside_executable = std::env::current_exe().ok().and_then(|exe| {
+        exe.ancestors()
+            .skip(1)
+            .map(|a| a.join("models"))
+            .find(|d| d.join("manifest.json").is_file())
+    });
+    let source_tree = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
+    beside_executable
+        .or_else(|| {
+            source_tree
+                .join("manifest.json")
+                .is_file()
+                .then_some(source_tree)
+        })
+        .context("cannot find the bundled models: pass --models-dir or set CAMLIME_MODELS")
+}
+
+/// The bundled models' manifest and where it lives.
+#[derive(Debug)]
+pub struct Bundle {
+    /// Folder of the manifest.
+    pub dir: PathBuf,
+    /// The parsed manifest.
+    pub manifest: Manifest,
+}
+
+impl Bundle {
+    /// Read the manifest of a models folder.
+    pub fn open(dir: &Path) -> Result<Self> {
+        let path = dir.join("manifest.json");
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let manifest =
+            Manifest::from_json(&text).with_context(|| format!("in {}", path.display()))?;
+        Ok(Self {
+            dir: dir.to_owned(),
+            manifest,
+        })
+    }
+
+    fn read(&self, file: &str) -> Result<Vec<u8>> {
+        let path = self.dir.join(file);
+        std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))
+    }
+
+    /// Load a model: a bundled name, or a path to an `.onnx` file.
+    pub fn load(&self, model: &str) -> Result<LoadedModel> {
+        let as_path = Path::new(model);
+        if self.manifest.model(model).is_err() && (model.ends_with(".onnx") || as_path.is_file()) {
+            return self.load_file(as_path);
+        }
+        let entry = self.manifest.model(model)?;
+        let labels =
+            String::from_utf8(self.read(&entry.labels)?).context("labels file is not UTF-8")?;
+        let bytes = self.read(&entry.file)?;
+        let classifier = Classifier::new(&bytes, entry.spec(&labels)?)
+            .with_context(|| format!("cannot load bundled model `{}`", entry.name))?;
+        Ok(LoadedModel {
+            name: entry.name.clone(),
+            classifier,
+        })
+    }
+
+    /// Load a user's ONNX classifier with ImageNet preprocessing (and ImageNet class names when it
+    /// has 1000 classes).
+    pub fn load_file(&self, path: &Path) -> Result<LoadedModel> {
+        let bytes =
+            std::fs::read(path).with_context(|| format!("cannot read model {}", path.display()))?;
+        let name = path
+            .file_stem()
+            .map_or_else(|| "model".to_owned(), |s| s.to_string_lossy().into_owned());
+        let mut classifier = Classifier::new(&bytes, ModelSpec::user_model(&name))
+            .with_context(|| format!("cannot load {}", path.display()))?;
+        if classifier.num_classes() == 1000 {
+            let labels = self.read("imagenet_classes.txt")?;
+            classifier = classifier.with_labels(parse_labels(&String::from_utf8_lossy(&labels)))?;
+        }
+        Ok(LoadedModel { name, classifier })
+    }
+}
+
+/// A classifier with the name it was asked for by.
+#[derive(Debug)]
+pub struct LoadedModel {
+    /// Bundled name or file stem.
+    pub name: String,
+    /// The classifier.
+    pub classifier: Classifier,
+}
+
+/// Fail early with a clear message when an image path does not exist.
+pub fn read_image(path: &Path) -> Result<Vec<u8>> {
+    if !path.exists() {
+        bail!("image not found: {}", path.display());
+    }
+    std::fs::read(path).with_context(|| format!("cannot read image {}", path.display()))
+}

@@ -1,0 +1,35 @@
+//! CamLIME core: what a convolutional image classifier looks at.
+//!
+//! Pure Rust, no IO, no clock, no threads: it takes bytes and arrays and returns arrays, on native
+//! targets and on `wasm32-unknown-unknown` alike. The pipeline reads as a typed sequence:
+//!
+//! ```no_run
+//! # fn main() -> camlime_core::Result<()> {
+//! use camlime_core::{Classifier, Manifest, decode_image};
+//! let manifest = Manifest::from_json(&std::fs::read_to_string("models/manifest.json").unwrap())?;
+//! let entry = manifest.model("mobilenet_v2")?;
+//! let labels = std::fs::read_to_string("models/imagenet_classes.txt").unwrap();
+//! let onnx = std::fs::read("models/mobilenet_v2.onnx").unwrap();
+//! let classifier = Classifier::new(&onnx, entry.spec(&labels)?)?;
+//! let image = decode_image(&std::fs::read("models/samples/chelsea.png").unwrap(), &Default::default())?;
+//! let input = classifier.spec().preprocessing.base_image(&image)?;
+//! let predictions = classifier.predict(&[input], 5)?;
+//! println!("{} {:.4}", predictions[0][0].label, predictions[0][0].probability);
+//! # Ok(()) }
+//! ```
+//!
+//! Modules: [`preprocess`] (decode, resize, crop, normalise), [`manifest`] (the bundled models'
+//! description), [`model`] (tract inference, layers, predictions).
+
+pub mod error;
+pub mod manifest;
+pub mod model;
+pub mod preprocess;
+
+pub use error::{Error, Result};
+pub use manifest::{Manifest, ModelEntry};
+pub use model::{Classifier, ForwardOutput, Layer, ModelSpec, Prediction};
+pub use preprocess::{
+    DecodeLimits, Interpolation, Normalize, Preprocessing, ResizeMode, decode_image,
+};
+pub use tract_onnx::prelude::tract_ndarray as ndarray;

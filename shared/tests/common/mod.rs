@@ -1,0 +1,56 @@
+//! Shared helpers of the core's integration tests: the repository's models and fixtures.
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+
+use camlime_core::{Classifier, Manifest};
+use ndarray_npy::ReadNpyExt;
+use tract_onnx::prelude::tract_ndarray::ArrayD;
+
+/// The repository's `models/` folder.
+pub fn models_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models")
+}
+
+/// A fixture file under `tests/fixtures/`.
+pub fn fixture(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(relative)
+}
+
+/// The bundled manifest.
+pub fn manifest() -> Manifest {
+    Manifest::from_json(&std::fs::read_to_string(models_dir().join("manifest.json")).unwrap())
+        .unwrap()
+}
+
+/// A bundled classifier by name.
+pub fn bundled(name: &str) -> Classifier {
+    let manifest = manifest();
+    let entry = manifest.model(name).unwrap();
+    let labels = std::fs::read_to_string(models_dir().join(&entry.labels)).unwrap();
+    let bytes = std::fs::read(models_dir().join(&entry.file)).unwrap();
+    Classifier::new(&bytes, entry.spec(&labels).unwrap()).unwrap()
+}
+
+/// A `.npy` reference array.
+pub fn npy(relative: &str) -> ArrayD<f32> {
+    let file = std::fs::File::open(fixture(relative)).unwrap();
+    ArrayD::<f32>::read_npy(file).unwrap()
+}
+
+/// The sample photos the reference fixtures cover.
+pub const SAMPLES: [&str; 5] = [
+    "chelsea.png",
+    "coffee.png",
+    "astronaut.png",
+    "rocket.jpg",
+    "motorcycle_left.png",
+];
+
+/// File stem of a sample.
+pub fn stem(sample: &str) -> &str {
+    sample.split('.').next().unwrap()
+}
