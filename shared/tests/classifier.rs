@@ -5,7 +5,7 @@
 mod common;
 
 use camlime_core::{Classifier, Error, ModelSpec};
-use common::{bundled, manifest, models_dir, npy};
+use common::{bundled, manifest, max_abs_diff, models_dir, npy};
 use sha2::{Digest, Sha256};
 use tract_onnx::prelude::tract_ndarray::{Array4, Axis, Ix4, concatenate};
 
@@ -88,18 +88,15 @@ fn batches_give_the_same_results_as_single_images() {
     let many = batched.forward(batch.view(), &["features.17"]).unwrap();
     assert_eq!(many.logits.dim(), (3, 1000));
     assert_eq!(many.activations[0].shape(), &[3, 320, 7, 7]);
-    let worst = one
-        .logits
-        .iter()
-        .zip(many.logits.iter())
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f32::max);
+    let worst = max_abs_diff(&one.logits, &many.logits);
     assert!(worst < 1e-4, "max |Δlogit| between batch sizes = {worst}");
+    let worst = max_abs_diff(&one.activations[0], &many.activations[0]);
+    assert!(
+        worst < 1e-4,
+        "max |Δactivation| between batch sizes = {worst}"
+    );
     // Rows 0 and 2 are the same image.
-    let repeat = (&many.logits.row(0) - &many.logits.row(2))
-        .mapv(f32::abs)
-        .fold(0.0f32, |a, &b| a.max(b));
-    assert!(repeat < 1e-4);
+    assert!(max_abs_diff(many.logits.row(0), many.logits.row(2)) < 1e-4);
 }
 
 #[test]

@@ -5,19 +5,25 @@
 
 mod common;
 
-use camlime_core::decode_image;
-use common::{SAMPLES, bundled, models_dir, npy, stem};
-use tract_onnx::prelude::tract_ndarray::{Array4, Ix4};
+use camlime_core::{Classifier, Preprocessing, ResizeMode, decode_image};
+use common::{
+    SAMPLES, bundled, max_abs_diff, mean_abs_diff, models_dir, npy, reference_input, stem,
+};
+use tract_onnx::prelude::tract_ndarray::Array4;
 
 const MODELS: [&str; 2] = ["mobilenet_v2", "efficientnet_lite0"];
 
-fn base_tensor(model: &camlime_core::Classifier, sample: &str) -> Array4<f32> {
+fn our_tensor(preprocessing: &Preprocessing, sample: &str) -> Array4<f32> {
     let bytes = std::fs::read(models_dir().join("samples").join(sample)).unwrap();
     let image = decode_image(&bytes, &Default::default()).unwrap();
-    let preprocessing = &model.spec().preprocessing;
     preprocessing
         .tensor(&[preprocessing.base_image(&image).unwrap()])
         .unwrap()
+}
+
+fn top1(model: &Classifier, input: &Array4<f32>) -> camlime_core::Prediction {
+    let logits = model.forward(input.view(), &[]).unwrap().logits;
+    model.top_k(&logits.row(0).to_vec(), 1).unwrap().remove(0)
 }
 
 #[test]
@@ -25,23 +31,32 @@ fn preprocessing_matches_torchvision_within_1_over_255_mean_absolute_error() {
     for name in MODELS {
         let model = bundled(name);
         for sample in SAMPLES {
-            let ours = base_tensor(&model, sample);
-            let reference = npy(&format!("reference/{name}/{}.input.npy", stem(sample)));
+            let ours = our_tensor(&model.spec().preprocessing, sample);
+            let reference = reference_input(name, sample, "input");
             assert_eq!(ours.shape(), reference.shape());
-            let n = ours.len() as f32;
-            let mae = ours
-                .iter()
-                .zip(reference.iter())
-                .map(|(a, b)| (a - b).abs())
-                .sum::<f32>()
-                / n;
-            let level = 1.0 / 255.0;
+            let mae = mean_abs_diff(&ours, &reference);
             println!("{name} {sample}: mean absolute error {mae:.2e}");
             assert!(
-                mae <= level,
-                "{name} {sample}: mean absolute error {mae} > {level}"
+                mae <= 1.0 / 255.0,
+                "{name} {sample}: mean absolute error {mae}"
             );
         }
+    }
+}
+
+#[test]
+fn short_side_resize_matches_torchvision_too() {
+    let model = bundled("mobilenet_v2");
+    let preprocessing = Preprocessing {
+        resize: ResizeMode::ShortSide(256),
+        ..model.spec().preprocessing.clone()
+    };
+    for sample in SAMPLES {
+        let ours = our_tensor(&preprocessing, sample);
+        let reference = reference_input("mobilenet_v2", sample, "short_side.input");
+        assert_eq!(ours.shape(), reference.shape());
+        let mae = mean_abs_diff(&ours, &reference);
+        assert!(mae <= 1.0 / 255.0, "{sample}: mean absolute error {mae}");
     }
 }
 
@@ -50,16 +65,14 @@ fn logits_match_pytorch_within_1e_3() {
     for name in MODELS {
         let model = bundled(name);
         for sample in SAMPLES {
-            let input = npy(&format!("reference/{name}/{}.input.npy", stem(sample)))
-                .into_dimensionality::<Ix4>()
-                .unwrap();
-            let reference = npy(&format!("reference/{name}/{}.logits.npy", stem(sample)));
-            let ours = model.forward(input.view(), &[]).unwrap().logits;
-            let worst = ours
-                .iter()
-                .zip(reference.iter())
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0, f32::max);
+            let ours = model
+                .forward(reference_input(name, sample, "input").view(), &[])
+                .unwrap()
+                .logits;
+            let worst = max_abs_diff(
+                &ours,
+                &npy(&format!("reference/{name}/{}.logits.npy", stem(sample))),
+            );
             assert!(worst <= 1e-3, "{name} {sample}: max |Δlogit| = {worst}");
         }
     }
@@ -68,61 +81,39 @@ fn logits_match_pytorch_within_1e_3() {
 #[test]
 fn features_17_activation_matches_pytorch() {
     let model = bundled("mobilenet_v2");
-    let input = npy("reference/mobilenet_v2/chelsea.input.npy")
-        .into_dimensionality::<Ix4>()
+    let output = model
+        .forward(
+            reference_input("mobilenet_v2", "chelsea.png", "input").view(),
+            &["features.17"],
+        )
         .unwrap();
-    let reference = npy("reference/mobilenet_v2/chelsea.features.17.npy");
-    let output = model.forward(input.view(), &["features.17"]).unwrap();
     let ours = &output.activations[0];
     assert_eq!(ours.shape(), &[1, 320, 7, 7]);
-    let worst = ours
-        .iter()
-        .zip(reference.iter())
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f32::max);
+    let worst = max_abs_diff(ours, &npy("reference/mobilenet_v2/chelsea.features.17.npy"));
     assert!(worst <= 1e-4, "max |Δ| = {worst}");
 }
 
 #[test]
 fn mobilenet_v2_reproduces_the_papers_numbers() {
     let model = bundled("mobilenet_v2");
-    let chelsea = model
-        .top_k(
-            model
-                .forward(base_tensor(&model, "chelsea.png").view(), &[])
-                .unwrap()
-                .logits
-                .row(0)
-                .as_slice()
-                .unwrap(),
-            3,
-        )
-        .unwrap();
+    let chelsea = top1(
+        &model,
+        &our_tensor(&model.spec().preprocessing, "chelsea.png"),
+    );
     assert_eq!(
-        (chelsea[0].class, chelsea[0].label.as_str()),
+        (chelsea.class, chelsea.label.as_str()),
         (285, "Egyptian cat")
     );
     assert!(
-        (chelsea[0].probability - 0.7508).abs() <= 0.002,
+        (chelsea.probability - 0.7508).abs() <= 0.002,
         "p = {}",
-        chelsea[0].probability
+        chelsea.probability
     );
-    let coffee = model
-        .top_k(
-            model
-                .forward(base_tensor(&model, "coffee.png").view(), &[])
-                .unwrap()
-                .logits
-                .row(0)
-                .as_slice()
-                .unwrap(),
-            1,
-        )
-        .unwrap();
-    assert_eq!(
-        (coffee[0].class, coffee[0].label.as_str()),
-        (967, "espresso")
+    let coffee = top1(
+        &model,
+        &our_tensor(&model.spec().preprocessing, "coffee.png"),
     );
+    assert_eq!((coffee.class, coffee.label.as_str()), (967, "espresso"));
 }
 
 #[test]
@@ -130,25 +121,19 @@ fn top1_agrees_with_pytorch_on_every_sample_through_our_own_preprocessing() {
     for name in MODELS {
         let model = bundled(name);
         for sample in SAMPLES {
-            let ours = model
-                .forward(base_tensor(&model, sample).view(), &[])
-                .unwrap()
-                .logits;
-            let reference = npy(&format!("reference/{name}/{}.logits.npy", stem(sample)));
-            let argmax = |values: &mut dyn Iterator<Item = f32>| {
-                values
-                    .enumerate()
-                    .fold(
-                        (0, f32::MIN),
-                        |best, (i, v)| if v > best.1 { (i, v) } else { best },
-                    )
-                    .0
-            };
-            assert_eq!(
-                argmax(&mut ours.iter().copied()),
-                argmax(&mut reference.iter().copied()),
-                "{name} {sample}"
-            );
+            let ours = top1(&model, &our_tensor(&model.spec().preprocessing, sample));
+            let reference = top1(&model, &reference_input(name, sample, "input"));
+            let reference_logits = npy(&format!("reference/{name}/{}.logits.npy", stem(sample)));
+            let pytorch_class = reference_logits
+                .iter()
+                .enumerate()
+                .fold(
+                    (0, f32::MIN),
+                    |best, (i, &v)| if v > best.1 { (i, v) } else { best },
+                )
+                .0;
+            assert_eq!(ours.class, pytorch_class, "{name} {sample}");
+            assert_eq!(reference.class, pytorch_class, "{name} {sample}");
         }
     }
 }

@@ -54,3 +54,39 @@ pub const SAMPLES: [&str; 5] = [
 pub fn stem(sample: &str) -> &str {
     sample.split('.').next().unwrap()
 }
+
+/// Largest absolute element-wise difference.
+pub fn max_abs_diff<'a>(
+    a: impl IntoIterator<Item = &'a f32>,
+    b: impl IntoIterator<Item = &'a f32>,
+) -> f32 {
+    a.into_iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+/// Mean absolute element-wise difference.
+pub fn mean_abs_diff<'a>(
+    a: impl IntoIterator<Item = &'a f32>,
+    b: impl IntoIterator<Item = &'a f32>,
+) -> f32 {
+    let (sum, n) = a
+        .into_iter()
+        .zip(b)
+        .fold((0.0f64, 0usize), |(s, n), (x, y)| {
+            (s + f64::from((x - y).abs()), n + 1)
+        });
+    (sum / n.max(1) as f64) as f32
+}
+
+/// The reference's preprocessed input tensor of a sample (`variant` "input" or "short_side.input").
+pub fn reference_input(
+    model: &str,
+    sample: &str,
+    variant: &str,
+) -> tract_onnx::prelude::tract_ndarray::Array4<f32> {
+    npy(&format!("reference/{model}/{}.{variant}.npy", stem(sample)))
+        .into_dimensionality()
+        .unwrap()
+}
