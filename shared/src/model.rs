@@ -19,7 +19,7 @@ use tract_onnx::pb::type_proto::Value as TypeValue;
 use tract_onnx::prelude::tract_ndarray::{Array2, ArrayD, ArrayView4, Axis, Ix2, concatenate, s};
 use tract_onnx::prelude::{
     DatumType, Framework, InferenceFact, InferenceModel, InferenceModelExt, IntoRunnable, Tensor,
-    TypedRunnableModel, tvec,
+    TractResult, TypedRunnableModel, tvec,
 };
 
 use crate::preprocess::Preprocessing;
@@ -186,7 +186,7 @@ impl Classifier {
         let batch = self.fixed_batch.unwrap_or(1);
         let typed = self
             .concrete_model(batch)
-            .with_outputs_by_name([self.logits_tensor.as_str()])
+            .and_then(|m| m.with_outputs_by_name([self.logits_tensor.as_str()]))
             .map_err(|e| {
                 Error::Model(format!(
                     "no tensor named `{}` in the model: {e}",
@@ -281,13 +281,11 @@ impl Classifier {
         Ok(())
     }
 
-    fn concrete_model(&self, batch: usize) -> InferenceModel {
+    /// The parsed model with its input fixed to `batch × 3 × H × W`.
+    fn concrete_model(&self, batch: usize) -> TractResult<InferenceModel> {
         let [h, w] = self.input_size;
         let fact = InferenceFact::dt_shape(DatumType::F32, tvec!(batch, 3, h, w));
-        let mut model = self.model.clone();
-        // Setting the fact of input 0 cannot fail: `InputSignature` checked there is one input.
-        let _ = model.set_input_fact(0, fact);
-        model
+        self.model.clone().with_input_fact(0, fact)
     }
 
     /// Choose how many images one plan runs at a time (models with a fixed batch keep theirs).
@@ -385,7 +383,7 @@ impl Classifier {
         }
         let plan = self
             .concrete_model(batch)
-            .with_outputs_by_name(outputs)
+            .and_then(|m| m.with_outputs_by_name(outputs))
             .and_then(|m| m.into_optimized())
             .and_then(|m| m.into_runnable())
             .map_err(|e| {
@@ -467,7 +465,7 @@ impl Classifier {
         logits
             .rows()
             .into_iter()
-            .map(|row| self.top_k(row.as_slice().unwrap_or(&row.to_vec()), k))
+            .map(|row| self.top_k(&row.to_vec(), k))
             .collect()
     }
 
