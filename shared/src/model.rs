@@ -459,6 +459,18 @@ impl Classifier {
         Ok(self.forward(tensor.view(), &[])?.logits)
     }
 
+    /// Softmax probabilities over all classes for base images (what LIME's classifier returns).
+    pub fn probabilities(&self, images: &[RgbImage]) -> Result<Array2<f32>> {
+        let mut logits = self.logits(images)?;
+        for mut row in logits.rows_mut() {
+            let probabilities = softmax(&row.to_vec());
+            row.iter_mut()
+                .zip(probabilities)
+                .for_each(|(value, p)| *value = p);
+        }
+        Ok(logits)
+    }
+
     /// The top `k` classes of each base image, most probable first.
     pub fn predict(&self, images: &[RgbImage], k: usize) -> Result<Vec<Vec<Prediction>>> {
         let logits = self.logits(images)?;

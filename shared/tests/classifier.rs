@@ -161,3 +161,20 @@ fn top_k_is_sorted_and_probabilities_sum_to_one() {
         1000
     );
 }
+
+#[test]
+fn probabilities_of_images_are_a_distribution_led_by_the_predicted_class() {
+    let model = bundled("mobilenet_v2");
+    let bytes = std::fs::read(models_dir().join("samples/coffee.png")).unwrap();
+    let image = camlime_core::decode_image(&bytes, &Default::default()).unwrap();
+    let base = model.spec().preprocessing.base_image(&image).unwrap();
+    let probabilities = model.probabilities(&[base.clone(), base.clone()]).unwrap();
+    assert_eq!(probabilities.dim(), (2, 1000));
+    for row in probabilities.rows() {
+        assert!((row.sum() - 1.0).abs() < 1e-4, "Σp = {}", row.sum());
+        assert!(row.iter().all(|p| (0.0..=1.0).contains(p)));
+    }
+    let top = &model.predict(&[base], 1).unwrap()[0][0];
+    assert_eq!(top.class, 967);
+    assert!((probabilities[[0, 967]] - top.probability).abs() < 1e-6);
+}
