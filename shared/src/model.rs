@@ -372,13 +372,9 @@ impl Classifier {
 
     /// The optimised plan for this batch size and these output tensors, compiled on first use.
     fn plan(&self, batch: usize, outputs: &[String]) -> Result<Arc<TypedRunnableModel>> {
-        let key = (batch, outputs.to_vec());
-        if let Some(plan) = self
-            .plans
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&key)
-        {
+        // The lock is held while compiling, so threads that need the same plan compile it once.
+        let mut plans = self.plans.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(plan) = plans.get(&(batch, outputs.to_vec())) {
             return Ok(plan.clone());
         }
         let plan = self
@@ -389,10 +385,7 @@ impl Classifier {
             .map_err(|e| {
                 Error::Model(format!("cannot compile the model for batch {batch}: {e:#}"))
             })?;
-        self.plans
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(key, plan.clone());
+        plans.insert((batch, outputs.to_vec()), plan.clone());
         Ok(plan)
     }
 
