@@ -55,15 +55,27 @@ pub fn stem(sample: &str) -> &str {
     sample.split('.').next().unwrap()
 }
 
+/// Absolute element-wise differences of two sequences of equal, non-zero length (else a panic:
+/// a shape mismatch must fail a test, not be truncated away by `zip`).
+fn abs_diffs<'a>(
+    a: impl IntoIterator<Item = &'a f32>,
+    b: impl IntoIterator<Item = &'a f32>,
+) -> Vec<f32> {
+    let (a, b): (Vec<f32>, Vec<f32>) = (
+        a.into_iter().copied().collect(),
+        b.into_iter().copied().collect(),
+    );
+    assert_eq!(a.len(), b.len(), "compared arrays differ in size");
+    assert!(!a.is_empty(), "compared arrays are empty");
+    a.iter().zip(&b).map(|(x, y)| (x - y).abs()).collect()
+}
+
 /// Largest absolute element-wise difference.
 pub fn max_abs_diff<'a>(
     a: impl IntoIterator<Item = &'a f32>,
     b: impl IntoIterator<Item = &'a f32>,
 ) -> f32 {
-    a.into_iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
+    abs_diffs(a, b).into_iter().fold(0.0, f32::max)
 }
 
 /// Mean absolute element-wise difference.
@@ -71,13 +83,8 @@ pub fn mean_abs_diff<'a>(
     a: impl IntoIterator<Item = &'a f32>,
     b: impl IntoIterator<Item = &'a f32>,
 ) -> f32 {
-    let (sum, n) = a
-        .into_iter()
-        .zip(b)
-        .fold((0.0f64, 0usize), |(s, n), (x, y)| {
-            (s + f64::from((x - y).abs()), n + 1)
-        });
-    (sum / n.max(1) as f64) as f32
+    let diffs = abs_diffs(a, b);
+    (diffs.iter().map(|&d| f64::from(d)).sum::<f64>() / diffs.len() as f64) as f32
 }
 
 /// The reference's preprocessed input tensor of a sample (`variant` "input" or "short_side.input").
