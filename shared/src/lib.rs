@@ -25,6 +25,7 @@ pub mod error;
 pub mod manifest;
 pub mod model;
 pub mod preprocess;
+pub mod segment;
 
 pub use error::{Error, Result};
 pub use manifest::{Manifest, ModelEntry};
@@ -32,4 +33,5 @@ pub use model::{Classifier, ForwardOutput, Layer, ModelSpec, Prediction};
 pub use preprocess::{
     DecodeLimits, Interpolation, Normalize, Preprocessing, ResizeMode, decode_image,
 };
+pub use segment::{Segmentation, SegmenterConfig};
 pub use tract_onnx::prelude::tract_ndarray as ndarray;
