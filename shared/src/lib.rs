@@ -21,15 +21,20 @@
 //! Modules: [`preprocess`] (decode, resize, crop, normalise), [`manifest`] (the bundled models'
 //! description), [`model`] (tract inference, layers, predictions).
 
+pub mod cam;
+pub mod camlime;
 pub mod error;
+pub mod lime;
 pub mod manifest;
 pub mod model;
 pub mod preprocess;
 pub mod segment;
+pub mod surrogate;
 
 pub use error::{Error, Result};
 pub use manifest::{Manifest, ModelEntry};
 pub use model::{Classifier, ForwardOutput, Layer, ModelSpec, Prediction};
+pub use nalgebra;
 pub use preprocess::{
     DecodeLimits, Interpolation, Normalize, Preprocessing, ResizeMode, decode_image,
 };

@@ -1,0 +1,173 @@
+//! Class activation maps: the [`CamMap`] type with pytorch-grad-cam's post-processing
+//! (ReLU, min-max scaling, OpenCV-style bilinear resize, multi-layer aggregation).
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// A single-channel map, row-major, `height × width`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CamMap {
+    height: usize,
+    width: usize,
+    values: Vec<f32>,
+}
+
+impl CamMap {
+    /// Wrap row-major values.
+    pub fn new(height: usize, width: usize, values: Vec<f32>) -> Result<Self> {
+        if values.len() != height * width || values.is_empty() {
+            return Err(Error::Parameter(format!(
+                "a {height}×{width} map needs {} values, got {}",
+                height * width,
+                values.len()
+            )));
+        }
+        Ok(Self {
+            height,
+            width,
+            values,
+        })
+    }
+
+    /// Rows.
+    pub fn height(&self) -> usize {
+        self.height
+    }
+
+    /// Columns.
+    pub fn width(&self) -> usize {
+        self.width
+    }
+
+    /// Row-major values.
+    pub fn values(&self) -> &[f32] {
+        &self.values
+    }
+
+    /// Negative values set to zero.
+    pub fn relu(mut self) -> Self {
+        self.values.iter_mut().for_each(|v| *v = v.max(0.0));
+        self
+    }
+
+    /// pytorch-grad-cam's `scale_cam_image` without resize: x − min, then ÷ (max + 1e-7).
+    pub fn scaled(mut self) -> Self {
+        let min = self.values.iter().copied().fold(f32::INFINITY, f32::min);
+        self.values.iter_mut().for_each(|v| *v -= min);
+        let max = self
+            .values
+            .iter()
+            .copied()
+            .fold(f32::NEG_INFINITY, f32::max);
+        self.values.iter_mut().for_each(|v| *v /= 1e-7 + max);
+        self
+    }
+
+    /// Bilinear resize with half-pixel centres and edge clamping: OpenCV's `INTER_LINEAR` on
+    /// `float32`, which pytorch-grad-cam uses to bring maps to the input size.
+    pub fn resize(&self, height: usize, width: usize) -> Self {
+        if (height, width) == (self.height, self.width) {
+            return self.clone();
+        }
+        let taps = |n_out: usize, n_in: usize| -> Vec<(usize, usize, f32)> {
+            let scale = n_in as f64 / n_out as f64;
+            (0..n_out)
+                .map(|i| {
+                    let pos = (i as f64 + 0.5) * scale - 0.5;
+                    let lo = pos.floor();
+                    let frac = (pos - lo) as f32;
+                    if lo < 0.0 {
+                        (0, 0, 0.0)
+                    } else if lo as usize >= n_in - 1 {
+                        (n_in - 1, n_in - 1, 0.0)
+                    } else {
+                        (lo as usize, lo as usize + 1, frac)
+                    }
+                })
+                .collect()
+        };
+        let (ys, xs) = (taps(height, self.height), taps(width, self.width));
+        let at = |r: usize, c: usize| self.values[r * self.width + c];
+        let mut values = Vec::with_capacity(height * width);
+        for &(y0, y1, wy) in &ys {
+            for &(x0, x1, wx) in &xs {
+                let top = at(y0, x0) * (1.0 - wx) + at(y0, x1) * wx;
+                let bottom = at(y1, x0) * (1.0 - wx) + at(y1, x1) * wx;
+                values.push(top * (1.0 - wy) + bottom * wy);
+            }
+        }
+        Self {
+            height,
+            width,
+            values,
+        }
+    }
+
+    /// Pearson correlation with another map of the same size (a comparison helper for tests
+    /// and for `camlime compare`).
+    pub fn pearson(&self, other: &CamMap) -> Result<f64> {
+        if self.values.len() != other.values.len() {
+            return Err(Error::Parameter("maps of different sizes".into()));
+        }
+        let n = self.values.len() as f64;
+        let mean = |v: &[f32]| v.iter().map(|&x| f64::from(x)).sum::<f64>() / n;
+        let (ma, mb) = (mean(&self.values), mean(&other.values));
+        let (mut cov, mut va, mut vb) = (0.0, 0.0, 0.0);
+        for (&a, &b) in self.values.iter().zip(&other.values) {
+            let (da, db) = (f64::from(a) - ma, f64::from(b) - mb);
+            cov += da * db;
+            va += da * da;
+            vb += db * db;
+        }
+        Ok(cov / (va * vb).sqrt())
+    }
+}
+
+/// pytorch-grad-cam's multi-layer aggregation of per-layer maps already at a common size:
+/// ReLU, mean over layers, then min-max scaling.
+pub fn aggregate(layers: &[CamMap]) -> Result<CamMap> {
+    let first = layers
+        .first()
+        .ok_or_else(|| Error::Parameter("no layer maps to aggregate".into()))?;
+    if layers
+        .iter()
+        .any(|m| (m.height, m.width) != (first.height, first.width))
+    {
+        return Err(Error::Parameter(
+            "layer maps must share one size before aggregation".into(),
+        ));
+    }
+    let n = layers.len() as f32;
+    let values = (0..first.values.len())
+        .map(|i| layers.iter().map(|m| m.values[i].max(0.0)).sum::<f32>() / n)
+        .collect();
+    Ok(CamMap::new(first.height, first.width, values)?.scaled())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resize_matches_opencv_on_a_small_map() {
+        // cv2.resize(np.float32([[0, 1], [2, 3]]), (4, 4))
+        let map = CamMap::new(2, 2, vec![0.0, 1.0, 2.0, 3.0]).unwrap();
+        let expected = [
+            0.0, 0.25, 0.75, 1.0, 0.5, 0.75, 1.25, 1.5, 1.5, 1.75, 2.25, 2.5, 2.0, 2.25, 2.75, 3.0,
+        ];
+        assert_eq!(map.resize(4, 4).values(), &expected);
+    }
+
+    #[test]
+    fn scaling_and_aggregation() {
+        let map = CamMap::new(1, 3, vec![-1.0, 0.0, 3.0]).unwrap();
+        let scaled = map.clone().scaled();
+        assert!((scaled.values()[2] - 1.0).abs() < 1e-6 && scaled.values()[0] == 0.0);
+        let agg = aggregate(&[map.clone(), map.relu()]).unwrap();
+        assert!((agg.values()[2] - 1.0).abs() < 1e-6 && agg.values()[0] == 0.0);
+        assert!(aggregate(&[]).is_err());
+        assert!(CamMap::new(2, 2, vec![0.0]).is_err());
+    }
+}
