@@ -35,6 +35,9 @@ pub enum Error {
     /// The model failed while running.
     #[error("inference failed: {0}")]
     Inference(String),
+    /// The caller cancelled the work.
+    #[error("cancelled")]
+    Cancelled,
     /// A manifest that does not parse or does not describe its models consistently.
     #[error("invalid manifest: {0}")]
     Manifest(String),

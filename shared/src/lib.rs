@@ -28,15 +28,17 @@ pub mod lime;
 pub mod manifest;
 pub mod model;
 pub mod preprocess;
+pub mod runtime;
 pub mod segment;
 pub mod surrogate;
 
 pub use error::{Error, Result};
 pub use manifest::{Manifest, ModelEntry};
-pub use model::{Classifier, ForwardOutput, Layer, ModelSpec, Prediction};
+pub use model::{Classifier, ForwardOutput, Layer, ModelSpec, Prediction, Tail};
 pub use nalgebra;
 pub use preprocess::{
     DecodeLimits, Interpolation, Normalize, Preprocessing, ResizeMode, decode_image,
 };
+pub use runtime::{Runtime, Sequential};
 pub use segment::{Segmentation, SegmenterConfig};
 pub use tract_onnx::prelude::tract_ndarray as ndarray;

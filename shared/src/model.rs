@@ -446,6 +446,48 @@ impl Classifier {
         })
     }
 
+    /// The network from `layer`'s activation to the logits, compiled for batches of `batch`:
+    /// tract model surgery replaces the layer's producer with a new input, so the head of the
+    /// network is pruned and only the tail runs (Ablation-CAM re-runs it once per channel).
+    pub fn tail(&self, layer: &str, batch: usize) -> Result<Tail> {
+        let layer = self.layer(layer)?.clone();
+        let batch = self.fixed_batch.unwrap_or(batch).max(1);
+        let surgery = |model: &mut tract_onnx::prelude::TypedModel| -> TractResult<()> {
+            let outlet = model
+                .nodes()
+                .iter()
+                .flat_map(|node| (0..node.outputs.len()).map(move |slot| (node.id, slot).into()))
+                .find(|&outlet| model.outlet_label(outlet) == Some(layer.tensor.as_str()))
+                .ok_or_else(|| tract_onnx::tract_core::internal::format_err!("tensor not found"))?;
+            let fact = model.outlet_fact(outlet)?.clone();
+            let source = model.add_source("camlime.tail.input", fact)?;
+            for inlet in model.outlet_successors(outlet).to_vec() {
+                model.add_edge(source, inlet)?;
+            }
+            model.set_input_outlets(&[source])
+        };
+        let plan = self
+            .concrete_model(batch)
+            .and_then(|m| m.with_outputs_by_name([self.logits_tensor.as_str()]))
+            .and_then(|m| m.into_typed())
+            .and_then(|mut m| {
+                surgery(&mut m)?;
+                m.into_optimized()
+            })
+            .and_then(|m| m.into_runnable())
+            .map_err(|e| {
+                Error::Model(format!(
+                    "cannot cut the model at `{}` for batch {batch}: {e:#}",
+                    layer.name
+                ))
+            })?;
+        Ok(Tail {
+            plan,
+            shape: layer.shape,
+            batch,
+        })
+    }
+
     /// Logits of base images (already resized and cropped to the input size).
     pub fn logits(&self, images: &[RgbImage]) -> Result<Array2<f32>> {
         let tensor = self.spec.preprocessing.tensor(images)?;
@@ -500,6 +542,53 @@ impl Classifier {
                 logit: logits[class],
             })
             .collect())
+    }
+}
+
+/// The tail of a classifier from one layer to the logits (see [`Classifier::tail`]).
+#[derive(Debug)]
+pub struct Tail {
+    plan: Arc<TypedRunnableModel>,
+    shape: [usize; 3],
+    batch: usize,
+}
+
+impl Tail {
+    /// The batch size the plan was compiled for.
+    pub fn batch_size(&self) -> usize {
+        self.batch
+    }
+
+    /// Logits for `N × C × H × W` activations (any N; chunks of the plan's batch, the last one
+    /// zero-padded and the padding dropped).
+    pub fn logits(&self, activations: ArrayView4<f32>) -> Result<Array2<f32>> {
+        let (n, c, h, w) = activations.dim();
+        if n == 0 || [c, h, w] != self.shape {
+            return Err(Error::Parameter(format!(
+                "tail input must be N×{}×{}×{}, found {n}×{c}×{h}×{w}",
+                self.shape[0], self.shape[1], self.shape[2]
+            )));
+        }
+        let mut rows = Vec::with_capacity(n);
+        for start in (0..n).step_by(self.batch) {
+            let end = (start + self.batch).min(n);
+            let mut part =
+                tract_onnx::prelude::tract_ndarray::Array4::<f32>::zeros((self.batch, c, h, w));
+            part.slice_mut(s![0..end - start, .., .., ..])
+                .assign(&activations.slice(s![start..end, .., .., ..]));
+            let out = self
+                .plan
+                .run(tvec![Tensor::from(part).into()])
+                .map_err(|e| Error::Inference(format!("{e:#}")))?;
+            let logits = out[0]
+                .to_plain_array_view::<f32>()
+                .map_err(|e| Error::Inference(e.to_string()))?
+                .into_dimensionality::<Ix2>()
+                .map_err(|e| Error::Inference(format!("logits: {e}")))?;
+            rows.push(logits.slice(s![0..end - start, ..]).to_owned());
+        }
+        let views: Vec<_> = rows.iter().map(|r| r.view()).collect();
+        concatenate(Axis(0), &views).map_err(|e| Error::Inference(e.to_string()))
     }
 }
 

@@ -1,7 +1,13 @@
 //! Class activation maps: the [`CamMap`] type with pytorch-grad-cam's post-processing
 //! (ReLU, min-max scaling, OpenCV-style bilinear resize, multi-layer aggregation).
 
+mod methods;
+
 use serde::{Deserialize, Serialize};
+
+pub use methods::{
+    AblationValue, CamConfig, CamExplanation, CamMethod, LayerCam, explain, explain_tensor,
+};
 
 use crate::{Error, Result};
 
@@ -95,6 +101,41 @@ impl CamMap {
                 let top = at(y0, x0) * (1.0 - wx) + at(y0, x1) * wx;
                 let bottom = at(y1, x0) * (1.0 - wx) + at(y1, x1) * wx;
                 values.push(top * (1.0 - wy) + bottom * wy);
+            }
+        }
+        Self {
+            height,
+            width,
+            values,
+        }
+    }
+
+    /// Bilinear resize with corner-aligned sampling (`align_corners=True`, what torch's
+    /// `UpsamplingBilinear2d` does; Score-CAM upsamples its masks this way).
+    pub fn resize_align_corners(&self, height: usize, width: usize) -> Self {
+        let taps = |n_out: usize, n_in: usize| -> Vec<(usize, usize, f32)> {
+            let scale = if n_out > 1 {
+                (n_in - 1) as f32 / (n_out - 1) as f32
+            } else {
+                0.0
+            };
+            (0..n_out)
+                .map(|i| {
+                    let pos = scale * i as f32;
+                    let lo = (pos as usize).min(n_in - 1);
+                    let hi = (lo + 1).min(n_in - 1);
+                    (lo, hi, (pos - lo as f32).clamp(0.0, 1.0))
+                })
+                .collect()
+        };
+        let (ys, xs) = (taps(height, self.height), taps(width, self.width));
+        let at = |r: usize, c: usize| self.values[r * self.width + c];
+        let mut values = Vec::with_capacity(height * width);
+        for &(y0, y1, wy) in &ys {
+            for &(x0, x1, wx) in &xs {
+                let top = (1.0 - wx) * at(y0, x0) + wx * at(y0, x1);
+                let bottom = (1.0 - wx) * at(y1, x0) + wx * at(y1, x1);
+                values.push((1.0 - wy) * top + wy * bottom);
             }
         }
         Self {

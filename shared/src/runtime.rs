@@ -1,0 +1,79 @@
+//! How explainers spend work: the core itself never spawns threads or reads a clock; a
+//! [`Runtime`] lets the caller run independent chunks concurrently, watch progress and cancel.
+//! [`Sequential`] is the core's own (and the browser worker's) runtime; native code supplies a
+//! threaded one. Chunks are fixed by the work, not by the thread count, so results are identical
+//! whatever runtime runs them.
+
+use tract_onnx::prelude::tract_ndarray::{ArrayView4, Axis, concatenate};
+
+use crate::model::{Classifier, ForwardOutput};
+use crate::{Error, Result};
+
+/// Where and how explainer work runs.
+pub trait Runtime: Sync {
+    /// How many chunks may usefully run at once.
+    fn threads(&self) -> usize {
+        1
+    }
+
+    /// `f(0)`, …, `f(n − 1)`, possibly concurrently; results in index order.
+    fn map<R: Send>(&self, n: usize, f: &(dyn Fn(usize) -> R + Sync)) -> Vec<R> {
+        (0..n).map(f).collect()
+    }
+
+    /// `done` of `total` units of `stage` are finished.
+    fn progress(&self, _stage: &str, _done: usize, _total: usize) {}
+
+    /// Whether the caller wants the work abandoned (checked between chunks).
+    fn cancelled(&self) -> bool {
+        false
+    }
+}
+
+/// Everything on the calling thread, no progress reports, never cancelled.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Sequential;
+
+impl Runtime for Sequential {}
+
+/// Fail with [`Error::Cancelled`] if the runtime asks to stop.
+pub fn check_cancelled(runtime: &impl Runtime) -> Result<()> {
+    if runtime.cancelled() {
+        Err(Error::Cancelled)
+    } else {
+        Ok(())
+    }
+}
+
+/// Forward a batch with its images divided into one contiguous share per thread. Each image
+/// runs in the classifier's own batch plans, so the result does not depend on the split.
+pub fn forward(
+    runtime: &impl Runtime,
+    classifier: &Classifier,
+    input: ArrayView4<f32>,
+    layers: &[&str],
+) -> Result<ForwardOutput> {
+    let n = input.dim().0;
+    let threads = runtime.threads().clamp(1, n.max(1));
+    if threads == 1 {
+        return classifier.forward(input, layers);
+    }
+    let share = n.div_ceil(threads);
+    let parts = runtime.map(n.div_ceil(share), &|i| {
+        let range = i * share..((i + 1) * share).min(n);
+        classifier.forward(input.slice_axis(Axis(0), range.into()), layers)
+    });
+    let parts = parts.into_iter().collect::<Result<Vec<_>>>()?;
+    let logits: Vec<_> = parts.iter().map(|p| p.logits.view()).collect();
+    let logits = concatenate(Axis(0), &logits).map_err(|e| Error::Inference(e.to_string()))?;
+    let activations = (0..layers.len())
+        .map(|i| {
+            let views: Vec<_> = parts.iter().map(|p| p.activations[i].view()).collect();
+            concatenate(Axis(0), &views).map_err(|e| Error::Inference(e.to_string()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(ForwardOutput {
+        logits,
+        activations,
+    })
+}

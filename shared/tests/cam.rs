@@ -1,0 +1,129 @@
+//! Gradient-free CAMs against pytorch-grad-cam 1.5.5 on MobileNetV2 `features.17` for the
+//! sample photos (fixtures: `fixtures/cam/generate.py`), from the same input tensors.
+
+#![allow(missing_docs, clippy::unwrap_used)]
+
+mod common;
+
+use camlime_core::Sequential;
+use camlime_core::cam::{AblationValue, CamConfig, CamMap, CamMethod, explain_tensor};
+use camlime_core::ndarray::Ix4;
+use common::{SAMPLES, bundled, fixture, npy, stem};
+
+fn reference_map(stem: &str, method: &str) -> CamMap {
+    let levels = image::open(fixture(&format!("cam/{stem}.{method}.png")))
+        .unwrap()
+        .to_luma16();
+    let values = levels.iter().map(|&v| f32::from(v) / 65535.0).collect();
+    CamMap::new(224, 224, values).unwrap()
+}
+
+fn check(method: CamMethod, ablation: AblationValue, samples: &[&str]) {
+    let classifier = bundled("mobilenet_v2");
+    for sample in samples {
+        let stem = stem(sample);
+        let input = npy(&format!("reference/mobilenet_v2/{stem}.input.npy"))
+            .into_dimensionality::<Ix4>()
+            .unwrap();
+        let config = CamConfig {
+            method,
+            layers: vec!["features.17".into()],
+            ablation,
+            ..Default::default()
+        };
+        let ours = explain_tensor(&classifier, input.view(), &config, &Sequential).unwrap();
+        let reference = reference_map(stem, method.name());
+        let pearson = ours.map.pearson(&reference).unwrap();
+        let max_abs = ours
+            .map
+            .values()
+            .iter()
+            .zip(reference.values())
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        eprintln!(
+            "{} {stem}: pearson {pearson:.6} max|Δ| {max_abs:.2e}",
+            method.name()
+        );
+        assert!(
+            pearson >= 0.999,
+            "{} {stem}: pearson {pearson}",
+            method.name()
+        );
+        assert!(
+            max_abs <= 1e-3,
+            "{} {stem}: max |Δ| {max_abs}",
+            method.name()
+        );
+    }
+}
+
+#[test]
+fn eigencam_matches_pytorch_grad_cam() {
+    check(CamMethod::EigenCam, AblationValue::Zero, &SAMPLES);
+}
+
+#[test]
+fn scorecam_matches_pytorch_grad_cam() {
+    check(CamMethod::ScoreCam, AblationValue::Zero, &SAMPLES);
+}
+
+#[test]
+fn ablationcam_matches_pytorch_grad_cam_with_its_ablation_value() {
+    check(
+        CamMethod::AblationCam,
+        AblationValue::PytorchGradCam,
+        &SAMPLES,
+    );
+}
+
+#[test]
+fn ablation_tail_reproduces_the_full_network() {
+    let classifier = bundled("mobilenet_v2");
+    let input = npy("reference/mobilenet_v2/coffee.input.npy")
+        .into_dimensionality::<Ix4>()
+        .unwrap();
+    let full = classifier.forward(input.view(), &["features.17"]).unwrap();
+    let activation = full.activations[0]
+        .view()
+        .into_dimensionality::<Ix4>()
+        .unwrap();
+    let tail = classifier.tail("features.17", 1).unwrap();
+    let logits = tail.logits(activation).unwrap();
+    let worst = logits
+        .iter()
+        .zip(full.logits.iter())
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(worst < 1e-4, "tail logits differ by {worst}");
+    assert!(classifier.tail("no.such.layer", 1).is_err());
+}
+
+#[test]
+fn random_cam_is_seeded_and_bad_targets_are_errors() {
+    let classifier = bundled("mobilenet_v2");
+    let input = npy("reference/mobilenet_v2/chelsea.input.npy")
+        .into_dimensionality::<Ix4>()
+        .unwrap();
+    let config = |seed| CamConfig {
+        method: CamMethod::Random,
+        seed,
+        ..Default::default()
+    };
+    let a = explain_tensor(&classifier, input.view(), &config(1), &Sequential).unwrap();
+    let b = explain_tensor(&classifier, input.view(), &config(1), &Sequential).unwrap();
+    let c = explain_tensor(&classifier, input.view(), &config(2), &Sequential).unwrap();
+    assert_eq!(a, b);
+    assert_ne!(a.map, c.map);
+    assert_eq!(a.target, 285);
+    let bad = CamConfig {
+        target: Some(1000),
+        ..Default::default()
+    };
+    assert!(explain_tensor(&classifier, input.view(), &bad, &Sequential).is_err());
+    let bad_layer = CamConfig {
+        layers: vec!["features.99".into()],
+        ..Default::default()
+    };
+    assert!(explain_tensor(&classifier, input.view(), &bad_layer, &Sequential).is_err());
+}
