@@ -28,6 +28,7 @@ pub mod lime;
 pub mod manifest;
 pub mod model;
 pub mod preprocess;
+pub mod render;
 pub mod runtime;
 pub mod segment;
 pub mod surrogate;
