@@ -6,13 +6,15 @@
 #![allow(missing_docs, clippy::unwrap_used)]
 
 use camlime::models::{Bundle, models_dir};
-use camlime::parallel::{available_threads, forward_split};
+use camlime::parallel::{Threads, available_threads};
 use camlime_core::ndarray::Array4;
+use camlime_core::runtime;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
 fn inference(c: &mut Criterion) {
     let bundle = Bundle::open(&models_dir(None).unwrap()).unwrap();
     let threads = available_threads();
+    let pool = Threads::new(threads);
     for name in ["mobilenet_v2", "efficientnet_lite0"] {
         let mut group = c.benchmark_group(format!("forward/{name}"));
         group.sample_size(10);
@@ -49,21 +51,21 @@ fn inference(c: &mut Criterion) {
                     .classifier
                     .with_batch_size(batch / threads)
                     .unwrap();
-                forward_split(&split, input.view(), &[], threads).unwrap();
+                runtime::forward(&pool, &split, input.view(), &[]).unwrap();
                 group.bench_with_input(
                     BenchmarkId::new(format!("{threads}-threads-split"), batch),
                     &input,
                     |b, input| {
-                        b.iter(|| forward_split(&split, input.view(), &[], threads).unwrap());
+                        b.iter(|| runtime::forward(&pool, &split, input.view(), &[]).unwrap());
                     },
                 );
                 let per_image = bundle.load(name).unwrap().classifier;
-                forward_split(&per_image, input.view(), &[], threads).unwrap();
+                runtime::forward(&pool, &per_image, input.view(), &[]).unwrap();
                 group.bench_with_input(
                     BenchmarkId::new(format!("{threads}-threads-split-batch1"), batch),
                     &input,
                     |b, input| {
-                        b.iter(|| forward_split(&per_image, input.view(), &[], threads).unwrap());
+                        b.iter(|| runtime::forward(&pool, &per_image, input.view(), &[]).unwrap());
                     },
                 );
             }

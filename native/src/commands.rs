@@ -9,8 +9,11 @@ use camlime_core::{Layer, Prediction, decode_image};
 use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 
+use crate::explain::{CompareArgs, ExplainArgs, compare, explain};
 use crate::models::{Bundle, models_dir, read_image};
-use crate::parallel::{available_threads, forward_split};
+use camlime_core::runtime;
+
+use crate::parallel::{Threads, available_threads};
 
 /// Explain what convolutional image classifiers look at (CamLIME, LIME, the CAM family).
 #[derive(Debug, Parser)]
@@ -33,6 +36,10 @@ pub enum Command {
     Models(JsonFlag),
     /// List the layers of a model that explanations can target.
     Layers(LayersArgs),
+    /// Explain one image: CamLIME (default), LIME or a CAM; writes a record and pictures.
+    Explain(Box<ExplainArgs>),
+    /// Explain images with several methods (and models) into one labelled grid.
+    Compare(Box<CompareArgs>),
 }
 
 /// `--json`.
@@ -84,6 +91,8 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
         Command::Predict(args) => predict(&bundle, &args, out),
         Command::Models(flag) => models(&bundle, flag.json, out),
         Command::Layers(args) => layers(&bundle, &args, out),
+        Command::Explain(args) => explain(&bundle, &args, out),
+        Command::Compare(args) => compare(&bundle, &args, out),
     }
 }
 
@@ -111,7 +120,8 @@ fn predict(bundle: &Bundle, args: &PredictArgs, out: &mut dyn Write) -> Result<(
         .map(|i| preprocessing.base_image(i))
         .collect::<Result<Vec<_>, _>>()?;
     let tensor = preprocessing.tensor(&base_images)?;
-    let logits = forward_split(&model.classifier, tensor.view(), &[], available_threads())?.logits;
+    let threads = Threads::new(available_threads());
+    let logits = runtime::forward(&threads, &model.classifier, tensor.view(), &[])?.logits;
     let predictions = logits
         .rows()
         .into_iter()

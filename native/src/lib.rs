@@ -8,5 +8,6 @@
 //! crates), never in `camlime-core`.
 
 pub mod commands;
+pub mod explain;
 pub mod models;
 pub mod parallel;

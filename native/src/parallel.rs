@@ -1,5 +1,5 @@
-//! Using both (all) cores for inference: the core runs one plan on one thread; this module
-//! decides how native callers spread work across cores.
+//! Using both (all) cores: a [`Threads`] runtime for the core's explainers and inference, with
+//! an optional terminal progress bar, a cancel flag and a clock.
 //!
 //! The strategy, chosen by `cargo bench -p camlime --bench inference` on a 2-core machine: batch-1
 //! plans with the images divided between threads (plans are immutable and shared; each run has its
@@ -7,57 +7,115 @@
 //! intra-op thread pool gained only 18% on one image and lost 7% on 16.
 
 use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
-use anyhow::{Result, anyhow};
-use camlime_core::Classifier;
-use camlime_core::model::ForwardOutput;
-use camlime_core::ndarray::{ArrayView4, Axis, concatenate};
+use camlime_core::Runtime;
+use indicatif::{ProgressBar, ProgressStyle};
 
 /// The number of cores this process may use.
 pub fn available_threads() -> usize {
     std::thread::available_parallelism().map_or(1, NonZeroUsize::get)
 }
 
-/// Forward `input` with its images divided over `threads` threads; same results as one thread.
-pub fn forward_split(
-    classifier: &Classifier,
-    input: ArrayView4<f32>,
-    layers: &[&str],
+/// Runs the core's chunks on up to `threads` scoped threads; results do not depend on the
+/// thread count (the core fixes the chunks).
+#[derive(Debug)]
+pub struct Threads {
     threads: usize,
-) -> Result<ForwardOutput> {
-    let n = input.dim().0;
-    let threads = threads.clamp(1, n.max(1));
-    if threads == 1 {
-        return Ok(classifier.forward(input, layers)?);
+    started: Instant,
+    bar: Option<ProgressBar>,
+    cancel: Arc<AtomicBool>,
+}
+
+impl Threads {
+    /// A runtime with `threads` workers (at least one).
+    pub fn new(threads: usize) -> Self {
+        Self {
+            threads: threads.max(1),
+            started: Instant::now(),
+            bar: None,
+            cancel: Arc::default(),
+        }
     }
-    let share = n.div_ceil(threads);
-    let parts: Vec<ForwardOutput> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..n)
-            .step_by(share)
-            .map(|start| {
-                let part = input.slice_axis(Axis(0), (start..(start + share).min(n)).into());
-                scope.spawn(move || classifier.forward(part, layers))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .map_err(|_| anyhow!("an inference thread panicked"))?
-                    .map_err(anyhow::Error::from)
-            })
-            .collect::<Result<Vec<_>>>()
-    })?;
-    let logits: Vec<_> = parts.iter().map(|p| p.logits.view()).collect();
-    let logits = concatenate(Axis(0), &logits)?;
-    let activations = (0..layers.len())
-        .map(|i| {
-            let views: Vec<_> = parts.iter().map(|p| p.activations[i].view()).collect();
-            concatenate(Axis(0), &views)
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(ForwardOutput {
-        logits,
-        activations,
-    })
+
+    /// Show progress on stderr (hidden automatically when stderr is not a terminal).
+    pub fn with_progress_bar(mut self) -> Self {
+        let bar = ProgressBar::new(0);
+        bar.set_style(
+            ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len} ({eta})")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        self.bar = Some(bar);
+        self
+    }
+
+    /// The flag that cancels work when set.
+    pub fn cancel_flag(&self) -> Arc<AtomicBool> {
+        self.cancel.clone()
+    }
+
+    /// Remove the progress bar from the terminal.
+    pub fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+impl Runtime for Threads {
+    fn threads(&self) -> usize {
+        self.threads
+    }
+
+    fn map<R: Send>(&self, n: usize, f: &(dyn Fn(usize) -> R + Sync)) -> Vec<R> {
+        let workers = self.threads.min(n);
+        if workers <= 1 {
+            return (0..n).map(f).collect();
+        }
+        let next = AtomicUsize::new(0);
+        let mut indexed: Vec<(usize, R)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..workers)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let mut done = Vec::new();
+                        loop {
+                            let i = next.fetch_add(1, Ordering::Relaxed);
+                            if i >= n {
+                                break done;
+                            }
+                            done.push((i, f(i)));
+                        }
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| {
+                    h.join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                })
+                .collect()
+        });
+        indexed.sort_by_key(|(i, _)| *i);
+        indexed.into_iter().map(|(_, r)| r).collect()
+    }
+
+    fn progress(&self, stage: &str, done: usize, total: usize) {
+        if let Some(bar) = &self.bar {
+            bar.set_message(stage.to_owned());
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        }
+    }
+
+    fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed)
+    }
+
+    fn clock(&self) -> Option<Duration> {
+        Some(self.started.elapsed())
+    }
 }

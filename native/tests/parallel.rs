@@ -3,8 +3,9 @@
 #![allow(clippy::unwrap_used)]
 
 use camlime::models::{Bundle, models_dir};
-use camlime::parallel::forward_split;
+use camlime::parallel::Threads;
 use camlime_core::ndarray::Array4;
+use camlime_core::runtime;
 
 #[test]
 fn split_forward_equals_one_thread_bit_for_bit() {
@@ -15,7 +16,13 @@ fn split_forward_equals_one_thread_bit_for_bit() {
     });
     let one = model.forward(input.view(), &["features.17"]).unwrap();
     for threads in [2, 3, 8] {
-        let many = forward_split(&model, input.view(), &["features.17"], threads).unwrap();
+        let many = runtime::forward(
+            &Threads::new(threads),
+            &model,
+            input.view(),
+            &["features.17"],
+        )
+        .unwrap();
         assert_eq!(one.logits, many.logits, "{threads} threads");
         assert_eq!(one.activations, many.activations, "{threads} threads");
     }

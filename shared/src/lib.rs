@@ -24,6 +24,7 @@
 pub mod cam;
 pub mod camlime;
 pub mod error;
+pub mod explanation;
 pub mod lime;
 pub mod manifest;
 pub mod model;
@@ -34,6 +35,7 @@ pub mod segment;
 pub mod surrogate;
 
 pub use error::{Error, Result};
+pub use explanation::{ExplainConfig, ExplanationRecord, Method, explain};
 pub use manifest::{Manifest, ModelEntry};
 pub use model::{Classifier, ForwardOutput, Layer, ModelSpec, Prediction, Tail};
 pub use nalgebra;

@@ -28,6 +28,11 @@ pub trait Runtime: Sync {
     fn cancelled(&self) -> bool {
         false
     }
+
+    /// Time since some fixed instant, for stage timings; `None` where there is no clock.
+    fn clock(&self) -> Option<std::time::Duration> {
+        None
+    }
 }
 
 /// Everything on the calling thread, no progress reports, never cancelled.

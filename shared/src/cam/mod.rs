@@ -3,6 +3,8 @@
 
 mod methods;
 
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::{Deserialize, Serialize};
 
 pub use methods::{
@@ -11,12 +13,62 @@ pub use methods::{
 
 use crate::{Error, Result};
 
-/// A single-channel map, row-major, `height × width`.
+/// A single-channel map, row-major, `height × width`. Serialised compactly and exactly as
+/// `{"height", "width", "encoding": "f32le-base64", "data"}` (the values' little-endian bytes).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "MapWire", into = "MapWire")]
 pub struct CamMap {
     height: usize,
     width: usize,
     values: Vec<f32>,
+}
+
+/// The wire form of a [`CamMap`].
+#[derive(Serialize, Deserialize)]
+struct MapWire {
+    height: usize,
+    width: usize,
+    encoding: String,
+    data: String,
+}
+
+const MAP_ENCODING: &str = "f32le-base64";
+
+impl From<CamMap> for MapWire {
+    fn from(map: CamMap) -> Self {
+        let bytes: Vec<u8> = map.values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        Self {
+            height: map.height,
+            width: map.width,
+            encoding: MAP_ENCODING.into(),
+            data: BASE64.encode(bytes),
+        }
+    }
+}
+
+impl TryFrom<MapWire> for CamMap {
+    type Error = Error;
+    fn try_from(wire: MapWire) -> Result<Self> {
+        if wire.encoding != MAP_ENCODING {
+            return Err(Error::Parameter(format!(
+                "unknown map encoding `{}`; expected {MAP_ENCODING}",
+                wire.encoding
+            )));
+        }
+        let bytes = BASE64
+            .decode(wire.data.as_bytes())
+            .map_err(|e| Error::Parameter(format!("map data is not base64: {e}")))?;
+        if bytes.len() % 4 != 0 {
+            return Err(Error::Parameter(
+                "map data is not a whole number of f32".into(),
+            ));
+        }
+        let values = bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        CamMap::new(wire.height, wire.width, values)
+    }
 }
 
 impl CamMap {
@@ -199,6 +251,16 @@ mod tests {
             0.0, 0.25, 0.75, 1.0, 0.5, 0.75, 1.25, 1.5, 1.5, 1.75, 2.25, 2.5, 2.0, 2.25, 2.75, 3.0,
         ];
         assert_eq!(map.resize(4, 4).values(), &expected);
+    }
+
+    #[test]
+    fn maps_round_trip_through_json_exactly() {
+        let map = CamMap::new(1, 3, vec![0.1, -2.5e-7, 1.0]).unwrap();
+        let json = serde_json::to_string(&map).unwrap();
+        assert!(json.contains("f32le-base64"), "{json}");
+        assert_eq!(serde_json::from_str::<CamMap>(&json).unwrap(), map);
+        let short = json.replace("\"width\":3", "\"width\":4");
+        assert!(serde_json::from_str::<CamMap>(&short).is_err());
     }
 
     #[test]

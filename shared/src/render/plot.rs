@@ -2,11 +2,13 @@
 //! (e.g. LIME against CamLIME), drawn with plotters as SVG (text left to the viewer's fonts) or
 //! PNG (text in the bundled DejaVu Sans).
 
+#[cfg(not(target_arch = "wasm32"))]
 use std::sync::Once;
 
 use image::RgbImage;
 use plotters::coord::Shift;
 use plotters::prelude::*;
+#[cfg(not(target_arch = "wasm32"))]
 use plotters::style::FontStyle;
 
 use crate::{Error, Result};
@@ -58,8 +60,9 @@ fn draw<DB: DrawingBackend>(
     title: &str,
     n: usize,
 ) -> Result<()> {
-    // plotters looks fonts up by family in its own table (even to lay out SVG text): give it
-    // the bundled DejaVu Sans.
+    // Natively, plotters looks fonts up by family in its own table (even to lay out SVG text):
+    // give it the bundled DejaVu Sans. In WebAssembly it measures text with the page's canvas.
+    #[cfg(not(target_arch = "wasm32"))]
     FONT.call_once(|| {
         let _ = plotters::style::register_font(
             "sans-serif",
@@ -81,6 +84,7 @@ fn draw<DB: DrawingBackend>(
     chart
         .configure_mesh()
         .x_desc("segment id")
+        .x_label_formatter(&|x| format!("{x:.0}"))
         .y_desc("weight")
         .light_line_style(RGBColor(235, 235, 235))
         .draw()
@@ -134,6 +138,7 @@ pub fn weight_plot_svg(curves: &[WeightCurve], title: &str) -> Result<String> {
     Ok(svg)
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 static FONT: Once = Once::new();
 
 /// The plot as a `width × height` RGB image.
