@@ -5,7 +5,8 @@
 #![allow(missing_docs, clippy::unwrap_used)]
 
 use camlime::models::models_dir;
-use camlime_core::SegmenterConfig;
+use camlime::parallel::{Threads, available_threads};
+use camlime_core::{Runtime, SegmenterConfig};
 use criterion::{Criterion, criterion_group, criterion_main};
 
 fn segmenters(c: &mut Criterion) {
@@ -22,6 +23,11 @@ fn segmenters(c: &mut Criterion) {
         let config = SegmenterConfig::from_name(name).unwrap();
         group.bench_function(name, |b| b.iter(|| config.segment(&image, 0).unwrap()));
     }
+    let threads = Threads::new(available_threads());
+    let quickshift = SegmenterConfig::default();
+    group.bench_function(format!("quickshift-{}-threads", threads.threads()), |b| {
+        b.iter(|| quickshift.segment_with(&image, 0, &threads).unwrap())
+    });
     group.finish();
 }
 

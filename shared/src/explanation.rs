@@ -394,7 +394,7 @@ pub fn explain(
         }
         Method::Lime | Method::CamLime => {
             let t = runtime.clock();
-            let segmentation = config.segmenter.segment(&base, config.seed)?;
+            let segmentation = config.segmenter.segment_with(&base, config.seed, runtime)?;
             record.timings.segmentation_ms = since(runtime, t);
             let t = runtime.clock();
             let mut labels = top_labels(&probabilities, config.lime.top_labels);

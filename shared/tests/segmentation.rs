@@ -6,7 +6,7 @@
 mod common;
 
 use camlime_core::segment::{FelzenszwalbConfig, QuickshiftConfig, SlicConfig};
-use camlime_core::{Segmentation, SegmenterConfig};
+use camlime_core::{Segmentation, SegmenterConfig, Sequential};
 use common::{SAMPLES, fixture, stem};
 use image::RgbImage;
 use ndarray_npy::ReadNpyExt;
@@ -60,7 +60,7 @@ fn quickshift_labels_are_identical_given_scikit_images_noise() {
         .unwrap();
         let noise = Array2::<f64>::read_npy(file).unwrap();
         let seg = QuickshiftConfig::default()
-            .segment_with_noise(&base_image(stem), noise.as_slice().unwrap())
+            .segment_with_noise(&base_image(stem), noise.as_slice().unwrap(), &Sequential)
             .unwrap();
         let reference = reference_labels(stem, "quickshift");
         let differing = seg
@@ -146,7 +146,7 @@ fn bad_parameters_are_errors() {
     assert!(bad_quickshift.segment(&image, 0).is_err());
     assert!(
         QuickshiftConfig::default()
-            .segment_with_noise(&image, &[0.0; 3])
+            .segment_with_noise(&image, &[0.0; 3], &Sequential)
             .is_err()
     );
     let bad_slic = SlicConfig {

@@ -18,6 +18,7 @@ pub use grid::GridConfig;
 pub use quickshift::QuickshiftConfig;
 pub use slic::SlicConfig;
 
+use crate::runtime::{Runtime, Sequential};
 use crate::{Error, Result};
 
 /// A label per pixel, `0..count`, every label used.
@@ -256,11 +257,21 @@ impl SegmenterConfig {
 
     /// Segment an image; `seed` feeds quickshift's tie-break noise (the others are deterministic).
     pub fn segment(&self, image: &RgbImage, seed: u64) -> Result<Segmentation> {
+        self.segment_with(image, seed, &Sequential)
+    }
+
+    /// [`SegmenterConfig::segment`] with quickshift's row bands run by `runtime` (same labels).
+    pub fn segment_with(
+        &self,
+        image: &RgbImage,
+        seed: u64,
+        runtime: &impl Runtime,
+    ) -> Result<Segmentation> {
         if image.width() == 0 || image.height() == 0 {
             return Err(Error::Parameter("cannot segment an empty image".into()));
         }
         match self {
-            Self::Quickshift(config) => config.segment(image, seed),
+            Self::Quickshift(config) => config.segment_with(image, seed, runtime),
             Self::Slic(config) => config.segment(image),
             Self::Felzenszwalb(config) => config.segment(image),
             Self::Grid(config) => config.segment(image),
