@@ -59,7 +59,7 @@ def main():
         explainer = lime_image.LimeImageExplainer(random_state=run)
         start = time.perf_counter()
         explainer.explain_instance(base, classify, top_labels=5, hide_color=0,
-                                   num_samples=args.samples, progress_bar=False)
+                                   num_samples=args.samples)
         lime_runs.append(time.perf_counter() - start)
     print(json.dumps({
         "machine_threads": args.threads,

@@ -9,6 +9,7 @@ use camlime_core::{Layer, Prediction, decode_image};
 use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 
+use crate::bench::{BenchArgs, bench};
 use crate::explain::{CompareArgs, ExplainArgs, compare, explain};
 use crate::models::{Bundle, models_dir, read_image};
 use camlime_core::runtime;
@@ -40,6 +41,8 @@ pub enum Command {
     Explain(Box<ExplainArgs>),
     /// Explain images with several methods (and models) into one labelled grid.
     Compare(Box<CompareArgs>),
+    /// Time CamLIME end to end with a per-stage breakdown (and Score-CAM).
+    Bench(BenchArgs),
 }
 
 /// `--json`.
@@ -93,6 +96,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
         Command::Layers(args) => layers(&bundle, &args, out),
         Command::Explain(args) => explain(&bundle, &args, out),
         Command::Compare(args) => compare(&bundle, &args, out),
+        Command::Bench(args) => bench(&bundle, &args, out),
     }
 }
 

@@ -7,6 +7,7 @@
 //! **Boundary:** all file system access of the project happens here (and in the server and web
 //! crates), never in `camlime-core`.
 
+pub mod bench;
 pub mod commands;
 pub mod explain;
 pub mod models;

@@ -32,15 +32,19 @@ fn split_forward_equals_one_thread_bit_for_bit() {
 
 #[test]
 fn quickshift_labels_do_not_depend_on_the_thread_count() {
-    let image = image::open(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/samples/astronaut.png"),
-    )
-    .unwrap()
-    .to_rgb8();
+    let image =
+        image::open(Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/samples/astronaut.png"))
+            .unwrap()
+            .to_rgb8();
     let image = image::imageops::resize(&image, 200, 150, image::imageops::FilterType::Triangle);
     let config = SegmenterConfig::default();
     let one = config.segment(&image, 9).unwrap();
     for threads in [2, 5] {
-        assert_eq!(one, config.segment_with(&image, 9, &Threads::new(threads)).unwrap());
+        assert_eq!(
+            one,
+            config
+                .segment_with(&image, 9, &Threads::new(threads))
+                .unwrap()
+        );
     }
 }

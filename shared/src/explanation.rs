@@ -17,7 +17,7 @@ use crate::lime::{
 };
 use crate::model::{Classifier, softmax};
 use crate::preprocess::Preprocessing;
-use crate::runtime::{self, Runtime, check_cancelled};
+use crate::runtime::{Runtime, check_cancelled};
 use crate::segment::{Segmentation, SegmenterConfig};
 use crate::{Error, Result};
 
@@ -483,21 +483,39 @@ fn classify_samples(
     let n = z.nrows();
     let mut targets = vec![Vec::with_capacity(n); labels.len()];
     let preprocessing = &classifier.spec().preprocessing;
-    for start in (0..n).step_by(config.chunk) {
-        check_cancelled(runtime)?;
-        let end = (start + config.chunk).min(n);
-        let images: Vec<RgbImage> = (start..end)
+    // One job per thread and chunk builds its perturbed images, runs them and keeps the labels'
+    // probabilities: images are built in parallel too, and each runs in batch-1 plans, so the
+    // result does not depend on the split.
+    let classify = |rows: std::ops::Range<usize>| -> Result<Vec<Vec<f64>>> {
+        let images: Vec<RgbImage> = rows
             .map(|i| {
                 let on: Vec<bool> = z.row(i).iter().map(|&v| v != 0.0).collect();
                 perturbed_image(base, &fill, segmentation, &on)
             })
             .collect();
         let tensor = preprocessing.tensor(&images)?;
-        let logits = runtime::forward(runtime, classifier, tensor.view(), &[])?.logits;
-        for row in logits.rows() {
-            let p = softmax(&row.to_vec());
-            for (column, &label) in targets.iter_mut().zip(labels) {
-                column.push(f64::from(p[label]));
+        let logits = classifier.forward(tensor.view(), &[])?.logits;
+        Ok(logits
+            .rows()
+            .into_iter()
+            .map(|row| {
+                let p = softmax(&row.to_vec());
+                labels.iter().map(|&label| f64::from(p[label])).collect()
+            })
+            .collect())
+    };
+    for start in (0..n).step_by(config.chunk) {
+        check_cancelled(runtime)?;
+        let end = (start + config.chunk).min(n);
+        let share = (end - start).div_ceil(runtime.threads().clamp(1, end - start));
+        let parts = runtime.map((end - start).div_ceil(share), &|part| {
+            classify(start + part * share..(start + (part + 1) * share).min(end))
+        });
+        for part in parts {
+            for row in part? {
+                for (column, p) in targets.iter_mut().zip(row) {
+                    column.push(p);
+                }
             }
         }
         runtime.progress("samples", end, n);

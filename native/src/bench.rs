@@ -1,0 +1,114 @@
+//! `camlime bench`: CamLIME end to end on a bundled model with a per-stage breakdown, on every
+//! core and on one (checking that both give identical results), plus Score-CAM. The reference
+//! pipeline to compare with, on the same machine: `python3 native/benches/lime_reference.py`.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Result, ensure};
+use camlime_core::cam::CamMethod;
+use camlime_core::explanation::Timings;
+use camlime_core::preprocess::DecodeLimits;
+use camlime_core::{ExplainConfig, Method, decode_image};
+use clap::Args;
+
+use crate::models::{Bundle, read_image};
+use crate::parallel::{Threads, available_threads};
+
+/// Arguments of `bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// The image.
+    #[arg(long, default_value = "models/samples/chelsea.png")]
+    pub image: PathBuf,
+    /// A bundled model name or an ONNX path.
+    #[arg(long, default_value = "mobilenet_v2")]
+    pub model: String,
+    /// Perturbed samples.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(2..=100_000))]
+    pub samples: u32,
+    /// Timed runs on every core (the median is reported).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=50))]
+    pub runs: u32,
+    /// Skip the Score-CAM timing.
+    #[arg(long)]
+    pub no_scorecam: bool,
+}
+
+/// Reads one stage's time from a run's timings.
+type Stage = fn(&Timings) -> f64;
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// Run `bench`.
+pub fn bench(bundle: &Bundle, args: &BenchArgs, out: &mut dyn Write) -> Result<()> {
+    let model = bundle.load(&args.model)?;
+    let image = decode_image(&read_image(&args.image)?, &DecodeLimits::default())?;
+    let mut config = ExplainConfig::default();
+    config.lime.num_samples = args.samples as usize;
+    let threads = available_threads();
+    let all = Threads::new(threads);
+    let mut runs: Vec<Timings> = Vec::new();
+    let mut first = None;
+    for _ in 0..args.runs {
+        let record = camlime_core::explain(&model.classifier, &image, None, &config, &all)?;
+        runs.push(record.timings.clone());
+        first.get_or_insert(record);
+    }
+    let single = camlime_core::explain(&model.classifier, &image, None, &config, &Threads::new(1))?;
+    let identical = first.as_ref().is_some_and(|r| r.same_results(&single));
+    ensure!(
+        identical,
+        "one thread and {threads} threads gave different results"
+    );
+    let stage = |f: Stage| median(runs.iter().map(f).collect());
+    writeln!(
+        out,
+        "CamLIME ({} @ {}, {} samples, quickshift) on {}, {} image, {threads} threads, median of {}:",
+        config.cam.name(),
+        model.classifier.default_layers().join("+"),
+        args.samples,
+        model.name,
+        args.image.display(),
+        args.runs
+    )?;
+    let rows: [(&str, Stage); 5] = [
+        ("segmentation", |t| t.segmentation_ms),
+        ("samples", |t| t.sampling_ms),
+        ("cam", |t| t.cam_ms),
+        ("surrogate", |t| t.surrogate_ms),
+        ("total", |t| t.total_ms),
+    ];
+    for (name, f) in rows {
+        writeln!(out, "  {name:<14} {:>9.1} ms", stage(f))?;
+    }
+    writeln!(
+        out,
+        "  per sample     {:>9.2} ms",
+        stage(|t| t.sampling_ms) / f64::from(args.samples)
+    )?;
+    writeln!(
+        out,
+        "  one thread     {:>9.1} ms total; results identical to {threads} threads: {identical}",
+        single.timings.total_ms
+    )?;
+    if !args.no_scorecam {
+        let cam_config = ExplainConfig {
+            method: Method::Cam(CamMethod::ScoreCam),
+            ..Default::default()
+        };
+        let start = Instant::now();
+        camlime_core::explain(&model.classifier, &image, None, &cam_config, &all)?;
+        writeln!(
+            out,
+            "Score-CAM ({}): {:.2} s",
+            model.classifier.default_layers().join("+"),
+            start.elapsed().as_secs_f64()
+        )?;
+    }
+    Ok(())
+}
