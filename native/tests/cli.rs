@@ -3,22 +3,11 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-fn repo(relative: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join(relative)
-}
+use std::process::Output;
 
-fn camlime(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_camlime"))
-        .args(args)
-        .current_dir(repo(""))
-        .output()
-        .unwrap()
-}
+use common::camlime;
 
 fn stdout(output: &Output) -> String {
     assert!(

@@ -3,30 +3,19 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
+
+use std::path::PathBuf;
+
+use common::{camlime, repo};
 
 use serde_json::Value;
-
-fn repo(relative: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join(relative)
-}
 
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("camlime-test-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
-}
-
-fn camlime(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_camlime"))
-        .args(args)
-        .current_dir(repo(""))
-        .output()
-        .unwrap()
 }
 
 fn record(args: &[&str]) -> Value {

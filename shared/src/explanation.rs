@@ -317,24 +317,8 @@ pub fn explain(
         .row(0)
         .to_vec();
     let probabilities = softmax(&logits);
-    let class = match config.target {
-        Some(t) if t < logits.len() => t,
-        Some(t) => {
-            return Err(Error::Parameter(format!(
-                "target class {t} is out of range: the model has {} classes",
-                logits.len()
-            )));
-        }
-        None => classifier.top_k(&logits, 1)?[0].class,
-    };
-    let layers: Vec<String> = if config.layers.is_empty() {
-        classifier.default_layers().to_vec()
-    } else {
-        for layer in &config.layers {
-            classifier.layer(layer)?;
-        }
-        config.layers.clone()
-    };
+    let class = classifier.target_class(&logits, config.target)?;
+    let layers = classifier.target_layers(&config.layers)?;
     let cam_config = |method| CamConfig {
         method,
         layers: layers.clone(),

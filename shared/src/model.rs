@@ -446,6 +446,36 @@ impl Classifier {
         })
     }
 
+    /// The class an explanation targets: `requested` when it is a class of the model, else the
+    /// top class of `logits`.
+    pub fn target_class(&self, logits: &[f32], requested: Option<usize>) -> Result<usize> {
+        match requested {
+            Some(class) if class < logits.len() => Ok(class),
+            Some(class) => Err(Error::Parameter(format!(
+                "target class {class} is out of range: the model has {} classes",
+                logits.len()
+            ))),
+            None => Ok(self.top_k(logits, 1)?[0].class),
+        }
+    }
+
+    /// Requested target layers, each checked to exist, or the model's defaults when none are
+    /// given.
+    pub fn target_layers(&self, requested: &[String]) -> Result<Vec<String>> {
+        if requested.is_empty() {
+            if self.default_layers.is_empty() {
+                return Err(Error::Parameter(
+                    "the model has no spatial layer to explain".into(),
+                ));
+            }
+            return Ok(self.default_layers.clone());
+        }
+        for layer in requested {
+            self.layer(layer)?;
+        }
+        Ok(requested.to_vec())
+    }
+
     /// The network from `layer`'s activation to the logits, compiled for batches of `batch`:
     /// tract model surgery replaces the layer's producer with a new input, so the head of the
     /// network is pruned and only the tail runs (Ablation-CAM re-runs it once per channel).

@@ -14,7 +14,7 @@ use camlime_core::lime::{
 use camlime_core::nalgebra::DMatrix;
 use camlime_core::surrogate::FeatureSelection;
 use camlime_core::{Segmentation, ndarray};
-use common::{bundled, fixture};
+use common::{bundled, fixture, reference_labels};
 use ndarray_npy::ReadNpyExt;
 use serde_json::Value;
 
@@ -37,13 +37,7 @@ fn load() -> Fixture {
     let record: Value =
         serde_json::from_str(&std::fs::read_to_string(fixture("lime/chelsea.json")).unwrap())
             .unwrap();
-    let labels: Vec<u32> = image::open(fixture("segmentation/chelsea.quickshift.png"))
-        .unwrap()
-        .to_luma16()
-        .into_raw()
-        .into_iter()
-        .map(u32::from)
-        .collect();
+    let labels = reference_labels("chelsea", "quickshift");
     Fixture {
         z: DMatrix::from_fn(z.nrows(), z.ncols(), |i, j| f64::from(z[(i, j)])),
         y,

@@ -9,7 +9,7 @@ use camlime_core::Segmentation;
 use camlime_core::cam::CamMap;
 use camlime_core::ndarray;
 use camlime_core::render::{MaskOptions, YELLOW, cam_overlay, lime_mask, mark_boundaries};
-use common::fixture;
+use common::{fixture, reference_labels};
 use ndarray_npy::ReadNpyExt;
 use serde_json::Value;
 
@@ -46,13 +46,7 @@ fn overlay_matches_show_cam_on_image() {
 #[test]
 fn lime_masks_match_get_image_and_mask_with_boundaries() {
     let image = png("segmentation/chelsea.png");
-    let labels: Vec<u32> = image::open(fixture("segmentation/chelsea.quickshift.png"))
-        .unwrap()
-        .to_luma16()
-        .into_raw()
-        .into_iter()
-        .map(u32::from)
-        .collect();
+    let labels = reference_labels("chelsea", "quickshift");
     let segmentation = Segmentation::new(224, 224, labels).unwrap();
     let record: Value =
         serde_json::from_str(&std::fs::read_to_string(fixture("lime/chelsea.json")).unwrap())

@@ -7,7 +7,7 @@ mod common;
 
 use camlime_core::segment::{FelzenszwalbConfig, QuickshiftConfig, SlicConfig};
 use camlime_core::{Segmentation, SegmenterConfig, Sequential};
-use common::{SAMPLES, fixture, stem};
+use common::{SAMPLES, fixture, reference_labels, stem};
 use image::RgbImage;
 use ndarray_npy::ReadNpyExt;
 use tract_onnx::prelude::tract_ndarray::Array2;
@@ -16,16 +16,6 @@ fn base_image(stem: &str) -> RgbImage {
     image::open(fixture(&format!("segmentation/{stem}.png")))
         .unwrap()
         .to_rgb8()
-}
-
-fn reference_labels(stem: &str, segmenter: &str) -> Vec<u32> {
-    image::open(fixture(&format!("segmentation/{stem}.{segmenter}.png")))
-        .unwrap()
-        .to_luma16()
-        .into_raw()
-        .into_iter()
-        .map(u32::from)
-        .collect()
 }
 
 /// Adjusted Rand index of two labelings (Hubert & Arabie), as scikit-learn computes it.

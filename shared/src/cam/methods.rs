@@ -162,29 +162,11 @@ pub fn explain_tensor(
             config.chunk
         )));
     }
-    let layer_names: Vec<String> = if config.layers.is_empty() {
-        classifier.default_layers().to_vec()
-    } else {
-        config.layers.clone()
-    };
-    if layer_names.is_empty() {
-        return Err(Error::Parameter(
-            "the model has no spatial layer to explain".into(),
-        ));
-    }
+    let layer_names = classifier.target_layers(&config.layers)?;
     let layer_refs: Vec<&str> = layer_names.iter().map(String::as_str).collect();
     let forward = classifier.forward(input, &layer_refs)?;
     let logits = forward.logits.row(0).to_vec();
-    let target = match config.target {
-        Some(t) if t < logits.len() => t,
-        Some(t) => {
-            return Err(Error::Parameter(format!(
-                "target class {t} is out of range: the model has {} classes",
-                logits.len()
-            )));
-        }
-        None => classifier.top_k(&logits, 1)?[0].class,
-    };
+    let target = classifier.target_class(&logits, config.target)?;
     let (height, width) = (input.dim().2, input.dim().3);
     let mut layers = Vec::with_capacity(layer_names.len());
     for (name, activation) in layer_names.iter().zip(&forward.activations) {

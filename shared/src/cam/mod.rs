@@ -145,19 +145,23 @@ impl CamMap {
                 })
                 .collect()
         };
-        let (ys, xs) = (taps(height, self.height), taps(width, self.width));
+        self.bilinear(&taps(height, self.height), &taps(width, self.width))
+    }
+
+    /// Interpolate with per-axis taps `(low index, high index, weight of the high one)`.
+    fn bilinear(&self, ys: &[(usize, usize, f32)], xs: &[(usize, usize, f32)]) -> Self {
         let at = |r: usize, c: usize| self.values[r * self.width + c];
-        let mut values = Vec::with_capacity(height * width);
-        for &(y0, y1, wy) in &ys {
-            for &(x0, x1, wx) in &xs {
+        let mut values = Vec::with_capacity(ys.len() * xs.len());
+        for &(y0, y1, wy) in ys {
+            for &(x0, x1, wx) in xs {
                 let top = at(y0, x0) * (1.0 - wx) + at(y0, x1) * wx;
                 let bottom = at(y1, x0) * (1.0 - wx) + at(y1, x1) * wx;
                 values.push(top * (1.0 - wy) + bottom * wy);
             }
         }
         Self {
-            height,
-            width,
+            height: ys.len(),
+            width: xs.len(),
             values,
         }
     }
@@ -180,21 +184,7 @@ impl CamMap {
                 })
                 .collect()
         };
-        let (ys, xs) = (taps(height, self.height), taps(width, self.width));
-        let at = |r: usize, c: usize| self.values[r * self.width + c];
-        let mut values = Vec::with_capacity(height * width);
-        for &(y0, y1, wy) in &ys {
-            for &(x0, x1, wx) in &xs {
-                let top = (1.0 - wx) * at(y0, x0) + wx * at(y0, x1);
-                let bottom = (1.0 - wx) * at(y1, x0) + wx * at(y1, x1);
-                values.push((1.0 - wy) * top + wy * bottom);
-            }
-        }
-        Self {
-            height,
-            width,
-            values,
-        }
+        self.bilinear(&taps(height, self.height), &taps(width, self.width))
     }
 
     /// Pearson correlation with another map of the same size (a comparison helper for tests

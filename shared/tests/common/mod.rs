@@ -97,3 +97,15 @@ pub fn reference_input(
         .into_dimensionality()
         .unwrap()
 }
+
+/// scikit-image's labels for a sample's base image (`fixtures/segmentation/<stem>.<segmenter>.png`,
+/// 16-bit).
+pub fn reference_labels(stem: &str, segmenter: &str) -> Vec<u32> {
+    image::open(fixture(&format!("segmentation/{stem}.{segmenter}.png")))
+        .unwrap()
+        .to_luma16()
+        .into_raw()
+        .into_iter()
+        .map(u32::from)
+        .collect()
+}
