@@ -179,7 +179,7 @@ fn stem(path: &Path) -> String {
 
 /// Run `explain`.
 pub fn explain(bundle: &Bundle, args: &ExplainArgs, out: &mut dyn Write) -> Result<()> {
-    let (record, model, image_path) = match &args.replay {
+    let (record, model, image_path, image) = match &args.replay {
         Some(path) => replay(bundle, args, path)?,
         None => {
             let image_path = args.image.clone().context("an image is required")?;
@@ -195,14 +195,10 @@ pub fn explain(bundle: &Bundle, args: &ExplainArgs, out: &mut dyn Write) -> Resu
                 &runtime,
             );
             runtime.finish();
-            (record?, model, image_path)
+            (record?, model, image_path, image)
         }
     };
-    let base = model
-        .classifier
-        .spec()
-        .preprocessing
-        .base_image(&load_image(&image_path, args.options.max_pixels)?)?;
+    let base = model.classifier.spec().preprocessing.base_image(&image)?;
     let written = write_outputs(&record, &base, &stem(&image_path), &args.out, &args.options)?;
     if args.json {
         serde_json::to_writer(&mut *out, &record)?;
@@ -217,7 +213,7 @@ fn replay(
     bundle: &Bundle,
     args: &ExplainArgs,
     path: &Path,
-) -> Result<(ExplanationRecord, LoadedModel, PathBuf)> {
+) -> Result<(ExplanationRecord, LoadedModel, PathBuf, RgbImage)> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let recorded: ExplanationRecord = serde_json::from_str(&text)
@@ -262,7 +258,7 @@ fn replay(
         path.display()
     );
     eprintln!("camlime: replay reproduced {} exactly", path.display());
-    Ok((record, model, image_path))
+    Ok((record, model, image_path, image))
 }
 
 /// The picture of an explanation: the CAM overlay for CAM methods, the mask for LIME/CamLIME.

@@ -17,7 +17,7 @@ use crate::lime::{
 };
 use crate::model::{Classifier, softmax};
 use crate::preprocess::Preprocessing;
-use crate::runtime::{Runtime, check_cancelled};
+use crate::runtime::{self, Runtime, check_cancelled};
 use crate::segment::{Segmentation, SegmenterConfig};
 use crate::{Error, Result};
 
@@ -491,10 +491,7 @@ fn classify_samples(
     for start in (0..n).step_by(config.chunk) {
         check_cancelled(runtime)?;
         let end = (start + config.chunk).min(n);
-        let share = (end - start).div_ceil(runtime.threads().clamp(1, end - start));
-        let parts = runtime.map((end - start).div_ceil(share), &|part| {
-            classify(start + part * share..(start + (part + 1) * share).min(end))
-        });
+        let parts = runtime::map_shares(runtime, start..end, &classify);
         for part in parts {
             for row in part? {
                 for (column, p) in targets.iter_mut().zip(row) {

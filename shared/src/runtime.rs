@@ -4,6 +4,8 @@
 //! threaded one. Chunks are fixed by the work, not by the thread count, so results are identical
 //! whatever runtime runs them.
 
+use std::ops::Range;
+
 use tract_onnx::prelude::tract_ndarray::{ArrayView4, Axis, concatenate};
 
 use crate::model::{Classifier, ForwardOutput};
@@ -50,6 +52,21 @@ pub fn check_cancelled(runtime: &impl Runtime) -> Result<()> {
     }
 }
 
+/// `f` over `range` cut into one contiguous share per thread (the last share may be shorter);
+/// results in range order.
+pub fn map_shares<R: Send>(
+    runtime: &impl Runtime,
+    range: Range<usize>,
+    f: &(dyn Fn(Range<usize>) -> R + Sync),
+) -> Vec<R> {
+    let n = range.len();
+    let share = n.div_ceil(runtime.threads().clamp(1, n.max(1))).max(1);
+    runtime.map(n.div_ceil(share), &|i| {
+        let from = range.start + i * share;
+        f(from..(from + share).min(range.end))
+    })
+}
+
 /// Forward a batch with its images divided into one contiguous share per thread. Each image
 /// runs in the classifier's own batch plans, so the result does not depend on the split.
 pub fn forward(
@@ -63,9 +80,7 @@ pub fn forward(
     if threads == 1 {
         return classifier.forward(input, layers);
     }
-    let share = n.div_ceil(threads);
-    let parts = runtime.map(n.div_ceil(share), &|i| {
-        let range = i * share..((i + 1) * share).min(n);
+    let parts = map_shares(runtime, 0..n, &|range| {
         classifier.forward(input.slice_axis(Axis(0), range.into()), layers)
     });
     let parts = parts.into_iter().collect::<Result<Vec<_>>>()?;

@@ -344,13 +344,9 @@ fn ablation_scores(
     for start in (0..k).step_by(config.chunk) {
         check_cancelled(runtime)?;
         let end = (start + config.chunk).min(k);
-        let threads = runtime.threads().clamp(1, end - start);
-        let share = (end - start).div_ceil(threads);
-        let parts = runtime.map((end - start).div_ceil(share), &|part| {
-            let from = start + part * share;
-            let to = (from + share).min(end);
-            let mut batch = Array4::<f32>::zeros((to - from, k, h, w));
-            for (i, channel) in (from..to).enumerate() {
+        let parts = runtime::map_shares(runtime, start..end, &|channels| {
+            let mut batch = Array4::<f32>::zeros((channels.len(), k, h, w));
+            for (i, channel) in channels.enumerate() {
                 let mut item = batch.index_axis_mut(Axis(0), i);
                 item.assign(&a);
                 item.index_axis_mut(Axis(0), channel)
