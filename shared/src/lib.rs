@@ -25,6 +25,7 @@ pub mod cam;
 pub mod camlime;
 pub mod error;
 pub mod explanation;
+pub mod grad;
 pub mod lime;
 pub mod manifest;
 pub mod model;

@@ -16,12 +16,15 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tract_onnx::pb::tensor_shape_proto::dimension::Value as Dim;
 use tract_onnx::pb::type_proto::Value as TypeValue;
-use tract_onnx::prelude::tract_ndarray::{Array2, ArrayD, ArrayView4, Axis, Ix2, concatenate, s};
+use tract_onnx::prelude::tract_ndarray::{
+    Array2, Array4, ArrayD, ArrayView2, ArrayView4, Axis, Ix2, concatenate, s,
+};
 use tract_onnx::prelude::{
     DatumType, Framework, InferenceFact, InferenceModel, InferenceModelExt, IntoRunnable, Tensor,
     TractResult, TypedRunnableModel, tvec,
 };
 
+use crate::grad::{self, BackwardRule, GradientRequest};
 use crate::preprocess::Preprocessing;
 use crate::{Error, Result};
 
@@ -105,7 +108,21 @@ pub struct ForwardOutput {
     pub activations: Vec<ArrayD<f32>>,
 }
 
+/// What one forward + backward pass returns (see [`Classifier::gradients`]).
+#[derive(Clone, Debug)]
+pub struct GradientOutput {
+    /// `N × classes` logits.
+    pub logits: Array2<f32>,
+    /// The requested tensors' activations, in request order.
+    pub activations: Vec<ArrayD<f32>>,
+    /// Gradients of Σ_b seed_b · logits_b with respect to each requested tensor.
+    pub gradients: Vec<ArrayD<f32>>,
+    /// The same gradient with respect to the input tensor, when requested.
+    pub input_gradient: Option<ArrayD<f32>>,
+}
+
 type PlanKey = (usize, Vec<String>);
+type GradientKey = (usize, GradientRequest);
 
 /// An ONNX image classifier run by tract.
 #[derive(Debug)]
@@ -113,6 +130,9 @@ pub struct Classifier {
     spec: ModelSpec,
     sha256: String,
     model: InferenceModel,
+    proto: tract_onnx::pb::ModelProto,
+    input_tensor: String,
+    shapes: HashMap<String, Vec<usize>>,
     logits_tensor: String,
     input_size: [usize; 2],
     fixed_batch: Option<usize>,
@@ -123,6 +143,7 @@ pub struct Classifier {
     tensor_layers: Vec<Layer>,
     default_layers: Vec<String>,
     plans: Mutex<HashMap<PlanKey, Arc<TypedRunnableModel>>>,
+    gradient_plans: Mutex<HashMap<GradientKey, Arc<TypedRunnableModel>>>,
 }
 
 impl Classifier {
@@ -165,6 +186,9 @@ impl Classifier {
         let mut classifier = Self {
             sha256: format!("{:x}", Sha256::digest(onnx_bytes)),
             model,
+            input_tensor: signature.name,
+            proto,
+            shapes: HashMap::new(),
             logits_tensor,
             input_size: signature.size,
             fixed_batch: signature.fixed_batch,
@@ -175,6 +199,7 @@ impl Classifier {
             tensor_layers: Vec::new(),
             default_layers: Vec::new(),
             plans: Mutex::default(),
+            gradient_plans: Mutex::default(),
             spec,
         };
         classifier.discover()?;
@@ -209,6 +234,9 @@ impl Classifier {
                 )));
             }
         };
+        let [h, w] = self.input_size;
+        self.shapes
+            .insert(self.input_tensor.clone(), vec![batch, 3, h, w]);
         let order = typed
             .eval_order()
             .map_err(|e| Error::Model(e.to_string()))?;
@@ -217,6 +245,9 @@ impl Classifier {
                 let Some(label) = typed.outlet_label((node.id, slot).into()) else {
                     continue;
                 };
+                if let Some(shape) = output.fact.shape.as_concrete() {
+                    self.shapes.insert(label.to_owned(), shape.to_vec());
+                }
                 if let Some([_, c, h, w]) = output.fact.shape.as_concrete()
                     && !self.tensor_layers.iter().any(|l| l.tensor == label)
                 {
@@ -446,6 +477,134 @@ impl Classifier {
         })
     }
 
+    /// The gradient plan for this batch size and request, built by the backward transform and
+    /// compiled on first use.
+    fn gradient_plan(
+        &self,
+        batch: usize,
+        request: &GradientRequest,
+    ) -> Result<Arc<TypedRunnableModel>> {
+        let mut plans = self
+            .gradient_plans
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let key = (batch, request.clone());
+        if let Some(plan) = plans.get(&key) {
+            return Ok(plan.clone());
+        }
+        let augmented = grad::transform(
+            &self.proto,
+            &self.input_tensor,
+            &self.logits_tensor,
+            &self.shapes,
+            request,
+        )?;
+        let [h, w] = self.input_size;
+        let image = InferenceFact::dt_shape(DatumType::F32, tvec!(batch, 3, h, w));
+        let seed = InferenceFact::dt_shape(DatumType::F32, tvec!(batch, self.num_classes));
+        let plan = tract_onnx::onnx()
+            .with_ignore_output_shapes(true)
+            .with_ignore_value_info(true)
+            .model_for_proto_model(&augmented.proto)
+            .and_then(|m| m.with_input_fact(0, image))
+            .and_then(|m| m.with_input_fact(1, seed))
+            .and_then(|m| m.with_outputs_by_name(&augmented.outputs))
+            .and_then(|m| m.into_optimized())
+            .and_then(|m| m.into_runnable())
+            .map_err(|e| {
+                Error::Model(format!(
+                    "cannot compile the gradient model for batch {batch}: {e:#}"
+                ))
+            })?;
+        plans.insert(key, plan.clone());
+        Ok(plan)
+    }
+
+    /// Run the model forward and backward on an `N × 3 × H × W` tensor: logits, the
+    /// activations of `layers`, and the gradients of Σ_b seeds_b · logits_b (`seeds`:
+    /// `N × classes`) with respect to those activations and, when `input_gradient`, the input.
+    pub fn gradients(
+        &self,
+        input: ArrayView4<f32>,
+        seeds: ArrayView2<f32>,
+        layers: &[&str],
+        input_gradient: bool,
+        rule: BackwardRule,
+    ) -> Result<GradientOutput> {
+        let [h, w] = self.input_size;
+        let (n, c, ih, iw) = input.dim();
+        if n == 0 || c != 3 || (ih, iw) != (h, w) {
+            return Err(Error::Parameter(format!(
+                "input must be N×3×{h}×{w} with N ≥ 1, found {n}×{c}×{ih}×{iw}"
+            )));
+        }
+        if seeds.dim() != (n, self.num_classes) {
+            return Err(Error::Parameter(format!(
+                "seeds must be {n}×{}, found {}×{}",
+                self.num_classes,
+                seeds.dim().0,
+                seeds.dim().1
+            )));
+        }
+        let mut tensors = Vec::with_capacity(layers.len());
+        for name in layers {
+            tensors.push(self.layer(name)?.tensor.clone());
+        }
+        let request = GradientRequest {
+            tensors,
+            input: input_gradient,
+            rule,
+        };
+        let chunk = self.fixed_batch.unwrap_or(self.batch_size);
+        let outputs = 1 + 2 * layers.len() + usize::from(input_gradient);
+        let mut pieces: Vec<Vec<ArrayD<f32>>> = vec![Vec::new(); outputs];
+        for start in (0..n).step_by(chunk) {
+            let end = (start + chunk).min(n);
+            let batch = self.fixed_batch.unwrap_or(end - start);
+            let mut part = Array4::<f32>::zeros((batch, 3, h, w));
+            part.slice_mut(s![0..end - start, .., .., ..])
+                .assign(&input.slice(s![start..end, .., .., ..]));
+            let mut part_seeds = Array2::<f32>::zeros((batch, self.num_classes));
+            part_seeds
+                .slice_mut(s![0..end - start, ..])
+                .assign(&seeds.slice(s![start..end, ..]));
+            let plan = self.gradient_plan(batch, &request)?;
+            let results = plan
+                .run(tvec![
+                    Tensor::from(part).into(),
+                    Tensor::from(part_seeds).into()
+                ])
+                .map_err(|e| Error::Inference(format!("{e:#}")))?;
+            for (slot, value) in results.iter().enumerate() {
+                let view = value
+                    .to_plain_array_view::<f32>()
+                    .map_err(|e| Error::Inference(e.to_string()))?;
+                pieces[slot].push(view.slice_axis(Axis(0), (0..end - start).into()).to_owned());
+            }
+        }
+        let mut joined = pieces
+            .into_iter()
+            .map(|parts| {
+                let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
+                concatenate(Axis(0), &views).map_err(|e| Error::Inference(e.to_string()))
+            })
+            .collect::<Result<Vec<_>>>()?
+            .into_iter();
+        let logits = joined
+            .next()
+            .ok_or_else(|| Error::Inference("no logits".into()))?
+            .into_dimensionality::<Ix2>()
+            .map_err(|e| Error::Inference(format!("logits: {e}")))?;
+        let activations: Vec<_> = joined.by_ref().take(layers.len()).collect();
+        let gradients: Vec<_> = joined.by_ref().take(layers.len()).collect();
+        Ok(GradientOutput {
+            logits,
+            activations,
+            gradients,
+            input_gradient: joined.next(),
+        })
+    }
+
     /// The class an explanation targets: `requested` when it is a class of the model, else the
     /// top class of `logits`.
     pub fn target_class(&self, logits: &[f32], requested: Option<usize>) -> Result<usize> {
@@ -632,6 +791,7 @@ pub fn softmax(logits: &[f32]) -> Vec<f32> {
 
 /// The one image input of an ONNX graph, read from its declared type.
 struct InputSignature {
+    name: String,
     size: [usize; 2],
     fixed_batch: Option<usize>,
 }
@@ -694,6 +854,7 @@ impl InputSignature {
         }
         let [spec_h, spec_w] = spec.input_size.map(|s| s as usize);
         Ok(Self {
+            name: input.name.clone(),
             size: [height.unwrap_or(spec_h), width.unwrap_or(spec_w)],
             fixed_batch: *batch,
         })

@@ -1,0 +1,212 @@
+//! Small helpers to read and write ONNX protobuf messages (tract's prost types): attributes,
+//! constant tensors, and an emitter that appends nodes with fresh names.
+
+use std::collections::HashMap;
+
+use tract_onnx::pb::attribute_proto::AttributeType;
+use tract_onnx::pb::tensor_proto::DataType;
+use tract_onnx::pb::{AttributeProto, GraphProto, NodeProto, TensorProto};
+
+use crate::{Error, Result};
+
+/// An integer-list attribute of a node, if present.
+pub(super) fn ints(node: &NodeProto, name: &str) -> Option<Vec<i64>> {
+    node.attribute
+        .iter()
+        .find(|a| a.name == name)
+        .map(|a| a.ints.clone())
+}
+
+/// An integer attribute of a node, or `default`.
+pub(super) fn int(node: &NodeProto, name: &str, default: i64) -> i64 {
+    node.attribute
+        .iter()
+        .find(|a| a.name == name)
+        .map_or(default, |a| a.i)
+}
+
+/// A float attribute of a node, or `default`.
+pub(super) fn float(node: &NodeProto, name: &str, default: f32) -> f32 {
+    node.attribute
+        .iter()
+        .find(|a| a.name == name)
+        .map_or(default, |a| a.f)
+}
+
+/// A string attribute of a node, or `default`.
+pub(super) fn string(node: &NodeProto, name: &str, default: &str) -> String {
+    node.attribute.iter().find(|a| a.name == name).map_or_else(
+        || default.to_owned(),
+        |a| String::from_utf8_lossy(&a.s).into_owned(),
+    )
+}
+
+/// An integer attribute.
+pub(super) fn attr_int(name: &str, value: i64) -> AttributeProto {
+    AttributeProto {
+        name: name.to_owned(),
+        r#type: AttributeType::Int as i32,
+        i: value,
+        ..AttributeProto::default()
+    }
+}
+
+/// An integer-list attribute.
+pub(super) fn attr_ints(name: &str, values: &[i64]) -> AttributeProto {
+    AttributeProto {
+        name: name.to_owned(),
+        r#type: AttributeType::Ints as i32,
+        ints: values.to_vec(),
+        ..AttributeProto::default()
+    }
+}
+
+/// A string attribute.
+pub(super) fn attr_string(name: &str, value: &str) -> AttributeProto {
+    AttributeProto {
+        name: name.to_owned(),
+        r#type: AttributeType::String as i32,
+        s: value.as_bytes().to_vec(),
+        ..AttributeProto::default()
+    }
+}
+
+/// A tensor attribute.
+pub(super) fn attr_tensor(name: &str, value: TensorProto) -> AttributeProto {
+    AttributeProto {
+        name: name.to_owned(),
+        r#type: AttributeType::Tensor as i32,
+        t: Some(value),
+        ..AttributeProto::default()
+    }
+}
+
+/// An f32 tensor.
+pub(super) fn tensor_f32(name: &str, dims: &[usize], data: Vec<f32>) -> TensorProto {
+    TensorProto {
+        name: name.to_owned(),
+        dims: dims.iter().map(|&d| d as i64).collect(),
+        data_type: DataType::Float as i32,
+        float_data: data,
+        ..TensorProto::default()
+    }
+}
+
+/// An i64 tensor.
+pub(super) fn tensor_i64(name: &str, dims: &[usize], data: Vec<i64>) -> TensorProto {
+    TensorProto {
+        name: name.to_owned(),
+        dims: dims.iter().map(|&d| d as i64).collect(),
+        data_type: DataType::Int64 as i32,
+        int64_data: data,
+        ..TensorProto::default()
+    }
+}
+
+/// The f32 values of a constant tensor (raw little-endian bytes or `float_data`).
+pub(super) fn f32_values(tensor: &TensorProto) -> Result<Vec<f32>> {
+    if tensor.data_type != DataType::Float as i32 {
+        return Err(Error::Model(format!(
+            "constant `{}` should be float32, found ONNX data type {}",
+            tensor.name, tensor.data_type
+        )));
+    }
+    if tensor.raw_data.is_empty() {
+        return Ok(tensor.float_data.clone());
+    }
+    if !tensor.raw_data.len().is_multiple_of(4) {
+        return Err(Error::Model(format!(
+            "constant `{}` has {} raw bytes, not a whole number of float32 values",
+            tensor.name,
+            tensor.raw_data.len()
+        )));
+    }
+    Ok(tensor
+        .raw_data
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect())
+}
+
+/// The constant tensors of a graph: initializers and `Constant` nodes' values, by name.
+pub(super) fn constants(graph: &GraphProto) -> HashMap<String, TensorProto> {
+    let mut map: HashMap<String, TensorProto> = graph
+        .initializer
+        .iter()
+        .map(|t| (t.name.clone(), t.clone()))
+        .collect();
+    for node in graph.node.iter().filter(|n| n.op_type == "Constant") {
+        let value = node
+            .attribute
+            .iter()
+            .find(|a| a.name == "value")
+            .and_then(|a| a.t.clone());
+        if let (Some(value), Some(output)) = (value, node.output.first()) {
+            map.insert(output.clone(), value);
+        }
+    }
+    map
+}
+
+/// Appends nodes and constants under fresh names, all prefixed so they never collide with the
+/// model's own tensors.
+#[derive(Default)]
+pub(super) struct Emitter {
+    pub(super) nodes: Vec<NodeProto>,
+    pub(super) initializers: Vec<TensorProto>,
+    counter: usize,
+}
+
+/// Prefix of every tensor the transform adds.
+pub(super) const PREFIX: &str = "camlime.grad";
+
+impl Emitter {
+    fn fresh(&mut self, hint: &str) -> String {
+        self.counter += 1;
+        format!("{PREFIX}.{}.{hint}", self.counter)
+    }
+
+    /// Append a node with one output and return the output's name.
+    pub(super) fn node(
+        &mut self,
+        op: &str,
+        inputs: &[&str],
+        attributes: Vec<AttributeProto>,
+    ) -> String {
+        let output = self.fresh(&op.to_lowercase());
+        self.nodes.push(NodeProto {
+            name: output.clone(),
+            op_type: op.to_owned(),
+            input: inputs.iter().map(|s| (*s).to_owned()).collect(),
+            output: vec![output.clone()],
+            attribute: attributes,
+            ..NodeProto::default()
+        });
+        output
+    }
+
+    /// Append a node whose single output has a given name.
+    pub(super) fn named_node(&mut self, op: &str, inputs: &[&str], output: &str) {
+        self.nodes.push(NodeProto {
+            name: output.to_owned(),
+            op_type: op.to_owned(),
+            input: inputs.iter().map(|s| (*s).to_owned()).collect(),
+            output: vec![output.to_owned()],
+            ..NodeProto::default()
+        });
+    }
+
+    /// A new f32 initializer.
+    pub(super) fn const_f32(&mut self, dims: &[usize], data: Vec<f32>) -> String {
+        let name = self.fresh("const");
+        self.initializers.push(tensor_f32(&name, dims, data));
+        name
+    }
+
+    /// A new i64 initializer.
+    pub(super) fn const_i64(&mut self, dims: &[usize], data: Vec<i64>) -> String {
+        let name = self.fresh("const");
+        self.initializers.push(tensor_i64(&name, dims, data));
+        name
+    }
+}

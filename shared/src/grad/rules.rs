@@ -1,0 +1,475 @@
+//! The adjoint of each ONNX op, emitted as ONNX ops tract runs.
+//!
+//! Each rule gets the node, which of its inputs needs a gradient and the gradient `g` of the
+//! node's (first) output, and emits nodes computing that input's gradient contribution. Facts
+//! this relies on (measured in tract 0.23): ConvTranspose is right with explicit `pads` and
+//! `output_padding` (not `output_shape`); MaxPool's Indices output with
+//! ScatterElements(reduction = add) works; zeros come from ConstantOfShape(Shape(x)).
+
+use std::collections::HashMap;
+
+use tract_onnx::pb::{AttributeProto, NodeProto, TensorProto};
+
+use super::BackwardRule;
+use super::onnx::{self, Emitter, attr_int, attr_ints, attr_string, attr_tensor, tensor_f32};
+use crate::{Error, Result};
+
+/// Everything a rule may read or emit.
+pub(super) struct Context<'a> {
+    pub(super) shapes: &'a HashMap<String, Vec<usize>>,
+    pub(super) constants: &'a HashMap<String, TensorProto>,
+    pub(super) rule: BackwardRule,
+    /// The model's default-domain opset (ReduceSum takes its axes as an input from 13).
+    opset: i64,
+    pub(super) emit: Emitter,
+    /// MaxPool nodes that must also output their Indices: node index → indices tensor.
+    pub(super) indices: HashMap<usize, String>,
+    shape_of: HashMap<String, String>,
+    zero: Option<String>,
+}
+
+impl<'a> Context<'a> {
+    pub(super) fn new(
+        shapes: &'a HashMap<String, Vec<usize>>,
+        constants: &'a HashMap<String, TensorProto>,
+        rule: BackwardRule,
+        opset: i64,
+    ) -> Self {
+        Self {
+            shapes,
+            constants,
+            rule,
+            opset,
+            emit: Emitter::default(),
+            indices: HashMap::new(),
+            shape_of: HashMap::new(),
+            zero: None,
+        }
+    }
+
+    /// The batch-1 shape of a tensor of the original model.
+    fn shape(&self, tensor: &str) -> Result<&'a [usize]> {
+        self.shapes
+            .get(tensor)
+            .map(Vec::as_slice)
+            .ok_or_else(|| Error::Model(format!("the shape of tensor `{tensor}` is unknown")))
+    }
+
+    /// The dimensions of a constant of the model.
+    fn constant_dims(&self, tensor: &str) -> Result<Vec<usize>> {
+        self.constants
+            .get(tensor)
+            .map(|t| t.dims.iter().map(|&d| d.max(0) as usize).collect())
+            .ok_or_else(|| {
+                Error::Model(format!(
+                    "the gradient needs `{tensor}` to be a constant of the model"
+                ))
+            })
+    }
+
+    /// The f32 values of a constant input.
+    fn constant(&self, tensor: &str, what: &str) -> Result<Vec<f32>> {
+        let proto = self.constants.get(tensor).ok_or_else(|| {
+            Error::Model(format!(
+                "the gradient needs {what} `{tensor}` to be a constant of the model"
+            ))
+        })?;
+        onnx::f32_values(proto)
+    }
+
+    /// `Shape(x)`, emitted once per tensor.
+    fn shape_node(&mut self, tensor: &str) -> String {
+        if let Some(name) = self.shape_of.get(tensor) {
+            return name.clone();
+        }
+        let name = self.emit.node("Shape", &[tensor], vec![]);
+        self.shape_of.insert(tensor.to_owned(), name.clone());
+        name
+    }
+
+    /// A scalar 0.0, emitted once.
+    fn zero(&mut self) -> String {
+        if let Some(zero) = &self.zero {
+            return zero.clone();
+        }
+        let zero = self.emit.const_f32(&[], vec![0.0]);
+        self.zero = Some(zero.clone());
+        zero
+    }
+
+    /// `g` where `keep` holds, else 0; with the guided rule also 0 where `g` < 0.
+    fn masked(&mut self, keep: &str, g: &str) -> String {
+        let zero = self.zero();
+        let g = match self.rule {
+            BackwardRule::Standard => g.to_owned(),
+            BackwardRule::Guided => self.emit.node("Relu", &[g], vec![]),
+        };
+        self.emit.node("Where", &[keep, &g, &zero], vec![])
+    }
+
+    /// Sum `g` (shaped like `output`) over the axes `input` was broadcast along.
+    fn unbroadcast(&mut self, g: &str, output: &str, input: &str) -> Result<String> {
+        let out_shape = self.shape(output)?;
+        let in_shape = self.shape(input)?;
+        if out_shape == in_shape {
+            return Ok(g.to_owned());
+        }
+        let offset = out_shape.len().saturating_sub(in_shape.len());
+        let axes: Vec<i64> = (0..out_shape.len())
+            .filter(|&axis| axis < offset || (in_shape[axis - offset] == 1 && out_shape[axis] != 1))
+            .map(|axis| axis as i64)
+            .collect();
+        let summed = if self.opset >= 13 {
+            let axes = self.emit.const_i64(&[axes.len()], axes);
+            self.emit
+                .node("ReduceSum", &[g, &axes], vec![attr_int("keepdims", 1)])
+        } else {
+            self.emit.node(
+                "ReduceSum",
+                &[g],
+                vec![attr_ints("axes", &axes), attr_int("keepdims", 1)],
+            )
+        };
+        let shape = self.shape_node(input);
+        Ok(self.emit.node("Reshape", &[&summed, &shape], vec![]))
+    }
+}
+
+/// Spatial geometry of a sliding-window op, with the end padding the adjoint needs.
+struct Window {
+    kernel: Vec<i64>,
+    strides: Vec<i64>,
+    dilations: Vec<i64>,
+    pads_begin: Vec<i64>,
+    pads_end: Vec<i64>,
+}
+
+impl Window {
+    /// Read kernel, strides, dilations and pads (explicit or `auto_pad`) of `node`, whose input
+    /// and output spatial sizes are `input` and `output`.
+    fn read(node: &NodeProto, kernel: Vec<i64>, input: &[usize], output: &[usize]) -> Result<Self> {
+        let rank = kernel.len();
+        let ones = vec![1; rank];
+        let strides = onnx::ints(node, "strides").unwrap_or_else(|| ones.clone());
+        let dilations = onnx::ints(node, "dilations").unwrap_or(ones);
+        let pads = onnx::ints(node, "pads").unwrap_or_else(|| vec![0; 2 * rank]);
+        if strides.len() != rank || dilations.len() != rank || pads.len() != 2 * rank {
+            return Err(Error::Model(format!(
+                "node `{}` ({}) has inconsistent window attributes",
+                node.name, node.op_type
+            )));
+        }
+        let mut pads_begin = pads[..rank].to_vec();
+        let auto_pad = onnx::string(node, "auto_pad", "NOTSET");
+        if auto_pad == "SAME_UPPER" || auto_pad == "SAME_LOWER" {
+            for axis in 0..rank {
+                let extent = (kernel[axis] - 1) * dilations[axis] + 1;
+                let total = ((output[axis] as i64 - 1) * strides[axis] + extent
+                    - input[axis] as i64)
+                    .max(0);
+                pads_begin[axis] = if auto_pad == "SAME_UPPER" {
+                    total / 2
+                } else {
+                    total - total / 2
+                };
+            }
+        } else if auto_pad == "VALID" {
+            pads_begin = vec![0; rank];
+        }
+        // The adjoint's end crop makes its output exactly as large as the input (it may exceed
+        // the forward's end padding under ceil_mode; a negative crop becomes output_padding).
+        let pads_end = (0..rank)
+            .map(|axis| {
+                let extent = (kernel[axis] - 1) * dilations[axis] + 1;
+                (output[axis] as i64 - 1) * strides[axis] + extent
+                    - pads_begin[axis]
+                    - input[axis] as i64
+            })
+            .collect();
+        Ok(Self {
+            kernel,
+            strides,
+            dilations,
+            pads_begin,
+            pads_end,
+        })
+    }
+
+    /// The ConvTranspose attributes that map an output gradient back onto the input.
+    fn transpose_attributes(&self, group: i64) -> Vec<AttributeProto> {
+        let pads: Vec<i64> = self
+            .pads_begin
+            .iter()
+            .copied()
+            .chain(self.pads_end.iter().map(|&p| p.max(0)))
+            .collect();
+        let output_padding: Vec<i64> = self.pads_end.iter().map(|&p| (-p).max(0)).collect();
+        vec![
+            attr_int("group", group),
+            attr_ints("kernel_shape", &self.kernel),
+            attr_ints("strides", &self.strides),
+            attr_ints("dilations", &self.dilations),
+            attr_ints("pads", &pads),
+            attr_ints("output_padding", &output_padding),
+        ]
+    }
+}
+
+/// The gradient contribution of `node`'s input `slot`, given the gradient `g` of its first
+/// output. `Ok(None)`: the op has no rule for that input.
+pub(super) fn adjoint(
+    ctx: &mut Context,
+    node_index: usize,
+    node: &NodeProto,
+    slot: usize,
+    g: &str,
+) -> Result<Option<String>> {
+    let x = node.input[slot].as_str();
+    let y = node.output[0].as_str();
+    let op = node.op_type.as_str();
+    let grad = match (op, slot) {
+        ("Identity" | "Dropout", 0) => g.to_owned(),
+        ("Flatten" | "Reshape" | "Squeeze" | "Unsqueeze", 0) => {
+            let shape = ctx.shape_node(x);
+            ctx.emit.node("Reshape", &[g, &shape], vec![])
+        }
+        ("Relu", 0) => {
+            let zero = ctx.zero();
+            let keep = ctx.emit.node("Greater", &[x, &zero], vec![]);
+            ctx.masked(&keep, g)
+        }
+        ("Clip", 0) => {
+            let above = match node.input.get(1).filter(|s| !s.is_empty()) {
+                Some(min) => Some(ctx.emit.node("Greater", &[x, min], vec![])),
+                None => None,
+            };
+            let below = match node.input.get(2).filter(|s| !s.is_empty()) {
+                Some(max) => Some(ctx.emit.node("Less", &[x, max], vec![])),
+                None => None,
+            };
+            let keep = match (above, below) {
+                (Some(a), Some(b)) => ctx.emit.node("And", &[&a, &b], vec![]),
+                (Some(mask), None) | (None, Some(mask)) => mask,
+                (None, None) => return Ok(Some(g.to_owned())),
+            };
+            ctx.masked(&keep, g)
+        }
+        ("LeakyRelu", 0) => {
+            let alpha = onnx::float(node, "alpha", 0.01);
+            let zero = ctx.zero();
+            let alpha = ctx.emit.const_f32(&[], vec![alpha]);
+            let keep = ctx.emit.node("Greater", &[x, &zero], vec![]);
+            let leak = ctx.emit.node("Mul", &[g, &alpha], vec![]);
+            ctx.emit.node("Where", &[&keep, g, &leak], vec![])
+        }
+        ("Sigmoid", 0) => {
+            // σ' = y (1 − y).
+            let one = ctx.emit.const_f32(&[], vec![1.0]);
+            let complement = ctx.emit.node("Sub", &[&one, y], vec![]);
+            let slope = ctx.emit.node("Mul", &[y, &complement], vec![]);
+            ctx.emit.node("Mul", &[g, &slope], vec![])
+        }
+        ("BatchNormalization", 0) => {
+            let epsilon = onnx::float(node, "epsilon", 1e-5);
+            let scale = ctx.constant(&node.input[1], "the BatchNormalization scale")?;
+            let var = ctx.constant(&node.input[4], "the BatchNormalization variance")?;
+            let rank = ctx.shape(x)?.len();
+            let factor: Vec<f32> = scale
+                .iter()
+                .zip(&var)
+                .map(|(s, v)| s / (v + epsilon).sqrt())
+                .collect();
+            let mut dims = vec![factor.len()];
+            dims.resize(rank.saturating_sub(1), 1);
+            let factor = ctx.emit.const_f32(&dims, factor);
+            ctx.emit.node("Mul", &[g, &factor], vec![])
+        }
+        ("Add", 0 | 1) => ctx.unbroadcast(g, y, x)?,
+        ("Sub", 0) => ctx.unbroadcast(g, y, x)?,
+        ("Sub", 1) => {
+            let negated = ctx.emit.node("Neg", &[g], vec![]);
+            ctx.unbroadcast(&negated, y, x)?
+        }
+        ("Mul", 0 | 1) => {
+            let other = node.input[1 - slot].as_str();
+            let product = ctx.emit.node("Mul", &[g, other], vec![]);
+            ctx.unbroadcast(&product, y, x)?
+        }
+        ("Div", 0) => {
+            let quotient = ctx.emit.node("Div", &[g, &node.input[1]], vec![]);
+            ctx.unbroadcast(&quotient, y, x)?
+        }
+        ("Conv", 0) => {
+            let in_shape = ctx.shape(x)?;
+            let out_shape = ctx.shape(y)?;
+            let kernel = match onnx::ints(node, "kernel_shape") {
+                Some(kernel) => kernel,
+                None => ctx.constant_dims(&node.input[1])?[2..]
+                    .iter()
+                    .map(|&k| k as i64)
+                    .collect(),
+            };
+            let window = Window::read(node, kernel, &in_shape[2..], &out_shape[2..])?;
+            let group = onnx::int(node, "group", 1);
+            ctx.emit.node(
+                "ConvTranspose",
+                &[g, &node.input[1]],
+                window.transpose_attributes(group),
+            )
+        }
+        ("AveragePool", 0) => average_pool(ctx, node, x, y, g)?,
+        ("MaxPool", 0) => {
+            if onnx::int(node, "storage_order", 0) != 0 {
+                return Err(Error::Model(format!(
+                    "MaxPool `{}` uses column-major indices (storage_order 1)",
+                    node.name
+                )));
+            }
+            let indices = match node.output.get(1).filter(|s| !s.is_empty()) {
+                Some(existing) => existing.clone(),
+                None => ctx
+                    .indices
+                    .entry(node_index)
+                    .or_insert_with(|| format!("{}.{}.indices", onnx::PREFIX, node.name))
+                    .clone(),
+            };
+            let flat = ctx.emit.const_i64(&[1], vec![-1]);
+            let shape = ctx.shape_node(x);
+            let zeros = ctx.emit.node(
+                "ConstantOfShape",
+                &[&shape],
+                vec![attr_tensor("value", tensor_f32("", &[1], vec![0.0]))],
+            );
+            let zeros = ctx.emit.node("Reshape", &[&zeros, &flat], vec![]);
+            let where_to = ctx.emit.node("Reshape", &[&indices, &flat], vec![]);
+            let what = ctx.emit.node("Reshape", &[g, &flat], vec![]);
+            let scattered = ctx.emit.node(
+                "ScatterElements",
+                &[&zeros, &where_to, &what],
+                vec![attr_int("axis", 0), attr_string("reduction", "add")],
+            );
+            ctx.emit.node("Reshape", &[&scattered, &shape], vec![])
+        }
+        ("GlobalAveragePool", 0) => {
+            let count: usize = ctx.shape(x)?[2..].iter().product();
+            let factor = ctx.emit.const_f32(&[], vec![1.0 / count as f32]);
+            let scaled = ctx.emit.node("Mul", &[g, &factor], vec![]);
+            let shape = ctx.shape_node(x);
+            ctx.emit.node("Expand", &[&scaled, &shape], vec![])
+        }
+        ("Concat", _) => {
+            let rank = ctx.shape(y)?.len() as i64;
+            let axis = onnx::int(node, "axis", 0);
+            let axis = if axis < 0 { axis + rank } else { axis };
+            let mut start = 0i64;
+            for input in &node.input[..slot] {
+                start += ctx.shape(input)?[axis as usize] as i64;
+            }
+            let end = start + ctx.shape(x)?[axis as usize] as i64;
+            let starts = ctx.emit.const_i64(&[1], vec![start]);
+            let ends = ctx.emit.const_i64(&[1], vec![end]);
+            let axes = ctx.emit.const_i64(&[1], vec![axis]);
+            ctx.emit.node("Slice", &[g, &starts, &ends, &axes], vec![])
+        }
+        ("Transpose", 0) => {
+            let perm = onnx::ints(node, "perm").unwrap_or_else(|| {
+                (0..ctx.shapes.get(x).map_or(0, Vec::len) as i64)
+                    .rev()
+                    .collect()
+            });
+            let mut inverse = vec![0i64; perm.len()];
+            for (i, &p) in perm.iter().enumerate() {
+                inverse[p as usize] = i as i64;
+            }
+            ctx.emit
+                .node("Transpose", &[g], vec![attr_ints("perm", &inverse)])
+        }
+        ("Gemm", 0) => {
+            let alpha = onnx::float(node, "alpha", 1.0);
+            let b = node.input[1].as_str();
+            // Y = α·op(A)·op(B): ∂op(A) = α·g·op(B)ᵀ.
+            let b_t = if onnx::int(node, "transB", 0) == 1 {
+                b.to_owned()
+            } else {
+                ctx.emit
+                    .node("Transpose", &[b], vec![attr_ints("perm", &[1, 0])])
+            };
+            let mut grad = ctx.emit.node("MatMul", &[g, &b_t], vec![]);
+            if alpha != 1.0 {
+                let alpha = ctx.emit.const_f32(&[], vec![alpha]);
+                grad = ctx.emit.node("Mul", &[&grad, &alpha], vec![]);
+            }
+            if onnx::int(node, "transA", 0) == 1 {
+                grad = ctx
+                    .emit
+                    .node("Transpose", &[&grad], vec![attr_ints("perm", &[1, 0])]);
+            }
+            grad
+        }
+        ("MatMul", 0) => {
+            let b = node.input[1].as_str();
+            if ctx.constant_dims(b)?.len() != 2 {
+                return Err(Error::Model(format!(
+                    "MatMul `{}`: the gradient handles a 2-D right-hand side only",
+                    node.name
+                )));
+            }
+            let b_t = ctx
+                .emit
+                .node("Transpose", &[b], vec![attr_ints("perm", &[1, 0])]);
+            ctx.emit.node("MatMul", &[g, &b_t], vec![])
+        }
+        _ => return Ok(None),
+    };
+    Ok(Some(grad))
+}
+
+/// AveragePool's adjoint: divide each output gradient by its window's divisor, then spread it
+/// over the window with a depthwise ConvTranspose of ones.
+fn average_pool(ctx: &mut Context, node: &NodeProto, x: &str, y: &str, g: &str) -> Result<String> {
+    let in_shape = ctx.shape(x)?;
+    let out_shape = ctx.shape(y)?;
+    let kernel = onnx::ints(node, "kernel_shape")
+        .ok_or_else(|| Error::Model(format!("AveragePool `{}` has no kernel_shape", node.name)))?;
+    if kernel.len() != 2 {
+        return Err(Error::Model(format!(
+            "AveragePool `{}`: the gradient handles 2-D pooling only",
+            node.name
+        )));
+    }
+    let window = Window::read(node, kernel.clone(), &in_shape[2..], &out_shape[2..])?;
+    let include_pad = onnx::int(node, "count_include_pad", 0) == 1;
+    let declared_pads = onnx::ints(node, "pads").unwrap_or_else(|| vec![0; 4]);
+    let (oh, ow) = (out_shape[2], out_shape[3]);
+    let mut inverse = Vec::with_capacity(oh * ow);
+    for oy in 0..oh {
+        for ox in 0..ow {
+            let count = |o: usize, axis: usize| -> i64 {
+                let start = o as i64 * window.strides[axis] - window.pads_begin[axis];
+                let end = start + kernel[axis];
+                let (low, high) = if include_pad {
+                    (
+                        -window.pads_begin[axis],
+                        in_shape[2 + axis] as i64 + declared_pads[2 + axis],
+                    )
+                } else {
+                    (0, in_shape[2 + axis] as i64)
+                };
+                (end.min(high) - start.max(low)).max(1)
+            };
+            inverse.push(1.0 / (count(oy, 0) * count(ox, 1)) as f32);
+        }
+    }
+    let inverse = ctx.emit.const_f32(&[oh, ow], inverse);
+    let scaled = ctx.emit.node("Mul", &[g, &inverse], vec![]);
+    let channels = in_shape[1];
+    let ones = ctx.emit.const_f32(
+        &[channels, 1, kernel[0] as usize, kernel[1] as usize],
+        vec![1.0; channels * (kernel[0] * kernel[1]) as usize],
+    );
+    Ok(ctx.emit.node(
+        "ConvTranspose",
+        &[&scaled, &ones],
+        window.transpose_attributes(channels as i64),
+    ))
+}
