@@ -65,6 +65,15 @@ pub struct ExplainOptions {
     /// Ablation-CAM's ablated value: zero, or pytorch-grad-cam's (for parity).
     #[arg(long, default_value = "zero", value_parser = ["zero", "pytorch-grad-cam"])]
     pub ablation: String,
+    /// CAMs: principal component of the weighted activations instead of their sum.
+    #[arg(long)]
+    pub eigen_smooth: bool,
+    /// CAMs: average over horizontal flips × input scales 0.9, 1, 1.1 (6 passes).
+    #[arg(long)]
+    pub aug_smooth: bool,
+    /// CAMs: keep maps at the layers' resolution (the paper's Grad-CAM quirk).
+    #[arg(long)]
+    pub feature_resolution: bool,
     /// Segments shown in masks.
     #[arg(long, default_value_t = 5)]
     pub features: usize,
@@ -91,6 +100,9 @@ impl ExplainOptions {
                 "pytorch-grad-cam" => AblationValue::PytorchGradCam,
                 _ => AblationValue::Zero,
             },
+            eigen_smooth: self.eigen_smooth,
+            aug_smooth: self.aug_smooth,
+            feature_resolution: self.feature_resolution,
             ..Default::default()
         };
         config.lime.num_samples = self.samples as usize;
@@ -130,7 +142,8 @@ pub struct ExplainArgs {
     /// A bundled model name or a path to an ONNX classifier.
     #[arg(long, default_value = "mobilenet_v2")]
     pub model: String,
-    /// camlime, lime, or a CAM method (eigencam, scorecam, ablationcam, random).
+    /// camlime, lime, or a CAM method (gradcam, hirescam, gradcam++, xgradcam, layercam,
+    /// eigengradcam, gradcamelementwise, fullgrad, eigencam, scorecam, ablationcam, random).
     #[arg(long, default_value = "camlime")]
     pub method: String,
     /// Where the record and pictures go.

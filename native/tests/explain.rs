@@ -241,7 +241,7 @@ fn bad_input_is_one_clear_error_line() {
             vec!["--hide-color", "300"],
             "--hide-color must be `mean` or 0–255",
         ),
-        (vec!["--cam", "gradcam"], "unknown CAM method `gradcam`"),
+        (vec!["--cam", "grad-cam"], "unknown CAM method `grad-cam`"),
         (
             vec!["--target", "5000"],
             "target class 5000 is out of range",

@@ -94,6 +94,12 @@ pub struct ExplainConfig {
     pub mode: CamLimeMode,
     /// Ablation-CAM's ablated value.
     pub ablation: AblationValue,
+    /// CAMs: principal component of the weighted activations instead of their sum.
+    pub eigen_smooth: bool,
+    /// CAMs: average over flips × scales (6 passes).
+    pub aug_smooth: bool,
+    /// CAMs: keep maps at the layers' resolution (the paper's Grad-CAM quirk).
+    pub feature_resolution: bool,
     /// Images per classification chunk (a unit of progress and of cancellation).
     pub chunk: usize,
 }
@@ -110,6 +116,9 @@ impl Default for ExplainConfig {
             lime: LimeConfig::default(),
             mode: CamLimeMode::default(),
             ablation: AblationValue::Zero,
+            eigen_smooth: false,
+            aug_smooth: false,
+            feature_resolution: false,
             chunk: 64,
         }
     }
@@ -326,6 +335,9 @@ pub fn explain(
         ablation: config.ablation,
         seed: config.seed,
         chunk: config.chunk.min(64),
+        eigen_smooth: config.eigen_smooth,
+        aug_smooth: config.aug_smooth,
+        feature_resolution: config.feature_resolution,
     };
     let mut record = ExplanationRecord {
         format: RECORD_FORMAT.into(),

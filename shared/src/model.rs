@@ -605,6 +605,16 @@ impl Classifier {
         })
     }
 
+    /// Every 4-D output of a layer with a bias (Conv with bias, BatchNormalization) and that
+    /// bias per channel: FullGrad's layers.
+    pub fn bias_layers(&self) -> Result<Vec<(String, Vec<f32>)>> {
+        let biases = grad::bias_tensors(&self.proto)?;
+        Ok(biases
+            .into_iter()
+            .filter(|(tensor, _)| self.tensor_layers.iter().any(|l| &l.tensor == tensor))
+            .collect())
+    }
+
     /// The class an explanation targets: `requested` when it is a class of the model, else the
     /// top class of `logits`.
     pub fn target_class(&self, logits: &[f32], requested: Option<usize>) -> Result<usize> {

@@ -1,23 +1,42 @@
-//! The gradient-free members of the CAM family on a classifier (METHOD.md §4): EigenCAM,
-//! Score-CAM, Ablation-CAM and the random baseline, with pytorch-grad-cam 1.5.5's arithmetic.
-//! Gradient methods join this module when the backward transform lands.
+//! The CAM family on a classifier (METHOD.md §4) with pytorch-grad-cam 1.5.5's arithmetic:
+//! gradient methods on the backward transform's gradients, EigenCAM, Score-CAM, Ablation-CAM
+//! (tail re-runs), FullGrad and the random baseline; `eigen_smooth` and `aug_smooth` for all.
 
 use image::RgbImage;
 use nalgebra::DMatrix;
 use rand::{RngExt, SeedableRng};
 use rand_pcg::Pcg64;
 use serde::{Deserialize, Serialize};
-use tract_onnx::prelude::tract_ndarray::{Array4, ArrayView3, ArrayView4, Axis, s};
+use tract_onnx::prelude::tract_ndarray::{
+    Array2, Array3, Array4, ArrayView3, ArrayView4, Axis, Ix4, s,
+};
 
 use super::{CamMap, aggregate};
+use crate::grad::BackwardRule;
 use crate::model::{Classifier, softmax};
 use crate::runtime::{self, Runtime, check_cancelled};
 use crate::{Error, Result};
 
 /// Which CAM.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(try_from = "String", into = "String")]
 pub enum CamMethod {
+    /// Channel weights = mean gradient.
+    GradCam,
+    /// Σ_k G ⊙ A.
+    HiResCam,
+    /// Grad-CAM++ channel weights.
+    GradCamPlusPlus,
+    /// XGrad-CAM channel weights.
+    XGradCam,
+    /// Σ_k ReLU(G) ⊙ A.
+    LayerCam,
+    /// First principal component of G ⊙ A.
+    EigenGradCam,
+    /// Σ_k ReLU(G ⊙ A).
+    GradCamElementWise,
+    /// |∇x ⊙ x| plus |bias ⊙ G| of every layer with a bias.
+    FullGrad,
     /// First principal component of the activations (no target class needed).
     EigenCam,
     /// Channel weights = softmax of the class logit with the input masked by each channel.
@@ -29,8 +48,16 @@ pub enum CamMethod {
 }
 
 impl CamMethod {
-    /// Every method this module implements, by name.
-    pub const ALL: [CamMethod; 4] = [
+    /// Every method, by name.
+    pub const ALL: [CamMethod; 12] = [
+        CamMethod::GradCam,
+        CamMethod::HiResCam,
+        CamMethod::GradCamPlusPlus,
+        CamMethod::XGradCam,
+        CamMethod::LayerCam,
+        CamMethod::EigenGradCam,
+        CamMethod::GradCamElementWise,
+        CamMethod::FullGrad,
         CamMethod::EigenCam,
         CamMethod::ScoreCam,
         CamMethod::AblationCam,
@@ -40,6 +67,14 @@ impl CamMethod {
     /// The name the CLI, records and pytorch-grad-cam use.
     pub fn name(self) -> &'static str {
         match self {
+            Self::GradCam => "gradcam",
+            Self::HiResCam => "hirescam",
+            Self::GradCamPlusPlus => "gradcam++",
+            Self::XGradCam => "xgradcam",
+            Self::LayerCam => "layercam",
+            Self::EigenGradCam => "eigengradcam",
+            Self::GradCamElementWise => "gradcamelementwise",
+            Self::FullGrad => "fullgrad",
             Self::EigenCam => "eigencam",
             Self::ScoreCam => "scorecam",
             Self::AblationCam => "ablationcam",
@@ -53,11 +88,40 @@ impl CamMethod {
             .into_iter()
             .find(|m| m.name() == name)
             .ok_or_else(|| {
+                let names: Vec<_> = Self::ALL.iter().map(|m| m.name()).collect();
                 Error::Parameter(format!(
-                    "unknown CAM method `{name}`; available: eigencam, scorecam, ablationcam, \
-                     random (gradient methods arrive with the backward transform)"
+                    "unknown CAM method `{name}`; available: {}",
+                    names.join(", ")
                 ))
             })
+    }
+
+    /// Whether the method needs the gradients of the target layers.
+    pub fn uses_gradients(self) -> bool {
+        matches!(
+            self,
+            Self::GradCam
+                | Self::HiResCam
+                | Self::GradCamPlusPlus
+                | Self::XGradCam
+                | Self::LayerCam
+                | Self::EigenGradCam
+                | Self::GradCamElementWise
+                | Self::FullGrad
+        )
+    }
+}
+
+impl TryFrom<String> for CamMethod {
+    type Error = Error;
+    fn try_from(name: String) -> Result<Self> {
+        Self::from_name(&name)
+    }
+}
+
+impl From<CamMethod> for String {
+    fn from(method: CamMethod) -> Self {
+        method.name().to_owned()
     }
 }
 
@@ -80,7 +144,8 @@ pub enum AblationValue {
 pub struct CamConfig {
     /// The method.
     pub method: CamMethod,
-    /// Target layers (readable or tensor names); empty = the model's defaults.
+    /// Target layers (readable or tensor names); empty = the model's defaults. FullGrad ignores
+    /// them and uses every layer with a bias.
     pub layers: Vec<String>,
     /// Class to explain; `None` = the predicted class.
     pub target: Option<usize>,
@@ -90,6 +155,14 @@ pub struct CamConfig {
     pub seed: u64,
     /// Images per forward chunk for Score-CAM and Ablation-CAM.
     pub chunk: usize,
+    /// Replace each layer's weighted sum by the first principal component of its weighted
+    /// activations.
+    pub eigen_smooth: bool,
+    /// Average the map over horizontal flips × input scales {0.9, 1, 1.1} (6 passes).
+    pub aug_smooth: bool,
+    /// Keep the maps at the layers' resolution instead of resizing them to the input (the
+    /// paper's Grad-CAM copy does this; all layers must then share one resolution).
+    pub feature_resolution: bool,
 }
 
 impl Default for CamConfig {
@@ -101,6 +174,9 @@ impl Default for CamConfig {
             ablation: AblationValue::Zero,
             seed: 0,
             chunk: 16,
+            eigen_smooth: false,
+            aug_smooth: false,
+            feature_resolution: false,
         }
     }
 }
@@ -112,7 +188,7 @@ pub struct LayerCam {
     pub layer: String,
     /// ReLU'd map at the layer's resolution, before scaling.
     pub native: CamMap,
-    /// Scaled to [0, 1] and resized to the input.
+    /// Scaled to [0, 1] and resized to the input (or kept at the layer's resolution).
     pub map: CamMap,
 }
 
@@ -123,9 +199,9 @@ pub struct CamExplanation {
     pub target: usize,
     /// Its logit on the unmodified input.
     pub target_logit: f32,
-    /// Per target layer, in request order.
+    /// Per target layer, in request order (empty for FullGrad, which sums every bias layer).
     pub layers: Vec<LayerCam>,
-    /// The aggregated map at input resolution, in [0, 1].
+    /// The aggregated map in [0, 1], at input resolution unless `feature_resolution`.
     pub map: CamMap,
 }
 
@@ -162,41 +238,176 @@ pub fn explain_tensor(
             config.chunk
         )));
     }
+    if !config.aug_smooth {
+        return explain_once(classifier, input, config, runtime);
+    }
+    // pytorch-grad-cam's test-time augmentation: each pass explains the augmented input (same
+    // target), its map is flipped back, and the six maps are averaged.
+    let logits = classifier.forward(input, &[])?.logits.row(0).to_vec();
+    let target = classifier.target_class(&logits, config.target)?;
+    let single = CamConfig {
+        aug_smooth: false,
+        target: Some(target),
+        ..config.clone()
+    };
+    let mut first: Option<CamExplanation> = None;
+    let mut sum: Vec<f32> = Vec::new();
+    for flip in [false, true] {
+        for factor in [0.9f32, 1.0, 1.1] {
+            check_cancelled(runtime)?;
+            let mut augmented = input.to_owned();
+            if flip {
+                augmented.invert_axis(Axis(3));
+                augmented = augmented.as_standard_layout().to_owned();
+            }
+            augmented.mapv_inplace(|v| v * factor);
+            let pass = explain_once(classifier, augmented.view(), &single, runtime)?;
+            let map = if flip {
+                pass.map.flipped()
+            } else {
+                pass.map.clone()
+            };
+            if sum.is_empty() {
+                sum = map.values().to_vec();
+            } else {
+                sum.iter_mut().zip(map.values()).for_each(|(s, v)| *s += v);
+            }
+            if !flip && factor == 1.0 {
+                first = Some(pass);
+            }
+        }
+    }
+    let mut explanation =
+        first.ok_or_else(|| Error::Inference("augmentation produced no pass".into()))?;
+    let (height, width) = (explanation.map.height(), explanation.map.width());
+    explanation.map = CamMap::new(height, width, sum.iter().map(|s| s / 6.0).collect())?;
+    Ok(explanation)
+}
+
+/// A layer's map before ReLU: channel weights, or an element-wise product to sum over channels.
+enum LayerMap {
+    Weights(Vec<f32>),
+    Elementwise(Array3<f32>),
+    Projection(Array3<f32>),
+}
+
+/// One pass of [`explain_tensor`] without augmentation.
+fn explain_once(
+    classifier: &Classifier,
+    input: ArrayView4<f32>,
+    config: &CamConfig,
+    runtime: &impl Runtime,
+) -> Result<CamExplanation> {
+    if config.method == CamMethod::FullGrad {
+        return full_grad(classifier, input, config);
+    }
     let layer_names = classifier.target_layers(&config.layers)?;
     let layer_refs: Vec<&str> = layer_names.iter().map(String::as_str).collect();
-    let forward = classifier.forward(input, &layer_refs)?;
-    let logits = forward.logits.row(0).to_vec();
+    let (logits, activations, gradients) = if config.method.uses_gradients() {
+        let logits = classifier.forward(input, &[])?.logits.row(0).to_vec();
+        let target = classifier.target_class(&logits, config.target)?;
+        let seeds = one_hot(1, classifier.num_classes(), target);
+        let out = classifier.gradients(
+            input,
+            seeds.view(),
+            &layer_refs,
+            false,
+            BackwardRule::Standard,
+        )?;
+        (out.logits.row(0).to_vec(), out.activations, out.gradients)
+    } else {
+        let out = classifier.forward(input, &layer_refs)?;
+        (out.logits.row(0).to_vec(), out.activations, Vec::new())
+    };
     let target = classifier.target_class(&logits, config.target)?;
     let (height, width) = (input.dim().2, input.dim().3);
     let mut layers = Vec::with_capacity(layer_names.len());
-    for (name, activation) in layer_names.iter().zip(&forward.activations) {
+    for (index, (name, activation)) in layer_names.iter().zip(&activations).enumerate() {
         let activation = activation
             .view()
-            .into_dimensionality::<tract_onnx::prelude::tract_ndarray::Ix4>()
+            .into_dimensionality::<Ix4>()
             .map_err(|e| Error::Inference(format!("layer `{name}` is not 4-D: {e}")))?;
         let a = activation.index_axis(Axis(0), 0);
-        let raw = match config.method {
-            CamMethod::EigenCam => eigen_projection(a),
+        let gradient = match gradients.get(index) {
+            Some(g) => Some(
+                g.view()
+                    .into_dimensionality::<Ix4>()
+                    .map_err(|e| Error::Inference(format!("gradient of `{name}`: {e}")))?
+                    .index_axis_move(Axis(0), 0)
+                    .to_owned(),
+            ),
+            None => None,
+        };
+        let g = || {
+            gradient
+                .as_ref()
+                .ok_or_else(|| Error::Inference("missing gradient".into()))
+        };
+        let layer_map = match config.method {
+            CamMethod::GradCam => LayerMap::Weights(
+                g()?.outer_iter()
+                    .map(|c| c.iter().sum::<f32>() / c.len() as f32)
+                    .collect(),
+            ),
+            CamMethod::GradCamPlusPlus => LayerMap::Weights(grad_cam_plus_plus(a, g()?.view())),
+            CamMethod::XGradCam => LayerMap::Weights(
+                a.outer_iter()
+                    .zip(g()?.outer_iter())
+                    .map(|(ak, gk)| {
+                        let total: f32 = ak.iter().sum();
+                        ak.iter()
+                            .zip(gk.iter())
+                            .map(|(x, y)| y * x / (total + 1e-7))
+                            .sum()
+                    })
+                    .collect(),
+            ),
+            CamMethod::HiResCam => LayerMap::Elementwise(g()? * &a),
+            CamMethod::GradCamElementWise => {
+                LayerMap::Elementwise((g()? * &a).mapv(|v| v.max(0.0)))
+            }
+            CamMethod::LayerCam => LayerMap::Elementwise(g()?.mapv(|v| v.max(0.0)) * a),
+            CamMethod::EigenGradCam => LayerMap::Projection(g()? * &a),
+            CamMethod::EigenCam => LayerMap::Projection(a.to_owned()),
             CamMethod::Random => {
                 let mut rng = Pcg64::seed_from_u64(config.seed);
-                let weights: Vec<f32> = (0..a.dim().0)
-                    .map(|_| rng.random_range(-1.0f32..1.0))
-                    .collect();
-                weighted_sum(a, &weights)
+                LayerMap::Weights(
+                    (0..a.dim().0)
+                        .map(|_| rng.random_range(-1.0f32..1.0))
+                        .collect(),
+                )
             }
             CamMethod::ScoreCam => {
                 let scores = score_cam_scores(classifier, input, a, target, config, runtime)?;
-                weighted_sum(a, &softmax(&scores))
+                LayerMap::Weights(softmax(&scores))
             }
             CamMethod::AblationCam => {
                 let original = logits[target];
                 let scores = ablation_scores(classifier, name, a, target, config, runtime)?;
-                let weights: Vec<f32> = scores.iter().map(|s| (original - s) / original).collect();
-                weighted_sum(a, &weights)
+                LayerMap::Weights(scores.iter().map(|s| (original - s) / original).collect())
             }
+            CamMethod::FullGrad => unreachable_full_grad()?,
+        };
+        let raw = match layer_map {
+            LayerMap::Projection(stack) => eigen_projection(stack.view()),
+            LayerMap::Elementwise(stack) if config.eigen_smooth => eigen_projection(stack.view()),
+            LayerMap::Elementwise(stack) => channel_sum(stack.view()),
+            LayerMap::Weights(weights) if config.eigen_smooth => {
+                let mut weighted = a.to_owned();
+                for (mut channel, w) in weighted.outer_iter_mut().zip(&weights) {
+                    channel.mapv_inplace(|v| v * w);
+                }
+                eigen_projection(weighted.view())
+            }
+            LayerMap::Weights(weights) => weighted_sum(a, &weights),
         };
         let native = raw.relu();
-        let map = native.clone().scaled().resize(height, width);
+        let scaled = native.clone().scaled();
+        let map = if config.feature_resolution {
+            scaled
+        } else {
+            scaled.resize(height, width)
+        };
         layers.push(LayerCam {
             layer: name.clone(),
             native,
@@ -209,6 +420,143 @@ pub fn explain_tensor(
         target_logit: logits[target],
         map: aggregate(&maps)?,
         layers,
+    })
+}
+
+/// FullGrad is computed by [`full_grad`], never per layer.
+fn unreachable_full_grad() -> Result<LayerMap> {
+    Err(Error::Parameter("FullGrad has no per-layer map".into()))
+}
+
+/// An `n × classes` matrix with ones in column `class`.
+fn one_hot(n: usize, classes: usize, class: usize) -> Array2<f32> {
+    let mut seeds = Array2::zeros((n, classes));
+    seeds.column_mut(class).fill(1.0);
+    seeds
+}
+
+/// Grad-CAM++ channel weights (pytorch-grad-cam's closed form).
+fn grad_cam_plus_plus(a: ArrayView3<f32>, g: ArrayView3<f32>) -> Vec<f32> {
+    a.outer_iter()
+        .zip(g.outer_iter())
+        .map(|(ak, gk)| {
+            let total: f32 = ak.iter().sum();
+            gk.iter()
+                .map(|&grad| {
+                    if grad == 0.0 {
+                        return 0.0;
+                    }
+                    let g2 = grad * grad;
+                    let alpha = g2 / (2.0 * g2 + total * g2 * grad + 1e-6);
+                    grad.max(0.0) * alpha
+                })
+                .sum()
+        })
+        .collect()
+}
+
+/// Σ over channels.
+fn channel_sum(stack: ArrayView3<f32>) -> CamMap {
+    let (_, h, w) = stack.dim();
+    CamMap {
+        height: h,
+        width: w,
+        values: stack.sum_axis(Axis(0)).iter().copied().collect(),
+    }
+}
+
+/// FullGrad (pytorch-grad-cam's): |∇x ⊙ x| per input channel and |bias ⊙ G| per channel of
+/// every layer with a bias, each min-max scaled and resized to the input, all summed.
+fn full_grad(
+    classifier: &Classifier,
+    input: ArrayView4<f32>,
+    config: &CamConfig,
+) -> Result<CamExplanation> {
+    if config.feature_resolution {
+        return Err(Error::Parameter(
+            "FullGrad works at input resolution; feature_resolution does not apply".into(),
+        ));
+    }
+    let biases = classifier.bias_layers()?;
+    let names: Vec<&str> = biases.iter().map(|(name, _)| name.as_str()).collect();
+    let logits = classifier.forward(input, &[])?.logits.row(0).to_vec();
+    let target = classifier.target_class(&logits, config.target)?;
+    let seeds = one_hot(1, classifier.num_classes(), target);
+    let out = classifier.gradients(input, seeds.view(), &names, true, BackwardRule::Standard)?;
+    let (height, width) = (input.dim().2, input.dim().3);
+    let input_gradient = out
+        .input_gradient
+        .ok_or_else(|| Error::Inference("missing input gradient".into()))?;
+    let mut maps: Vec<CamMap> = Vec::new();
+    for c in 0..3 {
+        let values = input
+            .slice(s![0, c, .., ..])
+            .iter()
+            .zip(input_gradient.slice(s![0, c, .., ..]).iter())
+            .map(|(x, g)| (x * g).abs())
+            .collect();
+        maps.push(CamMap::new(height, width, values)?.scaled());
+    }
+    let size = if config.eigen_smooth {
+        (height / 8, width / 8)
+    } else {
+        (height, width)
+    };
+    let mut stack: Vec<CamMap> = maps
+        .into_iter()
+        .map(|m| {
+            if config.eigen_smooth {
+                m.resize(size.0, size.1)
+            } else {
+                m
+            }
+        })
+        .collect();
+    for ((name, bias), gradient) in biases.iter().zip(&out.gradients) {
+        let gradient = gradient
+            .view()
+            .into_dimensionality::<Ix4>()
+            .map_err(|e| Error::Inference(format!("gradient of `{name}`: {e}")))?;
+        let mut layer_sum = vec![0.0f32; height * width];
+        for (channel, b) in gradient.index_axis(Axis(0), 0).outer_iter().zip(bias) {
+            let (h, w) = channel.dim();
+            let values = channel.iter().map(|g| (g * b).abs()).collect();
+            let map = CamMap::new(h, w, values)?.scaled().resize(height, width);
+            layer_sum
+                .iter_mut()
+                .zip(map.values())
+                .for_each(|(s, v)| *s += v);
+        }
+        let layer = CamMap::new(height, width, layer_sum)?;
+        stack.push(if config.eigen_smooth {
+            layer.scaled().resize(size.0, size.1)
+        } else {
+            layer
+        });
+    }
+    let combined = if config.eigen_smooth {
+        let (h, w) = size;
+        let planes = Array3::from_shape_fn((stack.len(), h, w), |(k, y, x)| {
+            stack[k].values()[y * w + x]
+        });
+        eigen_projection(planes.view())
+            .scaled()
+            .resize(height, width)
+    } else {
+        let mut total = vec![0.0f32; height * width];
+        for map in &stack {
+            total
+                .iter_mut()
+                .zip(map.values())
+                .for_each(|(t, v)| *t += v);
+        }
+        CamMap::new(height, width, total)?
+    };
+    Ok(CamExplanation {
+        target,
+        target_logit: logits[target],
+        layers: Vec::new(),
+        map: combined.scaled(),
     })
 }
 
@@ -389,6 +737,7 @@ mod tests {
         for method in CamMethod::ALL {
             assert_eq!(CamMethod::from_name(method.name()).unwrap(), method);
         }
-        assert!(CamMethod::from_name("gradcam").is_err());
+        assert!(CamMethod::from_name("gradcam++").is_ok());
+        assert!(CamMethod::from_name("grad-cam").is_err());
     }
 }

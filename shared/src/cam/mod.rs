@@ -124,6 +124,18 @@ impl CamMap {
 
     /// Bilinear resize with half-pixel centres and edge clamping: OpenCV's `INTER_LINEAR` on
     /// `float32`, which pytorch-grad-cam uses to bring maps to the input size.
+    pub fn flipped(&self) -> Self {
+        let mut values = self.values.clone();
+        for row in values.chunks_mut(self.width) {
+            row.reverse();
+        }
+        Self {
+            values,
+            ..self.clone()
+        }
+    }
+
+    /// Resize as OpenCV's `cv2.resize` (bilinear, half-pixel centres) does.
     pub fn resize(&self, height: usize, width: usize) -> Self {
         if (height, width) == (self.height, self.width) {
             return self.clone();

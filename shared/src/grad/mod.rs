@@ -67,6 +67,45 @@ impl GradientModel {
     }
 }
 
+/// Every tensor that a layer with a bias outputs, with its per-channel bias, in graph order:
+/// Conv nodes with a bias input, and BatchNormalization nodes, whose effective bias is
+/// B − mean·scale/√(var + ε) (FullGrad's definition).
+pub fn bias_tensors(proto: &ModelProto) -> Result<Vec<(String, Vec<f32>)>> {
+    let graph = proto
+        .graph
+        .as_ref()
+        .ok_or_else(|| Error::Model("ONNX file has no graph".into()))?;
+    let constants = onnx::constants(graph);
+    let value = |name: &str| -> Result<Vec<f32>> {
+        constants
+            .get(name)
+            .ok_or_else(|| Error::Model(format!("`{name}` is not a constant of the model")))
+            .and_then(onnx::f32_values)
+    };
+    let mut biases = Vec::new();
+    for node in &graph.node {
+        let Some(output) = node.output.first() else {
+            continue;
+        };
+        match (node.op_type.as_str(), node.input.as_slice()) {
+            ("Conv", [_, _, bias]) if !bias.is_empty() => {
+                biases.push((output.clone(), value(bias)?));
+            }
+            ("BatchNormalization", [_, scale, bias, mean, var, ..]) => {
+                let epsilon = onnx::float(node, "epsilon", 1e-5);
+                let (scale, bias, mean, var) =
+                    (value(scale)?, value(bias)?, value(mean)?, value(var)?);
+                let effective = (0..bias.len())
+                    .map(|c| bias[c] - mean[c] * scale[c] / (var[c] + epsilon).sqrt())
+                    .collect();
+                biases.push((output.clone(), effective));
+            }
+            _ => {}
+        }
+    }
+    Ok(biases)
+}
+
 /// Name of the gradient output of `tensor`.
 fn gradient_name(tensor: &str) -> String {
     format!("{}.d.{tensor}", onnx::PREFIX)

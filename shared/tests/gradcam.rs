@@ -1,0 +1,117 @@
+//! The gradient CAM family against pytorch-grad-cam 1.5.5 on both bundled models (fixtures:
+//! `fixtures/gradcam/generate.py`), from the same input tensors: Pearson ≥ 0.999 and
+//! max |Δ| ≤ 1e-3 on the normalised 224² maps.
+
+#![allow(missing_docs, clippy::unwrap_used)]
+
+mod common;
+
+use camlime_core::Sequential;
+use camlime_core::cam::{CamConfig, CamMap, CamMethod, explain_tensor};
+use camlime_core::ndarray::Ix4;
+use common::{bundled, fixture, npy};
+
+const GRADIENT_METHODS: [CamMethod; 8] = [
+    CamMethod::GradCam,
+    CamMethod::HiResCam,
+    CamMethod::GradCamPlusPlus,
+    CamMethod::XGradCam,
+    CamMethod::LayerCam,
+    CamMethod::EigenGradCam,
+    CamMethod::GradCamElementWise,
+    CamMethod::FullGrad,
+];
+
+fn reference_map(name: &str) -> CamMap {
+    let levels = image::open(fixture(&format!("gradcam/{name}.png")))
+        .unwrap()
+        .to_luma16();
+    let values = levels.iter().map(|&v| f32::from(v) / 65535.0).collect();
+    CamMap::new(224, 224, values).unwrap()
+}
+
+fn check(model: &str, layer: &str, stems: &[&str], variant: &str) {
+    let classifier = bundled(model);
+    let mut worst = (1.0f64, 0.0f32);
+    for stem in stems {
+        let input = npy(&format!("reference/{model}/{stem}.input.npy"))
+            .into_dimensionality::<Ix4>()
+            .unwrap();
+        for method in GRADIENT_METHODS {
+            let config = CamConfig {
+                method,
+                layers: vec![layer.into()],
+                eigen_smooth: variant == ".eigen",
+                aug_smooth: variant == ".aug",
+                ..Default::default()
+            };
+            let ours = explain_tensor(&classifier, input.view(), &config, &Sequential).unwrap();
+            let reference = reference_map(&format!("{model}.{stem}.{}{variant}", method.name()));
+            let pearson = ours.map.pearson(&reference).unwrap();
+            let max_abs = ours
+                .map
+                .values()
+                .iter()
+                .zip(reference.values())
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            eprintln!(
+                "{model} {stem} {}{variant}: pearson {pearson:.6} max|Δ| {max_abs:.2e}",
+                method.name()
+            );
+            worst = (worst.0.min(pearson), worst.1.max(max_abs));
+            assert!(
+                pearson >= 0.999,
+                "{model} {stem} {}{variant}: pearson {pearson}",
+                method.name()
+            );
+            assert!(
+                max_abs <= 1e-3,
+                "{model} {stem} {}{variant}: max |Δ| {max_abs}",
+                method.name()
+            );
+        }
+    }
+    eprintln!(
+        "{model}{variant}: {} maps, worst pearson {:.6}, worst max|Δ| {:.2e}",
+        stems.len() * GRADIENT_METHODS.len(),
+        worst.0,
+        worst.1
+    );
+}
+
+#[test]
+fn mobilenet_v2_gradient_cams_match_pytorch_grad_cam() {
+    check(
+        "mobilenet_v2",
+        "features.17",
+        &[
+            "chelsea",
+            "coffee",
+            "astronaut",
+            "rocket",
+            "motorcycle_left",
+        ],
+        "",
+    );
+}
+
+#[test]
+fn efficientnet_lite0_gradient_cams_match_pytorch_grad_cam() {
+    check(
+        "efficientnet_lite0",
+        "_blocks.15",
+        &["chelsea", "coffee"],
+        "",
+    );
+}
+
+#[test]
+fn eigen_smooth_matches_pytorch_grad_cam() {
+    check("mobilenet_v2", "features.17", &["chelsea"], ".eigen");
+}
+
+#[test]
+fn aug_smooth_matches_pytorch_grad_cam() {
+    check("mobilenet_v2", "features.17", &["chelsea"], ".aug");
+}
