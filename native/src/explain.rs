@@ -6,6 +6,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail, ensure};
+use camlime_core::attribution::{
+    AttributionConfig, Integration, NoiseKind, NoiseTunnel, Occlusion,
+};
 use camlime_core::cam::{AblationValue, CamMethod};
 use camlime_core::camlime::CamLimeMode;
 use camlime_core::explanation::image_sha256;
@@ -74,6 +77,47 @@ pub struct ExplainOptions {
     /// CAMs: keep maps at the layers' resolution (the paper's Grad-CAM quirk).
     #[arg(long)]
     pub feature_resolution: bool,
+    /// Saliency: signed gradients instead of absolute ones.
+    #[arg(long)]
+    pub signed: bool,
+    /// Integrated Gradients: steps.
+    #[arg(long, default_value_t = 50)]
+    pub steps: usize,
+    /// Integrated Gradients: gausslegendre, riemann_trapezoid, riemann_left, riemann_right or
+    /// riemann_middle.
+    #[arg(long, default_value = "gausslegendre")]
+    pub integration: String,
+    /// Integrated Gradients: constant baseline in input-tensor units.
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    pub ig_baseline: f32,
+    /// Occlusion: window as channels,height,width.
+    #[arg(
+        long,
+        default_value = "3,16,16",
+        value_delimiter = ',',
+        value_name = "C,H,W"
+    )]
+    pub occlusion_window: Vec<usize>,
+    /// Occlusion: strides as channels,height,width.
+    #[arg(
+        long,
+        default_value = "3,8,8",
+        value_delimiter = ',',
+        value_name = "C,H,W"
+    )]
+    pub occlusion_stride: Vec<usize>,
+    /// Occlusion: the occluded value in input-tensor units.
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    pub occlusion_baseline: f32,
+    /// Input attributions: average over noisy inputs (smoothgrad, smoothgrad_sq or vargrad).
+    #[arg(long, value_name = "KIND")]
+    pub noise_tunnel: Option<String>,
+    /// Noise tunnel: noisy samples.
+    #[arg(long, default_value_t = 5)]
+    pub noise_samples: usize,
+    /// Noise tunnel: noise standard deviation in input-tensor units.
+    #[arg(long, default_value_t = 1.0)]
+    pub noise_stdev: f32,
     /// Segments shown in masks.
     #[arg(long, default_value_t = 5)]
     pub features: usize,
@@ -103,6 +147,7 @@ impl ExplainOptions {
             eigen_smooth: self.eigen_smooth,
             aug_smooth: self.aug_smooth,
             feature_resolution: self.feature_resolution,
+            attribution: self.attribution()?,
             ..Default::default()
         };
         config.lime.num_samples = self.samples as usize;
@@ -119,6 +164,33 @@ impl ExplainOptions {
         config.lime.top_labels = usize::from(self.top_labels);
         config.lime.validate()?;
         Ok(config)
+    }
+
+    fn attribution(&self) -> Result<AttributionConfig> {
+        let triple = |values: &[usize], what: &str| -> Result<[usize; 3]> {
+            values
+                .try_into()
+                .map_err(|_| anyhow::anyhow!("--{what} takes channels,height,width"))
+        };
+        Ok(AttributionConfig {
+            absolute: !self.signed,
+            steps: self.steps,
+            integration: Integration::from_name(&self.integration)?,
+            baseline: self.ig_baseline,
+            occlusion: Occlusion {
+                window: triple(&self.occlusion_window, "occlusion-window")?,
+                strides: triple(&self.occlusion_stride, "occlusion-stride")?,
+                baseline: self.occlusion_baseline,
+            },
+            noise_tunnel: match &self.noise_tunnel {
+                None => None,
+                Some(kind) => Some(NoiseTunnel {
+                    kind: NoiseKind::from_name(kind)?,
+                    samples: self.noise_samples,
+                    stdev: self.noise_stdev,
+                }),
+            },
+        })
     }
 
     fn runtime(&self) -> Threads {
@@ -142,8 +214,10 @@ pub struct ExplainArgs {
     /// A bundled model name or a path to an ONNX classifier.
     #[arg(long, default_value = "mobilenet_v2")]
     pub model: String,
-    /// camlime, lime, or a CAM method (gradcam, hirescam, gradcam++, xgradcam, layercam,
-    /// eigengradcam, gradcamelementwise, fullgrad, eigencam, scorecam, ablationcam, random).
+    /// camlime, lime, a CAM method (gradcam, hirescam, gradcam++, xgradcam, layercam,
+    /// eigengradcam, gradcamelementwise, fullgrad, eigencam, scorecam, ablationcam, random) or an
+    /// input attribution (saliency, inputxgradient, integratedgradients, guidedbackprop,
+    /// guidedgradcam, occlusion).
     #[arg(long, default_value = "camlime")]
     pub method: String,
     /// Where the record and pictures go.

@@ -216,6 +216,59 @@ fn compare_writes_a_labelled_grid() {
 }
 
 #[test]
+fn gradient_cams_and_input_attributions_run_from_the_cli() {
+    let out = scratch("gradients");
+    let out_arg = out.to_str().unwrap();
+    for (method, extra) in [
+        ("gradcam", vec!["--aug-smooth"]),
+        ("gradcam++", vec!["--eigen-smooth"]),
+        ("fullgrad", vec![]),
+        (
+            "integratedgradients",
+            vec!["--steps", "4", "--integration", "riemann_trapezoid"],
+        ),
+        (
+            "saliency",
+            vec!["--noise-tunnel", "vargrad", "--noise-samples", "2"],
+        ),
+        (
+            "occlusion",
+            vec![
+                "--occlusion-window",
+                "3,112,112",
+                "--occlusion-stride",
+                "3,112,112",
+            ],
+        ),
+    ] {
+        let args = [
+            &[
+                "explain", CHELSEA, "--method", method, "--out", out_arg, "--json",
+            ][..],
+            &extra,
+        ]
+        .concat();
+        let cam = record(&args);
+        assert_eq!(cam["cam"]["method"], method, "{method}");
+        assert_eq!(cam["target"]["class"], 285, "{method}");
+    }
+    // CamLIME reweights with any of them.
+    let camlime = record(&[
+        "explain",
+        CHELSEA,
+        "--samples",
+        "30",
+        "--cam",
+        "layercam",
+        "--out",
+        out_arg,
+        "--json",
+    ]);
+    assert_eq!(camlime["cam"]["method"], "layercam");
+    assert_eq!(camlime["explanations"][0]["label"], 285);
+}
+
+#[test]
 fn bad_input_is_one_clear_error_line() {
     let out = scratch("bad");
     let out_arg = out.to_str().unwrap();
@@ -250,6 +303,38 @@ fn bad_input_is_one_clear_error_line() {
         (
             vec!["--selection", "best"],
             "unknown feature selection `best`",
+        ),
+        (
+            vec![
+                "--method",
+                "integratedgradients",
+                "--integration",
+                "simpson",
+            ],
+            "unknown integration `simpson`",
+        ),
+        (
+            vec!["--method", "integratedgradients", "--steps", "0"],
+            "integrated gradients needs 1..=4096 steps",
+        ),
+        (
+            vec!["--method", "occlusion", "--occlusion-window", "3,300,300"],
+            "does not fit the input",
+        ),
+        (
+            vec!["--method", "saliency", "--noise-tunnel", "median"],
+            "unknown noise tunnel `median`",
+        ),
+        (
+            vec![
+                "--method",
+                "saliency",
+                "--noise-tunnel",
+                "smoothgrad",
+                "--noise-samples",
+                "0",
+            ],
+            "the noise tunnel needs 1..=1000 samples",
         ),
     ];
     for (extra, expected) in cases {

@@ -9,6 +9,7 @@ use nalgebra::DMatrix;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::attribution::AttributionConfig;
 use crate::cam::{self, AblationValue, CamConfig, CamExplanation, CamMap, CamMethod, LayerCam};
 use crate::camlime::CamLimeMode;
 use crate::lime::{
@@ -100,6 +101,8 @@ pub struct ExplainConfig {
     pub aug_smooth: bool,
     /// CAMs: keep maps at the layers' resolution (the paper's Grad-CAM quirk).
     pub feature_resolution: bool,
+    /// Input attributions' parameters.
+    pub attribution: AttributionConfig,
     /// Images per classification chunk (a unit of progress and of cancellation).
     pub chunk: usize,
 }
@@ -119,6 +122,7 @@ impl Default for ExplainConfig {
             eigen_smooth: false,
             aug_smooth: false,
             feature_resolution: false,
+            attribution: AttributionConfig::default(),
             chunk: 64,
         }
     }
@@ -338,6 +342,7 @@ pub fn explain(
         eigen_smooth: config.eigen_smooth,
         aug_smooth: config.aug_smooth,
         feature_resolution: config.feature_resolution,
+        attribution: config.attribution.clone(),
     };
     let mut record = ExplanationRecord {
         format: RECORD_FORMAT.into(),

@@ -21,6 +21,7 @@
 //! Modules: [`preprocess`] (decode, resize, crop, normalise), [`manifest`] (the bundled models'
 //! description), [`model`] (tract inference, layers, predictions).
 
+pub mod attribution;
 pub mod cam;
 pub mod camlime;
 pub mod error;

@@ -12,6 +12,7 @@ use tract_onnx::prelude::tract_ndarray::{
 };
 
 use super::{CamMap, aggregate};
+use crate::attribution::{self, AttributionConfig};
 use crate::grad::BackwardRule;
 use crate::model::{Classifier, softmax};
 use crate::runtime::{self, Runtime, check_cancelled};
@@ -45,11 +46,23 @@ pub enum CamMethod {
     AblationCam,
     /// Uniform random channel weights in [−1, 1): a baseline.
     Random,
+    /// Input attribution: |∇x logit| (captum's Saliency).
+    Saliency,
+    /// Input attribution: x ⊙ ∇x logit.
+    InputXGradient,
+    /// Input attribution: Integrated Gradients from a constant baseline.
+    IntegratedGradients,
+    /// Input attribution: the gradient with guided rectifiers.
+    GuidedBackprop,
+    /// Input attribution: Guided Backprop × nearest-upsampled Grad-CAM.
+    GuidedGradCam,
+    /// Input attribution: mean logit drop over the sliding windows covering each pixel.
+    Occlusion,
 }
 
 impl CamMethod {
     /// Every method, by name.
-    pub const ALL: [CamMethod; 12] = [
+    pub const ALL: [CamMethod; 18] = [
         CamMethod::GradCam,
         CamMethod::HiResCam,
         CamMethod::GradCamPlusPlus,
@@ -62,6 +75,12 @@ impl CamMethod {
         CamMethod::ScoreCam,
         CamMethod::AblationCam,
         CamMethod::Random,
+        CamMethod::Saliency,
+        CamMethod::InputXGradient,
+        CamMethod::IntegratedGradients,
+        CamMethod::GuidedBackprop,
+        CamMethod::GuidedGradCam,
+        CamMethod::Occlusion,
     ];
 
     /// The name the CLI, records and pytorch-grad-cam use.
@@ -79,6 +98,12 @@ impl CamMethod {
             Self::ScoreCam => "scorecam",
             Self::AblationCam => "ablationcam",
             Self::Random => "random",
+            Self::Saliency => "saliency",
+            Self::InputXGradient => "inputxgradient",
+            Self::IntegratedGradients => "integratedgradients",
+            Self::GuidedBackprop => "guidedbackprop",
+            Self::GuidedGradCam => "guidedgradcam",
+            Self::Occlusion => "occlusion",
         }
     }
 
@@ -108,6 +133,20 @@ impl CamMethod {
                 | Self::EigenGradCam
                 | Self::GradCamElementWise
                 | Self::FullGrad
+        )
+    }
+
+    /// Whether the method attributes to input pixels (captum's family) rather than weighting a
+    /// layer's channels.
+    pub fn is_input_attribution(self) -> bool {
+        matches!(
+            self,
+            Self::Saliency
+                | Self::InputXGradient
+                | Self::IntegratedGradients
+                | Self::GuidedBackprop
+                | Self::GuidedGradCam
+                | Self::Occlusion
         )
     }
 }
@@ -163,6 +202,8 @@ pub struct CamConfig {
     /// Keep the maps at the layers' resolution instead of resizing them to the input (the
     /// paper's Grad-CAM copy does this; all layers must then share one resolution).
     pub feature_resolution: bool,
+    /// Parameters of the input attributions.
+    pub attribution: AttributionConfig,
 }
 
 impl Default for CamConfig {
@@ -177,6 +218,7 @@ impl Default for CamConfig {
             eigen_smooth: false,
             aug_smooth: false,
             feature_resolution: false,
+            attribution: AttributionConfig::default(),
         }
     }
 }
@@ -301,6 +343,19 @@ fn explain_once(
     if config.method == CamMethod::FullGrad {
         return full_grad(classifier, input, config);
     }
+    if config.method.is_input_attribution() {
+        let (target, target_logit, values) = attribute(classifier, input, config, runtime)?;
+        let (c, h, w) = values.dim();
+        let summed: Vec<f32> = (0..h * w)
+            .map(|p| (0..c).map(|k| values[(k, p / w, p % w)]).sum::<f32>().abs())
+            .collect();
+        return Ok(CamExplanation {
+            target,
+            target_logit,
+            layers: Vec::new(),
+            map: CamMap::new(h, w, summed)?.scaled(),
+        });
+    }
     let layer_names = classifier.target_layers(&config.layers)?;
     let layer_refs: Vec<&str> = layer_names.iter().map(String::as_str).collect();
     let (logits, activations, gradients) = if config.method.uses_gradients() {
@@ -386,7 +441,7 @@ fn explain_once(
                 let scores = ablation_scores(classifier, name, a, target, config, runtime)?;
                 LayerMap::Weights(scores.iter().map(|s| (original - s) / original).collect())
             }
-            CamMethod::FullGrad => unreachable_full_grad()?,
+            other => not_per_layer(other)?,
         };
         let raw = match layer_map {
             LayerMap::Projection(stack) => eigen_projection(stack.view()),
@@ -423,9 +478,82 @@ fn explain_once(
     })
 }
 
-/// FullGrad is computed by [`full_grad`], never per layer.
-fn unreachable_full_grad() -> Result<LayerMap> {
-    Err(Error::Parameter("FullGrad has no per-layer map".into()))
+/// An input attribution (`3 × H × W`) for one image: the explained class, its logit, and the
+/// attribution (NoiseTunnel applied when configured). Only for input-attribution methods.
+pub fn attribute(
+    classifier: &Classifier,
+    input: ArrayView4<f32>,
+    config: &CamConfig,
+    runtime: &impl Runtime,
+) -> Result<(usize, f32, Array3<f32>)> {
+    let logits = classifier.forward(input, &[])?.logits.row(0).to_vec();
+    let target = classifier.target_class(&logits, config.target)?;
+    let params = &config.attribution;
+    let single = |x: ArrayView4<f32>| -> Result<Array3<f32>> {
+        match config.method {
+            CamMethod::Saliency => {
+                attribution::saliency(classifier, x, target, params.absolute, runtime)
+            }
+            CamMethod::InputXGradient => {
+                attribution::input_x_gradient(classifier, x, target, runtime)
+            }
+            CamMethod::IntegratedGradients => {
+                let (_, c, h, w) = x.dim();
+                let baseline = Array3::from_elem((c, h, w), params.baseline);
+                attribution::integrated_gradients(
+                    classifier,
+                    x,
+                    baseline.view(),
+                    target,
+                    params.steps,
+                    params.integration,
+                    runtime,
+                )
+            }
+            CamMethod::GuidedBackprop => {
+                attribution::guided_backprop(classifier, x, target, runtime)
+            }
+            CamMethod::GuidedGradCam => {
+                let layers = classifier.target_layers(&config.layers)?;
+                let [layer] = layers.as_slice() else {
+                    return Err(Error::Parameter(format!(
+                        "Guided Grad-CAM takes one layer, got {}",
+                        layers.len()
+                    )));
+                };
+                attribution::guided_grad_cam(classifier, x, layer, target, runtime)
+            }
+            CamMethod::Occlusion => attribution::occlusion(
+                classifier,
+                x,
+                target,
+                &params.occlusion,
+                config.chunk,
+                runtime,
+            ),
+            other => Err(Error::Parameter(format!(
+                "`{}` is not an input attribution",
+                other.name()
+            ))),
+        }
+    };
+    let values = match &params.noise_tunnel {
+        None => single(input)?,
+        Some(tunnel) => {
+            let (_, c, h, w) = input.dim();
+            let noises = attribution::gaussian_noise((c, h, w), tunnel, config.seed)?;
+            attribution::noise_tunnel(input, &noises, tunnel.kind, single)?
+        }
+    };
+    Ok((target, logits[target], values))
+}
+
+/// FullGrad and the input attributions have no per-layer map (they return before it).
+fn not_per_layer(method: CamMethod) -> Result<LayerMap> {
+    Err(Error::Parameter(format!(
+        "`{}` has no per-layer map",
+        method.name()
+    )))
 }
 
 /// An `n × classes` matrix with ones in column `class`.

@@ -8,7 +8,8 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::{Deserialize, Serialize};
 
 pub use methods::{
-    AblationValue, CamConfig, CamExplanation, CamMethod, LayerCam, explain, explain_tensor,
+    AblationValue, CamConfig, CamExplanation, CamMethod, LayerCam, attribute, explain,
+    explain_tensor,
 };
 
 use crate::{Error, Result};
