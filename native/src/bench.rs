@@ -1,5 +1,6 @@
 //! `camlime bench`: CamLIME end to end on a bundled model with a per-stage breakdown, on every
-//! core and on one (checking that both give identical results), plus Score-CAM. The reference
+//! core and on one (checking that both give identical results), Score-CAM, and every map
+//! method's time beside a forward pass. The reference
 //! pipeline to compare with, on the same machine: `python3 native/benches/lime_reference.py`.
 
 use std::io::Write;
@@ -7,11 +8,12 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Result, ensure};
-use camlime_core::cam::CamMethod;
+use camlime_core::cam::{self, CamConfig, CamMethod};
 use camlime_core::explanation::Timings;
 use camlime_core::preprocess::DecodeLimits;
-use camlime_core::{ExplainConfig, Method, decode_image};
+use camlime_core::{Classifier, ExplainConfig, Method, Sequential, decode_image};
 use clap::Args;
+use image::RgbImage;
 
 use crate::models::{Bundle, read_image};
 use crate::parallel::{Threads, available_threads};
@@ -34,6 +36,9 @@ pub struct BenchArgs {
     /// Skip the Score-CAM timing.
     #[arg(long)]
     pub no_scorecam: bool,
+    /// Skip the forward vs forward+backward timings of the gradient methods.
+    #[arg(long)]
+    pub no_gradients: bool,
 }
 
 /// Reads one stage's time from a run's timings.
@@ -108,6 +113,81 @@ pub fn bench(bundle: &Bundle, args: &BenchArgs, out: &mut dyn Write) -> Result<(
             "Score-CAM ({}): {:.2} s",
             model.classifier.default_layers().join("+"),
             start.elapsed().as_secs_f64()
+        )?;
+    }
+    if !args.no_gradients {
+        gradient_methods(&model.classifier, &image, args.runs.max(5), out)?;
+    }
+    Ok(())
+}
+
+/// One image, one thread: the forward pass, then each map method (forward + backward for the
+/// gradient ones), after one warm-up call that compiles the plans; medians of `runs`.
+fn gradient_methods(
+    classifier: &Classifier,
+    image: &RgbImage,
+    runs: u32,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let spec = classifier.spec();
+    let base = spec.preprocessing.base_image(image)?;
+    let input = spec.preprocessing.tensor(std::slice::from_ref(&base))?;
+    let time = |f: &dyn Fn() -> Result<()>| -> Result<f64> {
+        f()?;
+        let mut times = Vec::new();
+        for _ in 0..runs {
+            let start = Instant::now();
+            f()?;
+            times.push(start.elapsed().as_secs_f64() * 1e3);
+        }
+        Ok(median(times))
+    };
+    let forward = time(&|| {
+        classifier
+            .forward(input.view(), &[])
+            .map(|_| ())
+            .map_err(Into::into)
+    })?;
+    let logits = classifier.forward(input.view(), &[])?.logits;
+    let target = classifier.target_class(&logits.row(0).to_vec(), None)?;
+    writeln!(
+        out,
+        "Maps at {} for class {target}, one image, one thread, median of {runs}:",
+        classifier.default_layers().join("+")
+    )?;
+    writeln!(out, "  {:<20} {forward:>8.1} ms   1.00× forward", "forward")?;
+    let methods = [
+        CamMethod::GradCam,
+        CamMethod::HiResCam,
+        CamMethod::GradCamPlusPlus,
+        CamMethod::XGradCam,
+        CamMethod::LayerCam,
+        CamMethod::EigenGradCam,
+        CamMethod::GradCamElementWise,
+        CamMethod::EigenCam,
+        CamMethod::FullGrad,
+        CamMethod::Saliency,
+        CamMethod::InputXGradient,
+        CamMethod::GuidedBackprop,
+        CamMethod::GuidedGradCam,
+        CamMethod::IntegratedGradients,
+    ];
+    for method in methods {
+        let config = CamConfig {
+            method,
+            target: Some(target),
+            ..Default::default()
+        };
+        let ms = time(&|| {
+            cam::explain_tensor(classifier, input.view(), &config, &Sequential)
+                .map(|_| ())
+                .map_err(Into::into)
+        })?;
+        writeln!(
+            out,
+            "  {:<20} {ms:>8.1} ms {:>6.2}× forward",
+            method.name(),
+            ms / forward
         )?;
     }
     Ok(())

@@ -15,29 +15,7 @@ use camlime_core::attribution::{
 };
 use camlime_core::cam::{CamConfig, CamMethod, attribute};
 use camlime_core::ndarray::{Array3, Axis, Ix4};
-use common::{bundled, fixture, npy};
-
-/// splitmix64 uniforms through Box–Muller, as the fixture script's `shared_normal`.
-fn shared_normal(seed: u64, count: usize) -> Vec<f64> {
-    let mut state = seed;
-    let mut next = || {
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    };
-    let mut out = Vec::with_capacity(count + 1);
-    while out.len() < count {
-        let u1 = (next() >> 11) as f64 * 2f64.powi(-53);
-        let u2 = (next() >> 11) as f64 * 2f64.powi(-53);
-        let r = (-2.0 * (1.0 - u1).ln()).sqrt();
-        out.push(r * (2.0 * std::f64::consts::PI * u2).cos());
-        out.push(r * (2.0 * std::f64::consts::PI * u2).sin());
-    }
-    out.truncate(count);
-    out
-}
+use common::{bundled, fixture, npy, shared_normal};
 
 fn compare(name: &str, ours: &Array3<f32>) -> f64 {
     let summary: serde_json::Value = serde_json::from_str(

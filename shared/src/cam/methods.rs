@@ -645,16 +645,23 @@ fn full_grad(
             .view()
             .into_dimensionality::<Ix4>()
             .map_err(|e| Error::Inference(format!("gradient of `{name}`: {e}")))?;
-        let mut layer_sum = vec![0.0f32; height * width];
-        for (channel, b) in gradient.index_axis(Axis(0), 0).outer_iter().zip(bias) {
-            let (h, w) = channel.dim();
+        // Bilinear resizing is linear with fixed taps, so the sum of the resized channels is
+        // the resized sum: one resize per layer instead of one per channel.
+        let channels = gradient.index_axis(Axis(0), 0);
+        let (_, h, w) = channels.dim();
+        let mut native_sum = vec![0.0f32; h * w];
+        for (channel, b) in channels.outer_iter().zip(bias) {
             let values = channel.iter().map(|g| (g * b).abs()).collect();
-            let map = CamMap::new(h, w, values)?.scaled().resize(height, width);
-            layer_sum
+            let map = CamMap::new(h, w, values)?.scaled();
+            native_sum
                 .iter_mut()
                 .zip(map.values())
                 .for_each(|(s, v)| *s += v);
         }
+        let layer_sum = CamMap::new(h, w, native_sum)?
+            .resize(height, width)
+            .values()
+            .to_vec();
         let layer = CamMap::new(height, width, layer_sum)?;
         stack.push(if config.eigen_smooth {
             layer.scaled().resize(size.0, size.1)

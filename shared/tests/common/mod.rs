@@ -109,3 +109,25 @@ pub fn reference_labels(stem: &str, segmenter: &str) -> Vec<u32> {
         .map(u32::from)
         .collect()
 }
+
+/// splitmix64 uniforms through Box–Muller, as the fixture scripts' `shared_normal`.
+pub fn shared_normal(seed: u64, count: usize) -> Vec<f64> {
+    let mut state = seed;
+    let mut next = || {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    let mut out = Vec::with_capacity(count + 1);
+    while out.len() < count {
+        let u1 = (next() >> 11) as f64 * 2f64.powi(-53);
+        let u2 = (next() >> 11) as f64 * 2f64.powi(-53);
+        let r = (-2.0 * (1.0 - u1).ln()).sqrt();
+        out.push(r * (2.0 * std::f64::consts::PI * u2).cos());
+        out.push(r * (2.0 * std::f64::consts::PI * u2).sin());
+    }
+    out.truncate(count);
+    out
+}
