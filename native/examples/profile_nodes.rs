@@ -1,7 +1,9 @@
 //! Where tract spends its time: the optimised plan of an ONNX model at batch 1, timed node by
 //! node and summed per operator kind (median-free mean over 30 runs after 3 warm-ups).
 //!
-//! `cargo run --release -p camlime --example profile_nodes -- models/mobilenet_v2.onnx [SIZE]`
+//! `cargo run --release -p camlime --example profile_nodes -- models/mobilenet_v2.onnx [SIZE]
+//! [--gradient input|LAYER]`: with `--gradient`, the backward transform's model (logits plus the
+//! gradient with respect to the input or a layer) instead of the forward plan.
 
 #![allow(clippy::unwrap_used)]
 
@@ -19,37 +21,64 @@ fn main() {
     let size: usize = args
         .next()
         .map_or(224, |s| s.parse().expect("SIZE is a number"));
-    let plan = tract_onnx::onnx()
+    let gradient = match (args.next().as_deref(), args.next()) {
+        (Some("--gradient"), Some(target)) => Some(target),
+        (None, _) => None,
+        _ => panic!("expected --gradient input|LAYER"),
+    };
+    let onnx = tract_onnx::onnx()
         .with_ignore_output_shapes(true)
-        .with_ignore_value_info(true)
-        .model_for_path(&path)
-        .and_then(|m| {
-            m.with_input_fact(
-                0,
-                InferenceFact::dt_shape(f32::datum_type(), tvec!(1, 3, size, size)),
-            )
-        })
+        .with_ignore_value_info(true);
+    let image = InferenceFact::dt_shape(f32::datum_type(), tvec!(1, 3, size, size));
+    let input: Tensor = tract_ndarray::Array4::<f32>::from_elem((1, 3, size, size), 0.5).into();
+    let (model, inputs) = match gradient {
+        None => (onnx.model_for_path(&path).unwrap(), tvec![input.into()]),
+        Some(target) => {
+            let bytes = std::fs::read(&path).unwrap();
+            let mut spec = camlime_core::ModelSpec::user_model("profiled");
+            spec.input_size = [size as u32; 2];
+            let classifier = camlime_core::Classifier::new(&bytes, spec).unwrap();
+            let classes = classifier.num_classes();
+            let augmented = if target == "input" {
+                classifier.gradient_model(&[], true, Default::default())
+            } else {
+                classifier.gradient_model(&[&target], false, Default::default())
+            }
+            .unwrap();
+            let mut seed = tract_ndarray::Array2::<f32>::zeros((1, classes));
+            seed[(0, 0)] = 1.0;
+            let model = onnx
+                .model_for_proto_model(&augmented.proto)
+                .and_then(|m| {
+                    m.with_input_fact(
+                        1,
+                        InferenceFact::dt_shape(f32::datum_type(), tvec!(1, classes)),
+                    )
+                })
+                .and_then(|m| m.with_outputs_by_name(&augmented.outputs))
+                .unwrap();
+            (model, tvec![input.into(), Tensor::from(seed).into()])
+        }
+    };
+    let plan = model
+        .with_input_fact(0, image)
         .and_then(|m| m.into_optimized())
         .and_then(|m| m.into_runnable())
         .unwrap();
-    let input: Tensor = tract_ndarray::Array4::<f32>::from_elem((1, 3, size, size), 0.5).into();
     let mut per_op: HashMap<String, (f64, usize)> = HashMap::new();
     for run in 0..WARM_UP + RUNS {
         let mut state = plan.spawn().unwrap();
         state
-            .run_plan_with_eval(
-                tvec![input.clone().into()],
-                |ctx, op_state, node, inputs| {
-                    let start = Instant::now();
-                    let outputs = tract_onnx::tract_core::plan::eval(ctx, op_state, node, inputs);
-                    if run >= WARM_UP {
-                        let entry = per_op.entry(node.op.name().to_string()).or_default();
-                        entry.0 += start.elapsed().as_secs_f64() * 1000.0 / RUNS as f64;
-                        entry.1 += 1;
-                    }
-                    outputs
-                },
-            )
+            .run_plan_with_eval(inputs.clone(), |ctx, op_state, node, inputs| {
+                let start = Instant::now();
+                let outputs = tract_onnx::tract_core::plan::eval(ctx, op_state, node, inputs);
+                if run >= WARM_UP {
+                    let entry = per_op.entry(node.op.name().to_string()).or_default();
+                    entry.0 += start.elapsed().as_secs_f64() * 1000.0 / RUNS as f64;
+                    entry.1 += 1;
+                }
+                outputs
+            })
             .unwrap();
     }
     let mut rows: Vec<_> = per_op.into_iter().collect();

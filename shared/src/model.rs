@@ -477,6 +477,32 @@ impl Classifier {
         })
     }
 
+    /// The gradient model for `layers` (readable or tensor names) and, when `input_gradient`,
+    /// the input: the classifier's graph plus its backward pass (see [`grad::transform`]).
+    pub fn gradient_model(
+        &self,
+        layers: &[&str],
+        input_gradient: bool,
+        rule: BackwardRule,
+    ) -> Result<grad::GradientModel> {
+        let mut tensors = Vec::with_capacity(layers.len());
+        for name in layers {
+            tensors.push(self.layer(name)?.tensor.clone());
+        }
+        let request = GradientRequest {
+            tensors,
+            input: input_gradient,
+            rule,
+        };
+        grad::transform(
+            &self.proto,
+            &self.input_tensor,
+            &self.logits_tensor,
+            &self.shapes,
+            &request,
+        )
+    }
+
     /// The gradient plan for this batch size and request, built by the backward transform and
     /// compiled on first use.
     fn gradient_plan(

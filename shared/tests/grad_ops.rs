@@ -276,6 +276,38 @@ fn case(op: &str, seed: u64) -> Classifier {
                 vec![("epsilon", Attr::Float(1e-3))],
             )
         }
+        "DepthwiseConv" => {
+            // Stride 1, multiplier 1: the adjoint is a Conv with the kernel rotated.
+            let k = b.pick(&[1, 2, 3, 5]);
+            let dilation = if k < 5 { b.pick(&[1, 2]) } else { 1 };
+            let pads: Vec<i64> = (0..4)
+                .map(|_| b.pick(&[0, 1, 2]).min(k as i64 - 1))
+                .collect();
+            let weight = b.constant(&[3, 1, k, k], 1.0 / k as f32, 0.0);
+            b.node(
+                "Conv",
+                &["input", &weight],
+                vec![
+                    ("group", Attr::Int(3)),
+                    ("kernel_shape", Attr::Ints(vec![k as i64; 2])),
+                    ("dilations", Attr::Ints(vec![dilation; 2])),
+                    ("pads", Attr::Ints(pads)),
+                ],
+            )
+        }
+        "ConvBatchNormalization" => {
+            // Folded into the Conv's adjoint when the BN alone reads the Conv.
+            let (mixed, channels) = conv(&mut b, "input", 3);
+            let scale = b.constant(&[channels], 0.5, 1.0);
+            let bias = b.constant(&[channels], 0.5, 0.0);
+            let mean = b.constant(&[channels], 0.5, 0.0);
+            let var = b.constant(&[channels], 0.1, 1.0);
+            b.node(
+                "BatchNormalization",
+                &[&mixed, &scale, &bias, &mean, &var],
+                vec![("epsilon", Attr::Float(1e-3))],
+            )
+        }
         "Add" | "Mul" => {
             // x ∘ conv(x) with a shape-preserving conv, then a broadcast constant.
             let weight = b.constant(&[3, 3, 3, 3], 0.3, 0.0);
@@ -423,7 +455,14 @@ fn check_op(op: &str) {
 
 #[test]
 fn conv_and_pooling_rules() {
-    for op in ["Conv", "MaxPool", "AveragePool", "GlobalAveragePool"] {
+    for op in [
+        "Conv",
+        "DepthwiseConv",
+        "ConvBatchNormalization",
+        "MaxPool",
+        "AveragePool",
+        "GlobalAveragePool",
+    ] {
         check_op(op);
     }
 }

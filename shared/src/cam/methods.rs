@@ -359,8 +359,19 @@ fn explain_once(
     let layer_names = classifier.target_layers(&config.layers)?;
     let layer_refs: Vec<&str> = layer_names.iter().map(String::as_str).collect();
     let (logits, activations, gradients) = if config.method.uses_gradients() {
-        let logits = classifier.forward(input, &[])?.logits.row(0).to_vec();
-        let target = classifier.target_class(&logits, config.target)?;
+        let target = match config.target {
+            Some(class) => class,
+            None => {
+                let logits = classifier.forward(input, &[])?.logits.row(0).to_vec();
+                classifier.target_class(&logits, None)?
+            }
+        };
+        if target >= classifier.num_classes() {
+            return Err(Error::Parameter(format!(
+                "target class {target} is out of range: the model has {} classes",
+                classifier.num_classes()
+            )));
+        }
         let seeds = one_hot(1, classifier.num_classes(), target);
         let out = classifier.gradients(
             input,

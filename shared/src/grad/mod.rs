@@ -171,6 +171,34 @@ pub fn transform(
         .map_or(1, |o| o.version);
     let constants = onnx::constants(graph);
     let mut ctx = rules::Context::new(shapes, &constants, request.rule, opset);
+    // Fold each BatchNormalization that alone reads a Conv's output into that Conv's adjoint.
+    let mut readers: HashMap<&str, usize> = HashMap::new();
+    for node in &graph.node {
+        for input in &node.input {
+            *readers.entry(input.as_str()).or_default() += 1;
+        }
+    }
+    let producers: HashMap<&str, &tract_onnx::pb::NodeProto> = graph
+        .node
+        .iter()
+        .flat_map(|n| n.output.iter().map(move |o| (o.as_str(), n)))
+        .collect();
+    for node in graph
+        .node
+        .iter()
+        .filter(|n| n.op_type == "BatchNormalization")
+    {
+        let Some(x) = node.input.first() else {
+            continue;
+        };
+        let from_conv = producers.get(x.as_str()).is_some_and(|p| {
+            p.op_type == "Conv" && p.input.get(1).is_some_and(|w| constants.contains_key(w))
+        });
+        if from_conv && readers.get(x.as_str()) == Some(&1) && !sources.contains(x.as_str()) {
+            let factor = rules::batch_norm_factor(&ctx, node)?;
+            ctx.folded.insert(x.clone(), factor);
+        }
+    }
     // Gradient contributions per tensor, summed when a tensor feeds several nodes.
     let mut contributions: HashMap<String, Vec<String>> = HashMap::new();
     contributions.insert(logits.to_owned(), vec![SEED.to_owned()]);

@@ -24,6 +24,9 @@ pub(super) struct Context<'a> {
     pub(super) emit: Emitter,
     /// MaxPool nodes that must also output their Indices: node index → indices tensor.
     pub(super) indices: HashMap<usize, String>,
+    /// Conv outputs read only by an inference BatchNormalization: the BN's per-channel factor
+    /// scale/√(var + ε), folded into the ConvTranspose weights instead of a separate Mul.
+    pub(super) folded: HashMap<String, Vec<f32>>,
     shape_of: HashMap<String, String>,
     zero: Option<String>,
 }
@@ -42,6 +45,7 @@ impl<'a> Context<'a> {
             opset,
             emit: Emitter::default(),
             indices: HashMap::new(),
+            folded: HashMap::new(),
             shape_of: HashMap::new(),
             zero: None,
         }
@@ -97,14 +101,18 @@ impl<'a> Context<'a> {
         zero
     }
 
-    /// `g` where `keep` holds, else 0; with the guided rule also 0 where `g` < 0.
-    fn masked(&mut self, keep: &str, g: &str) -> String {
-        let zero = self.zero();
+    /// `g` where `open` (≥ 0 everywhere) is positive, else 0; with the guided rule also 0
+    /// where `g` < 0. A rectifier's output is ≥ 0 and positive exactly where its input is in
+    /// the linear range (ReLU: y > 0; Clip: (y − min)(max − y) > 0, exact since y − min and
+    /// max − y are exact), so the mask is `Sign(open)`: two arithmetic ops tract runs ~4×
+    /// faster than Greater/Less/And/Where.
+    fn gated(&mut self, open: &str, g: &str) -> String {
         let g = match self.rule {
             BackwardRule::Standard => g.to_owned(),
             BackwardRule::Guided => self.emit.node("Relu", &[g], vec![]),
         };
-        self.emit.node("Where", &[keep, &g, &zero], vec![])
+        let mask = self.emit.node("Sign", &[open], vec![]);
+        self.emit.node("Mul", &[&g, &mask], vec![])
     }
 
     /// Sum `g` (shaped like `output`) over the axes `input` was broadcast along.
@@ -233,26 +241,18 @@ pub(super) fn adjoint(
             let shape = ctx.shape_node(x);
             ctx.emit.node("Reshape", &[g, &shape], vec![])
         }
-        ("Relu", 0) => {
-            let zero = ctx.zero();
-            let keep = ctx.emit.node("Greater", &[x, &zero], vec![]);
-            ctx.masked(&keep, g)
-        }
+        ("Relu", 0) => ctx.gated(y, g),
         ("Clip", 0) => {
-            let above = match node.input.get(1).filter(|s| !s.is_empty()) {
-                Some(min) => Some(ctx.emit.node("Greater", &[x, min], vec![])),
-                None => None,
-            };
-            let below = match node.input.get(2).filter(|s| !s.is_empty()) {
-                Some(max) => Some(ctx.emit.node("Less", &[x, max], vec![])),
-                None => None,
-            };
-            let keep = match (above, below) {
-                (Some(a), Some(b)) => ctx.emit.node("And", &[&a, &b], vec![]),
-                (Some(mask), None) | (None, Some(mask)) => mask,
+            let min = node.input.get(1).filter(|s| !s.is_empty());
+            let max = node.input.get(2).filter(|s| !s.is_empty());
+            let above = min.map(|min| ctx.emit.node("Sub", &[y, min], vec![]));
+            let below = max.map(|max| ctx.emit.node("Sub", &[max, y], vec![]));
+            let open = match (above, below) {
+                (Some(a), Some(b)) => ctx.emit.node("Mul", &[&a, &b], vec![]),
+                (Some(gap), None) | (None, Some(gap)) => gap,
                 (None, None) => return Ok(Some(g.to_owned())),
             };
-            ctx.masked(&keep, g)
+            ctx.gated(&open, g)
         }
         ("LeakyRelu", 0) => {
             let alpha = onnx::float(node, "alpha", 0.01);
@@ -269,16 +269,10 @@ pub(super) fn adjoint(
             let slope = ctx.emit.node("Mul", &[y, &complement], vec![]);
             ctx.emit.node("Mul", &[g, &slope], vec![])
         }
+        ("BatchNormalization", 0) if ctx.folded.contains_key(x) => g.to_owned(),
         ("BatchNormalization", 0) => {
-            let epsilon = onnx::float(node, "epsilon", 1e-5);
-            let scale = ctx.constant(&node.input[1], "the BatchNormalization scale")?;
-            let var = ctx.constant(&node.input[4], "the BatchNormalization variance")?;
+            let factor = batch_norm_factor(ctx, node)?;
             let rank = ctx.shape(x)?.len();
-            let factor: Vec<f32> = scale
-                .iter()
-                .zip(&var)
-                .map(|(s, v)| s / (v + epsilon).sqrt())
-                .collect();
             let mut dims = vec![factor.len()];
             dims.resize(rank.saturating_sub(1), 1);
             let factor = ctx.emit.const_f32(&dims, factor);
@@ -311,11 +305,7 @@ pub(super) fn adjoint(
             };
             let window = Window::read(node, kernel, &in_shape[2..], &out_shape[2..])?;
             let group = onnx::int(node, "group", 1);
-            ctx.emit.node(
-                "ConvTranspose",
-                &[g, &node.input[1]],
-                window.transpose_attributes(group),
-            )
+            conv_adjoint(ctx, node, &window, group, in_shape, out_shape, g)?
         }
         ("AveragePool", 0) => average_pool(ctx, node, x, y, g)?,
         ("MaxPool", 0) => {
@@ -422,6 +412,92 @@ pub(super) fn adjoint(
         _ => return Ok(None),
     };
     Ok(Some(grad))
+}
+
+/// `scale / √(var + ε)` per channel of an inference BatchNormalization.
+pub(super) fn batch_norm_factor(ctx: &Context, node: &NodeProto) -> Result<Vec<f32>> {
+    let epsilon = onnx::float(node, "epsilon", 1e-5);
+    let scale = ctx.constant(&node.input[1], "the BatchNormalization scale")?;
+    let var = ctx.constant(&node.input[4], "the BatchNormalization variance")?;
+    Ok(scale
+        .iter()
+        .zip(&var)
+        .map(|(s, v)| s / (v + epsilon).sqrt())
+        .collect())
+}
+
+/// Conv's adjoint. A depthwise stride-1 Conv becomes a depthwise Conv with the kernel rotated
+/// by 180° (tract runs depthwise Conv ~4× faster than depthwise ConvTranspose); every other
+/// Conv becomes a ConvTranspose with the same weights. A folded BatchNormalization factor
+/// scales the weights' output channels.
+fn conv_adjoint(
+    ctx: &mut Context,
+    node: &NodeProto,
+    window: &Window,
+    group: i64,
+    in_shape: &[usize],
+    out_shape: &[usize],
+    g: &str,
+) -> Result<String> {
+    let weight = node.input[1].as_str();
+    let folded = ctx.folded.get(&node.output[0]).cloned();
+    let dims = ctx.constant_dims(weight).ok();
+    let channels = in_shape[1] as i64;
+    let depthwise = dims
+        .as_ref()
+        .is_some_and(|d| d.len() == 4 && d[1] == 1 && d[0] as i64 == channels && group == channels);
+    let pads_begin: Vec<i64> = (0..window.kernel.len())
+        .map(|a| (window.kernel[a] - 1) * window.dilations[a] - window.pads_begin[a])
+        .collect();
+    let pads_end: Vec<i64> = (0..window.kernel.len())
+        .map(|a| in_shape[2 + a] as i64 - out_shape[2 + a] as i64 + window.pads_begin[a])
+        .collect();
+    let flip = depthwise
+        && window.strides.iter().all(|&s| s == 1)
+        && pads_begin.iter().chain(&pads_end).all(|&p| p >= 0);
+    if !flip && folded.is_none() {
+        return Ok(ctx.emit.node(
+            "ConvTranspose",
+            &[g, weight],
+            window.transpose_attributes(group),
+        ));
+    }
+    let dims = dims.ok_or_else(|| {
+        Error::Model(format!(
+            "Conv `{}`: the weights must be constant",
+            node.name
+        ))
+    })?;
+    let mut values = ctx.constant(weight, "the Conv weight")?;
+    let per_output: usize = dims[1..].iter().product();
+    if let Some(factor) = &folded {
+        for (m, block) in values.chunks_mut(per_output).enumerate() {
+            block.iter_mut().for_each(|v| *v *= factor[m]);
+        }
+    }
+    if flip {
+        for block in values.chunks_mut(per_output) {
+            block.reverse();
+        }
+        let rotated = ctx.emit.const_f32(&dims, values);
+        let pads: Vec<i64> = pads_begin.into_iter().chain(pads_end).collect();
+        return Ok(ctx.emit.node(
+            "Conv",
+            &[g, &rotated],
+            vec![
+                attr_int("group", group),
+                attr_ints("kernel_shape", &window.kernel),
+                attr_ints("dilations", &window.dilations),
+                attr_ints("pads", &pads),
+            ],
+        ));
+    }
+    let scaled = ctx.emit.const_f32(&dims, values);
+    Ok(ctx.emit.node(
+        "ConvTranspose",
+        &[g, &scaled],
+        window.transpose_attributes(group),
+    ))
 }
 
 /// AveragePool's adjoint: divide each output gradient by its window's divisor, then spread it
