@@ -120,6 +120,10 @@ fn check(arch: &str) {
          {activation_error:.1e} / {gradient_error:.1e}"
     );
     assert!(logits_error < 1e-4 && activation_error < 1e-4 && gradient_error < 1e-3);
+    // Every op of the graph has a backward rule: the gradient model down to the input builds.
+    classifier
+        .gradient_model(&[], true, BackwardRule::Standard)
+        .unwrap();
     for method in CamMethod::ALL.into_iter().filter(|m| m.uses_gradients()) {
         let config = CamConfig {
             method,

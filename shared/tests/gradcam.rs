@@ -1,6 +1,7 @@
 //! The gradient CAM family against pytorch-grad-cam 1.5.5 on both bundled models (fixtures:
 //! `fixtures/gradcam/generate.py`), from the same input tensors: Pearson ≥ 0.999 and
-//! max |Δ| ≤ 1e-3 on the normalised 224² maps.
+//! max |Δ| ≤ 1e-3 on the normalised 224² maps; the feature-resolution quirk and multi-layer
+//! fusion.
 
 #![allow(missing_docs, clippy::unwrap_used)]
 
@@ -101,7 +102,13 @@ fn efficientnet_lite0_gradient_cams_match_pytorch_grad_cam() {
     check(
         "efficientnet_lite0",
         "_blocks.15",
-        &["chelsea", "coffee"],
+        &[
+            "chelsea",
+            "coffee",
+            "astronaut",
+            "rocket",
+            "motorcycle_left",
+        ],
         "",
     );
 }
@@ -114,4 +121,64 @@ fn eigen_smooth_matches_pytorch_grad_cam() {
 #[test]
 fn aug_smooth_matches_pytorch_grad_cam() {
     check("mobilenet_v2", "features.17", &["chelsea"], ".aug");
+}
+
+#[test]
+fn feature_resolution_and_multi_layer_targets() {
+    let classifier = bundled("mobilenet_v2");
+    let input = npy("reference/mobilenet_v2/chelsea.input.npy")
+        .into_dimensionality::<Ix4>()
+        .unwrap();
+    let run = |layers: &[&str], feature_resolution: bool| {
+        let config = CamConfig {
+            method: CamMethod::GradCam,
+            layers: layers.iter().map(|l| (*l).to_owned()).collect(),
+            feature_resolution,
+            ..Default::default()
+        };
+        explain_tensor(&classifier, input.view(), &config, &Sequential).unwrap()
+    };
+    // The paper's Grad-CAM quirk: the map stays 7×7, the scaled native map; resized and
+    // rescaled it is the regular map.
+    let close = |a: &CamMap, b: &CamMap| {
+        assert_eq!((a.height(), a.width()), (b.height(), b.width()));
+        let max_abs = a
+            .values()
+            .iter()
+            .zip(b.values())
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f32, f32::max);
+        assert!(max_abs < 1e-5, "maps differ by {max_abs}");
+    };
+    let native = run(&["features.17"], true);
+    assert_eq!((native.map.height(), native.map.width()), (7, 7));
+    assert_eq!(
+        native.layers[0].map,
+        native.layers[0].native.clone().scaled()
+    );
+    close(&native.map, &native.layers[0].map);
+    let full = run(&["features.17"], false);
+    close(&native.map.resize(224, 224).scaled(), &full.map);
+    // Several layers: each layer's map is the single-layer map; the fused map is their
+    // ReLU'd mean, rescaled (pytorch-grad-cam's aggregation).
+    let fused = run(&["features.14", "features.17"], false);
+    let alone = run(&["features.14"], false);
+    assert_eq!(fused.layers[0].map, alone.layers[0].map);
+    assert_eq!(fused.layers[1].map, full.layers[0].map);
+    let mean: Vec<f32> = alone.layers[0]
+        .map
+        .values()
+        .iter()
+        .zip(full.layers[0].map.values())
+        .map(|(a, b)| (a.max(0.0) + b.max(0.0)) / 2.0)
+        .collect();
+    close(&fused.map, &CamMap::new(224, 224, mean).unwrap().scaled());
+    // Layers at different resolutions cannot stay at feature resolution together.
+    let config = CamConfig {
+        method: CamMethod::GradCam,
+        layers: vec!["features.7".into(), "features.17".into()],
+        feature_resolution: true,
+        ..Default::default()
+    };
+    assert!(explain_tensor(&classifier, input.view(), &config, &Sequential).is_err());
 }
