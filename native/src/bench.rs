@@ -156,23 +156,15 @@ fn gradient_methods(
         classifier.default_layers().join("+")
     )?;
     writeln!(out, "  {:<20} {forward:>8.1} ms   1.00× forward", "forward")?;
-    let methods = [
-        CamMethod::GradCam,
-        CamMethod::HiResCam,
-        CamMethod::GradCamPlusPlus,
-        CamMethod::XGradCam,
-        CamMethod::LayerCam,
-        CamMethod::EigenGradCam,
-        CamMethod::GradCamElementWise,
-        CamMethod::EigenCam,
-        CamMethod::FullGrad,
-        CamMethod::Saliency,
-        CamMethod::InputXGradient,
-        CamMethod::GuidedBackprop,
-        CamMethod::GuidedGradCam,
-        CamMethod::IntegratedGradients,
+    // Every map method but the ones that re-run the network per channel or window (timed
+    // separately or too slow to repeat) and the random baseline.
+    let slow = [
+        CamMethod::ScoreCam,
+        CamMethod::AblationCam,
+        CamMethod::Occlusion,
+        CamMethod::Random,
     ];
-    for method in methods {
+    for method in CamMethod::ALL.into_iter().filter(|m| !slow.contains(m)) {
         let config = CamConfig {
             method,
             target: Some(target),

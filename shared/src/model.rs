@@ -477,6 +477,24 @@ impl Classifier {
         })
     }
 
+    /// What the backward transform is asked for: the layers' tensors, the input or not, the rule.
+    fn gradient_request(
+        &self,
+        layers: &[&str],
+        input_gradient: bool,
+        rule: BackwardRule,
+    ) -> Result<GradientRequest> {
+        let mut tensors = Vec::with_capacity(layers.len());
+        for name in layers {
+            tensors.push(self.layer(name)?.tensor.clone());
+        }
+        Ok(GradientRequest {
+            tensors,
+            input: input_gradient,
+            rule,
+        })
+    }
+
     /// The gradient model for `layers` (readable or tensor names) and, when `input_gradient`,
     /// the input: the classifier's graph plus its backward pass (see [`grad::transform`]).
     pub fn gradient_model(
@@ -485,15 +503,7 @@ impl Classifier {
         input_gradient: bool,
         rule: BackwardRule,
     ) -> Result<grad::GradientModel> {
-        let mut tensors = Vec::with_capacity(layers.len());
-        for name in layers {
-            tensors.push(self.layer(name)?.tensor.clone());
-        }
-        let request = GradientRequest {
-            tensors,
-            input: input_gradient,
-            rule,
-        };
+        let request = self.gradient_request(layers, input_gradient, rule)?;
         grad::transform(
             &self.proto,
             &self.input_tensor,
@@ -572,15 +582,7 @@ impl Classifier {
                 seeds.dim().1
             )));
         }
-        let mut tensors = Vec::with_capacity(layers.len());
-        for name in layers {
-            tensors.push(self.layer(name)?.tensor.clone());
-        }
-        let request = GradientRequest {
-            tensors,
-            input: input_gradient,
-            rule,
-        };
+        let request = self.gradient_request(layers, input_gradient, rule)?;
         let chunk = self.fixed_batch.unwrap_or(self.batch_size);
         let outputs = 1 + 2 * layers.len() + usize::from(input_gradient);
         let mut pieces: Vec<Vec<ArrayD<f32>>> = vec![Vec::new(); outputs];

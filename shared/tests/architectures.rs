@@ -9,11 +9,11 @@
 mod common;
 
 use camlime_core::Sequential;
-use camlime_core::cam::{CamConfig, CamMap, CamMethod, explain_tensor};
+use camlime_core::cam::{CamConfig, CamMethod, explain_tensor};
 use camlime_core::grad::BackwardRule;
 use camlime_core::ndarray::{Array2, Array4};
 use camlime_core::{Classifier, ModelSpec};
-use common::{fixture, shared_normal};
+use common::{fixture, map_agreement, png16_map, shared_normal};
 use prost::Message;
 use tract_onnx::pb::ModelProto;
 use tract_onnx::pb::tensor_proto::DataType;
@@ -64,14 +64,6 @@ fn load(arch: &str, size: usize) -> Classifier {
     spec.output = Some("logits".into());
     spec.input_size = [size as u32, size as u32];
     Classifier::new(&proto.encode_to_vec(), spec).unwrap()
-}
-
-fn reference_map(name: &str, size: usize) -> CamMap {
-    let levels = image::open(fixture(&format!("architectures/{name}.png")))
-        .unwrap()
-        .to_luma16();
-    let values = levels.iter().map(|&v| f32::from(v) / 65535.0).collect();
-    CamMap::new(size, size, values).unwrap()
 }
 
 fn check(arch: &str) {
@@ -145,14 +137,8 @@ fn check(arch: &str) {
             method,
             CamMethod::GradCam | CamMethod::HiResCam | CamMethod::LayerCam
         ) {
-            let reference = reference_map(&format!("{arch}.{}", method.name()), size);
-            let pearson = map.pearson(&reference).unwrap();
-            let max_abs = map
-                .values()
-                .iter()
-                .zip(reference.values())
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0f32, f32::max);
+            let reference = png16_map(&format!("architectures/{arch}.{}.png", method.name()));
+            let (pearson, max_abs) = map_agreement(&map, &reference);
             eprintln!(
                 "{arch} {}: pearson {pearson:.6} max|Δ| {max_abs:.2e}",
                 method.name()

@@ -8,14 +8,10 @@ mod common;
 use camlime_core::Sequential;
 use camlime_core::cam::{AblationValue, CamConfig, CamMap, CamMethod, explain_tensor};
 use camlime_core::ndarray::Ix4;
-use common::{SAMPLES, bundled, fixture, npy, stem};
+use common::{SAMPLES, bundled, map_agreement, npy, png16_map, stem};
 
 fn reference_map(stem: &str, method: &str) -> CamMap {
-    let levels = image::open(fixture(&format!("cam/{stem}.{method}.png")))
-        .unwrap()
-        .to_luma16();
-    let values = levels.iter().map(|&v| f32::from(v) / 65535.0).collect();
-    CamMap::new(224, 224, values).unwrap()
+    png16_map(&format!("cam/{stem}.{method}.png"))
 }
 
 fn check(method: CamMethod, ablation: AblationValue, samples: &[&str]) {
@@ -33,14 +29,7 @@ fn check(method: CamMethod, ablation: AblationValue, samples: &[&str]) {
         };
         let ours = explain_tensor(&classifier, input.view(), &config, &Sequential).unwrap();
         let reference = reference_map(stem, method.name());
-        let pearson = ours.map.pearson(&reference).unwrap();
-        let max_abs = ours
-            .map
-            .values()
-            .iter()
-            .zip(reference.values())
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0f32, f32::max);
+        let (pearson, max_abs) = map_agreement(&ours.map, &reference);
         eprintln!(
             "{} {stem}: pearson {pearson:.6} max|Δ| {max_abs:.2e}",
             method.name()

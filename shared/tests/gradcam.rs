@@ -10,25 +10,11 @@ mod common;
 use camlime_core::Sequential;
 use camlime_core::cam::{CamConfig, CamMap, CamMethod, explain_tensor};
 use camlime_core::ndarray::Ix4;
-use common::{bundled, fixture, npy};
+use common::{bundled, map_agreement, npy, png16_map};
 
-const GRADIENT_METHODS: [CamMethod; 8] = [
-    CamMethod::GradCam,
-    CamMethod::HiResCam,
-    CamMethod::GradCamPlusPlus,
-    CamMethod::XGradCam,
-    CamMethod::LayerCam,
-    CamMethod::EigenGradCam,
-    CamMethod::GradCamElementWise,
-    CamMethod::FullGrad,
-];
-
-fn reference_map(name: &str) -> CamMap {
-    let levels = image::open(fixture(&format!("gradcam/{name}.png")))
-        .unwrap()
-        .to_luma16();
-    let values = levels.iter().map(|&v| f32::from(v) / 65535.0).collect();
-    CamMap::new(224, 224, values).unwrap()
+/// The gradient CAMs, as the fixture script lists them.
+fn gradient_methods() -> impl Iterator<Item = CamMethod> {
+    CamMethod::ALL.into_iter().filter(|m| m.uses_gradients())
 }
 
 fn check(model: &str, layer: &str, stems: &[&str], variant: &str) {
@@ -38,7 +24,7 @@ fn check(model: &str, layer: &str, stems: &[&str], variant: &str) {
         let input = npy(&format!("reference/{model}/{stem}.input.npy"))
             .into_dimensionality::<Ix4>()
             .unwrap();
-        for method in GRADIENT_METHODS {
+        for method in gradient_methods() {
             let config = CamConfig {
                 method,
                 layers: vec![layer.into()],
@@ -47,15 +33,11 @@ fn check(model: &str, layer: &str, stems: &[&str], variant: &str) {
                 ..Default::default()
             };
             let ours = explain_tensor(&classifier, input.view(), &config, &Sequential).unwrap();
-            let reference = reference_map(&format!("{model}.{stem}.{}{variant}", method.name()));
-            let pearson = ours.map.pearson(&reference).unwrap();
-            let max_abs = ours
-                .map
-                .values()
-                .iter()
-                .zip(reference.values())
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0f32, f32::max);
+            let reference = png16_map(&format!(
+                "gradcam/{model}.{stem}.{}{variant}.png",
+                method.name()
+            ));
+            let (pearson, max_abs) = map_agreement(&ours.map, &reference);
             eprintln!(
                 "{model} {stem} {}{variant}: pearson {pearson:.6} max|Δ| {max_abs:.2e}",
                 method.name()
@@ -75,7 +57,7 @@ fn check(model: &str, layer: &str, stems: &[&str], variant: &str) {
     }
     eprintln!(
         "{model}{variant}: {} maps, worst pearson {:.6}, worst max|Δ| {:.2e}",
-        stems.len() * GRADIENT_METHODS.len(),
+        stems.len() * gradient_methods().count(),
         worst.0,
         worst.1
     );

@@ -35,6 +35,25 @@ pub fn bundled(name: &str) -> Classifier {
     Classifier::new(&bytes, entry.spec(&labels).unwrap()).unwrap()
 }
 
+/// A 16-bit PNG fixture map (value × 65535) as a CAM map.
+pub fn png16_map(relative: &str) -> camlime_core::cam::CamMap {
+    let levels = image::open(fixture(relative)).unwrap().to_luma16();
+    let (width, height) = levels.dimensions();
+    let values = levels.iter().map(|&v| f32::from(v) / 65535.0).collect();
+    camlime_core::cam::CamMap::new(height as usize, width as usize, values).unwrap()
+}
+
+/// Pearson correlation and largest absolute difference of two maps.
+pub fn map_agreement(
+    ours: &camlime_core::cam::CamMap,
+    reference: &camlime_core::cam::CamMap,
+) -> (f64, f32) {
+    (
+        ours.pearson(reference).unwrap(),
+        max_abs_diff(ours.values(), reference.values()),
+    )
+}
+
 /// A `.npy` reference array.
 pub fn npy(relative: &str) -> ArrayD<f32> {
     let file = std::fs::File::open(fixture(relative)).unwrap();
