@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 use tract_onnx::pb::tensor_shape_proto::dimension::Value as Dim;
 use tract_onnx::pb::type_proto::Value as TypeValue;
 use tract_onnx::prelude::tract_ndarray::{
-    Array2, Array4, ArrayD, ArrayView2, ArrayView4, Axis, Ix2, concatenate, s,
+    Array2, ArrayD, ArrayView2, ArrayView4, ArrayViewD, Axis, Ix2, concatenate,
 };
 use tract_onnx::prelude::{
     DatumType, Framework, InferenceFact, InferenceModel, InferenceModelExt, IntoRunnable, Tensor,
@@ -435,42 +435,19 @@ impl Classifier {
             outputs.push(self.layer(name)?.tensor.clone());
         }
         let chunk = self.fixed_batch.unwrap_or(self.batch_size);
-        let mut pieces: Vec<Vec<ArrayD<f32>>> = vec![Vec::new(); outputs.len()];
-        for start in (0..n).step_by(chunk) {
-            let end = (start + chunk).min(n);
-            let mut part = input.slice(s![start..end, .., .., ..]).to_owned();
-            if let Some(fixed) = self.fixed_batch.filter(|&f| f != end - start) {
-                // A fixed-batch model gets a zero-padded last chunk; the padding is dropped below.
-                let pad = tract_onnx::prelude::tract_ndarray::Array4::<f32>::zeros((
-                    fixed - (end - start),
-                    3,
-                    h,
-                    w,
-                ));
-                part = concatenate(Axis(0), &[part.view(), pad.view()])
-                    .map_err(|e| Error::Inference(e.to_string()))?;
-            }
-            let plan = self.plan(part.dim().0, &outputs)?;
-            let results = plan
-                .run(tvec![Tensor::from(part).into()])
-                .map_err(|e| Error::Inference(format!("{e:#}")))?;
-            for (slot, value) in results.iter().enumerate() {
-                let view = value
-                    .to_plain_array_view::<f32>()
-                    .map_err(|e| Error::Inference(e.to_string()))?;
-                pieces[slot].push(view.slice_axis(Axis(0), (0..end - start).into()).to_owned());
-            }
-        }
-        let mut joined = pieces.into_iter().map(|parts| {
-            let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
-            concatenate(Axis(0), &views).map_err(|e| Error::Inference(e.to_string()))
-        });
+        let mut joined = run_in_chunks(
+            &[input.into_dyn()],
+            chunk,
+            self.fixed_batch.is_some(),
+            |batch| self.plan(batch, &outputs),
+        )?
+        .into_iter();
         let logits = joined
             .next()
-            .ok_or_else(|| Error::Inference("no logits".into()))??
+            .ok_or_else(|| Error::Inference("no logits".into()))?
             .into_dimensionality::<Ix2>()
             .map_err(|e| Error::Inference(format!("logits: {e}")))?;
-        let activations = joined.collect::<Result<Vec<_>>>()?;
+        let activations = joined.collect();
         Ok(ForwardOutput {
             logits,
             activations,
@@ -503,13 +480,17 @@ impl Classifier {
         input_gradient: bool,
         rule: BackwardRule,
     ) -> Result<grad::GradientModel> {
-        let request = self.gradient_request(layers, input_gradient, rule)?;
+        self.transform(&self.gradient_request(layers, input_gradient, rule)?)
+    }
+
+    /// The backward transform of this classifier's graph for `request`.
+    fn transform(&self, request: &GradientRequest) -> Result<grad::GradientModel> {
         grad::transform(
             &self.proto,
             &self.input_tensor,
             &self.logits_tensor,
             &self.shapes,
-            &request,
+            request,
         )
     }
 
@@ -528,13 +509,7 @@ impl Classifier {
         if let Some(plan) = plans.get(&key) {
             return Ok(plan.clone());
         }
-        let augmented = grad::transform(
-            &self.proto,
-            &self.input_tensor,
-            &self.logits_tensor,
-            &self.shapes,
-            request,
-        )?;
+        let augmented = self.transform(request)?;
         let [h, w] = self.input_size;
         let image = InferenceFact::dt_shape(DatumType::F32, tvec!(batch, 3, h, w));
         let seed = InferenceFact::dt_shape(DatumType::F32, tvec!(batch, self.num_classes));
@@ -584,40 +559,13 @@ impl Classifier {
         }
         let request = self.gradient_request(layers, input_gradient, rule)?;
         let chunk = self.fixed_batch.unwrap_or(self.batch_size);
-        let outputs = 1 + 2 * layers.len() + usize::from(input_gradient);
-        let mut pieces: Vec<Vec<ArrayD<f32>>> = vec![Vec::new(); outputs];
-        for start in (0..n).step_by(chunk) {
-            let end = (start + chunk).min(n);
-            let batch = self.fixed_batch.unwrap_or(end - start);
-            let mut part = Array4::<f32>::zeros((batch, 3, h, w));
-            part.slice_mut(s![0..end - start, .., .., ..])
-                .assign(&input.slice(s![start..end, .., .., ..]));
-            let mut part_seeds = Array2::<f32>::zeros((batch, self.num_classes));
-            part_seeds
-                .slice_mut(s![0..end - start, ..])
-                .assign(&seeds.slice(s![start..end, ..]));
-            let plan = self.gradient_plan(batch, &request)?;
-            let results = plan
-                .run(tvec![
-                    Tensor::from(part).into(),
-                    Tensor::from(part_seeds).into()
-                ])
-                .map_err(|e| Error::Inference(format!("{e:#}")))?;
-            for (slot, value) in results.iter().enumerate() {
-                let view = value
-                    .to_plain_array_view::<f32>()
-                    .map_err(|e| Error::Inference(e.to_string()))?;
-                pieces[slot].push(view.slice_axis(Axis(0), (0..end - start).into()).to_owned());
-            }
-        }
-        let mut joined = pieces
-            .into_iter()
-            .map(|parts| {
-                let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
-                concatenate(Axis(0), &views).map_err(|e| Error::Inference(e.to_string()))
-            })
-            .collect::<Result<Vec<_>>>()?
-            .into_iter();
+        let mut joined = run_in_chunks(
+            &[input.into_dyn(), seeds.into_dyn()],
+            chunk,
+            self.fixed_batch.is_some(),
+            |batch| self.gradient_plan(batch, &request),
+        )?
+        .into_iter();
         let logits = joined
             .next()
             .ok_or_else(|| Error::Inference("no logits".into()))?
@@ -647,12 +595,20 @@ impl Classifier {
     /// top class of `logits`.
     pub fn target_class(&self, logits: &[f32], requested: Option<usize>) -> Result<usize> {
         match requested {
-            Some(class) if class < logits.len() => Ok(class),
-            Some(class) => Err(Error::Parameter(format!(
-                "target class {class} is out of range: the model has {} classes",
-                logits.len()
-            ))),
+            Some(class) => self.check_class(class),
             None => Ok(self.top_k(logits, 1)?[0].class),
+        }
+    }
+
+    /// `class` if the model has it, else an error.
+    pub fn check_class(&self, class: usize) -> Result<usize> {
+        if class < self.num_classes {
+            Ok(class)
+        } else {
+            Err(Error::Parameter(format!(
+                "target class {class} is out of range: the model has {} classes",
+                self.num_classes
+            )))
         }
     }
 
@@ -796,27 +752,57 @@ impl Tail {
                 self.shape[0], self.shape[1], self.shape[2]
             )));
         }
-        let mut rows = Vec::with_capacity(n);
-        for start in (0..n).step_by(self.batch) {
-            let end = (start + self.batch).min(n);
-            let mut part =
-                tract_onnx::prelude::tract_ndarray::Array4::<f32>::zeros((self.batch, c, h, w));
-            part.slice_mut(s![0..end - start, .., .., ..])
-                .assign(&activations.slice(s![start..end, .., .., ..]));
-            let out = self
-                .plan
-                .run(tvec![Tensor::from(part).into()])
-                .map_err(|e| Error::Inference(format!("{e:#}")))?;
-            let logits = out[0]
-                .to_plain_array_view::<f32>()
-                .map_err(|e| Error::Inference(e.to_string()))?
-                .into_dimensionality::<Ix2>()
-                .map_err(|e| Error::Inference(format!("logits: {e}")))?;
-            rows.push(logits.slice(s![0..end - start, ..]).to_owned());
-        }
-        let views: Vec<_> = rows.iter().map(|r| r.view()).collect();
-        concatenate(Axis(0), &views).map_err(|e| Error::Inference(e.to_string()))
+        run_in_chunks(&[activations.into_dyn()], self.batch, true, |_| {
+            Ok(self.plan.clone())
+        })?
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::Inference("no logits".into()))?
+        .into_dimensionality::<Ix2>()
+        .map_err(|e| Error::Inference(format!("logits: {e}")))
     }
+}
+
+/// Run `inputs` (all with the same `n` rows on axis 0) through `plan_for(batch)` in chunks of
+/// `chunk` rows; with `pad`, the last chunk is zero-padded to `chunk` (plans with a fixed batch).
+/// Returns each output joined along axis 0, padding dropped.
+fn run_in_chunks(
+    inputs: &[ArrayViewD<f32>],
+    chunk: usize,
+    pad: bool,
+    plan_for: impl Fn(usize) -> Result<Arc<TypedRunnableModel>>,
+) -> Result<Vec<ArrayD<f32>>> {
+    let n = inputs.first().map_or(0, |i| i.shape()[0]);
+    let mut pieces: Vec<Vec<ArrayD<f32>>> = Vec::new();
+    for start in (0..n).step_by(chunk.max(1)) {
+        let end = (start + chunk).min(n);
+        let batch = if pad { chunk } else { end - start };
+        let parts = inputs.iter().map(|input| {
+            let mut shape = input.shape().to_vec();
+            shape[0] = batch;
+            let mut part = ArrayD::<f32>::zeros(shape);
+            part.slice_axis_mut(Axis(0), (0..end - start).into())
+                .assign(&input.slice_axis(Axis(0), (start..end).into()));
+            Tensor::from(part).into()
+        });
+        let results = plan_for(batch)?
+            .run(parts.collect())
+            .map_err(|e| Error::Inference(format!("{e:#}")))?;
+        pieces.resize(results.len(), Vec::new());
+        for (slot, value) in results.iter().enumerate() {
+            let view = value
+                .to_plain_array_view::<f32>()
+                .map_err(|e| Error::Inference(e.to_string()))?;
+            pieces[slot].push(view.slice_axis(Axis(0), (0..end - start).into()).to_owned());
+        }
+    }
+    pieces
+        .into_iter()
+        .map(|parts| {
+            let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
+            concatenate(Axis(0), &views).map_err(|e| Error::Inference(e.to_string()))
+        })
+        .collect()
 }
 
 /// Softmax of one row, stabilised by its maximum.

@@ -359,19 +359,7 @@ fn explain_once(
     let layer_names = classifier.target_layers(&config.layers)?;
     let layer_refs: Vec<&str> = layer_names.iter().map(String::as_str).collect();
     let (logits, activations, gradients) = if config.method.uses_gradients() {
-        let target = match config.target {
-            Some(class) => class,
-            None => {
-                let logits = classifier.forward(input, &[])?.logits.row(0).to_vec();
-                classifier.target_class(&logits, None)?
-            }
-        };
-        if target >= classifier.num_classes() {
-            return Err(Error::Parameter(format!(
-                "target class {target} is out of range: the model has {} classes",
-                classifier.num_classes()
-            )));
-        }
+        let target = target_without_forward(classifier, input, config.target)?;
         let seeds = one_hot(1, classifier.num_classes(), target);
         let out = classifier.gradients(
             input,
@@ -567,6 +555,22 @@ fn not_per_layer(method: CamMethod) -> Result<LayerMap> {
     )))
 }
 
+/// The explained class: `requested` (checked) with no forward pass, else the predicted one (the
+/// gradient pass that follows recomputes the logits anyway).
+fn target_without_forward(
+    classifier: &Classifier,
+    input: ArrayView4<f32>,
+    requested: Option<usize>,
+) -> Result<usize> {
+    match requested {
+        Some(class) => classifier.check_class(class),
+        None => {
+            let logits = classifier.forward(input, &[])?.logits.row(0).to_vec();
+            classifier.target_class(&logits, None)
+        }
+    }
+}
+
 /// An `n × classes` matrix with ones in column `class`.
 fn one_hot(n: usize, classes: usize, class: usize) -> Array2<f32> {
     let mut seeds = Array2::zeros((n, classes));
@@ -618,10 +622,10 @@ fn full_grad(
     }
     let biases = classifier.bias_layers()?;
     let names: Vec<&str> = biases.iter().map(|(name, _)| name.as_str()).collect();
-    let logits = classifier.forward(input, &[])?.logits.row(0).to_vec();
-    let target = classifier.target_class(&logits, config.target)?;
+    let target = target_without_forward(classifier, input, config.target)?;
     let seeds = one_hot(1, classifier.num_classes(), target);
     let out = classifier.gradients(input, seeds.view(), &names, true, BackwardRule::Standard)?;
+    let target_logit = out.logits[(0, target)];
     let (height, width) = (input.dim().2, input.dim().3);
     let input_gradient = out
         .input_gradient
@@ -700,7 +704,7 @@ fn full_grad(
     };
     Ok(CamExplanation {
         target,
-        target_logit: logits[target],
+        target_logit,
         layers: Vec::new(),
         map: combined.scaled(),
     })
