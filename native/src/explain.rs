@@ -12,11 +12,11 @@ use camlime_core::attribution::{
 use camlime_core::cam::{AblationValue, CamMethod};
 use camlime_core::camlime::CamLimeMode;
 use camlime_core::explanation::image_sha256;
-use camlime_core::lime::{HideColor, LabelExplanation, MAX_SAMPLES};
+use camlime_core::lime::{HideColor, MAX_SAMPLES};
 use camlime_core::preprocess::DecodeLimits;
 use camlime_core::render::{
-    GridCell, MaskOptions, WeightCurve, YELLOW, cam_overlay, comparison_grid, lime_mask,
-    mark_boundaries, weight_plot_png, weight_plot_svg,
+    GridCell, MaskOptions, cam_overlay, comparison_grid, mask_picture, weight_plot_png,
+    weight_plot_svg,
 };
 use camlime_core::surrogate::FeatureSelection;
 use camlime_core::{ExplainConfig, ExplanationRecord, Method, SegmenterConfig, decode_image};
@@ -351,21 +351,15 @@ fn replay(
 /// The picture of an explanation: the CAM overlay for CAM methods, the mask for LIME/CamLIME.
 fn picture(record: &ExplanationRecord, base: &RgbImage, options: &MaskOptions) -> Result<RgbImage> {
     match (&record.segments, record.main_explanation(), &record.cam) {
-        (Some(segments), Some(explanation), _) => {
-            let segmentation = segments.segmentation()?;
-            let (shown, mask) = lime_mask(base, &segmentation, &explanation.ranked, options)?;
-            Ok(mark_boundaries(&shown, &mask, YELLOW)?)
-        }
+        (Some(segments), Some(explanation), _) => Ok(mask_picture(
+            base,
+            &segments.segmentation()?,
+            explanation,
+            options,
+        )?),
         (_, _, Some(cam)) => Ok(cam_overlay(base, &cam.map, 0.5)?),
         _ => bail!("the record holds neither a mask nor a CAM"),
     }
-}
-
-fn curve(name: &str, explanation: Option<&LabelExplanation>, n: usize) -> Option<WeightCurve> {
-    explanation.map(|e| WeightCurve {
-        name: name.into(),
-        weights: e.weights(n),
-    })
 }
 
 fn write_outputs(
@@ -396,31 +390,12 @@ fn write_outputs(
             &cam_overlay(base, &cam.map, 0.5)?,
         )?;
     }
-    if let Some(segments) = &record.segments {
+    if record.segments.is_some() {
         save(
             format!("{prefix}.mask.png"),
             &picture(record, base, &options.mask_options())?,
         )?;
-        let main = record.main_explanation();
-        let baseline = record
-            .lime_baseline
-            .iter()
-            .find(|e| Some(e.label) == main.map(|m| m.label));
-        let curves: Vec<WeightCurve> = [
-            curve("LIME", baseline, segments.count),
-            curve(
-                if record.config.method == Method::CamLime {
-                    "CamLIME"
-                } else {
-                    "LIME"
-                },
-                main,
-                segments.count,
-            ),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
+        let curves = record.weight_curves();
         let title = format!("{} — {}", stem, record.target.label);
         save(
             format!("{prefix}.weights.png"),

@@ -13,11 +13,12 @@ use crate::attribution::AttributionConfig;
 use crate::cam::{self, AblationValue, CamConfig, CamExplanation, CamMap, CamMethod, LayerCam};
 use crate::camlime::CamLimeMode;
 use crate::lime::{
-    LabelExplanation, LimeConfig, cosine_distances, explain_label, fill_image, kernel,
+    HideColor, LabelExplanation, LimeConfig, cosine_distances, explain_label, fill_image, kernel,
     perturbed_image, sample_design, top_labels,
 };
 use crate::model::{Classifier, softmax};
 use crate::preprocess::Preprocessing;
+use crate::render::WeightCurve;
 use crate::runtime::{self, Runtime, check_cancelled};
 use crate::segment::{Segmentation, SegmenterConfig};
 use crate::{Error, Result};
@@ -41,6 +42,15 @@ impl Method {
             Self::CamLime => "camlime",
             Self::Lime => "lime",
             Self::Cam(method) => method.name(),
+        }
+    }
+
+    /// The name people write in figure labels.
+    pub fn title(self) -> &'static str {
+        match self {
+            Self::CamLime => "CamLIME",
+            Self::Lime => "LIME",
+            Self::Cam(method) => method.title(),
         }
     }
 
@@ -276,6 +286,31 @@ impl ExplanationRecord {
             .or(self.explanations.first())
     }
 
+    /// The weight–feature plot's curves: every segment's coefficient in the main explanation
+    /// and, for CamLIME, in plain LIME on the same samples (empty without segments).
+    pub fn weight_curves(&self) -> Vec<WeightCurve> {
+        let Some(segments) = &self.segments else {
+            return Vec::new();
+        };
+        let main = self.main_explanation();
+        let baseline = self
+            .lime_baseline
+            .iter()
+            .find(|e| Some(e.label) == main.map(|m| m.label));
+        [
+            (Method::Lime.title(), baseline),
+            (self.config.method.title(), main),
+        ]
+        .into_iter()
+        .filter_map(|(name, explanation)| {
+            explanation.map(|e| WeightCurve {
+                name: name.into(),
+                weights: e.weights(segments.count),
+            })
+        })
+        .collect()
+    }
+
     /// Whether another record holds the same results (timings and version ignored).
     pub fn same_results(&self, other: &Self) -> bool {
         let strip = |r: &Self| Self {
@@ -311,6 +346,67 @@ pub fn explain(
     config: &ExplainConfig,
     runtime: &impl Runtime,
 ) -> Result<ExplanationRecord> {
+    match start(classifier, image, source, config, runtime)? {
+        Started::Done(record) => Ok(*record),
+        Started::Sampling(pending) => {
+            let job = pending.job();
+            let targets =
+                classify_samples(classifier, &pending.base, &job, 0..job.num_samples, runtime)?;
+            pending.finish(classifier, targets, runtime)
+        }
+    }
+}
+
+/// The first phase of an explanation: a CAM is done; LIME and CamLIME wait for their samples to
+/// be classified, here ([`explain`]) or spread over other processes (the browser's workers),
+/// each running [`classify_samples`] on a share of the [`SampleJob`].
+pub enum Started {
+    /// The finished record.
+    Done(Box<ExplanationRecord>),
+    /// Segments and design drawn; the samples' probabilities are needed.
+    Sampling(Box<Pending>),
+}
+
+/// A LIME or CamLIME explanation waiting for its samples' probabilities.
+pub struct Pending {
+    record: ExplanationRecord,
+    /// The base image the samples perturb.
+    pub base: RgbImage,
+    segmentation: Segmentation,
+    z: DMatrix<f64>,
+    labels: Vec<usize>,
+    layers: Vec<String>,
+    started: Option<Duration>,
+    sampling_from: Option<Duration>,
+}
+
+/// What a process needs, besides the model and the base image, to classify a share of the
+/// perturbed samples. The design is redrawn from the seed, so the job stays small.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SampleJob {
+    /// Segments of the base image.
+    pub segments: SegmentsRecord,
+    /// Rows of the design (samples).
+    pub num_samples: usize,
+    /// The design's seed.
+    pub seed: u64,
+    /// Hidden segments' colour.
+    pub hide_color: HideColor,
+    /// Explained labels, in the order of the returned columns.
+    pub labels: Vec<usize>,
+    /// Samples per classification chunk (the unit of progress and cancellation).
+    pub chunk: usize,
+}
+
+/// Everything before the samples: validation, the base image and its prediction, the target,
+/// and for CAM methods the whole explanation.
+pub fn start(
+    classifier: &Classifier,
+    image: &RgbImage,
+    source: Option<String>,
+    config: &ExplainConfig,
+    runtime: &impl Runtime,
+) -> Result<Started> {
     let started = runtime.clock();
     config.lime.validate()?;
     if config.chunk == 0 || config.chunk > 1024 {
@@ -332,18 +428,6 @@ pub fn explain(
     let probabilities = softmax(&logits);
     let class = classifier.target_class(&logits, config.target)?;
     let layers = classifier.target_layers(&config.layers)?;
-    let cam_config = |method| CamConfig {
-        method,
-        layers: layers.clone(),
-        target: Some(class),
-        ablation: config.ablation,
-        seed: config.seed,
-        chunk: config.chunk.min(64),
-        eigen_smooth: config.eigen_smooth,
-        aug_smooth: config.aug_smooth,
-        feature_resolution: config.feature_resolution,
-        attribution: config.attribution.clone(),
-    };
     let mut record = ExplanationRecord {
         format: RECORD_FORMAT.into(),
         version: env!("CARGO_PKG_VERSION").into(),
@@ -373,7 +457,169 @@ pub fn explain(
         layer_explanations: Vec::new(),
         timings: Timings::default(),
     };
-    let cam_record = |explanation: CamExplanation, method| CamRecord {
+    match config.method {
+        Method::Cam(method) => {
+            let t = runtime.clock();
+            let explanation = cam::explain(
+                classifier,
+                &base,
+                &CamConfig {
+                    method,
+                    ..cam_config(config, &layers, class)
+                },
+                runtime,
+            )?;
+            record.timings.cam_ms = since(runtime, t);
+            record.layers = layers;
+            record.cam = Some(cam_record(explanation, method));
+        }
+        Method::Lime | Method::CamLime => {
+            let t = runtime.clock();
+            let segmentation = config.segmenter.segment_with(&base, config.seed, runtime)?;
+            record.timings.segmentation_ms = since(runtime, t);
+            let mut labels = top_labels(&probabilities, config.lime.top_labels);
+            if !labels.contains(&class) {
+                labels.insert(0, class);
+            }
+            let z = sample_design(config.lime.num_samples, segmentation.count(), config.seed);
+            record.segments = Some(SegmentsRecord {
+                algorithm: config.segmenter.name().into(),
+                height: segmentation.height(),
+                width: segmentation.width(),
+                count: segmentation.count(),
+                runs: segmentation.to_runs(),
+            });
+            return Ok(Started::Sampling(Box::new(Pending {
+                record,
+                base,
+                segmentation,
+                z,
+                labels,
+                layers,
+                started,
+                sampling_from: runtime.clock(),
+            })));
+        }
+    }
+    record.timings.total_ms = since(runtime, started);
+    Ok(Started::Done(Box::new(record)))
+}
+
+impl Pending {
+    /// The classification work, for [`classify_samples`].
+    pub fn job(&self) -> SampleJob {
+        let config = &self.record.config;
+        SampleJob {
+            segments: self
+                .record
+                .segments
+                .clone()
+                .unwrap_or_else(|| SegmentsRecord {
+                    algorithm: String::new(),
+                    height: 0,
+                    width: 0,
+                    count: 0,
+                    runs: Vec::new(),
+                }),
+            num_samples: config.lime.num_samples,
+            seed: config.seed,
+            hide_color: config.lime.hide_color,
+            labels: self.labels.clone(),
+            chunk: config.chunk,
+        }
+    }
+
+    /// The surrogates (and CamLIME's CAM) from the samples' probabilities: per explained label,
+    /// its probability on every sample, as [`classify_samples`] returns them over all rows.
+    pub fn finish(
+        self,
+        classifier: &Classifier,
+        targets: Vec<Vec<f64>>,
+        runtime: &impl Runtime,
+    ) -> Result<ExplanationRecord> {
+        let Self {
+            mut record,
+            base,
+            segmentation,
+            z,
+            labels,
+            layers,
+            started,
+            sampling_from,
+        } = self;
+        if targets.len() != labels.len() || targets.iter().any(|t| t.len() != z.nrows()) {
+            return Err(Error::Parameter(format!(
+                "expected {} labels × {} sample probabilities",
+                labels.len(),
+                z.nrows()
+            )));
+        }
+        record.timings.sampling_ms = since(runtime, sampling_from);
+        let config = record.config.clone();
+        let weights = kernel(&cosine_distances(&z), config.lime.kernel_width);
+        let fit = |design: &DMatrix<f64>| -> Result<Vec<LabelExplanation>> {
+            labels
+                .iter()
+                .zip(&targets)
+                .map(|(&label, target)| {
+                    explain_label(
+                        design,
+                        target,
+                        &weights,
+                        label,
+                        config.lime.feature_selection,
+                        config.lime.num_features,
+                    )
+                })
+                .collect()
+        };
+        if config.method == Method::CamLime {
+            let t = runtime.clock();
+            let cam_config = cam_config(&config, &layers, record.target.class);
+            let explanation = cam::explain(classifier, &base, &cam_config, runtime)?;
+            record.timings.cam_ms = since(runtime, t);
+            let t = runtime.clock();
+            record.explanations = fit(&config.mode.design(&z, &explanation.map, &segmentation)?)?;
+            record.lime_baseline = fit(&z)?;
+            if explanation.layers.len() > 1 {
+                for layer in &explanation.layers {
+                    let design = config.mode.design(&z, &layer.map, &segmentation)?;
+                    record.layer_explanations.push(LayerExplanations {
+                        layer: layer.layer.clone(),
+                        explanations: fit(&design)?,
+                    });
+                }
+            }
+            record.timings.surrogate_ms = since(runtime, t);
+            record.layers = layers;
+            record.cam = Some(cam_record(explanation, config.cam));
+        } else {
+            let t = runtime.clock();
+            record.explanations = fit(&z)?;
+            record.timings.surrogate_ms = since(runtime, t);
+        }
+        record.timings.total_ms = since(runtime, started);
+        Ok(record)
+    }
+}
+
+fn cam_config(config: &ExplainConfig, layers: &[String], class: usize) -> CamConfig {
+    CamConfig {
+        method: config.cam,
+        layers: layers.to_vec(),
+        target: Some(class),
+        ablation: config.ablation,
+        seed: config.seed,
+        chunk: config.chunk.min(64),
+        eigen_smooth: config.eigen_smooth,
+        aug_smooth: config.aug_smooth,
+        feature_resolution: config.feature_resolution,
+        attribution: config.attribution.clone(),
+    }
+}
+
+fn cam_record(explanation: CamExplanation, method: CamMethod) -> CamRecord {
+    CamRecord {
         method,
         layers: explanation
             .layers
@@ -384,114 +630,49 @@ pub fn explain(
             })
             .collect(),
         map: explanation.map,
-    };
-    match config.method {
-        Method::Cam(method) => {
-            let t = runtime.clock();
-            let explanation = cam::explain(classifier, &base, &cam_config(method), runtime)?;
-            record.timings.cam_ms = since(runtime, t);
-            record.layers = layers;
-            record.cam = Some(cam_record(explanation, method));
-        }
-        Method::Lime | Method::CamLime => {
-            let t = runtime.clock();
-            let segmentation = config.segmenter.segment_with(&base, config.seed, runtime)?;
-            record.timings.segmentation_ms = since(runtime, t);
-            let t = runtime.clock();
-            let mut labels = top_labels(&probabilities, config.lime.top_labels);
-            if !labels.contains(&class) {
-                labels.insert(0, class);
-            }
-            let z = sample_design(config.lime.num_samples, segmentation.count(), config.seed);
-            let targets = classify_samples(
-                classifier,
-                &base,
-                &segmentation,
-                &z,
-                &labels,
-                config,
-                runtime,
-            )?;
-            record.timings.sampling_ms = since(runtime, t);
-            let weights = kernel(&cosine_distances(&z), config.lime.kernel_width);
-            let fit = |design: &DMatrix<f64>| -> Result<Vec<LabelExplanation>> {
-                labels
-                    .iter()
-                    .zip(&targets)
-                    .map(|(&label, target)| {
-                        explain_label(
-                            design,
-                            target,
-                            &weights,
-                            label,
-                            config.lime.feature_selection,
-                            config.lime.num_features,
-                        )
-                    })
-                    .collect()
-            };
-            if config.method == Method::CamLime {
-                let t = runtime.clock();
-                let explanation =
-                    cam::explain(classifier, &base, &cam_config(config.cam), runtime)?;
-                record.timings.cam_ms = since(runtime, t);
-                let t = runtime.clock();
-                record.explanations =
-                    fit(&config.mode.design(&z, &explanation.map, &segmentation)?)?;
-                record.lime_baseline = fit(&z)?;
-                if explanation.layers.len() > 1 {
-                    for layer in &explanation.layers {
-                        let design = config.mode.design(&z, &layer.map, &segmentation)?;
-                        record.layer_explanations.push(LayerExplanations {
-                            layer: layer.layer.clone(),
-                            explanations: fit(&design)?,
-                        });
-                    }
-                }
-                record.timings.surrogate_ms = since(runtime, t);
-                record.layers = layers;
-                record.cam = Some(cam_record(explanation, config.cam));
-            } else {
-                let t = runtime.clock();
-                record.explanations = fit(&z)?;
-                record.timings.surrogate_ms = since(runtime, t);
-            }
-            record.segments = Some(SegmentsRecord {
-                algorithm: config.segmenter.name().into(),
-                height: segmentation.height(),
-                width: segmentation.width(),
-                count: segmentation.count(),
-                runs: segmentation.to_runs(),
-            });
-        }
     }
-    record.timings.total_ms = since(runtime, started);
-    Ok(record)
 }
 
-/// Classify every perturbed sample in chunks (spread over the runtime's threads); returns, per
-/// explained label, its probability on every sample.
-fn classify_samples(
+/// Classify the perturbed samples `rows` of a job in chunks (spread over the runtime's threads);
+/// returns, per explained label, its probability on each of those samples. Any split of the rows
+/// gives the same numbers: every image runs in batch-1 plans.
+pub fn classify_samples(
     classifier: &Classifier,
     base: &RgbImage,
-    segmentation: &Segmentation,
-    z: &DMatrix<f64>,
-    labels: &[usize],
-    config: &ExplainConfig,
+    job: &SampleJob,
+    rows: std::ops::Range<usize>,
     runtime: &impl Runtime,
 ) -> Result<Vec<Vec<f64>>> {
-    let fill = fill_image(base, segmentation, config.lime.hide_color);
-    let n = z.nrows();
-    let mut targets = vec![Vec::with_capacity(n); labels.len()];
+    let segmentation = job.segments.segmentation()?;
+    let (height, width) = (base.height() as usize, base.width() as usize);
+    if (segmentation.height(), segmentation.width()) != (height, width) {
+        return Err(Error::Parameter(format!(
+            "a {}×{} segmentation does not fit a {height}×{width} image",
+            segmentation.height(),
+            segmentation.width()
+        )));
+    }
+    if rows.end > job.num_samples || rows.start > rows.end || job.chunk == 0 {
+        return Err(Error::Parameter(format!(
+            "rows {rows:?} of {} samples in chunks of {}",
+            job.num_samples, job.chunk
+        )));
+    }
+    for &label in &job.labels {
+        classifier.check_class(label)?;
+    }
+    let z = sample_design(job.num_samples, segmentation.count(), job.seed);
+    let fill = fill_image(base, &segmentation, job.hide_color);
+    let n = rows.len();
+    let mut targets = vec![Vec::with_capacity(n); job.labels.len()];
     let preprocessing = &classifier.spec().preprocessing;
     // One job per thread and chunk builds its perturbed images, runs them and keeps the labels'
-    // probabilities: images are built in parallel too, and each runs in batch-1 plans, so the
-    // result does not depend on the split.
+    // probabilities: images are built in parallel too.
     let classify = |rows: std::ops::Range<usize>| -> Result<Vec<Vec<f64>>> {
         let images: Vec<RgbImage> = rows
             .map(|i| {
                 let on: Vec<bool> = z.row(i).iter().map(|&v| v != 0.0).collect();
-                perturbed_image(base, &fill, segmentation, &on)
+                perturbed_image(base, &fill, &segmentation, &on)
             })
             .collect();
         let tensor = preprocessing.tensor(&images)?;
@@ -501,13 +682,16 @@ fn classify_samples(
             .into_iter()
             .map(|row| {
                 let p = softmax(&row.to_vec());
-                labels.iter().map(|&label| f64::from(p[label])).collect()
+                job.labels
+                    .iter()
+                    .map(|&label| f64::from(p[label]))
+                    .collect()
             })
             .collect())
     };
-    for start in (0..n).step_by(config.chunk) {
+    for start in rows.clone().step_by(job.chunk) {
         check_cancelled(runtime)?;
-        let end = (start + config.chunk).min(n);
+        let end = (start + job.chunk).min(rows.end);
         let parts = runtime::map_shares(runtime, start..end, &classify);
         for part in parts {
             for row in part? {
@@ -516,7 +700,7 @@ fn classify_samples(
                 }
             }
         }
-        runtime.progress("samples", end, n);
+        runtime.progress("samples", end - rows.start, n);
     }
     Ok(targets)
 }

@@ -107,6 +107,30 @@ impl CamMethod {
         }
     }
 
+    /// The name people write in papers and figure labels.
+    pub fn title(self) -> &'static str {
+        match self {
+            Self::GradCam => "Grad-CAM",
+            Self::HiResCam => "HiResCAM",
+            Self::GradCamPlusPlus => "Grad-CAM++",
+            Self::XGradCam => "XGrad-CAM",
+            Self::LayerCam => "LayerCAM",
+            Self::EigenGradCam => "EigenGrad-CAM",
+            Self::GradCamElementWise => "Grad-CAM (element-wise)",
+            Self::FullGrad => "FullGrad",
+            Self::EigenCam => "EigenCAM",
+            Self::ScoreCam => "Score-CAM",
+            Self::AblationCam => "Ablation-CAM",
+            Self::Random => "Random CAM",
+            Self::Saliency => "Saliency",
+            Self::InputXGradient => "Input × Gradient",
+            Self::IntegratedGradients => "Integrated Gradients",
+            Self::GuidedBackprop => "Guided Backprop",
+            Self::GuidedGradCam => "Guided Grad-CAM",
+            Self::Occlusion => "Occlusion",
+        }
+    }
+
     /// Parse a method name.
     pub fn from_name(name: &str) -> Result<Self> {
         Self::ALL

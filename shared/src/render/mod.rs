@@ -15,6 +15,7 @@ pub use grid::{GridCell, comparison_grid};
 pub use plot::{WeightCurve, weight_plot_png, weight_plot_svg};
 
 use crate::cam::CamMap;
+use crate::lime::LabelExplanation;
 use crate::segment::Segmentation;
 use crate::{Error, Result};
 
@@ -454,6 +455,18 @@ pub const YELLOW: [u8; 3] = [255, 255, 0];
 pub fn segment_boundaries(image: &RgbImage, segmentation: &Segmentation) -> Result<RgbImage> {
     let labels: Vec<i32> = segmentation.labels().iter().map(|&l| l as i32).collect();
     mark_boundaries(image, &labels, YELLOW)
+}
+
+/// A LIME or CamLIME explanation as `lime` users draw it: `get_image_and_mask` then
+/// `mark_boundaries` of the mask in yellow.
+pub fn mask_picture(
+    base: &RgbImage,
+    segmentation: &Segmentation,
+    explanation: &LabelExplanation,
+    options: &MaskOptions,
+) -> Result<RgbImage> {
+    let (shown, mask) = lime_mask(base, segmentation, &explanation.ranked, options)?;
+    mark_boundaries(&shown, &mask, YELLOW)
 }
 
 /// Per-segment weights painted onto their pixels: the attribution map of a LIME explanation.
