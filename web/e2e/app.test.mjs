@@ -1,0 +1,203 @@
+// The CamLIME page in real headless Chromium: predictions, Grad-CAM and CamLIME on the cat,
+// re-rendering without recomputing, cancel, a corrupt file, the Chinese interface, the embed
+// layout. Screenshots go to web/e2e/artifacts/; timings are printed at the end.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { readFile, writeFile } from "node:fs/promises";
+import {
+  ARTIFACTS, start, stop, open, waitModel, pickChelsea, explain, downloadRecord, canvasStats,
+  decodeMap, segmentLabels, massInBox, fixture, DIST,
+} from "./harness.mjs";
+
+let env;
+let face;
+const timings = {};
+
+before(async () => {
+  env = await start();
+  face = (await fixture("chelsea_face.json")).box;
+});
+
+after(async () => {
+  await stop(env);
+  await writeFile(join(ARTIFACTS, "timings.json"), JSON.stringify(timings, null, 2));
+  console.log("timings (ms):", JSON.stringify(timings));
+});
+
+function faceArea(width, height) {
+  return ((face.x1 - face.x0) * (face.y1 - face.y0)) / (width * height);
+}
+
+test("chelsea: top-1, Grad-CAM and CamLIME on the cat, instant re-render", async () => {
+  const page = await open(env);
+  timings.interactive = page.interactiveMs;
+  timings.model_ready = await waitModel(page);
+  await pickChelsea(page);
+  const top1 = await page.textContent("#predictions li:first-child .label");
+  assert.equal(top1, "Egyptian cat");
+
+  timings.gradcam = await explain(page, { method: "gradcam" });
+  const overlay = await canvasStats(page, "#result-canvas");
+  assert.equal(overlay.width, 224);
+  assert.ok(overlay.std > 20, `overlay looks blank: ${JSON.stringify(overlay)}`);
+  const gradcam = await downloadRecord(page);
+  assert.equal(gradcam.config.method, "gradcam");
+  assert.equal(gradcam.target.label, "Egyptian cat");
+  const map = decodeMap(gradcam.cam.map);
+  const camMass = massInBox(map.values, map.width, face);
+  assert.ok(camMass > 0.5 && camMass > faceArea(map.width, map.height),
+    `Grad-CAM mass on the face ${camMass.toFixed(3)} (box area ${faceArea(224, 224).toFixed(3)})`);
+  await page.screenshot({ path: join(ARTIFACTS, "gradcam.png"), fullPage: true });
+
+  timings.camlime_200 = await explain(page, { method: "camlime", samples: 200 });
+  const longTasks = await page.evaluate(() => window.__longTasks);
+  timings.camlime_200_longest_main_thread_task = Math.max(0, ...longTasks.map((t) => t.duration));
+  assert.ok(timings.camlime_200_longest_main_thread_task < 250, `main thread blocked: ${JSON.stringify(longTasks)}`);
+  const record = await downloadRecord(page);
+  assert.equal(record.config.lime.num_samples, 200);
+  timings.camlime_200_stages = record.timings;
+  const labels = segmentLabels(record.segments);
+  const main = record.explanations.find((e) => e.label === record.target.class);
+  const weight = new Map(main.ranked);
+  const painted = Array.from(labels, (l) => weight.get(l) ?? 0);
+  const limeMass = massInBox(painted, record.segments.width, face);
+  assert.ok(limeMass > 0.5 && limeMass > faceArea(224, 224),
+    `CamLIME positive mass on the face ${limeMass.toFixed(3)}`);
+  assert.equal(record.lime_baseline.length, record.explanations.length);
+  assert.ok(await page.isVisible("#weights-chart svg"), "weight chart missing");
+  await page.screenshot({ path: join(ARTIFACTS, "camlime.png"), fullPage: true });
+
+  // The features slider and the sign switch re-render from the record: no new request.
+  const drawn = await canvasStats(page, "#result-canvas");
+  await page.fill("#features-slider", "12");
+  await page.dispatchEvent("#features-slider", "input");
+  await page.selectOption("#show-select", "both");
+  const redrawn = await canvasStats(page, "#result-canvas");
+  assert.notEqual(redrawn.hash, drawn.hash, "the mask did not change with the slider");
+  assert.equal(await page.getAttribute(".app", "data-busy"), "false");
+  assert.equal(await page.$$eval("#gallery figure", (f) => f.length), 2);
+  assert.deepEqual(page.errors, []);
+  await page.context().close();
+});
+
+test("cancel stops a run and the page goes on working", async () => {
+  const page = await open(env);
+  await waitModel(page);
+  await pickChelsea(page);
+  await page.selectOption("#method-select", "camlime");
+  await page.fill("#samples-input", "5000");
+  await page.dispatchEvent("#samples-input", "change");
+  await page.click("#explain");
+  await page.waitForSelector("#progress");
+  await page.waitForFunction(() => /samples \d+\/5000/.test(document.querySelector("#progress").textContent), null, { timeout: 60_000 });
+  await page.click("#cancel");
+  await page.waitForSelector("#progress", { state: "detached", timeout: 5_000 });
+  assert.match(await page.textContent("#notice"), /Cancelled/);
+  assert.equal(await page.getAttribute("#result", "data-has-result"), "false");
+  // A fresh worker got the model and the image again: another method runs.
+  await waitModel(page);
+  await explain(page, { method: "eigencam" });
+  assert.equal(await page.getAttribute("#result", "data-has-result"), "true");
+  await page.context().close();
+});
+
+test("a corrupt image shows an error and keeps the previous one", async () => {
+  const page = await open(env);
+  await waitModel(page);
+  await pickChelsea(page);
+  await page.setInputFiles("#image-file", { name: "broken.png", mimeType: "image/png", buffer: Buffer.from("\x89PNG\r\n\x1a\nnot really a png") });
+  await page.waitForSelector("#error");
+  const message = await page.textContent("#error .message");
+  assert.match(message, /decode|image/i, message);
+  await page.screenshot({ path: join(ARTIFACTS, "corrupt.png") });
+  await explain(page, { method: "gradcam" });
+  const record = await downloadRecord(page);
+  assert.equal(record.target.label, "Egyptian cat");
+  await page.context().close();
+});
+
+test("the Chinese interface switches and is remembered", async () => {
+  const page = await open(env);
+  assert.equal(await page.textContent("#explain"), "Explain");
+  await page.click("#lang-switch");
+  assert.equal(await page.textContent("#explain"), "解释");
+  assert.equal(await page.getAttribute("html", "lang"), "zh-CN");
+  await page.reload();
+  await page.waitForSelector(".app");
+  assert.equal(await page.textContent("#explain"), "解释");
+  await waitModel(page);
+  await pickChelsea(page);
+  await page.screenshot({ path: join(ARTIFACTS, "chinese.png"), fullPage: true });
+  await page.context().close();
+});
+
+test("the embed layout explains an image URL by itself", async () => {
+  const page = await open(env, "?embed&image=models/samples/chelsea.png&method=gradcam");
+  await page.waitForSelector('#result[data-has-result="true"]', { timeout: 60_000 });
+  assert.equal(await page.$("header.top"), null);
+  assert.equal(await page.$("#explain"), null);
+  const overlay = await canvasStats(page, "#result-canvas");
+  assert.ok(overlay.std > 20);
+  await page.screenshot({ path: join(ARTIFACTS, "embed.png"), fullPage: true });
+  await page.context().close();
+});
+
+test("another target class, a downloaded record loaded back and replayed exactly", async () => {
+  const page = await open(env);
+  await waitModel(page);
+  await pickChelsea(page);
+  const second = await page.textContent("#predictions li:nth-child(2) .label");
+  await page.click("#predictions li:nth-child(2)");
+  await explain(page, { method: "lime", samples: 120 });
+  const record = await downloadRecord(page);
+  assert.equal(record.target.label, second);
+  assert.ok(record.explanations.some((e) => e.label === record.target.class));
+  assert.match(await page.textContent("#summary"), new RegExp(`${second} \\(`));
+  await page.click("#sample-coffee");
+  await page.waitForFunction(() => document.querySelector("#predictions li .label")?.textContent !== "Egyptian cat");
+  await page.setInputFiles("#record-file", { name: "r.json", mimeType: "application/json", buffer: Buffer.from(JSON.stringify(record)) });
+  assert.match(await page.textContent("#error .message", { timeout: 10_000 }), /another image/);
+  await page.click("#error button");
+  await pickChelsea(page);
+  await page.waitForFunction(() => document.querySelector("#predictions li .label")?.textContent === "Egyptian cat");
+  await page.setInputFiles("#record-file", { name: "r.json", mimeType: "application/json", buffer: Buffer.from(JSON.stringify(record)) });
+  await page.waitForSelector('#result[data-has-result="true"]');
+  await page.click("#replay");
+  await page.waitForSelector("#notice", { timeout: 120_000 });
+  assert.equal(await page.textContent("#notice .message"), "Replay reproduced the record exactly.");
+  await page.context().close();
+});
+
+test("a user's own ONNX model: layers discovered, a CAM on a chosen layer", async () => {
+  const page = await open(env);
+  await waitModel(page);
+  const onnx = await readFile(join(DIST, "models/efficientnet_lite0.onnx"));
+  await page.setInputFiles("#model-file", { name: "my_model.onnx", mimeType: "application/octet-stream", buffer: onnx });
+  await page.waitForFunction(() => /my_model · 1000/.test(document.querySelector("#model-status").textContent), null, { timeout: 60_000 });
+  const layers = await page.$$eval("#layer-select option", (o) => o.map((x) => x.value).filter(Boolean));
+  assert.ok(layers.length > 10, `only ${layers.length} layers`);
+  await pickChelsea(page);
+  assert.match(await page.textContent("#predictions li:first-child .label"), /cat|tabby/);
+  await page.selectOption("#layer-select", layers[layers.length - 2]);
+  await explain(page, { method: "gradcam" });
+  const record = await downloadRecord(page);
+  assert.equal(record.model.name, "my_model");
+  assert.deepEqual(record.layers, [layers[layers.length - 2]]);
+  await page.setInputFiles("#model-file", { name: "bad.onnx", mimeType: "application/octet-stream", buffer: Buffer.from("not a model") });
+  await page.waitForSelector("#error");
+  await page.context().close();
+});
+
+test("a project website embeds the explainer with <camlime-explain>", async () => {
+  const context = await env.browser.newContext();
+  const page = await context.newPage();
+  await page.setContent(`<!doctype html><h1>Our lab</h1>
+    <script src="${env.url}embed.js"></script>
+    <camlime-explain src="${env.url}models/samples/chelsea.png" method="gradcam" height="700px"></camlime-explain>`);
+  const frame = await (await page.waitForSelector("camlime-explain iframe")).contentFrame();
+  await frame.waitForSelector('#result[data-has-result="true"]', { timeout: 60_000 });
+  assert.match(await frame.textContent("#predictions li:first-child .label"), /Egyptian cat/);
+  await page.screenshot({ path: join(ARTIFACTS, "embedded-in-a-website.png"), fullPage: true });
+  await context.close();
+});

@@ -1,0 +1,401 @@
+//! The page's layout and controls. Results are drawn by `result.rs`.
+
+use camlime_core::cam::CamMethod;
+use camlime_core::explanation::Method;
+use camlime_web::i18n::Lang;
+use js_sys::Uint8Array;
+use leptos::ev;
+use leptos::prelude::*;
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::JsFuture;
+use web_sys::{File, HtmlInputElement};
+
+use super::result::{Gallery, ResultView};
+use super::{
+    Ctx, MODELS, ModelState, boot, cancel, explain, load_bundled_model, load_user_model, now_ms,
+    set_image,
+};
+
+async fn read_file(file: &File) -> Result<Vec<u8>, String> {
+    let buffer = JsFuture::from(file.array_buffer())
+        .await
+        .map_err(|e| format!("cannot read {}: {e:?}", file.name()))?;
+    Ok(Uint8Array::new(&buffer).to_vec())
+}
+
+/// Read a picked, dropped or pasted file and hand it to `then`.
+fn with_file(ctx: Ctx, file: File, then: impl FnOnce(Ctx, String, Vec<u8>) + 'static) {
+    leptos::task::spawn_local(async move {
+        match read_file(&file).await {
+            Ok(bytes) => then(ctx, file.name(), bytes),
+            Err(message) => ctx.fail(message),
+        }
+    });
+}
+
+fn input_file(event: &ev::Event) -> Option<File> {
+    let input: HtmlInputElement = event.target()?.dyn_into().ok()?;
+    let file = input.files()?.get(0);
+    input.set_value("");
+    file
+}
+
+/// The whole page.
+#[component]
+pub fn App() -> impl IntoView {
+    let ctx = Ctx::new();
+    provide_context(ctx);
+    ctx.set_lang(ctx.lang.get_untracked());
+    boot(ctx);
+    let _paste = window_event_listener(ev::paste, move |event: web_sys::ClipboardEvent| {
+        let file = event
+            .clipboard_data()
+            .and_then(|data| data.files())
+            .and_then(|files| files.get(0));
+        if let Some(file) = file {
+            event.prevent_default();
+            with_file(ctx, file, set_image);
+        }
+    });
+    let mounted = format!("{:.0}", now_ms());
+    let model_ready = move || matches!(ctx.model.get(), ModelState::Ready(_)).to_string();
+    let busy = move || ctx.running.get().is_some().to_string();
+    view! {
+        <div class="app" class:embed=ctx.embed data-mounted-ms=mounted data-model-ready=model_ready data-busy=busy>
+            <Show when=move || !ctx.embed>
+                <header class="top">
+                    <div class="brand">
+                        <span class="logo">"◐"</span>
+                        <div>
+                            <h1>{move || ctx.tr("title")}</h1>
+                            <p class="tagline">{move || ctx.tr("tagline")}</p>
+                        </div>
+                    </div>
+                    <button id="lang-switch" class="ghost" on:click=move |_| ctx.set_lang(ctx.lang.get_untracked().other())>
+                        {move || ctx.tr("switch_lang")}
+                    </button>
+                </header>
+            </Show>
+            <ErrorBanner/>
+            <main class="workspace">
+                <Show when=move || !ctx.embed>
+                    <aside class="panel">
+                        <ImagePicker/>
+                        <ModelPicker/>
+                        <MethodControls/>
+                    </aside>
+                </Show>
+                <section class="stage">
+                    <Predictions/>
+                    <RunBar/>
+                    <ResultView/>
+                    <Show when=move || !ctx.embed>
+                        <Gallery/>
+                    </Show>
+                </section>
+            </main>
+            <Footer/>
+        </div>
+    }
+}
+
+#[component]
+fn ErrorBanner() -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    view! {
+        {move || ctx.error.get().map(|message| view! {
+            <div class="banner error" role="alert" id="error">
+                <strong>{ctx.tr("error")}": "</strong>
+                <span class="message">{message}</span>
+                <button class="ghost" on:click=move |_| ctx.error.set(None)>{ctx.tr("dismiss")}</button>
+            </div>
+        })}
+        {move || ctx.notice.get().map(|message| view! {
+            <div class="banner notice" role="status" id="notice">
+                <span class="message">{message}</span>
+                <button class="ghost" on:click=move |_| ctx.notice.set(None)>{ctx.tr("dismiss")}</button>
+            </div>
+        })}
+    }
+}
+
+#[component]
+fn ImagePicker() -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    let dragging = RwSignal::new(false);
+    let samples = move || {
+        ctx.manifest
+            .get()
+            .map(|m| m.samples.clone())
+            .unwrap_or_default()
+    };
+    view! {
+        <div class="card">
+            <h2>{move || ctx.tr("image")}</h2>
+            <label
+                class="dropzone"
+                class:dragging=move || dragging.get()
+                on:dragover=move |e: ev::DragEvent| { e.prevent_default(); dragging.set(true); }
+                on:dragleave=move |_| dragging.set(false)
+                on:drop=move |e: ev::DragEvent| {
+                    e.prevent_default();
+                    dragging.set(false);
+                    if let Some(file) = e.data_transfer().and_then(|d| d.files()).and_then(|f| f.get(0)) {
+                        with_file(ctx, file, set_image);
+                    }
+                }
+            >
+                <input id="image-file" type="file" accept="image/*"
+                    on:change=move |e| if let Some(file) = input_file(&e) { with_file(ctx, file, set_image) }/>
+                <span class="hint">{move || ctx.tr("drop_here")}</span>
+                <span class="button">{move || ctx.tr("choose_file")}</span>
+            </label>
+            <div class="samples">
+                <span class="label">{move || ctx.tr("samples")}</span>
+                <For each=samples key=|s| s.file.clone() children=move |sample| {
+                    let url = format!("{MODELS}/{}", sample.file);
+                    let name = sample.file.rsplit('/').next().unwrap_or_default().to_owned();
+                    let id = format!("sample-{}", name.split('.').next().unwrap_or_default());
+                    view! {
+                        <button class="sample" id=id title=sample.title.clone() on:click=move |_| {
+                            let (url, name) = (url.clone(), name.clone());
+                            leptos::task::spawn_local(async move {
+                                match super::fetch_bytes(&url).await {
+                                    Ok(bytes) => set_image(ctx, name, bytes),
+                                    Err(message) => ctx.fail(message),
+                                }
+                            });
+                        }>
+                            <img src=format!("{MODELS}/{}", sample.file) alt=sample.title.clone()/>
+                        </button>
+                    }
+                }/>
+            </div>
+            {move || ctx.image_name.get().map(|name| view! { <p class="muted" id="image-name">{name}</p> })}
+        </div>
+    }
+}
+
+#[component]
+fn ModelPicker() -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    let models = move || {
+        ctx.manifest
+            .get()
+            .map(|m| m.models.clone())
+            .unwrap_or_default()
+    };
+    let status = move || match ctx.model.get() {
+        ModelState::None => String::new(),
+        ModelState::Loading(name) => format!("{} {name}", ctx.tr("model_loading")),
+        ModelState::Ready(summary) => format!(
+            "{} · {} · {} {} · {} {} · {:.0} ms",
+            ctx.tr("model_ready"),
+            summary.name,
+            summary.classes,
+            ctx.tr("classes"),
+            summary.layers.len(),
+            ctx.tr("layers"),
+            summary.load_ms
+        ),
+    };
+    view! {
+        <div class="card">
+            <h2>{move || ctx.tr("model")}</h2>
+            <select id="model-select" prop:value=move || ctx.model_choice.get()
+                on:change=move |e| load_bundled_model(ctx, event_target_value(&e))>
+                <For each=models key=|m| m.name.clone() children=move |m| view! {
+                    <option value=m.name.clone()>{m.title.clone()}</option>
+                }/>
+                {move || ctx.model_choice.get().strip_prefix("user:").map(|name| view! {
+                    <option value=format!("user:{name}")>{name.to_owned()}</option>
+                })}
+            </select>
+            <label class="button ghost file">
+                {move || ctx.tr("own_model")}
+                <input id="model-file" type="file" accept=".onnx"
+                    on:change=move |e| if let Some(file) = input_file(&e) { with_file(ctx, file, load_user_model) }/>
+            </label>
+            <p class="muted" id="model-status">{status}</p>
+        </div>
+    }
+}
+
+#[component]
+fn Predictions() -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    view! {
+        <Show when=move || !ctx.predictions.with(Vec::is_empty)>
+            <div class="card predictions">
+                <div class="with-image">
+                    {move || ctx.base.get().map(|base| {
+                        let url = super::result::data_url(&base);
+                        view! { <img class="base" src=url alt="input"/> }
+                    })}
+                    <div class="list">
+                        <h2>{move || ctx.tr("predictions")}</h2>
+                        <p class="muted">{move || ctx.tr("target_hint")}</p>
+                        <ol id="predictions">
+                            <For each=move || ctx.predictions.get() key=|p| p.class children=move |p| {
+                                let class = p.class;
+                                let width = format!("width: {:.1}%", 100.0 * p.probability);
+                                view! {
+                                    <li class:chosen=move || ctx.target.get() == Some(class)
+                                        on:click=move |_| if !ctx.embed { ctx.target.set(Some(class)) }>
+                                        <span class="label">{p.label.clone()}</span>
+                                        <span class="prob">{format!("{:.1}%", 100.0 * p.probability)}</span>
+                                        <span class="bar" style=width></span>
+                                    </li>
+                                }
+                            }/>
+                        </ol>
+                    </div>
+                </div>
+            </div>
+        </Show>
+    }
+}
+
+fn method_options() -> Vec<(String, String)> {
+    [Method::CamLime, Method::Lime]
+        .into_iter()
+        .chain(CamMethod::ALL.into_iter().map(Method::Cam))
+        .map(|m| (m.name().to_owned(), m.title().to_owned()))
+        .collect()
+}
+
+#[component]
+fn MethodControls() -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    let is_sampling = move || matches!(ctx.method.get().as_str(), "camlime" | "lime");
+    let layers = move || match ctx.model.get() {
+        ModelState::Ready(summary) => summary.layers.clone(),
+        _ => Vec::new(),
+    };
+    let default_layers = move || match ctx.model.get() {
+        ModelState::Ready(summary) => summary.default_layers.join(", "),
+        _ => String::new(),
+    };
+    let ready = move || {
+        matches!(ctx.model.get(), ModelState::Ready(_))
+            && ctx.base.with(Option::is_some)
+            && ctx.running.with(Option::is_none)
+    };
+    view! {
+        <div class="card">
+            <h2>{move || ctx.tr("method")}</h2>
+            <label class="field">
+                <span>{move || ctx.tr("method")}</span>
+                <select id="method-select" prop:value=move || ctx.method.get()
+                    on:change=move |e| ctx.method.set(event_target_value(&e))>
+                    {method_options().into_iter().map(|(name, title)| view! { <option value=name>{title}</option> }).collect_view()}
+                </select>
+            </label>
+            <Show when=move || ctx.method.get() == "camlime">
+                <label class="field">
+                    <span>{move || ctx.tr("cam_for_camlime")}</span>
+                    <select id="cam-select" prop:value=move || ctx.cam.get()
+                        on:change=move |e| ctx.cam.set(event_target_value(&e))>
+                        {CamMethod::ALL.into_iter().map(|m| view! { <option value=m.name()>{m.title()}</option> }).collect_view()}
+                    </select>
+                </label>
+            </Show>
+            <label class="field">
+                <span>{move || ctx.tr("layer")}</span>
+                <select id="layer-select" prop:value=move || ctx.layer.get()
+                    on:change=move |e| ctx.layer.set(event_target_value(&e))>
+                    <option value="">{move || format!("{} ({})", ctx.tr("default_layer"), default_layers())}</option>
+                    <For each=layers key=|l| l.name.clone() children=move |l| {
+                        let label = format!("{}  [{}×{}×{}]", l.name, l.shape[0], l.shape[1], l.shape[2]);
+                        view! { <option value=l.name.clone()>{label}</option> }
+                    }/>
+                </select>
+            </label>
+            <Show when=is_sampling>
+                <div class="grid2">
+                    <label class="field">
+                        <span>{move || ctx.tr("num_samples")}</span>
+                        <input id="samples-input" type="number" min="2" max="100000" step="50"
+                            prop:value=move || ctx.samples.get().to_string()
+                            on:change=move |e| if let Ok(n) = event_target_value(&e).parse() { ctx.samples.set(n) }/>
+                    </label>
+                    <label class="field">
+                        <span>{move || ctx.tr("seed")}</span>
+                        <input id="seed-input" type="number" min="0"
+                            prop:value=move || ctx.seed.get().to_string()
+                            on:change=move |e| if let Ok(n) = event_target_value(&e).parse() { ctx.seed.set(n) }/>
+                    </label>
+                    <label class="field">
+                        <span>{move || ctx.tr("segmenter")}</span>
+                        <select id="segmenter-select" prop:value=move || ctx.segmenter.get()
+                            on:change=move |e| ctx.segmenter.set(event_target_value(&e))>
+                            {["quickshift", "slic", "felzenszwalb", "grid"].into_iter().map(|s| view! { <option value=s>{s}</option> }).collect_view()}
+                        </select>
+                    </label>
+                    <label class="field">
+                        <span>{move || ctx.tr("kernel_width")}</span>
+                        <input id="kernel-input" type="number" min="0.01" step="0.05"
+                            prop:value=move || ctx.kernel_width.get().to_string()
+                            on:change=move |e| if let Ok(w) = event_target_value(&e).parse() { ctx.kernel_width.set(w) }/>
+                    </label>
+                </div>
+                <Show when=move || ctx.method.get() == "camlime">
+                    <label class="field">
+                        <span>{move || ctx.tr("mode")}</span>
+                        <select id="mode-select" prop:value=move || ctx.mode.get()
+                            on:change=move |e| ctx.mode.set(event_target_value(&e))>
+                            <option value="segment-mean">"segment · mean"</option>
+                            <option value="segment-max">"segment · max"</option>
+                            <option value="grid">"grid (paper)"</option>
+                            <option value="vector">"vector"</option>
+                        </select>
+                    </label>
+                </Show>
+            </Show>
+            <button id="explain" class="primary" prop:disabled=move || !ready() on:click=move |_| explain(ctx)>
+                {move || ctx.tr("explain")}
+            </button>
+        </div>
+    }
+}
+
+#[component]
+fn RunBar() -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    view! {
+        {move || ctx.running.get().map(|running| {
+            let percent = if running.total > 0 { 100.0 * running.done as f64 / running.total as f64 } else { 0.0 };
+            let elapsed = (super::now_ms() - running.started) / 1e3;
+            view! {
+                <div class="card running" id="progress">
+                    <div class="progress-head">
+                        <span>{ctx.tr("working")}" · "{running.stage.clone()}" "{format!("{}/{}", running.done, running.total)}</span>
+                        <span class="muted">{format!("{elapsed:.1} s")}</span>
+                        <button id="cancel" class="ghost danger" on:click=move |_| cancel(ctx)>{ctx.tr("cancel")}</button>
+                    </div>
+                    <div class="progress"><div class="fill" style=format!("width: {percent:.1}%")></div></div>
+                </div>
+            }
+        })}
+    }
+}
+
+#[component]
+fn Footer() -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    let lang = move || match ctx.lang.get() {
+        Lang::En => "English",
+        Lang::Zh => "简体中文",
+    };
+    view! {
+        <footer class="bottom">
+            <span>"CamLIME "{env!("CARGO_PKG_VERSION")}" · "{lang}</span>
+            <span id="timings" class="muted">
+                {move || ctx.timings.get().iter().map(|(k, v)| format!("{k} {v:.0}")).collect::<Vec<_>>().join(" · ")}
+            </span>
+            <Show when=move || ctx.embed>
+                <a href="./" target="_blank" rel="noopener">{move || ctx.tr("open_full")}</a>
+            </Show>
+        </footer>
+    }
+}

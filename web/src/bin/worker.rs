@@ -1,0 +1,283 @@
+//! The Web Worker: owns the classifier and the current image, runs predictions and
+//! explanations with the core, and reports progress. The page runs one worker per core: the
+//! first explains, and LIME's samples are classified by all of them (wasm has no threads here).
+//! Cancelling is the page terminating the workers and starting fresh ones, so a long run never
+//! has to poll for messages.
+
+use std::cell::RefCell;
+
+use camlime_core::explanation::{ExplanationRecord, Pending, Started, classify_samples, start};
+use camlime_core::{Classifier, DecodeLimits, ModelSpec, Runtime, decode_image};
+use camlime_web::protocol::{ModelSummary, Request, Response, decode, encode};
+use image::RgbImage;
+use js_sys::{Object, Reflect, Uint8Array};
+use wasm_bindgen::JsCast;
+use wasm_bindgen::prelude::*;
+use web_sys::{DedicatedWorkerGlobalScope, MessageEvent};
+
+/// What the worker keeps between requests.
+#[derive(Default)]
+struct State {
+    classifier: Option<Classifier>,
+    image: Option<RgbImage>,
+    /// An explanation waiting for its samples: (request id, its first phase).
+    pending: Option<(u64, Pending)>,
+}
+
+thread_local! {
+    static STATE: RefCell<State> = RefCell::default();
+}
+
+fn scope() -> DedicatedWorkerGlobalScope {
+    js_sys::global().unchecked_into()
+}
+
+fn now_ms() -> f64 {
+    Reflect::get(&js_sys::global(), &"performance".into())
+        .ok()
+        .and_then(|p| p.dyn_into::<web_sys::Performance>().ok())
+        .map_or(0.0, |p| p.now())
+}
+
+fn post(response: &Response, bytes: Option<&[u8]>) {
+    let message = Object::new();
+    let _ = Reflect::set(&message, &"json".into(), &encode(response).into());
+    let transfer = js_sys::Array::new();
+    if let Some(bytes) = bytes {
+        let array = Uint8Array::from(bytes);
+        transfer.push(&array.buffer());
+        let _ = Reflect::set(&message, &"bytes".into(), &array);
+    }
+    if let Err(e) = scope().post_message_with_transfer(&message, &transfer) {
+        web_sys::console::error_2(&"camlime worker: cannot post".into(), &e);
+    }
+}
+
+/// The core's runtime inside the worker: sequential, with progress messages and a clock.
+struct WorkerRuntime {
+    id: u64,
+}
+
+impl Runtime for WorkerRuntime {
+    fn progress(&self, stage: &str, done: usize, total: usize) {
+        post(
+            &Response::Progress {
+                id: self.id,
+                stage: stage.into(),
+                done,
+                total,
+            },
+            None,
+        );
+    }
+
+    fn clock(&self) -> Option<std::time::Duration> {
+        Some(std::time::Duration::from_secs_f64(now_ms().max(0.0) / 1e3))
+    }
+}
+
+/// A classifier with the spec's labels when their count fits the model (a user's model gets
+/// ImageNet's names only when it has 1000 classes).
+fn load(bytes: &[u8], mut spec: ModelSpec) -> camlime_core::Result<Classifier> {
+    let labels = std::mem::take(&mut spec.labels);
+    let classifier = Classifier::new(bytes, spec)?;
+    if labels.len() == classifier.num_classes() {
+        classifier.with_labels(labels)
+    } else {
+        Ok(classifier)
+    }
+}
+
+fn handle(request: Request, bytes: Option<Vec<u8>>) {
+    match request {
+        Request::LoadModel { spec } => {
+            let started = now_ms();
+            let result = bytes
+                .ok_or_else(|| "no model bytes were sent".to_owned())
+                .and_then(|bytes| load(&bytes, spec).map_err(|e| e.to_string()));
+            match result {
+                Ok(classifier) => {
+                    let summary = ModelSummary {
+                        name: classifier.spec().name.clone(),
+                        sha256: classifier.sha256().into(),
+                        classes: classifier.num_classes(),
+                        layers: classifier.layers().to_vec(),
+                        default_layers: classifier.default_layers().to_vec(),
+                        load_ms: now_ms() - started,
+                    };
+                    STATE.with_borrow_mut(|s| s.classifier = Some(classifier));
+                    post(&Response::ModelLoaded(summary), None);
+                }
+                Err(message) => {
+                    STATE.with_borrow_mut(|s| s.classifier = None);
+                    post(&Response::Failed { id: None, message }, None);
+                }
+            }
+        }
+        Request::Predict { id, top } => {
+            let outcome = STATE.with_borrow_mut(|state| -> Result<_, String> {
+                let classifier = state.classifier.as_ref().ok_or("no model is loaded")?;
+                let bytes = bytes.ok_or("no image bytes were sent")?;
+                let image =
+                    decode_image(&bytes, &DecodeLimits::default()).map_err(|e| e.to_string())?;
+                let base = classifier
+                    .spec()
+                    .preprocessing
+                    .base_image(&image)
+                    .map_err(|e| e.to_string())?;
+                let started = now_ms();
+                let predictions = classifier
+                    .predict(std::slice::from_ref(&base), top.clamp(1, 20))
+                    .map_err(|e| e.to_string())?
+                    .remove(0);
+                let forward_ms = now_ms() - started;
+                state.image = Some(image);
+                Ok((base, predictions, forward_ms))
+            });
+            match outcome {
+                Ok((base, predictions, forward_ms)) => post(
+                    &Response::Predicted {
+                        id,
+                        width: base.width(),
+                        height: base.height(),
+                        predictions,
+                        forward_ms,
+                    },
+                    Some(base.as_raw()),
+                ),
+                Err(message) => post(
+                    &Response::Failed {
+                        id: Some(id),
+                        message,
+                    },
+                    None,
+                ),
+            }
+        }
+        Request::Explain {
+            id,
+            config,
+            source,
+            workers,
+        } => {
+            let outcome = STATE.with_borrow_mut(|state| -> Result<_, String> {
+                state.pending = None;
+                let classifier = state.classifier.as_ref().ok_or("no model is loaded")?;
+                let image = state.image.as_ref().ok_or("no image is loaded")?;
+                let runtime = WorkerRuntime { id };
+                match start(classifier, image, source, &config, &runtime)
+                    .map_err(|e| e.to_string())?
+                {
+                    Started::Done(record) => Ok(Some(record)),
+                    Started::Sampling(pending) if workers > 1 => {
+                        let job = pending.job();
+                        post(
+                            &Response::Sampling {
+                                id,
+                                job: Box::new(job),
+                            },
+                            Some(pending.base.as_raw()),
+                        );
+                        state.pending = Some((id, *pending));
+                        Ok(None)
+                    }
+                    Started::Sampling(pending) => {
+                        let job = pending.job();
+                        let targets = classify_samples(
+                            classifier,
+                            &pending.base,
+                            &job,
+                            0..job.num_samples,
+                            &runtime,
+                        )
+                        .map_err(|e| e.to_string())?;
+                        pending
+                            .finish(classifier, targets, &runtime)
+                            .map(|record| Some(Box::new(record)))
+                            .map_err(|e| e.to_string())
+                    }
+                }
+            });
+            answer(id, outcome);
+        }
+        Request::Classify {
+            id,
+            job,
+            start,
+            end,
+        } => {
+            let outcome = STATE.with_borrow(|state| -> Result<_, String> {
+                let classifier = state.classifier.as_ref().ok_or("no model is loaded")?;
+                let (height, width) = (job.segments.height as u32, job.segments.width as u32);
+                let base = bytes
+                    .and_then(|b| RgbImage::from_raw(width, height, b))
+                    .ok_or("the base image does not fit the job's segments")?;
+                classify_samples(classifier, &base, &job, start..end, &WorkerRuntime { id })
+                    .map_err(|e| e.to_string())
+            });
+            match outcome {
+                Ok(targets) => post(&Response::Classified { id, start, targets }, None),
+                Err(message) => post(
+                    &Response::Failed {
+                        id: Some(id),
+                        message,
+                    },
+                    None,
+                ),
+            }
+        }
+        Request::Finish { id, targets } => {
+            let outcome = STATE.with_borrow_mut(|state| -> Result<_, String> {
+                let classifier = state.classifier.as_ref().ok_or("no model is loaded")?;
+                let pending = match state.pending.take() {
+                    Some((pending_id, pending)) if pending_id == id => pending,
+                    _ => return Err(format!("no explanation {id} is waiting for samples")),
+                };
+                pending
+                    .finish(classifier, targets, &WorkerRuntime { id })
+                    .map(|record| Some(Box::new(record)))
+                    .map_err(|e| e.to_string())
+            });
+            answer(id, outcome);
+        }
+    }
+}
+
+/// Post a finished record, nothing when the explanation waits for its samples, or the error.
+fn answer(id: u64, outcome: Result<Option<Box<ExplanationRecord>>, String>) {
+    match outcome {
+        Ok(Some(record)) => post(&Response::Explained { id, record }, None),
+        Ok(None) => {}
+        Err(message) => post(
+            &Response::Failed {
+                id: Some(id),
+                message,
+            },
+            None,
+        ),
+    }
+}
+
+fn on_message(event: MessageEvent) {
+    let data = event.data();
+    let json = Reflect::get(&data, &"json".into())
+        .ok()
+        .and_then(|v| v.as_string())
+        .unwrap_or_default();
+    let bytes = Reflect::get(&data, &"bytes".into())
+        .ok()
+        .and_then(|v| v.dyn_into::<Uint8Array>().ok())
+        .map(|a| a.to_vec());
+    match decode::<Request>(&json) {
+        Ok(request) => handle(request, bytes),
+        Err(message) => post(&Response::Failed { id: None, message }, None),
+    }
+}
+
+fn main() {
+    console_error_panic_hook::set_once();
+    let callback = Closure::<dyn Fn(MessageEvent)>::new(on_message);
+    scope().set_onmessage(Some(callback.as_ref().unchecked_ref()));
+    callback.forget();
+    post(&Response::Ready, None);
+}

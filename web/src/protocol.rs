@@ -1,0 +1,185 @@
+//! The page ↔ worker messages. Each message is a JS object `{ json, bytes? }`: `json` is one of
+//! these enums serialised, `bytes` an optional `Uint8Array` (model or image bytes, the base
+//! image's pixels) moved rather than copied.
+
+use camlime_core::explanation::{ExplanationRecord, SampleJob};
+use camlime_core::{ExplainConfig, Layer, ModelSpec, Prediction};
+use serde::{Deserialize, Serialize};
+
+/// Page → worker.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Request {
+    /// Build a classifier from the ONNX bytes attached.
+    LoadModel {
+        /// How to read it (bundled manifest entry, or a user model's defaults).
+        spec: ModelSpec,
+    },
+    /// Decode the image bytes attached, keep it, predict its top classes.
+    Predict {
+        /// Correlates the answer.
+        id: u64,
+        /// How many classes.
+        top: usize,
+    },
+    /// Explain the kept image.
+    Explain {
+        /// Correlates progress and the answer.
+        id: u64,
+        /// Method and parameters.
+        config: Box<ExplainConfig>,
+        /// Where the image came from (file name or URL), for the record.
+        source: Option<String>,
+        /// How many workers share LIME's samples: above 1, the worker answers
+        /// [`Response::Sampling`] and waits for [`Request::Finish`].
+        workers: usize,
+    },
+    /// Classify rows `start..end` of a sample job on the base image attached (RGB bytes).
+    Classify {
+        /// The explanation's id.
+        id: u64,
+        /// The job.
+        job: Box<SampleJob>,
+        /// First row.
+        start: usize,
+        /// One past the last row.
+        end: usize,
+    },
+    /// Finish the explanation waiting for its samples.
+    Finish {
+        /// The explanation's id.
+        id: u64,
+        /// Per explained label, its probability on every sample.
+        targets: Vec<Vec<f64>>,
+    },
+}
+
+/// Worker → page.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Response {
+    /// The worker's wasm is running and takes requests.
+    Ready,
+    /// A classifier is loaded.
+    ModelLoaded(ModelSummary),
+    /// The kept image's base picture (RGB bytes attached) and predictions.
+    Predicted {
+        /// The request's id.
+        id: u64,
+        /// Base-image width.
+        width: u32,
+        /// Base-image height.
+        height: u32,
+        /// Top classes.
+        predictions: Vec<Prediction>,
+        /// Milliseconds the forward pass took.
+        forward_ms: f64,
+    },
+    /// Work done so far.
+    Progress {
+        /// The request's id.
+        id: u64,
+        /// Stage name (`samples`, `masks`, …).
+        stage: String,
+        /// Units done.
+        done: usize,
+        /// Units in all.
+        total: usize,
+    },
+    /// A LIME/CamLIME explanation's samples, to be classified by every worker (the base image's
+    /// RGB bytes attached).
+    Sampling {
+        /// The request's id.
+        id: u64,
+        /// The job.
+        job: Box<SampleJob>,
+    },
+    /// Rows `start..` of a job classified.
+    Classified {
+        /// The request's id.
+        id: u64,
+        /// First row.
+        start: usize,
+        /// Per explained label, its probability on each row.
+        targets: Vec<Vec<f64>>,
+    },
+    /// An explanation.
+    Explained {
+        /// The request's id.
+        id: u64,
+        /// The record.
+        record: Box<ExplanationRecord>,
+    },
+    /// A request failed.
+    Failed {
+        /// The request's id (`None` for model loading).
+        id: Option<u64>,
+        /// What went wrong, for the user.
+        message: String,
+    },
+}
+
+/// What the page needs to know of a loaded model.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelSummary {
+    /// Model name.
+    pub name: String,
+    /// sha256 of the ONNX bytes.
+    pub sha256: String,
+    /// Number of classes.
+    pub classes: usize,
+    /// Layers a user picks from (named ones, else every 4-D tensor).
+    pub layers: Vec<Layer>,
+    /// Default target layers.
+    pub default_layers: Vec<String>,
+    /// Milliseconds the worker took to parse and prepare it.
+    pub load_ms: f64,
+}
+
+/// Encode a message's JSON part.
+pub fn encode<T: Serialize>(message: &T) -> String {
+    serde_json::to_string(message).unwrap_or_else(|e| {
+        serde_json::json!({"kind": "failed", "id": null, "message": e.to_string()}).to_string()
+    })
+}
+
+/// Decode a message's JSON part.
+pub fn decode<T: for<'de> Deserialize<'de>>(json: &str) -> Result<T, String> {
+    serde_json::from_str(json).map_err(|e| format!("malformed message: {e}"))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use camlime_core::explanation::Method;
+
+    #[test]
+    fn requests_round_trip() {
+        let config = ExplainConfig {
+            method: Method::from_name("gradcam").unwrap(),
+            seed: 7,
+            ..ExplainConfig::default()
+        };
+        let request = Request::Explain {
+            id: 3,
+            config: Box::new(config),
+            source: Some("chelsea.png".into()),
+            workers: 2,
+        };
+        let json = encode(&request);
+        assert!(json.contains(r#""kind":"explain""#), "{json}");
+        assert_eq!(decode::<Request>(&json).unwrap(), request);
+        let spec = Request::LoadModel {
+            spec: ModelSpec::user_model("mine"),
+        };
+        assert_eq!(decode::<Request>(&encode(&spec)).unwrap(), spec);
+    }
+
+    #[test]
+    fn malformed_messages_are_errors() {
+        let error = decode::<Request>(r#"{"kind":"explain","id":"x"}"#).unwrap_err();
+        assert!(error.starts_with("malformed message"), "{error}");
+        assert!(decode::<Response>("not json").is_err());
+    }
+}
