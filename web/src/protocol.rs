@@ -4,7 +4,9 @@
 
 use camlime_core::explanation::{ExplanationRecord, SampleJob};
 use camlime_core::{ExplainConfig, Layer, ModelSpec, Prediction};
+use js_sys::{Array, Object, Reflect, Uint8Array};
 use serde::{Deserialize, Serialize};
+use wasm_bindgen::{JsCast, JsValue};
 
 /// Page → worker.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -134,6 +136,32 @@ pub struct ModelSummary {
     pub default_layers: Vec<String>,
     /// Milliseconds the worker took to parse and prepare it.
     pub load_ms: f64,
+}
+
+/// A message as the JS object `{ json, bytes? }` and the list of buffers to transfer with it.
+pub fn to_js(json: &str, bytes: Option<&[u8]>) -> (Object, Array) {
+    let message = Object::new();
+    let _ = Reflect::set(&message, &"json".into(), &json.into());
+    let transfer = Array::new();
+    if let Some(bytes) = bytes {
+        let array = Uint8Array::from(bytes);
+        transfer.push(&array.buffer());
+        let _ = Reflect::set(&message, &"bytes".into(), &array);
+    }
+    (message, transfer)
+}
+
+/// A received `{ json, bytes? }` object's parts (empty JSON if it has none, which fails to decode).
+pub fn from_js(data: &JsValue) -> (String, Option<Vec<u8>>) {
+    let json = Reflect::get(data, &"json".into())
+        .ok()
+        .and_then(|v| v.as_string())
+        .unwrap_or_default();
+    let bytes = Reflect::get(data, &"bytes".into())
+        .ok()
+        .and_then(|v| v.dyn_into::<Uint8Array>().ok())
+        .map(|a| a.to_vec());
+    (json, bytes)
 }
 
 /// Encode a message's JSON part.

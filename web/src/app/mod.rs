@@ -11,9 +11,9 @@ use std::cell::RefCell;
 use camlime_core::explanation::{ExplanationRecord, Method, SampleJob};
 use camlime_core::{Manifest, ModelSpec, Prediction};
 use camlime_web::i18n::{Lang, t};
-use camlime_web::protocol::{ModelSummary, Request, Response, decode, encode};
+use camlime_web::protocol::{ModelSummary, Request, Response, decode, encode, from_js, to_js};
 use image::RgbImage;
-use js_sys::{Object, Reflect, Uint8Array};
+use js_sys::Uint8Array;
 use leptos::prelude::*;
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
@@ -247,15 +247,7 @@ fn start_slot(ctx: Ctx, index: usize) -> Result<Slot, String> {
     let worker =
         Worker::new("./worker_loader.js").map_err(|e| format!("cannot start the worker: {e:?}"))?;
     let on_message = Closure::<dyn Fn(MessageEvent)>::new(move |event: MessageEvent| {
-        let data = event.data();
-        let json = Reflect::get(&data, &"json".into())
-            .ok()
-            .and_then(|v| v.as_string())
-            .unwrap_or_default();
-        let bytes = Reflect::get(&data, &"bytes".into())
-            .ok()
-            .and_then(|v| v.dyn_into::<Uint8Array>().ok())
-            .map(|a| a.to_vec());
+        let (json, bytes) = from_js(&event.data());
         match decode::<Response>(&json) {
             Ok(response) => on_response(ctx, index, response, bytes),
             Err(message) => ctx.fail(message),
@@ -295,14 +287,7 @@ fn start_workers(ctx: Ctx) -> Result<(), String> {
 }
 
 fn post(worker: &Worker, json: &str, bytes: Option<Vec<u8>>) {
-    let message = Object::new();
-    let _ = Reflect::set(&message, &"json".into(), &json.into());
-    let transfer = js_sys::Array::new();
-    if let Some(bytes) = bytes {
-        let array = Uint8Array::from(bytes.as_slice());
-        transfer.push(&array.buffer());
-        let _ = Reflect::set(&message, &"bytes".into(), &array);
-    }
+    let (message, transfer) = to_js(json, bytes.as_deref());
     if let Err(e) = worker.post_message_with_transfer(&message, &transfer) {
         web_sys::console::error_2(&"camlime: cannot post to the worker".into(), &e);
     }

@@ -8,9 +8,9 @@ use std::cell::RefCell;
 
 use camlime_core::explanation::{ExplanationRecord, Pending, Started, classify_samples, start};
 use camlime_core::{Classifier, DecodeLimits, ModelSpec, Runtime, decode_image};
-use camlime_web::protocol::{ModelSummary, Request, Response, decode, encode};
+use camlime_web::protocol::{ModelSummary, Request, Response, decode, encode, from_js, to_js};
 use image::RgbImage;
-use js_sys::{Object, Reflect, Uint8Array};
+use js_sys::Reflect;
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 use web_sys::{DedicatedWorkerGlobalScope, MessageEvent};
@@ -40,14 +40,7 @@ fn now_ms() -> f64 {
 }
 
 fn post(response: &Response, bytes: Option<&[u8]>) {
-    let message = Object::new();
-    let _ = Reflect::set(&message, &"json".into(), &encode(response).into());
-    let transfer = js_sys::Array::new();
-    if let Some(bytes) = bytes {
-        let array = Uint8Array::from(bytes);
-        transfer.push(&array.buffer());
-        let _ = Reflect::set(&message, &"bytes".into(), &array);
-    }
+    let (message, transfer) = to_js(&encode(response), bytes);
     if let Err(e) = scope().post_message_with_transfer(&message, &transfer) {
         web_sys::console::error_2(&"camlime worker: cannot post".into(), &e);
     }
@@ -259,15 +252,7 @@ fn answer(id: u64, outcome: Result<Option<Box<ExplanationRecord>>, String>) {
 }
 
 fn on_message(event: MessageEvent) {
-    let data = event.data();
-    let json = Reflect::get(&data, &"json".into())
-        .ok()
-        .and_then(|v| v.as_string())
-        .unwrap_or_default();
-    let bytes = Reflect::get(&data, &"bytes".into())
-        .ok()
-        .and_then(|v| v.dyn_into::<Uint8Array>().ok())
-        .map(|a| a.to_vec());
+    let (json, bytes) = from_js(&event.data());
     match decode::<Request>(&json) {
         Ok(request) => handle(request, bytes),
         Err(message) => post(&Response::Failed { id: None, message }, None),
