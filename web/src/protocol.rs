@@ -16,6 +16,8 @@ pub enum Request {
     LoadModel {
         /// How to read it (bundled manifest entry, or a user model's defaults).
         spec: ModelSpec,
+        /// Also compile Grad-CAM's gradient model before answering (the explaining worker).
+        warm_gradients: bool,
     },
     /// Decode the image bytes attached, keep it, predict its top classes.
     Predict {
@@ -200,6 +202,7 @@ mod tests {
         assert_eq!(decode::<Request>(&json).unwrap(), request);
         let spec = Request::LoadModel {
             spec: ModelSpec::user_model("mine"),
+            warm_gradients: true,
         };
         assert_eq!(decode::<Request>(&encode(&spec)).unwrap(), spec);
     }

@@ -321,8 +321,11 @@ fn send_model(ctx: Ctx, spec: ModelSpec, bytes: Vec<u8>) {
     CLIENT.with_borrow_mut(|client| {
         if let Some(client) = client {
             client.model = Some((spec.clone(), bytes.clone()));
-            let request = Request::LoadModel { spec };
             for slot in 0..client.slots.len() {
+                let request = Request::LoadModel {
+                    spec: spec.clone(),
+                    warm_gradients: slot == 0,
+                };
                 post_to(client, slot, &request, Some(bytes.clone()));
             }
         }

@@ -6,8 +6,13 @@
 
 use std::cell::RefCell;
 
-use camlime_core::explanation::{ExplanationRecord, Pending, Started, classify_samples, start};
-use camlime_core::{Classifier, DecodeLimits, ModelSpec, Runtime, decode_image};
+use camlime_core::cam::CamMethod;
+use camlime_core::explanation::{
+    ExplanationRecord, Method, Pending, Started, classify_samples, explain, start,
+};
+use camlime_core::{
+    Classifier, DecodeLimits, ExplainConfig, ModelSpec, Runtime, Sequential, decode_image,
+};
 use camlime_web::protocol::{ModelSummary, Request, Response, decode, encode, from_js, to_js};
 use image::RgbImage;
 use js_sys::Reflect;
@@ -81,15 +86,37 @@ fn load(bytes: &[u8], mut spec: ModelSpec) -> camlime_core::Result<Classifier> {
     }
 }
 
+/// Compile the plans the first requests need before the model is reported ready: the batch-1
+/// forward, and on the explaining worker Grad-CAM's gradient model at the default layers, so the
+/// first prediction and the first gradient CAM cost a run, not a compilation (~0.4 s each in
+/// Chromium). A model that cannot do Grad-CAM says so when it is asked to, not here.
+fn warm_up(classifier: &Classifier, gradients: bool) {
+    let [height, width] = classifier.input_size();
+    let gray = RgbImage::from_pixel(width as u32, height as u32, image::Rgb([128; 3]));
+    if gradients {
+        let config = ExplainConfig {
+            method: Method::Cam(CamMethod::GradCam),
+            ..ExplainConfig::default()
+        };
+        let _ = explain(classifier, &gray, None, &config, &Sequential);
+    } else {
+        let _ = classifier.predict(&[gray], 1);
+    }
+}
+
 fn handle(request: Request, bytes: Option<Vec<u8>>) {
     match request {
-        Request::LoadModel { spec } => {
+        Request::LoadModel {
+            spec,
+            warm_gradients,
+        } => {
             let started = now_ms();
             let result = bytes
                 .ok_or_else(|| "no model bytes were sent".to_owned())
                 .and_then(|bytes| load(&bytes, spec).map_err(|e| e.to_string()));
             match result {
                 Ok(classifier) => {
+                    warm_up(&classifier, warm_gradients);
                     let summary = ModelSummary {
                         name: classifier.spec().name.clone(),
                         sha256: classifier.sha256().into(),
