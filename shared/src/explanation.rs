@@ -351,7 +351,7 @@ pub fn explain(
         Started::Sampling(pending) => {
             let job = pending.job();
             let targets =
-                classify_samples(classifier, &pending.base, &job, 0..job.num_samples, runtime)?;
+                classify_samples(classifier, &pending.base, job, 0..job.num_samples, runtime)?;
             pending.finish(classifier, targets, runtime)
         }
     }
@@ -374,7 +374,7 @@ pub struct Pending {
     pub base: RgbImage,
     segmentation: Segmentation,
     z: DMatrix<f64>,
-    labels: Vec<usize>,
+    job: SampleJob,
     layers: Vec<String>,
     started: Option<Duration>,
     sampling_from: Option<Duration>,
@@ -482,19 +482,28 @@ pub fn start(
                 labels.insert(0, class);
             }
             let z = sample_design(config.lime.num_samples, segmentation.count(), config.seed);
-            record.segments = Some(SegmentsRecord {
+            let segments = SegmentsRecord {
                 algorithm: config.segmenter.name().into(),
                 height: segmentation.height(),
                 width: segmentation.width(),
                 count: segmentation.count(),
                 runs: segmentation.to_runs(),
-            });
+            };
+            record.segments = Some(segments.clone());
+            let job = SampleJob {
+                segments,
+                num_samples: config.lime.num_samples,
+                seed: config.seed,
+                hide_color: config.lime.hide_color,
+                labels,
+                chunk: config.chunk,
+            };
             return Ok(Started::Sampling(Box::new(Pending {
                 record,
                 base,
                 segmentation,
                 z,
-                labels,
+                job,
                 layers,
                 started,
                 sampling_from: runtime.clock(),
@@ -507,26 +516,8 @@ pub fn start(
 
 impl Pending {
     /// The classification work, for [`classify_samples`].
-    pub fn job(&self) -> SampleJob {
-        let config = &self.record.config;
-        SampleJob {
-            segments: self
-                .record
-                .segments
-                .clone()
-                .unwrap_or_else(|| SegmentsRecord {
-                    algorithm: String::new(),
-                    height: 0,
-                    width: 0,
-                    count: 0,
-                    runs: Vec::new(),
-                }),
-            num_samples: config.lime.num_samples,
-            seed: config.seed,
-            hide_color: config.lime.hide_color,
-            labels: self.labels.clone(),
-            chunk: config.chunk,
-        }
+    pub fn job(&self) -> &SampleJob {
+        &self.job
     }
 
     /// The surrogates (and CamLIME's CAM) from the samples' probabilities: per explained label,
@@ -542,11 +533,12 @@ impl Pending {
             base,
             segmentation,
             z,
-            labels,
+            job,
             layers,
             started,
             sampling_from,
         } = self;
+        let labels = job.labels;
         if targets.len() != labels.len() || targets.iter().any(|t| t.len() != z.nrows()) {
             return Err(Error::Parameter(format!(
                 "expected {} labels × {} sample probabilities",

@@ -35,7 +35,7 @@ fn shared_samples_give_the_same_record() {
         else {
             panic!("{method:?} needs samples");
         };
-        let job: SampleJob = pending.job();
+        let job: SampleJob = pending.job().clone();
         assert_eq!(job.num_samples, 50);
         // Uneven shares that cut chunks in the middle, as three workers would get them.
         let mut targets: Vec<Vec<f64>> = vec![Vec::new(); job.labels.len()];
@@ -75,7 +75,7 @@ fn cams_finish_at_once_and_bad_shares_are_errors() {
     else {
         panic!("LIME needs samples");
     };
-    let job = pending.job();
+    let job = pending.job().clone();
     let past_the_end = classify_samples(&classifier, &pending.base, &job, 10..21, &Sequential);
     assert!(matches!(past_the_end, Err(Error::Parameter(_))));
     let wrong_image = image::RgbImage::new(10, 10);

@@ -105,30 +105,21 @@ impl Ctx {
         t(self.lang.get(), key)
     }
 
-    /// A text whose key is only known at run time (captions chosen by the result view).
-    pub fn tr_dyn(&self, key: &str) -> &'static str {
-        camlime_web::i18n::TABLE
-            .iter()
-            .find(|(k, _, _)| *k == key)
-            .map_or("", |(k, _, _)| t(self.lang.get(), k))
-    }
-
     fn new() -> Self {
-        let search = window().location().search().unwrap_or_default();
-        let params = web_sys::UrlSearchParams::new_with_str(&search).ok();
-        let param = |name: &str| params.as_ref().and_then(|p| p.get(name));
         let stored = local_storage().and_then(|s| s.get_item(LANG_KEY).ok().flatten());
-        let lang = param("lang")
+        let lang = url_param("lang")
             .or(stored)
             .or_else(|| window().navigator().language())
             .map_or(Lang::En, |code| Lang::from_code(&code));
-        let embed = param("embed").is_some();
+        let embed = url_param("embed").is_some();
         Self {
             lang: RwSignal::new(lang),
             embed,
             manifest: RwSignal::new(None),
             labels: RwSignal::new(String::new()),
-            model_choice: RwSignal::new(param("model").unwrap_or_else(|| "mobilenet_v2".into())),
+            model_choice: RwSignal::new(
+                url_param("model").unwrap_or_else(|| "mobilenet_v2".into()),
+            ),
             model: RwSignal::new(ModelState::None),
             image_name: RwSignal::new(None),
             base: RwSignal::new(None),
@@ -136,12 +127,13 @@ impl Ctx {
             target: RwSignal::new(None),
             // An embedded explanation runs by itself: a fast method unless the page asks.
             method: RwSignal::new(
-                param("method").unwrap_or_else(|| if embed { "gradcam" } else { "camlime" }.into()),
+                url_param("method")
+                    .unwrap_or_else(|| if embed { "gradcam" } else { "camlime" }.into()),
             ),
             cam: RwSignal::new("eigencam".into()),
             layer: RwSignal::new(String::new()),
             samples: RwSignal::new(
-                param("samples")
+                url_param("samples")
                     .and_then(|n| n.parse().ok())
                     .unwrap_or(1000),
             ),
@@ -182,6 +174,14 @@ impl Ctx {
             all.push((name.to_owned(), ms));
         });
     }
+}
+
+/// A parameter of the page's address (`?embed&image=…&method=…&workers=…`).
+fn url_param(name: &str) -> Option<String> {
+    let search = window().location().search().ok()?;
+    web_sys::UrlSearchParams::new_with_str(&search)
+        .ok()?
+        .get(name)
 }
 
 fn local_storage() -> Option<web_sys::Storage> {
@@ -233,12 +233,8 @@ thread_local! {
 
 /// One worker per core (at most 4; `?workers=N` overrides): wasm has no threads here.
 fn worker_count() -> usize {
-    let search = window().location().search().unwrap_or_default();
-    let asked = web_sys::UrlSearchParams::new_with_str(&search)
-        .ok()
-        .and_then(|p| p.get("workers"))
-        .and_then(|n| n.parse::<usize>().ok());
-    asked
+    url_param("workers")
+        .and_then(|n| n.parse::<usize>().ok())
         .unwrap_or(window().navigator().hardware_concurrency() as usize)
         .clamp(1, 4)
 }
@@ -577,11 +573,7 @@ fn boot(ctx: Ctx) {
             }
             Err(message) => ctx.fail(message),
         }
-        let search = window().location().search().unwrap_or_default();
-        let image = web_sys::UrlSearchParams::new_with_str(&search)
-            .ok()
-            .and_then(|p| p.get("image"));
-        if let Some(url) = image {
+        if let Some(url) = url_param("image") {
             match fetch_bytes(&url).await {
                 Ok(bytes) => set_image(ctx, url.rsplit('/').next().unwrap_or(&url).into(), bytes),
                 Err(message) => ctx.fail(message),

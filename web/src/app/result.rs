@@ -96,10 +96,10 @@ pub fn add_to_gallery(ctx: Ctx, record: &ExplanationRecord, elapsed_ms: f64) {
     let Some(base) = ctx.base.get_untracked() else {
         return;
     };
-    let options = ctx.show.with_untracked(|_| MaskOptions {
+    let options = MaskOptions {
         num_features: ctx.num_features.get_untracked(),
         ..MaskOptions::default()
-    });
+    };
     if let Ok(pictures) = pictures(record, &base, &options) {
         let Some((_, main)) = pictures.into_iter().next() else {
             return;
@@ -256,7 +256,7 @@ pub fn ResultView() -> impl IntoView {
             })
         })
     };
-    let caption = move |i: usize| move || captions.with(|c| c.get(i).map(|k| ctx.tr_dyn(k)));
+    let caption = move |i: usize| move || captions.with(|c| c.get(i).map(|&k| ctx.tr(k)));
     let shown = move |i: usize| move || captions.with(|c| c.len() > i);
     view! {
         <div class="card result" id="result" data-has-result=move || ctx.record.with(Option::is_some).to_string()>

@@ -185,36 +185,24 @@ fn handle(request: Request, bytes: Option<Vec<u8>>) {
                 let classifier = state.classifier.as_ref().ok_or("no model is loaded")?;
                 let image = state.image.as_ref().ok_or("no image is loaded")?;
                 let runtime = WorkerRuntime { id };
+                if workers <= 1 {
+                    let record = explain(classifier, image, source, &config, &runtime);
+                    return record.map(|r| Some(Box::new(r))).map_err(|e| e.to_string());
+                }
                 match start(classifier, image, source, &config, &runtime)
                     .map_err(|e| e.to_string())?
                 {
                     Started::Done(record) => Ok(Some(record)),
-                    Started::Sampling(pending) if workers > 1 => {
-                        let job = pending.job();
+                    Started::Sampling(pending) => {
                         post(
                             &Response::Sampling {
                                 id,
-                                job: Box::new(job),
+                                job: Box::new(pending.job().clone()),
                             },
                             Some(pending.base.as_raw()),
                         );
                         state.pending = Some((id, *pending));
                         Ok(None)
-                    }
-                    Started::Sampling(pending) => {
-                        let job = pending.job();
-                        let targets = classify_samples(
-                            classifier,
-                            &pending.base,
-                            &job,
-                            0..job.num_samples,
-                            &runtime,
-                        )
-                        .map_err(|e| e.to_string())?;
-                        pending
-                            .finish(classifier, targets, &runtime)
-                            .map(|record| Some(Box::new(record)))
-                            .map_err(|e| e.to_string())
                     }
                 }
             });
