@@ -12,6 +12,7 @@ use serde::Serialize;
 use crate::bench::{BenchArgs, bench};
 use crate::explain::{CompareArgs, ExplainArgs, compare, explain};
 use crate::models::{Bundle, models_dir, read_image};
+use crate::serve::{ServeArgs, serve};
 use camlime_core::runtime;
 
 use crate::parallel::{Threads, available_threads};
@@ -43,6 +44,8 @@ pub enum Command {
     Compare(Box<CompareArgs>),
     /// Time CamLIME end to end with a per-stage breakdown (and Score-CAM).
     Bench(BenchArgs),
+    /// Serve the JSON API (/v1), asynchronous jobs and the web app over HTTP.
+    Serve(Box<ServeArgs>),
 }
 
 /// `--json`.
@@ -97,6 +100,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
         Command::Explain(args) => explain(&bundle, &args, out),
         Command::Compare(args) => compare(&bundle, &args, out),
         Command::Bench(args) => bench(&bundle, &args, out),
+        Command::Serve(args) => serve(&bundle, &args, out),
     }
 }
 

@@ -20,14 +20,19 @@ use camlime_core::render::{
 };
 use camlime_core::surrogate::FeatureSelection;
 use camlime_core::{ExplainConfig, ExplanationRecord, Method, SegmenterConfig, decode_image};
-use clap::Args;
+use clap::{Args, Parser};
 use image::RgbImage;
+use serde::Deserialize;
+use utoipa::ToSchema;
 
 use crate::models::{Bundle, LoadedModel, read_image};
 use crate::parallel::{Threads, available_threads};
 
-/// Parameters shared by `explain` and `compare`.
-#[derive(Debug, Args)]
+/// Parameters shared by `explain`, `compare` and the server's `params` (JSON names are the field
+/// names; defaults are the flags' defaults; `features`, `threads` and `max_pixels` are the
+/// command line's own).
+#[derive(Debug, Args, Deserialize, ToSchema)]
+#[serde(default, deny_unknown_fields)]
 pub struct ExplainOptions {
     /// Target layer(s) for CAMs (repeat for multi-layer fusion); default: the model's.
     #[arg(long = "layer", value_name = "NAME")]
@@ -120,13 +125,28 @@ pub struct ExplainOptions {
     pub noise_stdev: f32,
     /// Segments shown in masks.
     #[arg(long, default_value_t = 5)]
+    #[serde(skip)]
     pub features: usize,
     /// Threads (default: every core).
     #[arg(long)]
+    #[serde(skip)]
     pub threads: Option<usize>,
     /// Largest accepted image, in pixels (decompression-bomb guard).
     #[arg(long, default_value_t = DecodeLimits::default().max_pixels)]
+    #[serde(skip)]
     pub max_pixels: u64,
+}
+
+impl Default for ExplainOptions {
+    /// The command line's defaults, so that the server's defaults cannot drift from them.
+    fn default() -> Self {
+        #[derive(Parser)]
+        struct Defaults {
+            #[command(flatten)]
+            options: ExplainOptions,
+        }
+        Defaults::parse_from(["camlime"]).options
+    }
 }
 
 impl ExplainOptions {
@@ -142,7 +162,8 @@ impl ExplainOptions {
             mode: CamLimeMode::from_name(&self.mode)?,
             ablation: match self.ablation.as_str() {
                 "pytorch-grad-cam" => AblationValue::PytorchGradCam,
-                _ => AblationValue::Zero,
+                "zero" => AblationValue::Zero,
+                other => bail!("ablation must be `zero` or `pytorch-grad-cam`, got `{other}`"),
             },
             eigen_smooth: self.eigen_smooth,
             aug_smooth: self.aug_smooth,

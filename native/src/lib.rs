@@ -12,3 +12,4 @@ pub mod commands;
 pub mod explain;
 pub mod models;
 pub mod parallel;
+pub mod serve;

@@ -19,14 +19,26 @@ pub fn available_threads() -> usize {
     std::thread::available_parallelism().map_or(1, NonZeroUsize::get)
 }
 
+/// Receives `(stage, done, total)` progress reports (the server's jobs publish them).
+pub type ProgressFn = Arc<dyn Fn(&str, usize, usize) + Send + Sync>;
+
 /// Runs the core's chunks on up to `threads` scoped threads; results do not depend on the
 /// thread count (the core fixes the chunks).
-#[derive(Debug)]
 pub struct Threads {
     threads: usize,
     started: Instant,
     bar: Option<ProgressBar>,
+    report: Option<ProgressFn>,
     cancel: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for Threads {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Threads")
+            .field("threads", &self.threads)
+            .field("cancelled", &self.cancelled())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Threads {
@@ -36,8 +48,21 @@ impl Threads {
             threads: threads.max(1),
             started: Instant::now(),
             bar: None,
+            report: None,
             cancel: Arc::default(),
         }
+    }
+
+    /// Report progress to `report` as well.
+    pub fn with_progress(mut self, report: ProgressFn) -> Self {
+        self.report = Some(report);
+        self
+    }
+
+    /// Cancel when `flag` is set (by another thread: a client, a timeout, shutdown).
+    pub fn with_cancel_flag(mut self, flag: Arc<AtomicBool>) -> Self {
+        self.cancel = flag;
+        self
     }
 
     /// Show progress on stderr (hidden automatically when stderr is not a terminal).
@@ -108,6 +133,9 @@ impl Runtime for Threads {
             bar.set_message(stage.to_owned());
             bar.set_length(total as u64);
             bar.set_position(done as u64);
+        }
+        if let Some(report) = &self.report {
+            report(stage, done, total);
         }
     }
 

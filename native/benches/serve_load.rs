@@ -1,0 +1,139 @@
+//! Load on `camlime serve`: throughput and latency of concurrent predicts on the bundled cat,
+//! with and without CamLIME jobs running beside them.
+//!
+//! `cargo bench -p camlime --bench serve_load [-- REQUESTS CONCURRENCY]` (defaults 400 and 50).
+//! Starts the `camlime` binary of the same profile on a loopback port.
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use ureq::Agent;
+
+fn multipart(image: &[u8], request: &str) -> (String, Vec<u8>) {
+    let boundary = "camlime-bench-boundary";
+    let mut body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"x.png\"\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(image);
+    body.extend_from_slice(
+        format!(
+            "\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"request\"\r\n\r\n{request}\r\n--{boundary}--\r\n"
+        )
+        .as_bytes(),
+    );
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// Fire `requests` predicts from `concurrency` clients; returns (throughput, p50, p99, errors).
+fn predicts(
+    agent: &Agent,
+    url: &str,
+    form: &(String, Vec<u8>),
+    requests: usize,
+    concurrency: usize,
+) -> (f64, Duration, Duration, usize) {
+    let next = AtomicUsize::new(0);
+    let errors = AtomicUsize::new(0);
+    let latencies = Mutex::new(Vec::with_capacity(requests));
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for _ in 0..concurrency {
+            scope.spawn(|| {
+                while next.fetch_add(1, Ordering::Relaxed) < requests {
+                    let t = Instant::now();
+                    let response = agent
+                        .post(format!("{url}/v1/predict"))
+                        .header("content-type", &form.0)
+                        .send(&form.1[..]);
+                    let ok = response.is_ok_and(|mut r| {
+                        r.status() == 200 && r.body_mut().read_to_string().is_ok()
+                    });
+                    if !ok {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                    latencies.lock().unwrap().push(t.elapsed());
+                }
+            });
+        }
+    });
+    let elapsed = started.elapsed();
+    let mut latencies = latencies.into_inner().unwrap();
+    latencies.sort();
+    (
+        requests as f64 / elapsed.as_secs_f64(),
+        percentile(&latencies, 50.0),
+        percentile(&latencies, 99.0),
+        errors.into_inner(),
+    )
+}
+
+fn main() {
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let requests = args.first().copied().unwrap_or(400);
+    let concurrency = args.get(1).copied().unwrap_or(50);
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let data = std::env::temp_dir().join(format!("camlime-serve-bench-{}", std::process::id()));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_camlime"))
+        .args(["serve", "--addr", "127.0.0.1:0", "--max-waiting", "10000"])
+        .arg("--data-dir")
+        .arg(&data)
+        .current_dir(&repo)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line.trim().trim_start_matches("listening on ").to_owned();
+    let image = std::fs::read(repo.join("models/samples/chelsea.png")).unwrap();
+    let form = multipart(&image, "{}");
+    let agent: Agent = Agent::config_builder()
+        .http_status_as_error(false)
+        .max_idle_connections_per_host(concurrency)
+        .build()
+        .into();
+    predicts(&agent, &url, &form, 20, 2);
+    println!(
+        "camlime serve, {} cores, {requests} predicts (MobileNetV2, chelsea.png, multipart) from {concurrency} clients",
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    let (rate, p50, p99, errors) = predicts(&agent, &url, &form, requests, concurrency);
+    println!(
+        "  alone:          {rate:7.1} predicts/s, p50 {:7.1} ms, p99 {:7.1} ms, {errors} errors",
+        p50.as_secs_f64() * 1e3,
+        p99.as_secs_f64() * 1e3
+    );
+    let job = multipart(&image, r#"{"params": {"samples": 1000}}"#);
+    let response = agent
+        .post(format!("{url}/v1/jobs"))
+        .header("content-type", &job.0)
+        .send(&job.1[..])
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let (rate, p50, p99, errors) = predicts(&agent, &url, &form, requests, concurrency);
+    println!(
+        "  beside CamLIME: {rate:7.1} predicts/s, p50 {:7.1} ms, p99 {:7.1} ms, {errors} errors",
+        p50.as_secs_f64() * 1e3,
+        p99.as_secs_f64() * 1e3
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&data);
+}

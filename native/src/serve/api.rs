@@ -1,0 +1,516 @@
+//! The `/v1` handlers and the OpenAPI document generated from their types (utoipa).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use camlime_core::{ExplainConfig, ExplanationRecord};
+use futures_util::Stream;
+use serde::Serialize;
+use utoipa::{OpenApi, ToSchema};
+
+use super::error::{ApiError, ErrorBody, ErrorDetail};
+use super::input::{ExplainRequest, PredictRequest, Submission, explain_config, find_model, heavy};
+use super::jobs::{JobCounts, JobStatus, Progress, Status};
+use super::{AppState, ServedModel};
+use crate::explain::ExplainOptions;
+use crate::parallel::Threads;
+
+/// The OpenAPI document of `/v1`.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "CamLIME server",
+        description = "Explain what CNN image classifiers look at: CamLIME, LIME, the CAM family \
+                       and captum's attributions. Results are the explanation records of \
+                       `camlime explain`. Errors are `{\"error\": {\"code\", \"message\"}}`."
+    ),
+    paths(
+        models, predict, explain, submit_job, list_jobs, get_job, job_events, cancel_job, health
+    ),
+    components(schemas(
+        ErrorBody,
+        ErrorDetail,
+        ModelListing,
+        LayerInfo,
+        PredictRequest,
+        PredictResponse,
+        PredictionInfo,
+        ExplainRequest,
+        ExplainOptions,
+        JobStatus,
+        Status,
+        Progress,
+        Health,
+        JobCounts
+    ))
+)]
+pub struct ApiDoc;
+
+/// A target layer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LayerInfo {
+    /// Tensor name (PyTorch module path for the bundled models).
+    pub name: String,
+    /// Channels, height, width.
+    pub shape: [usize; 3],
+}
+
+/// A served model.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ModelListing {
+    /// Name to use in requests.
+    pub name: String,
+    /// What it is.
+    pub title: String,
+    /// Licence of the weights.
+    pub licence: String,
+    /// sha256 of the ONNX file (records name it).
+    pub sha256: String,
+    /// Input width and height.
+    pub input_size: [usize; 2],
+    /// Classes.
+    pub num_classes: usize,
+    /// The layers CAMs use by default.
+    pub default_layers: Vec<String>,
+    /// The named layers explanations can target.
+    pub layers: Vec<LayerInfo>,
+}
+
+/// One class.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PredictionInfo {
+    /// Class index.
+    pub class: usize,
+    /// Class name.
+    pub label: String,
+    /// Softmax probability.
+    pub probability: f32,
+}
+
+/// The top classes of an image.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PredictResponse {
+    /// The model.
+    pub model: String,
+    /// Best first.
+    pub predictions: Vec<PredictionInfo>,
+}
+
+/// `/healthz`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// `ok`.
+    pub status: String,
+    /// camlime version.
+    pub version: String,
+    /// Served models.
+    pub models: usize,
+    /// Jobs by state.
+    pub jobs: JobCounts,
+}
+
+fn listing(model: &ServedModel) -> ModelListing {
+    let c = &model.classifier;
+    ModelListing {
+        name: model.name.clone(),
+        title: model.title.clone(),
+        licence: model.licence.clone(),
+        sha256: c.sha256().to_owned(),
+        input_size: c.input_size(),
+        num_classes: c.num_classes(),
+        default_layers: c.default_layers().to_vec(),
+        layers: c
+            .layers()
+            .iter()
+            .map(|l| LayerInfo {
+                name: l.name.clone(),
+                shape: l.shape,
+            })
+            .collect(),
+    }
+}
+
+/// The served models and their layers.
+#[utoipa::path(get, path = "/v1/models", responses((status = 200, body = Vec<ModelListing>)))]
+pub async fn models(State(state): State<Arc<AppState>>) -> Json<Vec<ModelListing>> {
+    Json(state.models.iter().map(|m| listing(m)).collect())
+}
+
+/// Sets the cancel flag of synchronous work whose request went away (client disconnected).
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Run synchronous work on `permits` of the compute pool (at most the core count), within the
+/// request timeout; 429 when too many requests wait already.
+async fn compute<T: Send + 'static>(
+    state: &AppState,
+    permits: u32,
+    work: impl FnOnce(Arc<AtomicBool>) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let _waiting = state.enter_waiting()?;
+    let _permit = state
+        .compute
+        .clone()
+        .acquire_many_owned(permits)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                "the server is shutting down",
+            )
+        })?;
+    let cancel = Arc::new(AtomicBool::new(false));
+    let _guard = CancelOnDrop(cancel.clone());
+    let flag = cancel.clone();
+    let (sender, mut receiver) = tokio::sync::oneshot::channel();
+    state.pool.spawn(move || {
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(flag)));
+        let _ = sender.send(outcome);
+    });
+    let outcome = match tokio::time::timeout(state.limits.request_timeout, &mut receiver).await {
+        Ok(outcome) => outcome,
+        Err(_) => {
+            cancel.store(true, Ordering::Relaxed);
+            let _ = receiver.await;
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "timeout",
+                format!(
+                    "the request ran longer than {} s; submit it as a job (POST /v1/jobs)",
+                    state.limits.request_timeout.as_secs_f64()
+                ),
+            ));
+        }
+    };
+    match outcome {
+        Ok(Ok(result)) => result,
+        _ => {
+            tracing::error!("a request's work panicked");
+            Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                "the request failed inside the server",
+            ))
+        }
+    }
+}
+
+fn decode_bytes(bytes: &[u8], max_pixels: u64) -> Result<image::RgbImage, ApiError> {
+    Ok(camlime_core::decode_image(
+        bytes,
+        &camlime_core::preprocess::DecodeLimits { max_pixels },
+    )?)
+}
+
+/// Classify an image: the top classes.
+#[utoipa::path(
+    post,
+    path = "/v1/predict",
+    request_body(content = PredictRequest, description = "JSON (image base64), or multipart/form-data with an `image` part and a `request` part holding this JSON without `image`"),
+    responses(
+        (status = 200, body = PredictResponse),
+        (status = 400, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 415, body = ErrorBody), (status = 429, body = ErrorBody)
+    )
+)]
+pub async fn predict(
+    State(state): State<Arc<AppState>>,
+    submission: Submission<PredictRequest>,
+) -> Result<Json<PredictResponse>, ApiError> {
+    let request = submission.request;
+    let model = find_model(&state, &request.model)?;
+    if !(1..=1000).contains(&request.top) {
+        return Err(ApiError::bad_request(
+            "invalid_parameter",
+            format!("top must lie in 1..=1000, got {}", request.top),
+        ));
+    }
+    let top = usize::from(request.top);
+    let name = model.name.clone();
+    let max_pixels = state.limits.max_pixels;
+    let bytes = submission.image;
+    let predictions = compute(&state, 1, move |_| {
+        let image = decode_bytes(&bytes, max_pixels)?;
+        let base = model.classifier.spec().preprocessing.base_image(&image)?;
+        let mut rows = model.classifier.predict(&[base], top)?;
+        Ok(rows.pop().unwrap_or_default())
+    })
+    .await?;
+    Ok(Json(PredictResponse {
+        model: name,
+        predictions: predictions
+            .into_iter()
+            .map(|p| PredictionInfo {
+                class: p.class,
+                label: p.label,
+                probability: p.probability,
+            })
+            .collect(),
+    }))
+}
+
+/// The checked pieces of an explain request.
+struct Prepared {
+    model: Arc<ServedModel>,
+    config: ExplainConfig,
+    source: Option<String>,
+}
+
+fn prepare(state: &AppState, request: &ExplainRequest) -> Result<Prepared, ApiError> {
+    let model = find_model(state, &request.model)?;
+    let config = explain_config(request, &model, &state.limits)?;
+    Ok(Prepared {
+        model,
+        config,
+        source: request.source.clone(),
+    })
+}
+
+fn explain_with(
+    prepared: &Prepared,
+    image: &image::RgbImage,
+    runtime: &Threads,
+) -> Result<ExplanationRecord, ApiError> {
+    Ok(camlime_core::explain(
+        &prepared.model.classifier,
+        image,
+        prepared.source.clone(),
+        &prepared.config,
+        runtime,
+    )?)
+}
+
+/// Explain an image now (light methods: CAMs, attributions, LIME/CamLIME with few samples).
+#[utoipa::path(
+    post,
+    path = "/v1/explain",
+    request_body(content = ExplainRequest, description = "JSON (image base64), or multipart/form-data with an `image` part and a `request` part holding this JSON without `image`"),
+    responses(
+        (status = 200, description = "The explanation record (as `camlime explain --json`)", body = Object),
+        (status = 400, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 415, body = ErrorBody), (status = 422, description = "Too heavy: use /v1/jobs", body = ErrorBody),
+        (status = 429, body = ErrorBody)
+    )
+)]
+pub async fn explain(
+    State(state): State<Arc<AppState>>,
+    submission: Submission<ExplainRequest>,
+) -> Result<Response, ApiError> {
+    let prepared = prepare(&state, &submission.request)?;
+    if let Some(reason) = heavy(&prepared.config, &state.limits) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "use_jobs",
+            format!("too heavy to answer synchronously ({reason}): POST it to /v1/jobs"),
+        ));
+    }
+    let threads = state.threads;
+    let permits = u32::try_from(threads).unwrap_or(u32::MAX);
+    let max_pixels = state.limits.max_pixels;
+    let bytes = submission.image;
+    let record = compute(&state, permits, move |cancel| {
+        let image = decode_bytes(&bytes, max_pixels)?;
+        let runtime = Threads::new(threads).with_cancel_flag(cancel);
+        explain_with(&prepared, &image, &runtime)
+    })
+    .await?;
+    Ok(Json(record).into_response())
+}
+
+/// Submit an explanation as a job; follow it with `/v1/jobs/{id}/events`.
+#[utoipa::path(
+    post,
+    path = "/v1/jobs",
+    request_body(content = ExplainRequest, description = "As /v1/explain, any method and size"),
+    responses(
+        (status = 202, body = JobStatus, headers(("Location" = String, description = "The job's URL"))),
+        (status = 400, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 415, body = ErrorBody), (status = 429, description = "The queue is full", body = ErrorBody),
+        (status = 503, description = "Shutting down", body = ErrorBody)
+    )
+)]
+pub async fn submit_job(
+    State(state): State<Arc<AppState>>,
+    submission: Submission<ExplainRequest>,
+) -> Result<Response, ApiError> {
+    let prepared = prepare(&state, &submission.request)?;
+    // Decode now, so that a corrupt image is the client's 400 rather than a failed job; the job
+    // keeps the (smaller) file and decodes it again when it runs.
+    let max_pixels = state.limits.max_pixels;
+    let bytes = submission.image;
+    let checked = bytes.clone();
+    compute(&state, 1, move |_| {
+        decode_bytes(&checked, max_pixels).map(drop)
+    })
+    .await?;
+    let method = prepared.config.method.name().to_owned();
+    let model = prepared.model.name.clone();
+    let status = state.jobs.submit(
+        &model,
+        &method,
+        Box::new(move |runtime| {
+            let image = decode_bytes(&bytes, max_pixels)?;
+            explain_with(&prepared, &image, runtime)
+        }),
+    )?;
+    let mut headers = HeaderMap::new();
+    if let Ok(location) = HeaderValue::from_str(&format!("/v1/jobs/{}", status.id)) {
+        headers.insert(header::LOCATION, location);
+    }
+    Ok((StatusCode::ACCEPTED, headers, Json(status)).into_response())
+}
+
+/// Every kept job's status, oldest first.
+#[utoipa::path(get, path = "/v1/jobs", responses((status = 200, body = Vec<JobStatus>)))]
+pub async fn list_jobs(State(state): State<Arc<AppState>>) -> Json<Vec<JobStatus>> {
+    Json(state.jobs.list())
+}
+
+/// A job's status; with `result` (the explanation record) once it is done.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{id}",
+    params(("id" = String, Path, description = "The job's id")),
+    responses(
+        (status = 200, description = "The job's status fields and, when done, `result`: the explanation record", body = JobStatus),
+        (status = 404, body = ErrorBody)
+    )
+)]
+pub async fn get_job(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let status = state.jobs.get(&id)?.status();
+    let mut body = serde_json::to_string(&status).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            e.to_string(),
+        )
+    })?;
+    if status.status == Status::Done {
+        let record = state.jobs.record(&id)?;
+        body.pop();
+        body.push_str(",\"result\":");
+        body.push_str(&record);
+        body.push('}');
+    }
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response())
+}
+
+/// Server-Sent Events: the job's status (JSON, as `GET /v1/jobs/{id}` without `result`) now and
+/// on every change; the stream ends after the final status.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{id}/events",
+    params(("id" = String, Path, description = "The job's id")),
+    responses(
+        (status = 200, description = "text/event-stream of JobStatus", content_type = "text/event-stream", body = JobStatus),
+        (status = 404, body = ErrorBody)
+    )
+)]
+pub async fn job_events(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let receiver = state.jobs.get(&id)?.subscribe();
+    let shutdown = state.shutdown.clone();
+    let stream = futures_util::stream::unfold(
+        (receiver, shutdown, false, true),
+        |(mut receiver, mut shutdown, finished, first)| async move {
+            if finished {
+                return None;
+            }
+            if !first {
+                tokio::select! {
+                    changed = receiver.changed() => changed.ok()?,
+                    _ = shutdown.wait_for(|stop| *stop) => {}
+                }
+            }
+            let status = receiver.borrow_and_update().clone();
+            let stop = status.status.is_terminal() || *shutdown.borrow();
+            let event = Event::default()
+                .json_data(&status)
+                .unwrap_or_else(|_| Event::default().data("{}"));
+            Some((Ok(event), (receiver, shutdown, stop, false)))
+        },
+    );
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+/// Cancel a queued or running job (202 with its status; a running job ends `cancelled` at its
+/// next chunk), or delete a finished job and its result (204).
+#[utoipa::path(
+    delete,
+    path = "/v1/jobs/{id}",
+    params(("id" = String, Path, description = "The job's id")),
+    responses(
+        (status = 202, body = JobStatus), (status = 204, description = "Deleted"),
+        (status = 404, body = ErrorBody)
+    )
+)]
+pub async fn cancel_job(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    Ok(match state.jobs.cancel(&id)? {
+        Some(status) => (StatusCode::ACCEPTED, Json(status)).into_response(),
+        None => StatusCode::NO_CONTENT.into_response(),
+    })
+}
+
+/// Liveness and a summary.
+#[utoipa::path(get, path = "/healthz", responses((status = 200, body = Health)))]
+pub async fn health(State(state): State<Arc<AppState>>) -> Json<Health> {
+    Json(Health {
+        status: "ok".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        models: state.models.len(),
+        jobs: state.jobs.counts(),
+    })
+}
+
+/// The Prometheus text exposition.
+pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        state.metrics.encode(state.jobs.counts()),
+    )
+        .into_response()
+}
+
+/// Any other path under `/v1`: 404 (not the web app's page).
+pub async fn unknown_route(uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no endpoint {}; see /v1/openapi.json", uri.path()),
+    )
+}
+
+/// The OpenAPI document.
+pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}

@@ -1,0 +1,306 @@
+//! Request bodies: JSON with the image as base64, or `multipart/form-data` with the image as a
+//! file part and the rest as a `request` part holding the same JSON. Anything else is 415.
+//! The parsed request becomes a [`Prepared`] explanation only after every check the work would
+//! make later: the image decodes within the pixel limit, the model, method, layers, target and
+//! parameters exist and lie within the server's limits.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Multipart, Request};
+use axum::http::{StatusCode, header};
+use base64::Engine;
+use camlime_core::attribution::NoiseTunnel;
+use camlime_core::cam::CamMethod;
+use camlime_core::{ExplainConfig, Method};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use utoipa::ToSchema;
+
+use super::error::ApiError;
+use super::{AppState, Limits, ServedModel};
+use crate::explain::ExplainOptions;
+
+/// `POST /v1/predict`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PredictRequest {
+    /// A model of `GET /v1/models` (default `mobilenet_v2`).
+    #[serde(default = "default_model")]
+    pub model: String,
+    /// The image, base64 (JSON bodies; multipart sends it as the `image` part).
+    #[serde(default)]
+    pub image: Option<String>,
+    /// How many classes to return (1–1000, default 5).
+    #[serde(default = "default_top")]
+    pub top: u16,
+}
+
+/// `POST /v1/explain` and `POST /v1/jobs`: the command line's `explain`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExplainRequest {
+    /// A model of `GET /v1/models` (default `mobilenet_v2`).
+    #[serde(default = "default_model")]
+    pub model: String,
+    /// The image, base64 (JSON bodies; multipart sends it as the `image` part).
+    #[serde(default)]
+    pub image: Option<String>,
+    /// What the record calls the image (e.g. its file name).
+    #[serde(default)]
+    pub source: Option<String>,
+    /// `camlime` (default), `lime`, a CAM or an input attribution, as `camlime explain --method`.
+    #[serde(default)]
+    pub method: Option<String>,
+    /// The command line's explanation flags, by field name (`samples`, `seed`, `layers`, `cam`…).
+    #[serde(default)]
+    pub params: Option<ExplainOptions>,
+    /// Instead of `method` and `params`: a whole explanation configuration, e.g. a record's
+    /// `config` to replay it.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub config: Option<ExplainConfig>,
+}
+
+fn default_model() -> String {
+    "mobilenet_v2".into()
+}
+
+fn default_top() -> u16 {
+    5
+}
+
+/// A request body with the image bytes taken out of it.
+#[derive(Debug)]
+pub struct Submission<T> {
+    /// The parsed JSON.
+    pub request: T,
+    /// The image file's bytes.
+    pub image: Bytes,
+}
+
+/// Request types that carry a base64 image.
+pub trait WithImage {
+    /// Take the base64 image out of the request.
+    fn take_image(&mut self) -> Option<String>;
+}
+
+impl WithImage for PredictRequest {
+    fn take_image(&mut self) -> Option<String> {
+        self.image.take()
+    }
+}
+
+impl WithImage for ExplainRequest {
+    fn take_image(&mut self) -> Option<String> {
+        self.image.take()
+    }
+}
+
+fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::bad_request("invalid_json", format!("invalid request JSON: {e}")))
+}
+
+impl<S, T> FromRequest<S> for Submission<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned + WithImage + Send,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let content_type = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        if content_type.starts_with("application/json") {
+            let body = Bytes::from_request(req, state).await.map_err(body_error)?;
+            let mut request: T = parse_json(&body)?;
+            let encoded = request.take_image().ok_or_else(|| {
+                ApiError::bad_request("missing_image", "the request has no `image` (base64)")
+            })?;
+            let image = base64::engine::general_purpose::STANDARD
+                .decode(encoded.trim())
+                .map_err(|e| {
+                    ApiError::bad_request("invalid_image", format!("`image` is not base64: {e}"))
+                })?;
+            return Ok(Self {
+                request,
+                image: image.into(),
+            });
+        }
+        if content_type.starts_with("multipart/form-data") {
+            let mut multipart = Multipart::from_request(req, state)
+                .await
+                .map_err(|e| multipart_error(e.status(), e.body_text()))?;
+            let mut image = None;
+            let mut request = None;
+            while let Some(field) = multipart
+                .next_field()
+                .await
+                .map_err(|e| multipart_error(e.status(), e.body_text()))?
+            {
+                let name = field.name().unwrap_or("").to_owned();
+                let bytes = field
+                    .bytes()
+                    .await
+                    .map_err(|e| multipart_error(e.status(), e.body_text()))?;
+                match name.as_str() {
+                    "image" => image = Some(bytes),
+                    "request" => request = Some(parse_json::<T>(&bytes)?),
+                    other => {
+                        return Err(ApiError::bad_request(
+                            "invalid_multipart",
+                            format!("unexpected part `{other}`: send `image` and `request`"),
+                        ));
+                    }
+                }
+            }
+            let image = image.ok_or_else(|| {
+                ApiError::bad_request("missing_image", "the form has no `image` part")
+            })?;
+            let mut request = match request {
+                Some(r) => r,
+                None => parse_json(b"{}")?,
+            };
+            if request.take_image().is_some() {
+                return Err(ApiError::bad_request(
+                    "invalid_multipart",
+                    "send the image as the `image` part, not inside `request`",
+                ));
+            }
+            return Ok(Self { request, image });
+        }
+        Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!(
+                "Content-Type must be application/json or multipart/form-data, got `{}`",
+                if content_type.is_empty() {
+                    "none"
+                } else {
+                    &content_type
+                }
+            ),
+        ))
+    }
+}
+
+fn multipart_error(status: StatusCode, text: String) -> ApiError {
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(status, "payload_too_large", text)
+    } else {
+        ApiError::new(status, "invalid_multipart", text)
+    }
+}
+
+fn body_error(rejection: axum::extract::rejection::BytesRejection) -> ApiError {
+    let status = rejection.status();
+    let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+        "payload_too_large"
+    } else {
+        "invalid_body"
+    };
+    ApiError::new(status, code, rejection.body_text())
+}
+
+/// A model by name, or 400 naming the served ones.
+pub fn find_model(state: &AppState, name: &str) -> Result<Arc<ServedModel>, ApiError> {
+    state
+        .models
+        .iter()
+        .find(|m| m.name == name)
+        .cloned()
+        .ok_or_else(|| {
+            let names: Vec<&str> = state.models.iter().map(|m| m.name.as_str()).collect();
+            ApiError::bad_request(
+                "unknown_model",
+                format!(
+                    "unknown model `{name}`; served models: {}",
+                    names.join(", ")
+                ),
+            )
+        })
+}
+
+/// The explanation configuration of a request, checked against the model and the limits.
+pub fn explain_config(
+    request: &ExplainRequest,
+    model: &ServedModel,
+    limits: &Limits,
+) -> Result<ExplainConfig, ApiError> {
+    let config = match (&request.config, &request.method, &request.params) {
+        (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
+            return Err(ApiError::bad_request(
+                "invalid_parameter",
+                "send either `config` or `method` and `params`, not both",
+            ));
+        }
+        (Some(config), None, None) => config.clone(),
+        (None, method, params) => {
+            let method = Method::from_name(method.as_deref().unwrap_or("camlime"))
+                .map_err(|e| ApiError::bad_request("unknown_method", e.to_string()))?;
+            let default = ExplainOptions::default();
+            params
+                .as_ref()
+                .unwrap_or(&default)
+                .config(method)
+                .map_err(|e| ApiError::bad_request("invalid_parameter", format!("{e:#}")))?
+        }
+    };
+    let samples = config.lime.num_samples;
+    if matches!(config.method, Method::Lime | Method::CamLime) && samples > limits.max_samples {
+        return Err(ApiError::bad_request(
+            "invalid_parameter",
+            format!(
+                "samples must be at most {} on this server, got {samples}",
+                limits.max_samples
+            ),
+        ));
+    }
+    config.lime.validate()?;
+    let attribution = &config.attribution;
+    let noise = attribution.noise_tunnel.as_ref().map_or(0, |n| n.samples);
+    if attribution.steps > limits.max_steps || noise > limits.max_steps {
+        return Err(ApiError::bad_request(
+            "invalid_parameter",
+            format!(
+                "steps and noise samples must be at most {} on this server, got {} and {noise}",
+                limits.max_steps, attribution.steps
+            ),
+        ));
+    }
+    let classifier = &model.classifier;
+    classifier.target_layers(&config.layers)?;
+    if let Some(target) = config.target {
+        classifier.check_class(target)?;
+    }
+    Ok(config)
+}
+
+/// Why an explanation is too heavy to answer synchronously, if it is.
+pub fn heavy(config: &ExplainConfig, limits: &Limits) -> Option<String> {
+    let cam_is_heavy = |cam: CamMethod, noise: &Option<NoiseTunnel>| {
+        matches!(
+            cam,
+            CamMethod::ScoreCam | CamMethod::AblationCam | CamMethod::Occlusion
+        ) || noise.is_some()
+    };
+    let noise = &config.attribution.noise_tunnel;
+    match config.method {
+        Method::Lime | Method::CamLime if config.lime.num_samples > limits.sync_samples => {
+            Some(format!(
+                "{} samples (synchronous requests take at most {})",
+                config.lime.num_samples, limits.sync_samples
+            ))
+        }
+        Method::CamLime if cam_is_heavy(config.cam, noise) => {
+            Some(format!("CamLIME guided by {}", config.cam.name()))
+        }
+        Method::Cam(cam) if cam_is_heavy(cam, noise) => Some(cam.name().to_owned()),
+        _ => None,
+    }
+}

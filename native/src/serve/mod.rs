@@ -1,0 +1,387 @@
+//! `camlime serve`: the HTTP server (axum + tower-http) — a JSON API under `/v1`, asynchronous
+//! jobs with Server-Sent-Events progress, limits on everything a client controls, `/healthz`,
+//! `/metrics`, the OpenAPI document, and the built web app at `/`.
+//!
+//! Work runs off the async threads: synchronous requests on a compute pool of one permit per core
+//! (a predict takes one core, a synchronous explanation all of them), jobs on `--jobs` workers
+//! that each use every core. Results equal the command line's for the same parameters (the core's
+//! results do not depend on the thread count).
+
+mod api;
+mod error;
+mod input;
+mod jobs;
+mod metrics;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderValue, Method, StatusCode};
+use axum::routing::{any, get};
+use camlime_core::Classifier;
+use camlime_core::lime::MAX_SAMPLES;
+use camlime_core::preprocess::DecodeLimits;
+use clap::Args;
+use tokio::sync::{Semaphore, watch};
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::services::{ServeDir, ServeFile};
+use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
+use tracing::Level;
+
+pub use api::ApiDoc;
+use error::ApiError;
+use jobs::{JobSettings, Jobs};
+use metrics::Metrics;
+
+use crate::models::Bundle;
+use crate::parallel::available_threads;
+
+/// Arguments of `serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0: any free port; the chosen address is printed).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub addr: SocketAddr,
+    /// Extra ONNX classifiers to serve besides the bundled ones (by file stem; ImageNet
+    /// preprocessing).
+    #[arg(long = "model", value_name = "FILE.onnx")]
+    pub extra_models: Vec<PathBuf>,
+    /// Folder of job states and results (kept across restarts).
+    #[arg(long, default_value = "camlime-jobs", value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// The built web app to serve at `/` (default: `dist/` of the source tree, when built).
+    #[arg(long, value_name = "DIR")]
+    pub web_dir: Option<PathBuf>,
+    /// Origins allowed to call the API from a browser (repeat; `*` for any). None: same origin.
+    #[arg(long = "cors-origin", value_name = "ORIGIN")]
+    pub cors_origins: Vec<String>,
+    /// Threads per job and permits of the synchronous compute pool (default: every core).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Jobs running at once.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub jobs: u16,
+    /// Jobs waiting at most; more are refused with 429.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=10_000))]
+    pub queue: u16,
+    /// Synchronous requests in flight at most (running or waiting); more are refused with 429.
+    #[arg(long, default_value_t = 256)]
+    pub max_waiting: usize,
+    /// Largest request body, in bytes.
+    #[arg(long, default_value_t = 32 << 20)]
+    pub max_body: usize,
+    /// Largest decoded image, in pixels (decompression-bomb guard).
+    #[arg(long, default_value_t = DecodeLimits::default().max_pixels)]
+    pub max_pixels: u64,
+    /// Most LIME / CamLIME samples a request may ask for.
+    #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u32).range(2..=MAX_SAMPLES as i64))]
+    pub max_samples: u32,
+    /// Most LIME / CamLIME samples `/v1/explain` answers synchronously (more: use /v1/jobs).
+    #[arg(long, default_value_t = 300)]
+    pub sync_samples: usize,
+    /// Most Integrated-Gradients steps and noise-tunnel samples a request may ask for.
+    #[arg(long, default_value_t = 1_000)]
+    pub max_steps: usize,
+    /// Seconds a synchronous request may compute.
+    #[arg(long, default_value_t = 120.0)]
+    pub request_timeout: f64,
+    /// Seconds a job may run before it fails with `timeout`.
+    #[arg(long, default_value_t = 3_600.0)]
+    pub job_timeout: f64,
+    /// Seconds a finished job's result is kept.
+    #[arg(long, default_value_t = 7.0 * 86_400.0)]
+    pub result_ttl: f64,
+}
+
+/// What clients may ask for.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Largest decoded image.
+    pub max_pixels: u64,
+    /// Most samples.
+    pub max_samples: usize,
+    /// Most samples answered synchronously.
+    pub sync_samples: usize,
+    /// Most integration steps / noise samples.
+    pub max_steps: usize,
+    /// Synchronous requests in flight at most.
+    pub max_waiting: usize,
+    /// Synchronous compute time at most.
+    pub request_timeout: Duration,
+}
+
+/// A model the server answers with.
+#[derive(Debug)]
+pub struct ServedModel {
+    /// Name in requests.
+    pub name: String,
+    /// Description.
+    pub title: String,
+    /// Licence of the weights.
+    pub licence: String,
+    /// The classifier.
+    pub classifier: Classifier,
+}
+
+/// Everything the handlers share.
+pub struct AppState {
+    models: Vec<Arc<ServedModel>>,
+    limits: Limits,
+    threads: usize,
+    /// Fixed threads for synchronous work (decoding, predicts, explanations' coordination).
+    /// Not Tokio's blocking pool: tract keeps scratch memory per thread, and 50 concurrent
+    /// predicts grew the process by ~510 MB on Tokio's ~40 blocking threads, by ~60 MB on two
+    /// fixed threads (release build, 2-core machine; a second round: +1.5 MB).
+    pool: rayon::ThreadPool,
+    compute: Arc<Semaphore>,
+    waiting: AtomicUsize,
+    jobs: Arc<Jobs>,
+    metrics: Arc<Metrics>,
+    shutdown: watch::Receiver<bool>,
+}
+
+/// Leaves the count of synchronous requests in flight when dropped.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl AppState {
+    fn enter_waiting(&self) -> Result<Waiting<'_>, ApiError> {
+        let before = self.waiting.fetch_add(1, Ordering::SeqCst);
+        let guard = Waiting(&self.waiting);
+        if before >= self.limits.max_waiting {
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_requests",
+                format!(
+                    "{} requests are in flight already; try again later",
+                    self.limits.max_waiting
+                ),
+            ));
+        }
+        Ok(guard)
+    }
+}
+
+fn seconds(value: f64, flag: &str) -> Result<Duration> {
+    Duration::try_from_secs_f64(value)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .with_context(|| format!("--{flag} must be a positive number of seconds, got {value}"))
+}
+
+fn load_models(bundle: &Bundle, extra: &[PathBuf]) -> Result<Vec<Arc<ServedModel>>> {
+    let mut models = Vec::new();
+    for entry in &bundle.manifest.models {
+        let loaded = bundle.load(&entry.name)?;
+        models.push(Arc::new(ServedModel {
+            name: loaded.name,
+            title: entry.title.clone(),
+            licence: entry.licence.clone(),
+            classifier: loaded.classifier,
+        }));
+    }
+    for path in extra {
+        let loaded = bundle.load_file(path)?;
+        anyhow::ensure!(
+            models.iter().all(|m| m.name != loaded.name),
+            "two models are called `{}`: rename {}",
+            loaded.name,
+            path.display()
+        );
+        models.push(Arc::new(ServedModel {
+            title: format!("{} (from {})", loaded.name, path.display()),
+            licence: "unknown (user model)".into(),
+            name: loaded.name,
+            classifier: loaded.classifier,
+        }));
+    }
+    Ok(models)
+}
+
+fn cors(origins: &[String]) -> Result<Option<CorsLayer>> {
+    if origins.is_empty() {
+        return Ok(None);
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        let values = origins
+            .iter()
+            .map(|o| HeaderValue::from_str(o).with_context(|| format!("bad --cors-origin `{o}`")))
+            .collect::<Result<Vec<_>>>()?;
+        AllowOrigin::list(values)
+    };
+    Ok(Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([Method::GET, Method::POST, Method::DELETE])
+            .allow_headers([axum::http::header::CONTENT_TYPE])
+            .expose_headers([axum::http::header::LOCATION]),
+    ))
+}
+
+fn web_dir(explicit: Option<PathBuf>) -> Option<PathBuf> {
+    explicit.or_else(|| {
+        let built = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../dist");
+        built.join("index.html").is_file().then_some(built)
+    })
+}
+
+fn router(state: Arc<AppState>, args: &ServeArgs) -> Result<Router> {
+    use axum::routing::post;
+    let api = Router::new()
+        .route("/v1/models", get(api::models))
+        .route("/v1/predict", post(api::predict))
+        .route("/v1/explain", post(api::explain))
+        .route("/v1/jobs", post(api::submit_job).get(api::list_jobs))
+        .route("/v1/jobs/{id}", get(api::get_job).delete(api::cancel_job))
+        .route("/v1/jobs/{id}/events", get(api::job_events))
+        .route("/v1/openapi.json", get(api::openapi))
+        .route("/v1/{*rest}", any(api::unknown_route))
+        .route("/healthz", get(api::health))
+        .route("/metrics", get(api::metrics))
+        .layer(DefaultBodyLimit::max(args.max_body))
+        .with_state(state.clone());
+    let mut app = match web_dir(args.web_dir.clone()) {
+        Some(dir) => {
+            anyhow::ensure!(
+                dir.join("index.html").is_file(),
+                "--web-dir {} has no index.html (build it with `trunk build --release`)",
+                dir.display()
+            );
+            tracing::info!("serving the web app from {}", dir.display());
+            let index = ServeFile::new(dir.join("index.html"));
+            api.fallback_service(ServeDir::new(&dir).fallback(index))
+        }
+        None => api,
+    };
+    if let Some(cors) = cors(&args.cors_origins)? {
+        app = app.layer(cors);
+    }
+    Ok(app
+        .layer(axum::middleware::map_response(error::json_errors))
+        .layer(axum::middleware::from_fn_with_state(
+            state.metrics.clone(),
+            metrics::track,
+        ))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
+                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+        ))
+}
+
+async fn shutdown_signal() {
+    let interrupt = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {},
+        () = terminate => {},
+    }
+}
+
+/// Run `serve` until Ctrl-C or SIGTERM; `out` gets the line `listening on http://ADDR`.
+pub fn serve(bundle: &Bundle, args: &ServeArgs, out: &mut dyn std::io::Write) -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "camlime=info,tower_http=info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init()
+        .ok();
+    let threads = args.threads.unwrap_or_else(available_threads).max(1);
+    let limits = Limits {
+        max_pixels: args.max_pixels,
+        max_samples: args.max_samples as usize,
+        sync_samples: args.sync_samples,
+        max_steps: args.max_steps,
+        max_waiting: args.max_waiting.max(1),
+        request_timeout: seconds(args.request_timeout, "request-timeout")?,
+    };
+    let settings = JobSettings {
+        dir: args.data_dir.clone(),
+        workers: usize::from(args.jobs),
+        queue: usize::from(args.queue),
+        threads,
+        timeout: seconds(args.job_timeout, "job-timeout")?,
+        ttl: seconds(args.result_ttl, "result-ttl")?,
+    };
+    let models = load_models(bundle, &args.extra_models)?;
+    let metrics = Arc::new(Metrics::default());
+    let finished_metrics = metrics.clone();
+    let jobs = Jobs::start(
+        settings,
+        Box::new(move |status, code| finished_metrics.job_finished(status, code)),
+    )?;
+    let (stop, shutdown) = watch::channel(false);
+    let state = Arc::new(AppState {
+        models,
+        limits,
+        threads,
+        pool: rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("camlime-compute-{i}"))
+            .build()
+            .context("cannot start the compute threads")?,
+        compute: Arc::new(Semaphore::new(threads)),
+        waiting: AtomicUsize::new(0),
+        jobs: jobs.clone(),
+        metrics,
+        shutdown,
+    });
+    let app = router(state, args)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let served = runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(args.addr)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.addr))?;
+        let addr = listener.local_addr()?;
+        writeln!(out, "listening on http://{addr}")?;
+        out.flush()?;
+        jobs.spawn_workers().await;
+        let on_signal = async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down");
+            jobs.shutdown(Duration::from_secs(30)).await;
+            let _ = stop.send(true);
+        };
+        axum::serve(listener, app)
+            .with_graceful_shutdown(on_signal)
+            .await
+            .context("the server failed")
+    });
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    served?;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,815 @@
+//! `camlime serve` end to end: the real binary on a loopback port, driven over HTTP.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use ureq::Agent;
+
+use common::{camlime, repo};
+
+/// A running server, killed when dropped.
+struct Server {
+    child: Child,
+    url: String,
+    data: PathBuf,
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("camlime-serve-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+impl Server {
+    /// Start `camlime serve` with a data folder under `dir` and extra flags.
+    fn start(dir: &Path, flags: &[&str]) -> Self {
+        let data = dir.join("jobs");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("server.log"))
+            .unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_camlime"))
+            .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
+            .arg(&data)
+            .args(flags)
+            .current_dir(repo(""))
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        Self { child, url, data }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+
+    /// SIGTERM and wait for the process to end.
+    fn stop(mut self) -> std::process::ExitStatus {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        self.child.wait().unwrap()
+    }
+
+    fn resident_peak_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+        let kb: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        kb * 1024
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn agent() -> Agent {
+    Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(300)))
+        .build()
+        .into()
+}
+
+/// Status and JSON body of a response.
+fn answer(response: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> (u16, Value) {
+    let mut response = response.unwrap();
+    let status = response.status().as_u16();
+    let text = response
+        .body_mut()
+        .with_config()
+        .limit(64 << 20)
+        .read_to_string()
+        .unwrap();
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, body)
+}
+
+fn get(server: &Server, path: &str) -> (u16, Value) {
+    answer(agent().get(server.url(path)).call())
+}
+
+fn post_json(server: &Server, path: &str, body: &Value) -> (u16, Value) {
+    answer(
+        agent()
+            .post(server.url(path))
+            .header("content-type", "application/json")
+            .send(serde_json::to_vec(body).unwrap()),
+    )
+}
+
+fn post_raw(server: &Server, path: &str, content_type: &str, body: Vec<u8>) -> (u16, Value) {
+    answer(
+        agent()
+            .post(server.url(path))
+            .header("content-type", content_type)
+            .send(body),
+    )
+}
+
+/// A multipart form with an `image` part and a `request` part.
+fn multipart(image: &[u8], request: &Value) -> (String, Vec<u8>) {
+    let boundary = "camlime-test-boundary-7f3a";
+    let mut body = Vec::new();
+    body.extend_from_slice(
+        format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"x.png\"\r\n\
+             Content-Type: application/octet-stream\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    body.extend_from_slice(image);
+    body.extend_from_slice(
+        format!(
+            "\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"request\"\r\n\r\n{request}\r\n--{boundary}--\r\n"
+        )
+        .as_bytes(),
+    );
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+fn post_form(server: &Server, path: &str, image: &[u8], request: &Value) -> (u16, Value) {
+    let (content_type, body) = multipart(image, request);
+    post_raw(server, path, &content_type, body)
+}
+
+fn chelsea() -> Vec<u8> {
+    std::fs::read(repo("models/samples/chelsea.png")).unwrap()
+}
+
+fn base64(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// Poll a job until it leaves `queued` / `running`.
+fn wait_for_job(server: &Server, id: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let (status, job) = get(server, &format!("/v1/jobs/{id}"));
+        assert_eq!(status, 200, "{job}");
+        if !matches!(job["status"].as_str(), Some("queued" | "running")) {
+            return job;
+        }
+        assert!(Instant::now() < deadline, "job {id} never finished");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn submit(server: &Server, request: &Value) -> String {
+    let (status, job) = post_form(server, "/v1/jobs", &chelsea(), request);
+    assert_eq!(status, 202, "{job}");
+    assert_eq!(job["status"], "queued");
+    job["id"].as_str().unwrap().to_owned()
+}
+
+/// The record without what legitimately differs between runs.
+fn results_only(mut record: Value) -> Value {
+    let object = record.as_object_mut().unwrap();
+    object.remove("timings");
+    object.remove("version");
+    object["image"].as_object_mut().unwrap().remove("source");
+    record
+}
+
+fn assert_healthy(server: &Server) {
+    let (status, health) = get(server, "/healthz");
+    assert_eq!(status, 200);
+    assert_eq!(health["status"], "ok");
+}
+
+#[test]
+fn every_endpoint_answers() {
+    let dir = scratch("endpoints");
+    let web = dir.join("web");
+    std::fs::create_dir_all(&web).unwrap();
+    std::fs::write(
+        web.join("index.html"),
+        "<!doctype html><title>CamLIME</title>",
+    )
+    .unwrap();
+    let server = Server::start(&dir, &["--web-dir", web.to_str().unwrap()]);
+
+    let (status, models) = get(&server, "/v1/models");
+    assert_eq!(status, 200);
+    let mobilenet = &models.as_array().unwrap()[0];
+    assert_eq!(mobilenet["name"], "mobilenet_v2");
+    assert_eq!(mobilenet["default_layers"], json!(["features.17"]));
+    let layers = mobilenet["layers"].as_array().unwrap();
+    assert!(
+        layers
+            .iter()
+            .any(|l| l["name"] == "features.17" && l["shape"] == json!([320, 7, 7]))
+    );
+
+    let (status, by_json) = post_json(
+        &server,
+        "/v1/predict",
+        &json!({"image": base64(&chelsea()), "top": 3}),
+    );
+    assert_eq!(status, 200, "{by_json}");
+    assert_eq!(by_json["predictions"][0]["label"], "Egyptian cat");
+    assert_eq!(by_json["predictions"].as_array().unwrap().len(), 3);
+    let (status, by_form) = post_form(&server, "/v1/predict", &chelsea(), &json!({"top": 3}));
+    assert_eq!(status, 200);
+    assert_eq!(by_form, by_json);
+
+    let (status, record) = post_form(
+        &server,
+        "/v1/explain",
+        &chelsea(),
+        &json!({"method": "gradcam", "source": "chelsea.png"}),
+    );
+    assert_eq!(status, 200, "{record}");
+    assert_eq!(record["format"], "camlime-explanation/1");
+    assert_eq!(record["config"]["method"], "gradcam");
+    assert_eq!(record["target"]["label"], "Egyptian cat");
+    assert_eq!(record["image"]["source"], "chelsea.png");
+    assert!(record["cam"]["map"].is_object());
+
+    let id = submit(&server, &json!({"method": "eigencam"}));
+    let job = wait_for_job(&server, &id);
+    assert_eq!(job["status"], "done");
+    assert_eq!(job["result"]["config"]["method"], "eigencam");
+    let (status, jobs) = get(&server, "/v1/jobs");
+    assert_eq!(status, 200);
+    assert!(
+        jobs.as_array()
+            .unwrap()
+            .iter()
+            .any(|j| j["id"] == id.as_str())
+    );
+
+    let (status, openapi) = get(&server, "/v1/openapi.json");
+    assert_eq!(status, 200);
+    assert!(openapi["openapi"].as_str().unwrap().starts_with("3."));
+    for path in [
+        "/v1/models",
+        "/v1/predict",
+        "/v1/explain",
+        "/v1/jobs",
+        "/v1/jobs/{id}",
+        "/v1/jobs/{id}/events",
+    ] {
+        assert!(openapi["paths"][path].is_object(), "OpenAPI lacks {path}");
+    }
+    let params = &openapi["components"]["schemas"]["ExplainOptions"]["properties"];
+    assert!(params["samples"].is_object() && params["seed"].is_object());
+
+    assert_healthy(&server);
+    let (status, metrics) = get(&server, "/metrics");
+    assert_eq!(status, 200);
+    let text = metrics.as_str().unwrap();
+    assert!(
+        text.contains(
+            "camlime_http_requests_total{method=\"POST\",route=\"/v1/predict\",status=\"200\"} 2"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("camlime_jobs_finished_total{status=\"done\",code=\"\"} 1"));
+    assert!(text.contains("camlime_resident_memory_bytes "));
+
+    let (status, page) = get(&server, "/");
+    assert_eq!(status, 200);
+    assert!(page.as_str().unwrap().contains("<title>CamLIME</title>"));
+    let (status, missing) = get(&server, "/v1/nothing");
+    assert_eq!(status, 404);
+    assert_eq!(missing["error"]["code"], "not_found");
+}
+
+#[test]
+fn server_results_equal_the_command_line() {
+    let dir = scratch("parity");
+    let server = Server::start(&dir, &["--threads", "2"]);
+    let image = repo("models/samples/chelsea.png");
+    for (method, flags, params) in [
+        (
+            "camlime",
+            vec!["--samples", "120", "--seed", "7"],
+            json!({"samples": 120, "seed": 7}),
+        ),
+        (
+            "lime",
+            vec!["--samples", "100", "--segmenter", "slic"],
+            json!({"samples": 100, "segmenter": "slic"}),
+        ),
+        (
+            "layercam",
+            vec!["--layer", "features.16"],
+            json!({"layers": ["features.16"]}),
+        ),
+    ] {
+        let out = dir.join(format!("cli-{method}"));
+        let mut args = vec![
+            "explain",
+            image.to_str().unwrap(),
+            "--method",
+            method,
+            "--json",
+            "--threads",
+            "1",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend(flags);
+        let output = camlime(&args);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let cli: Value = serde_json::from_slice(&output.stdout).unwrap();
+        let request = json!({"method": method, "params": params});
+        let (status, sync) = post_form(&server, "/v1/explain", &chelsea(), &request);
+        assert_eq!(status, 200, "{sync}");
+        assert_eq!(
+            results_only(sync),
+            results_only(cli.clone()),
+            "{method}: /v1/explain"
+        );
+        let job = wait_for_job(&server, &submit(&server, &request));
+        assert_eq!(job["status"], "done", "{job}");
+        assert_eq!(
+            results_only(job["result"].clone()),
+            results_only(cli.clone()),
+            "{method}: /v1/jobs"
+        );
+        // A record's config replays to the same results.
+        let replay = json!({"config": cli["config"]});
+        let (status, replayed) = post_form(&server, "/v1/explain", &chelsea(), &replay);
+        assert_eq!(status, 200, "{replayed}");
+        assert_eq!(
+            results_only(replayed),
+            results_only(cli),
+            "{method}: replay"
+        );
+    }
+}
+
+/// What is wrong, the path, the content type, the body, the expected status and error code.
+type BadCase = (
+    &'static str,
+    &'static str,
+    String,
+    Vec<u8>,
+    u16,
+    &'static str,
+);
+
+#[test]
+fn bad_input_is_a_clear_4xx_and_the_server_stays_healthy() {
+    let dir = scratch("bad");
+    let server = Server::start(&dir, &["--max-body", "8000000", "--max-samples", "5000"]);
+    let bad =
+        |name: &str| std::fs::read(repo(&format!("shared/tests/fixtures/bad/{name}"))).unwrap();
+    let form = |image: &[u8], request: Value| multipart(image, &request);
+    let cases: Vec<BadCase> = {
+        let mut cases = Vec::new();
+        let mut add = |what, path, (content_type, body): (String, Vec<u8>), status, code| {
+            cases.push((what, path, content_type, body, status, code));
+        };
+        add(
+            "corrupt image",
+            "/v1/predict",
+            form(&bad("truncated.png"), json!({})),
+            400,
+            "invalid_image",
+        );
+        add(
+            "not an image",
+            "/v1/predict",
+            form(&bad("text.png"), json!({})),
+            400,
+            "invalid_image",
+        );
+        add(
+            "empty image",
+            "/v1/explain",
+            form(&bad("empty.png"), json!({"method": "gradcam"})),
+            400,
+            "invalid_image",
+        );
+        add(
+            "100-megapixel PNG bomb",
+            "/v1/predict",
+            form(&bad("bomb_100mpx.png"), json!({})),
+            413,
+            "image_too_large",
+        );
+        add(
+            "10-gigapixel header",
+            "/v1/jobs",
+            form(&bad("bomb_10gpx.png"), json!({})),
+            413,
+            "image_too_large",
+        );
+        add(
+            "unknown model",
+            "/v1/predict",
+            form(&chelsea(), json!({"model": "resnet50"})),
+            400,
+            "unknown_model",
+        );
+        add(
+            "unknown layer",
+            "/v1/explain",
+            form(
+                &chelsea(),
+                json!({"method": "gradcam", "params": {"layers": ["features.99"]}}),
+            ),
+            400,
+            "unknown_layer",
+        );
+        add(
+            "unknown method",
+            "/v1/jobs",
+            form(&chelsea(), json!({"method": "gradcam2"})),
+            400,
+            "unknown_method",
+        );
+        add(
+            "unknown CAM for CamLIME",
+            "/v1/jobs",
+            form(&chelsea(), json!({"params": {"cam": "nope"}})),
+            400,
+            "invalid_parameter",
+        );
+        add(
+            "negative samples",
+            "/v1/jobs",
+            form(&chelsea(), json!({"params": {"samples": -5}})),
+            400,
+            "invalid_json",
+        );
+        add(
+            "huge samples",
+            "/v1/jobs",
+            form(
+                &chelsea(),
+                json!({"params": {"samples": 4_000_000_000_u64}}),
+            ),
+            400,
+            "invalid_parameter",
+        );
+        add(
+            "samples over the server's limit",
+            "/v1/jobs",
+            form(&chelsea(), json!({"params": {"samples": 5001}})),
+            400,
+            "invalid_parameter",
+        );
+        add(
+            "one sample",
+            "/v1/jobs",
+            form(&chelsea(), json!({"params": {"samples": 1}})),
+            400,
+            "invalid_parameter",
+        );
+        add(
+            "absurd steps",
+            "/v1/jobs",
+            form(
+                &chelsea(),
+                json!({"method": "integratedgradients", "params": {"steps": 1_000_000}}),
+            ),
+            400,
+            "invalid_parameter",
+        );
+        add(
+            "target out of range",
+            "/v1/explain",
+            form(
+                &chelsea(),
+                json!({"method": "gradcam", "params": {"target": 1000}}),
+            ),
+            400,
+            "invalid_parameter",
+        );
+        add(
+            "misspelt parameter",
+            "/v1/jobs",
+            form(&chelsea(), json!({"params": {"smaples": 10}})),
+            400,
+            "invalid_json",
+        );
+        add(
+            "config and method",
+            "/v1/jobs",
+            form(&chelsea(), json!({"method": "lime", "config": {}})),
+            400,
+            "invalid_parameter",
+        );
+        add(
+            "heavy work synchronously",
+            "/v1/explain",
+            form(&chelsea(), json!({"method": "scorecam"})),
+            422,
+            "use_jobs",
+        );
+        add(
+            "malformed JSON",
+            "/v1/predict",
+            ("application/json".into(), b"{\"image\": ".to_vec()),
+            400,
+            "invalid_json",
+        );
+        add(
+            "JSON without image",
+            "/v1/predict",
+            ("application/json".into(), b"{}".to_vec()),
+            400,
+            "missing_image",
+        );
+        add(
+            "image not base64",
+            "/v1/predict",
+            ("application/json".into(), b"{\"image\": \"%%%\"}".to_vec()),
+            400,
+            "invalid_image",
+        );
+        add(
+            "wrong content type",
+            "/v1/predict",
+            ("text/plain".into(), b"hello".to_vec()),
+            415,
+            "unsupported_media_type",
+        );
+        add(
+            "form without image",
+            "/v1/jobs",
+            (
+                "multipart/form-data; boundary=x".into(),
+                b"--x\r\nContent-Disposition: form-data; name=\"request\"\r\n\r\n{}\r\n--x--\r\n"
+                    .to_vec(),
+            ),
+            400,
+            "missing_image",
+        );
+        add(
+            "body over the limit",
+            "/v1/predict",
+            form(&vec![0_u8; 9_000_000], json!({})),
+            413,
+            "payload_too_large",
+        );
+        cases
+    };
+    for (what, path, content_type, body, status, code) in cases {
+        let (got, answer) = post_raw(&server, path, &content_type, body);
+        assert_eq!(got, status, "{what}: {answer}");
+        assert_eq!(answer["error"]["code"], code, "{what}: {answer}");
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(message.len() > 10, "{what}: message {message:?}");
+        assert_healthy(&server);
+    }
+    for (method, path, status, code) in [
+        (
+            "GET",
+            "/v1/jobs/0123456789abcdef0123456789abcdef",
+            404,
+            "job_not_found",
+        ),
+        (
+            "GET",
+            "/v1/jobs/..%2F..%2Fetc%2Fpasswd",
+            404,
+            "job_not_found",
+        ),
+        ("DELETE", "/v1/jobs/nope", 404, "job_not_found"),
+        ("GET", "/v1/jobs/nope/events", 404, "job_not_found"),
+        ("PUT", "/v1/models", 405, "method_not_allowed"),
+        ("GET", "/v1/predict", 405, "method_not_allowed"),
+    ] {
+        let request = agent();
+        let response = match method {
+            "GET" => request.get(server.url(path)).call(),
+            "DELETE" => request.delete(server.url(path)).call(),
+            _ => request.put(server.url(path)).send_empty(),
+        };
+        let (got, answer) = self::answer(response);
+        assert_eq!(got, status, "{method} {path}: {answer}");
+        assert_eq!(answer["error"]["code"], code, "{method} {path}: {answer}");
+    }
+    // Still answering real work afterwards.
+    let (status, predicted) = post_form(&server, "/v1/predict", &chelsea(), &json!({}));
+    assert_eq!(status, 200);
+    assert_eq!(predicted["predictions"][0]["label"], "Egyptian cat");
+}
+
+/// Read Server-Sent Events until one satisfies `stop`; returns every status seen.
+fn follow(server: &Server, id: &str, mut stop: impl FnMut(&Value) -> bool) -> Vec<Value> {
+    let mut response = agent()
+        .get(server.url(&format!("/v1/jobs/{id}/events")))
+        .call()
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(content_type, "text/event-stream");
+    let reader = BufReader::new(response.body_mut().as_reader());
+    let mut seen = Vec::new();
+    for line in reader.lines() {
+        let line = line.unwrap();
+        if let Some(data) = line.strip_prefix("data: ") {
+            let status: Value = serde_json::from_str(data).unwrap();
+            let done = stop(&status);
+            seen.push(status);
+            if done {
+                break;
+            }
+        }
+    }
+    seen
+}
+
+#[test]
+fn jobs_stream_progress_cancel_and_refuse_when_the_queue_is_full() {
+    let dir = scratch("jobs");
+    let server = Server::start(&dir, &["--jobs", "1", "--queue", "1"]);
+    let long = json!({"params": {"samples": 20000}});
+    let running = submit(&server, &long);
+    let progressed = follow(&server, &running, |s| {
+        s["status"] == "running" && s["progress"]["done"].as_u64().unwrap_or(0) > 0
+    });
+    assert_eq!(progressed[0]["id"], running.as_str());
+    let last = progressed.last().unwrap();
+    assert_eq!(last["progress"]["total"], 20000);
+
+    let queued = submit(&server, &long);
+    let (status, refused) = post_form(&server, "/v1/jobs", &chelsea(), &long);
+    assert_eq!(status, 429, "{refused}");
+    assert_eq!(refused["error"]["code"], "queue_full");
+
+    let (status, cancelled) = answer(
+        agent()
+            .delete(server.url(&format!("/v1/jobs/{queued}")))
+            .call(),
+    );
+    assert_eq!(status, 202);
+    assert_eq!(cancelled["status"], "cancelled");
+    let (status, _) = answer(
+        agent()
+            .delete(server.url(&format!("/v1/jobs/{running}")))
+            .call(),
+    );
+    assert_eq!(status, 202);
+    let ended = follow(&server, &running, |s| s["status"] != "running");
+    let last = ended.last().unwrap();
+    assert_eq!(last["status"], "cancelled", "{last}");
+    assert_eq!(last["error"]["code"], "cancelled");
+    let job = wait_for_job(&server, &running);
+    assert!(job["result"].is_null());
+    let done = last["progress"]["done"].as_u64().unwrap();
+    assert!(done < 20000, "cancelled after {done} samples");
+
+    // The worker is free again, and a finished job can be deleted.
+    let next = submit(&server, &json!({"method": "gradcam"}));
+    assert_eq!(wait_for_job(&server, &next)["status"], "done");
+    let (status, _) = answer(
+        agent()
+            .delete(server.url(&format!("/v1/jobs/{next}")))
+            .call(),
+    );
+    assert_eq!(status, 204);
+    assert_eq!(get(&server, &format!("/v1/jobs/{next}")).0, 404);
+    assert!(!server.data.join(format!("{next}.record.json")).exists());
+}
+
+#[test]
+fn jobs_time_out_and_results_expire() {
+    let dir = scratch("limits");
+    let server = Server::start(&dir, &["--job-timeout", "1", "--result-ttl", "3"]);
+    let slow = submit(&server, &json!({"params": {"samples": 20000}}));
+    let quick = submit(&server, &json!({"method": "gradcam"}));
+    let job = wait_for_job(&server, &slow);
+    assert_eq!(job["status"], "failed", "{job}");
+    assert_eq!(job["error"]["code"], "timeout");
+    assert_eq!(wait_for_job(&server, &quick)["status"], "done");
+    std::thread::sleep(Duration::from_millis(3500));
+    let (status, expired) = get(&server, &format!("/v1/jobs/{quick}"));
+    assert_eq!(status, 404, "{expired}");
+    assert_eq!(expired["error"]["code"], "job_not_found");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.data.join(format!("{quick}.record.json")).exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the expired record was never deleted"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn finished_results_survive_restarts_and_unfinished_jobs_say_so() {
+    let dir = scratch("restart");
+    let server = Server::start(&dir, &[]);
+    let finished = submit(&server, &json!({"params": {"samples": 60}}));
+    let record = wait_for_job(&server, &finished)["result"].clone();
+    assert_eq!(record["config"]["lime"]["num_samples"], 60);
+    let running = submit(&server, &json!({"params": {"samples": 20000}}));
+    follow(&server, &running, |s| s["status"] == "running");
+    // A graceful stop (SIGTERM) ends the running job as interrupted and exits cleanly.
+    let exit = server.stop();
+    assert!(exit.success(), "{exit:?}");
+
+    let server = Server::start(&dir, &[]);
+    let job = wait_for_job(&server, &finished);
+    assert_eq!(job["status"], "done");
+    assert_eq!(job["result"], record);
+    let job = wait_for_job(&server, &running);
+    assert_eq!(job["status"], "interrupted");
+    assert_eq!(job["error"]["code"], "interrupted");
+
+    // A hard kill mid-job: the next start still serves the finished result.
+    let killed = submit(&server, &json!({"params": {"samples": 20000}}));
+    follow(&server, &killed, |s| s["status"] == "running");
+    drop(server);
+    let server = Server::start(&dir, &[]);
+    assert_eq!(wait_for_job(&server, &finished)["result"], record);
+    assert_eq!(wait_for_job(&server, &killed)["status"], "interrupted");
+}
+
+#[test]
+fn fifty_concurrent_predicts_and_five_jobs_without_errors_in_bounded_memory() {
+    let dir = scratch("load");
+    let server = Server::start(&dir, &[]);
+    // Warm the plans so that the baseline includes them.
+    assert_eq!(
+        post_form(&server, "/v1/predict", &chelsea(), &json!({})).0,
+        200
+    );
+    let id = submit(&server, &json!({"params": {"samples": 64}}));
+    assert_eq!(wait_for_job(&server, &id)["status"], "done");
+    let baseline = server.resident_peak_bytes();
+
+    let load = |round: u64| {
+        let jobs: Vec<String> = (0..5)
+            .map(|seed| {
+                submit(
+                    &server,
+                    &json!({"params": {"samples": 200, "seed": round * 5 + seed}}),
+                )
+            })
+            .collect();
+        let image = chelsea();
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..50)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let (status, body) = post_form(&server, "/v1/predict", &image, &json!({}));
+                        assert_eq!(status, 200, "{body}");
+                        assert_eq!(body["predictions"][0]["label"], "Egyptian cat");
+                    })
+                })
+                .collect();
+            for handle in handles {
+                handle.join().unwrap();
+            }
+        });
+        for id in &jobs {
+            let job = wait_for_job(&server, id);
+            assert_eq!(job["status"], "done", "{job}");
+        }
+        server.resident_peak_bytes()
+    };
+    let first = load(0);
+    let second = load(1);
+    assert!(
+        first < baseline + (400 << 20),
+        "resident memory peaked at {} MiB after {} MiB before the load",
+        first >> 20,
+        baseline >> 20
+    );
+    assert!(
+        second < first + (64 << 20),
+        "a second round of the same load raised the peak from {} MiB to {} MiB",
+        first >> 20,
+        second >> 20
+    );
+    assert_healthy(&server);
+}
