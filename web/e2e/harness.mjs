@@ -116,3 +116,27 @@ export function massInBox(values, width, box) {
 export async function fixture(name) {
   return JSON.parse(await readFile(join(here, "fixtures", name), "utf8"));
 }
+
+/** `camlime serve` on a loopback port that lets `origin` call it (CAMLIME_BIN, else the debug build). */
+export async function startCamlime(origin) {
+  const { spawn } = await import("node:child_process");
+  const { mkdtemp } = await import("node:fs/promises");
+  const { tmpdir } = await import("node:os");
+  const bin = process.env.CAMLIME_BIN || join(here, "../../target/debug/camlime");
+  const data = await mkdtemp(join(tmpdir(), "camlime-e2e-"));
+  const child = spawn(bin, ["serve", "--addr", "127.0.0.1:0", "--data-dir", data, "--cors-origin", origin], {
+    cwd: join(here, "../.."),
+    stdio: ["ignore", "pipe", "inherit"],
+    env: { ...process.env, RUST_LOG: "warn" },
+  });
+  const url = await new Promise((resolve, reject) => {
+    let text = "";
+    child.stdout.on("data", (chunk) => {
+      text += chunk;
+      const match = text.match(/listening on (http:\/\/\S+)/);
+      if (match) resolve(match[1]);
+    });
+    child.on("exit", (code) => reject(new Error(`camlime serve exited with ${code}`)));
+  });
+  return { child, url };
+}

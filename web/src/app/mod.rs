@@ -3,6 +3,7 @@
 //! LIME's samples are shared out to all of them and gathered back here. Cancelling terminates
 //! the workers and starts fresh ones, which get the current model and image again.
 
+mod remote;
 mod result;
 mod view;
 
@@ -25,6 +26,7 @@ pub use view::App;
 /// Where the bundled models, labels and samples are served from (Trunk copies `models/`).
 const MODELS: &str = "models";
 const LANG_KEY: &str = "camlime.lang";
+const SERVER_KEY: &str = "camlime.server";
 
 /// The loaded model's state.
 #[derive(Clone, Debug, PartialEq)]
@@ -63,6 +65,8 @@ pub struct Running {
     pub total: usize,
     /// `performance.now()` at the start.
     pub started: f64,
+    /// Sent to a `camlime serve` URL instead of the workers.
+    pub on_server: bool,
 }
 
 /// The page's state: every field a signal, so `Ctx` is `Copy` and closures capture it freely.
@@ -86,6 +90,10 @@ pub struct Ctx {
     pub kernel_width: RwSignal<f64>,
     pub mode: RwSignal<String>,
     pub seed: RwSignal<u64>,
+    /// A `camlime serve` URL (remembered; `?server=URL` too).
+    pub server: RwSignal<String>,
+    /// Explanations go to the server instead of the workers.
+    pub use_server: RwSignal<bool>,
     pub running: RwSignal<Option<Running>>,
     pub record: RwSignal<Option<ExplanationRecord>>,
     pub replay_of: RwSignal<Option<ExplanationRecord>>,
@@ -141,6 +149,12 @@ impl Ctx {
             kernel_width: RwSignal::new(0.25),
             mode: RwSignal::new("segment-mean".into()),
             seed: RwSignal::new(0),
+            server: RwSignal::new(
+                url_param("server")
+                    .or_else(|| local_storage().and_then(|s| s.get_item(SERVER_KEY).ok().flatten()))
+                    .unwrap_or_default(),
+            ),
+            use_server: RwSignal::new(url_param("server").is_some()),
             running: RwSignal::new(None),
             record: RwSignal::new(None),
             replay_of: RwSignal::new(None),
@@ -481,28 +495,7 @@ fn on_response(ctx: Ctx, slot: usize, response: Response, bytes: Option<Vec<u8>>
             share_samples(ctx, id, job, bytes.unwrap_or_default());
         }
         Response::Classified { id, start, targets } => gather(ctx, slot, id, start, targets),
-        Response::Explained { id, record } => {
-            let Some(running) = ctx.running.get_untracked().filter(|r| r.id == id) else {
-                return;
-            };
-            let elapsed = now_ms() - running.started;
-            ctx.timing(&format!("{}_ms", record.config.method.name()), elapsed);
-            ctx.running.set(None);
-            if let Some(original) = ctx.replay_of.get_untracked() {
-                let same = original.same_results(&record);
-                ctx.notice.set(Some(
-                    ctx.tr(if same {
-                        "replay_same"
-                    } else {
-                        "replay_differs"
-                    })
-                    .into(),
-                ));
-                ctx.replay_of.set(None);
-            }
-            result::add_to_gallery(ctx, &record, elapsed);
-            ctx.record.set(Some(*record));
-        }
+        Response::Explained { id, record } => finished(ctx, id, *record),
         Response::Failed { id, message } => {
             if id.is_none() {
                 ctx.model.set(ModelState::None);
@@ -524,6 +517,39 @@ fn on_response(ctx: Ctx, slot: usize, response: Response, bytes: Option<Vec<u8>>
             ctx.fail(message);
         }
     }
+}
+
+/// A finished explanation (from the workers or the server): shown, added to the gallery, checked
+/// against the record being replayed.
+fn finished(ctx: Ctx, id: u64, record: ExplanationRecord) {
+    let Some(running) = ctx.running.get_untracked().filter(|r| r.id == id) else {
+        return;
+    };
+    let elapsed = now_ms() - running.started;
+    ctx.timing(&format!("{}_ms", record.config.method.name()), elapsed);
+    ctx.running.set(None);
+    if let Some(original) = ctx.replay_of.get_untracked() {
+        let same = original.same_results(&record);
+        ctx.notice.set(Some(
+            ctx.tr(if same {
+                "replay_same"
+            } else {
+                "replay_differs"
+            })
+            .into(),
+        ));
+        ctx.replay_of.set(None);
+    }
+    result::add_to_gallery(ctx, &record, elapsed);
+    ctx.record.set(Some(record));
+}
+
+/// Remember the server URL typed into the page.
+pub fn set_server(ctx: Ctx, url: String) {
+    if let Some(storage) = local_storage() {
+        let _ = storage.set_item(SERVER_KEY, url.trim());
+    }
+    ctx.server.set(url);
 }
 
 async fn fetch_bytes(url: &str) -> Result<Vec<u8>, String> {
@@ -685,6 +711,29 @@ pub fn run(ctx: Ctx, config: camlime_core::ExplainConfig) {
     ctx.error.set(None);
     ctx.notice.set(None);
     let source = ctx.image_name.get_untracked();
+    if ctx.use_server.get_untracked() && !remote::server_base(ctx).is_empty() {
+        let (id, image) = CLIENT
+            .with_borrow_mut(|client| {
+                let client = client.as_mut()?;
+                let id = client.next_id;
+                client.next_id += 1;
+                Some((id, client.image.clone()?))
+            })
+            .unwrap_or_default();
+        if image.is_empty() {
+            return ctx.fail(ctx.tr("no_image"));
+        }
+        ctx.running.set(Some(Running {
+            id,
+            stage: String::new(),
+            done: 0,
+            total: 0,
+            started: now_ms(),
+            on_server: true,
+        }));
+        remote::run(ctx, id, config, source, image);
+        return;
+    }
     let workers = CLIENT.with_borrow(|c| c.as_ref().map_or(1, |c| c.slots.len()));
     let id = send(
         |id| Request::Explain {
@@ -701,12 +750,19 @@ pub fn run(ctx: Ctx, config: camlime_core::ExplainConfig) {
         done: 0,
         total: 0,
         started: now_ms(),
+        on_server: false,
     }));
 }
 
 /// Stop the running explanation: the worker is replaced by a fresh one.
 pub fn cancel(ctx: Ctx) {
-    if ctx.running.get_untracked().is_none() {
+    let Some(running) = ctx.running.get_untracked() else {
+        return;
+    };
+    if running.on_server {
+        remote::cancel();
+        ctx.running.set(None);
+        ctx.notice.set(Some(ctx.tr("cancelled").into()));
         return;
     }
     CLIENT.with_borrow(|c| {

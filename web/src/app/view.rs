@@ -13,7 +13,7 @@ use web_sys::{File, HtmlInputElement};
 use super::result::{Gallery, ResultView};
 use super::{
     Ctx, MODELS, ModelState, boot, cancel, explain, load_bundled_model, load_user_model, now_ms,
-    set_image,
+    set_image, set_server,
 };
 
 async fn read_file(file: &File) -> Result<Vec<u8>, String> {
@@ -352,6 +352,19 @@ fn MethodControls() -> impl IntoView {
                     </label>
                 </Show>
             </Show>
+            <div class="field server">
+                <label class="check">
+                    <input id="server-toggle" type="checkbox" prop:checked=move || ctx.use_server.get()
+                        on:change=move |e| ctx.use_server.set(event_target_checked(&e))/>
+                    <span>{move || ctx.tr("run_on_server")}</span>
+                </label>
+                <Show when=move || ctx.use_server.get()>
+                    <input id="server-url" type="url" placeholder="http://127.0.0.1:8080"
+                        aria-label=move || ctx.tr("server_url")
+                        prop:value=move || ctx.server.get()
+                        on:change=move |e| set_server(ctx, event_target_value(&e))/>
+                </Show>
+            </div>
             <button id="explain" class="primary" prop:disabled=move || !ready() on:click=move |_| explain(ctx)>
                 {move || ctx.tr("explain")}
             </button>

@@ -1,0 +1,106 @@
+// "Run on server": the page hands explanations to a real `camlime serve` on loopback (another
+// origin, allowed by --cors-origin), follows the job's Server-Sent Events and shows the record in
+// the same result view. The record must equal the one the page's own workers compute.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import {
+  ARTIFACTS, start, stop, open, waitModel, pickChelsea, explain, downloadRecord, canvasStats, startCamlime,
+} from "./harness.mjs";
+
+let env;
+let camlime;
+
+before(async () => {
+  env = await start();
+  camlime = await startCamlime(new URL(env.url).origin);
+});
+
+after(async () => {
+  camlime?.child.kill("SIGTERM");
+  await stop(env);
+});
+
+// The server runs tract's native kernels and the page its wasm ones: the floats differ in the
+// last digits (~1e-7 relative), everything discrete must be equal.
+function assertSameExplanation(remote, local) {
+  for (const key of ["format", "model", "preprocessing", "image", "config", "layers", "segments"]) {
+    assert.deepEqual(remote[key], local[key], `${key} differs`);
+  }
+  assert.equal(remote.target.class, local.target.class);
+  assert.ok(Math.abs(remote.target.probability - local.target.probability) < 1e-5);
+  for (const field of ["explanations", "lime_baseline"]) {
+    assert.equal(remote[field].length, local[field].length);
+    remote[field].forEach((r, i) => {
+      const l = local[field][i];
+      assert.equal(r.label, l.label);
+      const weights = new Map(l.ranked);
+      assert.equal(r.ranked.length, l.ranked.length);
+      for (const [segment, w] of r.ranked) {
+        assert.ok(Math.abs(w - weights.get(segment)) < 1e-4, `${field}[${i}] segment ${segment}: ${w} vs ${weights.get(segment)}`);
+      }
+      assert.ok(Math.abs(r.score - l.score) < 1e-4);
+    });
+  }
+}
+
+async function serverJobs() {
+  return (await fetch(`${camlime.url}/v1/jobs`)).json();
+}
+
+test("run on server: the workers' record, progress over SSE, cancel", async () => {
+  const page = await open(env, `?server=${encodeURIComponent(camlime.url)}`);
+  await waitModel(page);
+  await pickChelsea(page);
+  assert.equal(await page.isChecked("#server-toggle"), true);
+  assert.equal(await page.inputValue("#server-url"), camlime.url);
+
+  const seconds = await explain(page, { method: "camlime", samples: 200 });
+  const remote = await downloadRecord(page);
+  assert.equal(remote.config.lime.num_samples, 200);
+  assert.equal(remote.target.label, "Egyptian cat");
+  const overlay = await canvasStats(page, "#result-canvas");
+  assert.ok(overlay.std > 20, "the server's result was not drawn");
+  let jobs = await serverJobs();
+  assert.equal(jobs.length, 1);
+  assert.equal(jobs[0].status, "done");
+  assert.equal(jobs[0].method, "camlime");
+  await page.screenshot({ path: join(ARTIFACTS, "server.png"), fullPage: true });
+
+  await page.uncheck("#server-toggle");
+  await explain(page, { method: "camlime", samples: 200 });
+  const local = await downloadRecord(page);
+  assertSameExplanation(remote, local);
+  assert.equal((await serverJobs()).length, 1, "the local run went to the server");
+
+  // A long job reports progress through the page's bar, and Cancel cancels it on the server.
+  await page.check("#server-toggle");
+  await page.fill("#samples-input", "20000");
+  await page.dispatchEvent("#samples-input", "change");
+  await page.click("#explain");
+  await page.waitForFunction(() => /samples \d+\/20000/.test(document.querySelector("#progress")?.textContent ?? "")
+    && !/samples 0\/20000/.test(document.querySelector("#progress").textContent), null, { timeout: 60_000 });
+  await page.click("#cancel");
+  await page.waitForSelector("#progress", { state: "detached", timeout: 5_000 });
+  assert.match(await page.textContent("#notice"), /Cancelled/);
+  let cancelled;
+  for (let i = 0; i < 100 && !cancelled; i++) {
+    jobs = await serverJobs();
+    cancelled = jobs.find((j) => j.status === "cancelled");
+    if (!cancelled) await new Promise((r) => setTimeout(r, 100));
+  }
+  assert.ok(cancelled, `no cancelled job on the server: ${JSON.stringify(jobs)}`);
+  assert.ok(cancelled.progress.done < 20000);
+
+  // A server error reaches the page as a message.
+  await page.fill("#server-url", "http://127.0.0.1:9");
+  await page.dispatchEvent("#server-url", "change");
+  await page.fill("#samples-input", "200");
+  await page.dispatchEvent("#samples-input", "change");
+  await page.click("#explain");
+  await page.waitForSelector("#error", { timeout: 30_000 });
+  assert.match(await page.textContent("#error .message"), /cannot reach/);
+  assert.deepEqual(page.errors, []);
+  console.log(`CamLIME-200 on the server, click to drawn: ${seconds} ms`);
+  await page.context().close();
+});
