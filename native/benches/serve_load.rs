@@ -6,30 +6,17 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader};
+#[path = "../tests/common/serve.rs"]
+mod serve;
+
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use serve::{multipart, spawn_server};
 use ureq::Agent;
-
-fn multipart(image: &[u8], request: &str) -> (String, Vec<u8>) {
-    let boundary = "camlime-bench-boundary";
-    let mut body = format!(
-        "--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"x.png\"\r\n\r\n"
-    )
-    .into_bytes();
-    body.extend_from_slice(image);
-    body.extend_from_slice(
-        format!(
-            "\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"request\"\r\n\r\n{request}\r\n--{boundary}--\r\n"
-        )
-        .as_bytes(),
-    );
-    (format!("multipart/form-data; boundary={boundary}"), body)
-}
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
@@ -88,20 +75,7 @@ fn main() {
     let concurrency = args.get(1).copied().unwrap_or(50);
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let data = std::env::temp_dir().join(format!("camlime-serve-bench-{}", std::process::id()));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_camlime"))
-        .args(["serve", "--addr", "127.0.0.1:0", "--max-waiting", "10000"])
-        .arg("--data-dir")
-        .arg(&data)
-        .current_dir(&repo)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line.trim().trim_start_matches("listening on ").to_owned();
+    let (mut child, url) = spawn_server(&repo, &data, &["--max-waiting", "10000"], Stdio::null());
     let image = std::fs::read(repo.join("models/samples/chelsea.png")).unwrap();
     let form = multipart(&image, "{}");
     let agent: Agent = Agent::config_builder()

@@ -6,7 +6,7 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -21,11 +21,27 @@ struct Server {
     data: PathBuf,
 }
 
-fn scratch(name: &str) -> PathBuf {
+/// A fresh folder for one test, removed when the test ends.
+struct Scratch(PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn scratch(name: &str) -> Scratch {
     let dir = std::env::temp_dir().join(format!("camlime-serve-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    Scratch(dir)
 }
 
 impl Server {
@@ -37,24 +53,7 @@ impl Server {
             .append(true)
             .open(dir.join("server.log"))
             .unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_camlime"))
-            .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
-            .arg(&data)
-            .args(flags)
-            .current_dir(repo(""))
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let url = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_owned();
+        let (child, url) = common::serve::spawn_server(&repo(""), &data, flags, log.into());
         Self { child, url, data }
     }
 
@@ -132,23 +131,7 @@ fn post_raw(server: &Server, path: &str, content_type: &str, body: Vec<u8>) -> (
 
 /// A multipart form with an `image` part and a `request` part.
 fn multipart(image: &[u8], request: &Value) -> (String, Vec<u8>) {
-    let boundary = "camlime-test-boundary-7f3a";
-    let mut body = Vec::new();
-    body.extend_from_slice(
-        format!(
-            "--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"x.png\"\r\n\
-             Content-Type: application/octet-stream\r\n\r\n"
-        )
-        .as_bytes(),
-    );
-    body.extend_from_slice(image);
-    body.extend_from_slice(
-        format!(
-            "\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"request\"\r\n\r\n{request}\r\n--{boundary}--\r\n"
-        )
-        .as_bytes(),
-    );
-    (format!("multipart/form-data; boundary={boundary}"), body)
+    common::serve::multipart(image, &request.to_string())
 }
 
 fn post_form(server: &Server, path: &str, image: &[u8], request: &Value) -> (u16, Value) {

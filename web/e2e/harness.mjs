@@ -138,5 +138,5 @@ export async function startCamlime(origin) {
     });
     child.on("exit", (code) => reject(new Error(`camlime serve exited with ${code}`)));
   });
-  return { child, url };
+  return { child, url, data };
 }

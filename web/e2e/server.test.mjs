@@ -4,6 +4,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
+import { rm } from "node:fs/promises";
 import {
   ARTIFACTS, start, stop, open, waitModel, pickChelsea, explain, downloadRecord, canvasStats, startCamlime,
 } from "./harness.mjs";
@@ -19,6 +20,7 @@ before(async () => {
 after(async () => {
   camlime?.child.kill("SIGTERM");
   await stop(env);
+  if (camlime) await rm(camlime.data, { recursive: true, force: true });
 });
 
 // The server runs tract's native kernels and the page its wasm ones: the floats differ in the

@@ -69,6 +69,20 @@ pub struct Running {
     pub on_server: bool,
 }
 
+impl Running {
+    /// A run starting now, before any progress.
+    fn new(id: u64, on_server: bool) -> Self {
+        Self {
+            id,
+            stage: String::new(),
+            done: 0,
+            total: 0,
+            started: now_ms(),
+            on_server,
+        }
+    }
+}
+
 /// The page's state: every field a signal, so `Ctx` is `Copy` and closures capture it freely.
 #[derive(Clone, Copy)]
 pub struct Ctx {
@@ -723,14 +737,7 @@ pub fn run(ctx: Ctx, config: camlime_core::ExplainConfig) {
         if image.is_empty() {
             return ctx.fail(ctx.tr("no_image"));
         }
-        ctx.running.set(Some(Running {
-            id,
-            stage: String::new(),
-            done: 0,
-            total: 0,
-            started: now_ms(),
-            on_server: true,
-        }));
+        ctx.running.set(Some(Running::new(id, true)));
         remote::run(ctx, id, config, source, image);
         return;
     }
@@ -744,14 +751,7 @@ pub fn run(ctx: Ctx, config: camlime_core::ExplainConfig) {
         },
         None,
     );
-    ctx.running.set(Some(Running {
-        id,
-        stage: String::new(),
-        done: 0,
-        total: 0,
-        started: now_ms(),
-        on_server: false,
-    }));
+    ctx.running.set(Some(Running::new(id, false)));
 }
 
 /// Stop the running explanation: the worker is replaced by a fresh one.
