@@ -109,6 +109,16 @@ pub struct Job {
 }
 
 impl Job {
+    /// A job in `status`, with its work when it has yet to run.
+    fn new(status: JobStatus, work: Option<Work>) -> Arc<Self> {
+        Arc::new(Self {
+            state: watch::Sender::new(status),
+            cancel: Arc::default(),
+            reason: AtomicU8::new(0),
+            work: Mutex::new(work),
+        })
+    }
+
     /// The current status.
     pub fn status(&self) -> JobStatus {
         self.state.borrow().clone()
@@ -284,10 +294,7 @@ impl Jobs {
                 status.status = Status::Interrupted;
                 status.finished_ms = Some(now);
                 status.progress = None;
-                status.error = Some(ErrorDetail {
-                    code: "interrupted".into(),
-                    message: "the server stopped before this job finished; submit it again".into(),
-                });
+                status.error = Some(interrupted_detail());
                 write_atomically(&path, &serde_json::to_vec(&status)?)?;
             }
             if status.status == Status::Done && !self.record_path(id).is_file() {
@@ -295,15 +302,7 @@ impl Jobs {
                 let _ = std::fs::remove_file(&path);
                 continue;
             }
-            table.insert(
-                id.to_owned(),
-                Arc::new(Job {
-                    state: watch::Sender::new(status),
-                    cancel: Arc::default(),
-                    reason: AtomicU8::new(0),
-                    work: Mutex::new(None),
-                }),
-            );
+            table.insert(id.to_owned(), Job::new(status, None));
         }
         drop(table);
         self.sweep();
@@ -334,12 +333,7 @@ impl Jobs {
             progress: None,
             error: None,
         };
-        let job = Arc::new(Job {
-            state: watch::Sender::new(status.clone()),
-            cancel: Arc::default(),
-            reason: AtomicU8::new(0),
-            work: Mutex::new(Some(work)),
-        });
+        let job = Job::new(status.clone(), Some(work));
         let sender = self
             .queue
             .lock()
