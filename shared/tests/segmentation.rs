@@ -100,7 +100,7 @@ fn slic_agrees_with_scikit_image() {
         let seg = SlicConfig::default().segment(&base_image(stem)).unwrap();
         let ari = adjusted_rand_index(seg.labels(), &reference_labels(stem, "slic"));
         eprintln!("slic {stem}: ARI {ari:.4}");
-        assert!(ari >= 0.95, "{stem}: ARI {ari}");
+        assert!(ari >= 0.999_999, "{stem}: ARI {ari}");
     }
 }
 

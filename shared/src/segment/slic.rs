@@ -103,8 +103,33 @@ impl SlicConfig {
 
     /// Segment an 8-bit RGB image.
     pub fn segment(&self, image: &RgbImage) -> Result<Segmentation> {
+        self.segment_image(FloatImage::from_rgb(image))
+    }
+
+    /// Segment a 3-channel `f64` image of any range (channel-last `pixels`), as `slic` does a
+    /// float image: stretched to [0, 1], then Lab.
+    pub fn segment_float(
+        &self,
+        height: usize,
+        width: usize,
+        channels: usize,
+        pixels: &[f64],
+    ) -> Result<Segmentation> {
+        if channels != 3 || pixels.len() != height * width * 3 || height == 0 || width == 0 {
+            return Err(Error::Parameter(format!(
+                "slic needs a non-empty 3-channel image, found {height}×{width}×{channels} with {} values",
+                pixels.len()
+            )));
+        }
+        self.segment_image(FloatImage {
+            height,
+            width,
+            pixels: pixels.to_vec(),
+        })
+    }
+
+    fn segment_image(&self, mut rgb: FloatImage) -> Result<Segmentation> {
         self.validate()?;
-        let mut rgb = FloatImage::from_rgb(image);
         rgb.stretch();
         let mut lab = rgb.to_lab();
         lab.gaussian_blur(self.sigma);
@@ -236,11 +261,14 @@ fn enforce_connectivity(
             }
             visited += 1;
         }
-        match adjacent {
-            Some(target) if members.len() < min_size => {
+        // A small component joins its last labelled neighbour; one with none keeps the
+        // current label, which the next component then shares (scikit-image's behaviour).
+        if members.len() < min_size {
+            if let Some(target) = adjacent {
                 members.iter().for_each(|&p| connected[p] = target);
             }
-            _ => next_label += 1,
+        } else {
+            next_label += 1;
         }
     }
     connected
