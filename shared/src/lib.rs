@@ -29,6 +29,7 @@ pub mod explanation;
 pub mod grad;
 pub mod lime;
 pub mod manifest;
+pub mod metrics;
 pub mod model;
 pub mod preprocess;
 pub mod render;
