@@ -31,6 +31,7 @@ pub mod lime;
 pub mod manifest;
 pub mod metrics;
 pub mod model;
+mod model_edit;
 pub mod preprocess;
 pub mod render;
 pub mod runtime;

@@ -319,6 +319,21 @@ impl Classifier {
         self.model.clone().with_input_fact(0, fact)
     }
 
+    /// The parsed ONNX proto (for edited copies, `model_edit`).
+    pub(crate) fn proto(&self) -> &tract_onnx::pb::ModelProto {
+        &self.proto
+    }
+
+    /// The name of the graph's image input.
+    pub(crate) fn input_name(&self) -> &str {
+        &self.input_tensor
+    }
+
+    /// Images one plan runs at a time.
+    pub fn batch_size(&self) -> usize {
+        self.batch_size
+    }
+
     /// Choose how many images one plan runs at a time (models with a fixed batch keep theirs).
     pub fn with_batch_size(mut self, batch_size: usize) -> Result<Self> {
         if batch_size == 0 || batch_size > 4096 {

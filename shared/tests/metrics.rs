@@ -228,3 +228,158 @@ fn metrics_match_quantus() {
     }
     assert!(failures.is_empty(), "{failures:#?}");
 }
+
+fn chelsea() -> Array3<f32> {
+    npy("reference/mobilenet_v2/chelsea.input.npy")
+        .into_dimensionality::<Ix4>()
+        .unwrap()
+        .index_axis_move(Axis(0), 0)
+}
+
+#[test]
+fn edited_models_shift_their_input_and_reinitialise_layers() {
+    let classifier = bundled("mobilenet_v2");
+    let x = chelsea();
+    let original = classifier
+        .forward(x.view().insert_axis(Axis(0)), &[])
+        .unwrap()
+        .logits;
+    let shifted = classifier.with_input_offset(-1.0).unwrap();
+    let moved = x.mapv(|v| v - 1.0);
+    let through = shifted
+        .forward(moved.view().insert_axis(Axis(0)), &[])
+        .unwrap()
+        .logits;
+    let gap = original
+        .iter()
+        .zip(&through)
+        .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(gap < 1e-4, "shifted model differs by {gap}");
+
+    // 52 convolutions, 52 batch norms and the classifier, named as PyTorch's modules: the
+    // layers Quantus's MPRT resets, in the same order.
+    let layers = classifier.parameter_layers();
+    assert_eq!(layers.len(), 105, "{layers:?}");
+    assert_eq!(&layers[..2], ["features.0.0", "features.0.1"]);
+    let last = layers.last().unwrap().clone();
+    let random = classifier
+        .with_randomised_layers(std::slice::from_ref(&last), 42)
+        .unwrap();
+    let logits = random
+        .forward(x.view().insert_axis(Axis(0)), &[])
+        .unwrap()
+        .logits;
+    let change = original
+        .iter()
+        .zip(&logits)
+        .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(
+        change > 0.1,
+        "re-initialising {last} changed the logits by {change}"
+    );
+    let again = classifier.with_randomised_layers(&[last], 42).unwrap();
+    let same = again
+        .forward(x.view().insert_axis(Axis(0)), &[])
+        .unwrap()
+        .logits;
+    assert_eq!(logits, same, "the re-initialisation is seeded");
+    assert!(
+        classifier
+            .with_randomised_layers(&["nope".into()], 1)
+            .is_err()
+    );
+}
+
+#[test]
+fn mprt_and_input_invariance_with_a_real_method() {
+    use camlime_core::cam::{CamConfig, CamMethod};
+    use camlime_core::metrics::{MethodExplainer, Mprt, method_map, mprt};
+    let classifier = bundled("mobilenet_v2");
+    let x = chelsea();
+    let config = CamConfig {
+        method: CamMethod::Saliency,
+        ..Default::default()
+    };
+    let target = 285;
+    let a = method_map(&classifier, x.view(), target, &config, &Sequential).unwrap();
+    let instance = Instance {
+        input: x.view(),
+        target,
+        attribution: a.view(),
+        mask: None,
+    };
+    let layers = classifier.parameter_layers();
+    let last_two = &layers[layers.len() - 2..];
+    let metric = Mprt::default();
+    let outcome = mprt(&metric, &instance, last_two, &mut |set| {
+        let model = if set.is_empty() {
+            None
+        } else {
+            Some(classifier.with_randomised_layers(set, metric.seed).unwrap())
+        };
+        method_map(
+            model.as_ref().unwrap_or(&classifier),
+            x.view(),
+            target,
+            &config,
+            &Sequential,
+        )
+    })
+    .unwrap();
+    eprintln!("MPRT curve {:?}", outcome.curve);
+    assert!(
+        (outcome.curve[0] - 1.0).abs() < 1e-9,
+        "the original model explains alike"
+    );
+    assert!(
+        outcome.curve[1..].iter().all(|&s| s < 0.99),
+        "{:?}",
+        outcome.curve
+    );
+
+    let explainer = MethodExplainer {
+        classifier: &classifier,
+        config,
+        runtime: &Sequential,
+    };
+    let forward = Forward {
+        classifier: &classifier,
+        runtime: &Sequential,
+    };
+    // Float32 rounding of (x + s) − s moves gradient maps by ~0.5 % of their maximum (0.37
+    // here), so the comparison allows 1e-2.
+    let invariance = Metric::parse("InputInvariance", &serde_json::json!({"atol": 1e-2})).unwrap();
+    let score = invariance
+        .evaluate(&instance, &forward, Some(&explainer), 0)
+        .unwrap()
+        .score;
+    assert_eq!(
+        score, 1.0,
+        "Saliency is invariant to a shift its model absorbs"
+    );
+    let times_input = MethodExplainer {
+        classifier: &classifier,
+        config: CamConfig {
+            method: CamMethod::InputXGradient,
+            ..Default::default()
+        },
+        runtime: &Sequential,
+    };
+    let a = method_map(
+        &classifier,
+        x.view(),
+        target,
+        &times_input.config,
+        &Sequential,
+    )
+    .unwrap();
+    let instance = Instance {
+        attribution: a.view(),
+        ..instance
+    };
+    let score = invariance
+        .evaluate(&instance, &forward, Some(&times_input), 0)
+        .unwrap()
+        .score;
+    assert_eq!(score, 0.0, "Input × Gradient is not");
+}

@@ -13,6 +13,7 @@
 //! minimum; attributions are divided by their largest magnitude before scoring).
 
 pub mod draws;
+mod explainers;
 mod faithfulness;
 mod others;
 pub mod perturb;
@@ -26,6 +27,7 @@ use tract_onnx::prelude::tract_ndarray::{
 };
 
 pub use draws::Draws;
+pub use explainers::{MethodExplainer, method_map};
 pub use faithfulness::*;
 pub use others::*;
 pub use perturb::Baseline;

@@ -112,9 +112,9 @@ impl Similarity {
 /// U(−1/√fan_in, 1/√fan_in); batch norms to identity), and the attribution compared with
 /// the same method's on each randomised model. `curve` = similarity to the original model's
 /// explanation, then one per step; score = the mean over the steps (the last step only when
-/// `skip_layers`). Quantus's PyTorch modules and an exported graph's nodes need not match
-/// one to one (an export may fold batch norms into convolutions), and its draws come from
-/// PyTorch's generator, so MPRT's parity is with the definition, not Quantus's numbers.
+/// `skip_layers`). The bundled models keep PyTorch's modules as named nodes (convolutions and
+/// batch norms apart), so the layers are the ones Quantus resets, in its order; its draws come
+/// from PyTorch's generator, so MPRT's parity is with the definition, not Quantus's numbers.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Mprt {

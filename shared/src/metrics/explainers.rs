@@ -1,0 +1,107 @@
+//! The [`Explainer`] of a CAM or input-attribution method, for the metrics that explain
+//! perturbed inputs again (robustness, randomisation, InputInvariance). The instance's own
+//! attribution should come from [`method_map`] too, so that both sides are computed alike.
+
+use tract_onnx::prelude::tract_ndarray::{Array2, Array3, ArrayView3, ArrayView4, Axis};
+
+use super::Explainer;
+use crate::cam::{CamConfig, attribute, explain_tensor};
+use crate::model::Classifier;
+use crate::runtime::Runtime;
+use crate::{Error, Result};
+
+/// The attribution map of a CAM or input-attribution method for one input (`c × h × w`):
+/// a CAM's map at input resolution scaled to [0, 1] (pytorch-grad-cam's output), an input
+/// attribution summed over channels (captum's attributions as Quantus users pass them).
+pub fn method_map(
+    classifier: &Classifier,
+    input: ArrayView3<f32>,
+    target: usize,
+    config: &CamConfig,
+    runtime: &impl Runtime,
+) -> Result<Array2<f32>> {
+    let x = input.insert_axis(Axis(0));
+    let mut config = config.clone();
+    config.target = Some(target);
+    config.feature_resolution = false;
+    if config.method.is_input_attribution() {
+        let (_, _, attribution) = attribute(classifier, x, &config, runtime)?;
+        Ok(attribution.sum_axis(Axis(0)))
+    } else {
+        let map = explain_tensor(classifier, x, &config, runtime)?.map;
+        Array2::from_shape_vec((map.height(), map.width()), map.values().to_vec())
+            .map_err(|e| Error::Inference(e.to_string()))
+    }
+}
+
+fn explain_all(
+    classifier: &Classifier,
+    config: &CamConfig,
+    runtime: &impl Runtime,
+    inputs: ArrayView4<f32>,
+    targets: &[usize],
+) -> Result<Array3<f32>> {
+    if targets.len() != inputs.dim().0 {
+        return Err(Error::Parameter(format!(
+            "{} targets for {} inputs",
+            targets.len(),
+            inputs.dim().0
+        )));
+    }
+    let (n, _, h, w) = inputs.dim();
+    let mut out = Array3::zeros((n, h, w));
+    for (i, (input, &target)) in inputs.axis_iter(Axis(0)).zip(targets).enumerate() {
+        let map = method_map(classifier, input, target, config, runtime)?;
+        if map.dim() != (h, w) {
+            return Err(Error::Inference(format!(
+                "the map is {:?}, the input {h}×{w}",
+                map.dim()
+            )));
+        }
+        out.index_axis_mut(Axis(0), i).assign(&map);
+    }
+    Ok(out)
+}
+
+/// A CAM or input attribution as an [`Explainer`].
+pub struct MethodExplainer<'a, R: Runtime> {
+    /// The classifier explained.
+    pub classifier: &'a Classifier,
+    /// The method and its parameters (the target is set per input).
+    pub config: CamConfig,
+    /// Where the work runs.
+    pub runtime: &'a R,
+}
+
+impl<R: Runtime> Explainer for MethodExplainer<'_, R> {
+    fn explain(&self, inputs: ArrayView4<f32>, targets: &[usize]) -> Result<Array3<f32>> {
+        explain_all(self.classifier, &self.config, self.runtime, inputs, targets)
+    }
+
+    fn shifted(&self, shift: f32) -> Result<Box<dyn Explainer + '_>> {
+        Ok(Box::new(ShiftedExplainer {
+            classifier: self.classifier.with_input_offset(shift)?,
+            config: self.config.clone(),
+            runtime: self.runtime,
+        }))
+    }
+}
+
+/// The same method on a classifier whose input absorbs a shift.
+struct ShiftedExplainer<'a, R: Runtime> {
+    classifier: Classifier,
+    config: CamConfig,
+    runtime: &'a R,
+}
+
+impl<R: Runtime> Explainer for ShiftedExplainer<'_, R> {
+    fn explain(&self, inputs: ArrayView4<f32>, targets: &[usize]) -> Result<Array3<f32>> {
+        explain_all(
+            &self.classifier,
+            &self.config,
+            self.runtime,
+            inputs,
+            targets,
+        )
+    }
+}
