@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 
 use crate::bench::{BenchArgs, bench};
+use crate::eval::{EvalArgs, eval};
 use crate::explain::{CompareArgs, ExplainArgs, compare, explain};
 use crate::models::{Bundle, models_dir, read_image};
 use crate::serve::{ServeArgs, serve};
@@ -42,6 +43,8 @@ pub enum Command {
     Explain(Box<ExplainArgs>),
     /// Explain images with several methods (and models) into one labelled grid.
     Compare(Box<CompareArgs>),
+    /// Score explanation methods with evaluation metrics (Quantus's) over a folder of images.
+    Eval(Box<EvalArgs>),
     /// Time CamLIME end to end with a per-stage breakdown (and Score-CAM).
     Bench(BenchArgs),
     /// Serve the JSON API (/v1), asynchronous jobs and the web app over HTTP.
@@ -99,6 +102,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
         Command::Layers(args) => layers(&bundle, &args, out),
         Command::Explain(args) => explain(&bundle, &args, out),
         Command::Compare(args) => compare(&bundle, &args, out),
+        Command::Eval(args) => eval(&bundle, &args, out),
         Command::Bench(args) => bench(&bundle, &args, out),
         Command::Serve(args) => serve(&bundle, &args, out),
     }

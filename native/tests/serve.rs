@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use ureq::Agent;
 
-use common::{camlime, repo};
+use common::{camlime, repo, scratch};
 
 /// A running server, killed when dropped.
 struct Server {
@@ -22,28 +22,6 @@ struct Server {
 }
 
 /// A fresh folder for one test, removed when the test ends.
-struct Scratch(PathBuf);
-
-impl std::ops::Deref for Scratch {
-    type Target = Path;
-    fn deref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn scratch(name: &str) -> Scratch {
-    let dir = std::env::temp_dir().join(format!("camlime-serve-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    Scratch(dir)
-}
-
 impl Server {
     /// Start `camlime serve` with a data folder under `dir` and extra flags.
     fn start(dir: &Path, flags: &[&str]) -> Self {

@@ -12,7 +12,9 @@ use image::{Rgb, RgbImage};
 use serde::{Deserialize, Serialize};
 
 pub use grid::{GridCell, comparison_grid};
-pub use plot::{WeightCurve, weight_plot_png, weight_plot_svg};
+pub use plot::{
+    Series, WeightCurve, line_chart_png, line_chart_svg, weight_plot_png, weight_plot_svg,
+};
 
 use crate::cam::CamMap;
 use crate::lime::LabelExplanation;

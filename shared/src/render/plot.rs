@@ -1,6 +1,6 @@
-//! The weight–feature plot of the paper: each method's surrogate coefficient per segment id
-//! (e.g. LIME against CamLIME), drawn with plotters as SVG (text left to the viewer's fonts) or
-//! PNG (text in the bundled DejaVu Sans).
+//! Line charts drawn with plotters as SVG (text left to the viewer's fonts) or PNG (text in the
+//! bundled DejaVu Sans): the paper's weight–feature plot (each method's surrogate coefficient
+//! per segment id, e.g. LIME against CamLIME) and the metrics' perturbation curves.
 
 #[cfg(not(target_arch = "wasm32"))]
 use std::sync::Once;
@@ -54,11 +54,28 @@ fn check(curves: &[WeightCurve]) -> Result<usize> {
     Ok(n)
 }
 
+/// One line of a chart.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Series {
+    /// Legend entry.
+    pub name: String,
+    /// (x, y) points in order.
+    pub points: Vec<(f64, f64)>,
+}
+
+/// What a chart shows around its lines.
+struct Frame<'a> {
+    title: &'a str,
+    x_desc: &'a str,
+    y_desc: &'a str,
+    /// Circles on the points and a line at y = 0 (the weight plot).
+    markers: bool,
+}
+
 fn draw<DB: DrawingBackend>(
     root: DrawingArea<DB, Shift>,
-    curves: &[WeightCurve],
-    title: &str,
-    n: usize,
+    series: &[Series],
+    frame: &Frame,
 ) -> Result<()> {
     // Natively, plotters looks fonts up by family in its own table (even to lay out SVG text):
     // give it the bundled DejaVu Sans. In WebAssembly it measures text with the page's canvas.
@@ -71,50 +88,60 @@ fn draw<DB: DrawingBackend>(
         );
     });
     root.fill(&WHITE).map_err(render_error)?;
-    let weights = curves.iter().flat_map(|c| c.weights.iter().copied());
-    let (lo, hi) = weights.fold((0.0f64, 0.0f64), |(lo, hi), w| (lo.min(w), hi.max(w)));
+    let points = || series.iter().flat_map(|s| s.points.iter().copied());
+    let fold = |(lo, hi): (f64, f64), v: f64| (lo.min(v), hi.max(v));
+    let (x_lo, x_hi) = points()
+        .map(|p| p.0)
+        .fold((f64::INFINITY, f64::NEG_INFINITY), fold);
+    let start = if frame.markers {
+        (0.0, 0.0)
+    } else {
+        (f64::INFINITY, f64::NEG_INFINITY)
+    };
+    let (lo, hi) = points().map(|p| p.1).fold(start, fold);
     let margin = ((hi - lo) * 0.08).max(1e-6);
+    let x_margin = if frame.markers { 0.5 } else { 0.0 };
     let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 20))
+        .caption(frame.title, ("sans-serif", 20))
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(60)
-        .build_cartesian_2d(-0.5f64..(n as f64 - 0.5), (lo - margin)..(hi + margin))
+        .build_cartesian_2d(
+            (x_lo - x_margin)..(x_hi + x_margin).max(x_lo + 1e-9),
+            (lo - margin)..(hi + margin),
+        )
         .map_err(render_error)?;
     chart
         .configure_mesh()
-        .x_desc("segment id")
-        .x_label_formatter(&|x| format!("{x:.0}"))
-        .y_desc("weight")
+        .x_desc(frame.x_desc)
+        .y_desc(frame.y_desc)
         .light_line_style(RGBColor(235, 235, 235))
         .draw()
         .map_err(render_error)?;
-    chart
-        .draw_series(LineSeries::new(
-            [(-0.5, 0.0), (n as f64 - 0.5, 0.0)],
-            RGBColor(120, 120, 120),
-        ))
-        .map_err(render_error)?;
-    for (k, curve) in curves.iter().enumerate() {
-        let color = PALETTE[k % PALETTE.len()];
-        let points: Vec<(f64, f64)> = curve
-            .weights
-            .iter()
-            .enumerate()
-            .map(|(i, &w)| (i as f64, w))
-            .collect();
+    if frame.markers {
         chart
-            .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
-            .map_err(render_error)?
-            .label(curve.name.clone())
-            .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], color.stroke_width(2)));
-        chart
-            .draw_series(
-                points
-                    .into_iter()
-                    .map(|p| Circle::new(p, 3, color.filled())),
-            )
+            .draw_series(LineSeries::new(
+                [(x_lo - x_margin, 0.0), (x_hi + x_margin, 0.0)],
+                RGBColor(120, 120, 120),
+            ))
             .map_err(render_error)?;
+    }
+    for (k, line) in series.iter().enumerate() {
+        let color = PALETTE[k % PALETTE.len()];
+        chart
+            .draw_series(LineSeries::new(line.points.clone(), color.stroke_width(2)))
+            .map_err(render_error)?
+            .label(line.name.clone())
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], color.stroke_width(2)));
+        if frame.markers {
+            chart
+                .draw_series(
+                    line.points
+                        .iter()
+                        .map(|&p| Circle::new(p, 3, color.filled())),
+                )
+                .map_err(render_error)?;
+        }
     }
     chart
         .configure_series_labels()
@@ -125,15 +152,107 @@ fn draw<DB: DrawingBackend>(
     root.present().map_err(render_error)
 }
 
+fn weight_series(curves: &[WeightCurve]) -> Vec<Series> {
+    curves
+        .iter()
+        .map(|c| Series {
+            name: c.name.clone(),
+            points: c
+                .weights
+                .iter()
+                .enumerate()
+                .map(|(i, &w)| (i as f64, w))
+                .collect(),
+        })
+        .collect()
+}
+
+fn weight_frame(title: &str) -> Frame<'_> {
+    Frame {
+        title,
+        x_desc: "segment id",
+        y_desc: "weight",
+        markers: true,
+    }
+}
+
+fn check_series(series: &[Series]) -> Result<()> {
+    if series.is_empty() || series.iter().any(|s| s.points.is_empty()) {
+        return Err(Error::Parameter("a chart needs non-empty lines".into()));
+    }
+    if series
+        .iter()
+        .flat_map(|s| &s.points)
+        .any(|(x, y)| !x.is_finite() || !y.is_finite())
+    {
+        return Err(Error::Parameter("a chart needs finite points".into()));
+    }
+    Ok(())
+}
+
+/// A line chart (e.g. metrics' perturbation curves) as an SVG document.
+pub fn line_chart_svg(
+    series: &[Series],
+    title: &str,
+    x_desc: &str,
+    y_desc: &str,
+) -> Result<String> {
+    check_series(series)?;
+    let mut svg = String::new();
+    let frame = Frame {
+        title,
+        x_desc,
+        y_desc,
+        markers: false,
+    };
+    draw(
+        SVGBackend::with_string(&mut svg, (900, 480)).into_drawing_area(),
+        series,
+        &frame,
+    )?;
+    Ok(svg)
+}
+
+/// A line chart as a `width × height` RGB image.
+pub fn line_chart_png(
+    series: &[Series],
+    (title, x_desc, y_desc): (&str, &str, &str),
+    width: u32,
+    height: u32,
+) -> Result<RgbImage> {
+    check_series(series)?;
+    let frame = Frame {
+        title,
+        x_desc,
+        y_desc,
+        markers: false,
+    };
+    bitmap(series, &frame, width, height)
+}
+
+fn bitmap(series: &[Series], frame: &Frame, width: u32, height: u32) -> Result<RgbImage> {
+    if !(200..=4096).contains(&width) || !(150..=4096).contains(&height) {
+        return Err(Error::Parameter(format!(
+            "plot size {width}×{height} is outside 200..=4096 × 150..=4096"
+        )));
+    }
+    let mut buffer = vec![0u8; (width * height * 3) as usize];
+    draw(
+        BitMapBackend::with_buffer(&mut buffer, (width, height)).into_drawing_area(),
+        series,
+        frame,
+    )?;
+    RgbImage::from_raw(width, height, buffer).ok_or_else(|| render_error("buffer size"))
+}
+
 /// The plot as an SVG document.
 pub fn weight_plot_svg(curves: &[WeightCurve], title: &str) -> Result<String> {
-    let n = check(curves)?;
+    check(curves)?;
     let mut svg = String::new();
     draw(
         SVGBackend::with_string(&mut svg, (900, 480)).into_drawing_area(),
-        curves,
-        title,
-        n,
+        &weight_series(curves),
+        &weight_frame(title),
     )?;
     Ok(svg)
 }
@@ -148,20 +267,8 @@ pub fn weight_plot_png(
     width: u32,
     height: u32,
 ) -> Result<RgbImage> {
-    let n = check(curves)?;
-    if !(200..=4096).contains(&width) || !(150..=4096).contains(&height) {
-        return Err(Error::Parameter(format!(
-            "plot size {width}×{height} is outside 200..=4096 × 150..=4096"
-        )));
-    }
-    let mut buffer = vec![0u8; (width * height * 3) as usize];
-    draw(
-        BitMapBackend::with_buffer(&mut buffer, (width, height)).into_drawing_area(),
-        curves,
-        title,
-        n,
-    )?;
-    RgbImage::from_raw(width, height, buffer).ok_or_else(|| render_error("buffer size"))
+    check(curves)?;
+    bitmap(&weight_series(curves), &weight_frame(title), width, height)
 }
 
 #[cfg(test)]

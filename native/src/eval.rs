@@ -1,0 +1,791 @@
+//! `camlime eval`: metrics (Quantus's definitions, `camlime_core::metrics`) for several
+//! explanation methods over a folder of images. Every (image, method, metric) result is
+//! appended to `results.jsonl` as soon as it exists, so an interrupted run continues where it
+//! stopped; the tables (Markdown, CSV, JSON) and the mean perturbation curves (SVG, PNG) are
+//! rebuilt from that file at the end.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail, ensure};
+use camlime_core::cam::{CamConfig, CamMethod};
+use camlime_core::metrics::{
+    Forward, Instance, MethodExplainer, Metric, Outcome, method_map, mprt,
+};
+use camlime_core::ndarray::{Array2, Array3, Axis};
+use camlime_core::preprocess::DecodeLimits;
+use camlime_core::render::{Series, line_chart_png, line_chart_svg, paint};
+use camlime_core::{Classifier, Method, decode_image};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::explain::ExplainOptions;
+use crate::models::Bundle;
+use crate::parallel::{Threads, available_threads};
+
+/// The paper's metrics with the paper's settings (METHOD.md §5).
+pub fn paper_metrics() -> Vec<(String, Value)> {
+    use serde_json::json;
+    vec![
+        (
+            "FaithfulnessCorrelation".into(),
+            json!({"nr_runs": 100, "subset_size": 224, "perturb_baseline": "black"}),
+        ),
+        (
+            "FaithfulnessEstimate".into(),
+            json!({"features_in_step": 224, "perturb_baseline": "black"}),
+        ),
+        (
+            "MonotonicityCorrelation".into(),
+            json!({"features_in_step": 3136, "nr_samples": 10}),
+        ),
+        ("IROF".into(), json!({})),
+        (
+            "RegionPerturbation".into(),
+            json!({"patch_size": 14, "perturb_baseline": "uniform", "order": "morf"}),
+        ),
+        ("Sparseness".into(), json!({})),
+        ("Complexity".into(), json!({})),
+        ("EffectiveComplexity".into(), json!({"eps": 1e-5})),
+    ]
+}
+
+/// The paper's methods: LIME against CamLIME, and the CAM methods.
+pub const PAPER_METHODS: &str = "lime,camlime,gradcam,gradcam++,layercam,eigencam";
+
+/// Arguments of `eval`.
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// Folder of images (PNG, JPEG, WebP, BMP, GIF, TIFF), evaluated in name order.
+    #[arg(long, value_name = "DIR")]
+    pub images: PathBuf,
+    /// Explanation methods, comma-separated: camlime, lime or any CAM / input attribution.
+    #[arg(long, value_delimiter = ',', default_value = PAPER_METHODS)]
+    pub methods: Vec<String>,
+    /// Metrics, comma-separated (Quantus's names), `paper` (the paper's eight with its
+    /// settings) or `all` (every metric the run can compute).
+    #[arg(long, value_delimiter = ',', default_value = "paper")]
+    pub metrics: Vec<String>,
+    /// JSON object of metric parameters over the defaults: {"PixelFlipping": {"features_in_step": 224}}.
+    #[arg(long, value_name = "FILE")]
+    pub metric_params: Option<PathBuf>,
+    /// Folder of ground-truth masks for localisation metrics: `<image stem>.png`, non-zero =
+    /// relevant, at the image's size (cropped and resized as the image is).
+    #[arg(long, value_name = "DIR")]
+    pub masks: Option<PathBuf>,
+    /// A bundled model name or a path to an ONNX classifier.
+    #[arg(long, default_value = "mobilenet_v2")]
+    pub model: String,
+    /// Output folder (results.jsonl, summary.md/.csv/.json, curves/); an existing one is resumed.
+    #[arg(long, default_value = "camlime-eval", value_name = "DIR")]
+    pub out: PathBuf,
+    /// Seed of the metrics' random draws (each image and metric starts from it).
+    #[arg(long, default_value_t = 0)]
+    pub metric_seed: u64,
+    /// Evaluate only the first N images.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// The explanation methods' parameters.
+    #[command(flatten)]
+    pub options: ExplainOptions,
+}
+
+/// Everything that decides a run's results; a resumed run must match it.
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+struct RunSpec {
+    model: String,
+    model_sha256: String,
+    methods: Vec<String>,
+    metrics: Vec<(String, Value)>,
+    metric_seed: u64,
+    explain_seed: u64,
+    samples: u32,
+    segmenter: String,
+}
+
+/// One line of `results.jsonl`.
+#[derive(Debug, Serialize, Deserialize)]
+struct Row {
+    image: String,
+    method: String,
+    metric: String,
+    #[serde(flatten)]
+    outcome: Option<Outcome>,
+    error: Option<String>,
+    seconds: f64,
+}
+
+/// The metrics asked for, with their parameters, checked.
+fn chosen_metrics(args: &EvalArgs, have_masks: bool) -> Result<Vec<(String, Value)>> {
+    let overrides: BTreeMap<String, Value> = match &args.metric_params {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            serde_json::from_str(&text).with_context(|| {
+                format!(
+                    "{} must be a JSON object of metric parameters",
+                    path.display()
+                )
+            })?
+        }
+        None => BTreeMap::new(),
+    };
+    let mut chosen: Vec<(String, Value)> = Vec::new();
+    for name in &args.metrics {
+        match name.as_str() {
+            "paper" => chosen.extend(paper_metrics()),
+            "all" => chosen.extend(
+                Metric::NAMES
+                    .iter()
+                    .filter(|n| {
+                        have_masks || !Metric::parse(n, &Value::Null).is_ok_and(|m| m.needs().mask)
+                    })
+                    .map(|n| ((*n).to_owned(), Value::Object(Default::default()))),
+            ),
+            other => {
+                let metric = Metric::parse(other, &Value::Null)?;
+                chosen.push((metric.name().to_owned(), Value::Object(Default::default())));
+            }
+        }
+    }
+    let mut seen = HashSet::new();
+    chosen.retain(|(name, _)| seen.insert(name.clone()));
+    for (name, params) in &mut chosen {
+        if let Some(extra) = overrides.get(name.as_str()) {
+            let (Value::Object(base), Value::Object(extra)) = (&mut *params, extra) else {
+                bail!("parameters of {name} must be a JSON object");
+            };
+            base.extend(extra.clone());
+        }
+        let metric = Metric::parse(name, params)?;
+        ensure!(
+            have_masks || !metric.needs().mask,
+            "{name} needs ground-truth masks: pass --masks DIR"
+        );
+    }
+    for key in overrides.keys() {
+        ensure!(
+            chosen.iter().any(|(name, _)| name == key),
+            "--metric-params names {key}, which is not among the chosen metrics"
+        );
+    }
+    Ok(chosen)
+}
+
+/// Image files of a folder in name order.
+fn image_files(dir: &Path, limit: Option<usize>) -> Result<Vec<PathBuf>> {
+    const EXTENSIONS: [&str; 8] = ["png", "jpg", "jpeg", "webp", "bmp", "gif", "tif", "tiff"];
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read the image folder {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+        })
+        .collect();
+    files.sort();
+    if let Some(n) = limit {
+        files.truncate(n);
+    }
+    ensure!(!files.is_empty(), "no images in {}", dir.display());
+    Ok(files)
+}
+
+/// One image ready for the metrics.
+struct Prepared {
+    image: image::RgbImage,
+    input: Array3<f32>,
+    target: usize,
+    mask: Option<Array2<bool>>,
+}
+
+fn prepare(
+    classifier: &Classifier,
+    path: &Path,
+    masks: Option<&Path>,
+    options: &ExplainOptions,
+) -> Result<Prepared> {
+    let name = path
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    let limits = DecodeLimits {
+        max_pixels: options.max_pixels,
+    };
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let image = decode_image(&bytes, &limits).with_context(|| format!("in {}", path.display()))?;
+    let preprocessing = &classifier.spec().preprocessing;
+    let base = preprocessing.base_image(&image)?;
+    let input = preprocessing
+        .tensor(std::slice::from_ref(&base))?
+        .index_axis_move(Axis(0), 0);
+    let logits = classifier
+        .forward(input.view().insert_axis(Axis(0)), &[])?
+        .logits
+        .row(0)
+        .to_vec();
+    let target = classifier.target_class(&logits, options.target)?;
+    let mask = match masks {
+        None => None,
+        Some(dir) => {
+            let stem = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let file = dir.join(format!("{stem}.png"));
+            let bytes = std::fs::read(&file)
+                .with_context(|| format!("no mask for {name}: cannot read {}", file.display()))?;
+            let mask =
+                decode_image(&bytes, &limits).with_context(|| format!("in {}", file.display()))?;
+            ensure!(
+                mask.dimensions() == image.dimensions(),
+                "mask {} is {:?}, its image {:?}",
+                file.display(),
+                mask.dimensions(),
+                image.dimensions()
+            );
+            let base_mask = preprocessing.base_image(&mask)?;
+            let (w, h) = base_mask.dimensions();
+            Some(Array2::from_shape_fn((h as usize, w as usize), |(r, c)| {
+                base_mask
+                    .get_pixel(c as u32, r as u32)
+                    .0
+                    .iter()
+                    .any(|&v| v >= 128)
+            }))
+        }
+    };
+    Ok(Prepared {
+        image,
+        input,
+        target,
+        mask,
+    })
+}
+
+/// The attribution map of `method` for an image.
+fn attribution(
+    classifier: &Classifier,
+    prepared: &Prepared,
+    method: Method,
+    options: &ExplainOptions,
+    threads: &Threads,
+) -> Result<Array2<f32>> {
+    let mut config = options.config(method)?;
+    config.target = Some(prepared.target);
+    match method {
+        Method::Cam(cam) => method_map(
+            classifier,
+            prepared.input.view(),
+            prepared.target,
+            &cam_config(cam, &config),
+            threads,
+        )
+        .map_err(Into::into),
+        Method::Lime | Method::CamLime => {
+            let record =
+                camlime_core::explain(classifier, &prepared.image, None, &config, threads)?;
+            let segments = record
+                .segments
+                .as_ref()
+                .context("a LIME record without segments")?
+                .segmentation()?;
+            let explanation = record
+                .main_explanation()
+                .context("no explanation in the record")?;
+            let map = paint(&segments, &explanation.weights(segments.count()))?;
+            Array2::from_shape_vec((map.height(), map.width()), map.values().to_vec())
+                .map_err(Into::into)
+        }
+    }
+}
+
+fn cam_config(method: CamMethod, config: &camlime_core::ExplainConfig) -> CamConfig {
+    CamConfig {
+        method,
+        layers: config.layers.clone(),
+        target: config.target,
+        ablation: config.ablation,
+        seed: config.seed,
+        eigen_smooth: config.eigen_smooth,
+        aug_smooth: config.aug_smooth,
+        feature_resolution: false,
+        attribution: config.attribution.clone(),
+        ..CamConfig::default()
+    }
+}
+
+/// What every score of a run shares.
+struct Scoring<'a> {
+    classifier: &'a Classifier,
+    options: &'a ExplainOptions,
+    threads: &'a Threads,
+    seed: u64,
+}
+
+/// Score one metric; the explainer exists only for CAMs and input attributions.
+fn score(
+    metric: &Metric,
+    scoring: &Scoring,
+    prepared: &Prepared,
+    map: &Array2<f32>,
+    method: Method,
+) -> Result<Outcome> {
+    let Scoring {
+        classifier,
+        options,
+        threads,
+        seed,
+    } = *scoring;
+    let instance = Instance {
+        input: prepared.input.view(),
+        target: prepared.target,
+        attribution: map.view(),
+        mask: prepared.mask.as_ref().map(|m| m.view()),
+    };
+    let model = Forward {
+        classifier,
+        runtime: threads,
+    };
+    let cam = match method {
+        Method::Cam(cam) => Some(cam_config(cam, &options.config(method)?)),
+        _ => None,
+    };
+    if metric.needs().explainer && cam.is_none() {
+        bail!(
+            "{} re-explains perturbed model inputs, which {} (an explanation of the image) cannot",
+            metric.name(),
+            method.name()
+        );
+    }
+    if let Metric::Mprt(params) = metric {
+        let config = cam.context("MPRT needs a CAM or input attribution")?;
+        let layers = classifier.parameter_layers();
+        return Ok(mprt(params, &instance, &layers, &mut |set| {
+            let edited = if set.is_empty() {
+                None
+            } else {
+                Some(classifier.with_randomised_layers(set, params.seed)?)
+            };
+            method_map(
+                edited.as_ref().unwrap_or(classifier),
+                prepared.input.view(),
+                prepared.target,
+                &config,
+                threads,
+            )
+        })?);
+    }
+    let explainer = cam.map(|config| MethodExplainer {
+        classifier,
+        config,
+        runtime: threads,
+    });
+    let explainer = explainer
+        .as_ref()
+        .map(|e| e as &dyn camlime_core::metrics::Explainer);
+    Ok(metric.evaluate(&instance, &model, explainer, seed)?)
+}
+
+fn read_rows(path: &Path) -> Result<Vec<Row>> {
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut rows = Vec::new();
+    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        // A line cut short by an interruption is dropped and redone.
+        match serde_json::from_str::<Row>(&line) {
+            Ok(row) => rows.push(row),
+            Err(e) => eprintln!("camlime: {}: line {} skipped ({e})", path.display(), i + 1),
+        }
+    }
+    Ok(rows)
+}
+
+/// `camlime eval`.
+pub fn eval(bundle: &Bundle, args: &EvalArgs, out: &mut dyn Write) -> Result<()> {
+    let methods: Vec<Method> = args
+        .methods
+        .iter()
+        .map(|m| Method::from_name(m.trim()))
+        .collect::<Result<_, _>>()?;
+    ensure!(!methods.is_empty(), "--methods names no method");
+    let metrics = chosen_metrics(args, args.masks.is_some())?;
+    let parsed: Vec<Metric> = metrics
+        .iter()
+        .map(|(name, params)| Metric::parse(name, params))
+        .collect::<Result<_, _>>()?;
+    for method in &methods {
+        args.options.config(*method)?;
+    }
+    let files = image_files(&args.images, args.limit)?;
+    let loaded = bundle.load(&args.model)?;
+    let classifier = &loaded.classifier;
+    let spec = RunSpec {
+        model: loaded.name.clone(),
+        model_sha256: classifier.sha256().to_owned(),
+        methods: methods.iter().map(|m| m.name().to_owned()).collect(),
+        metrics: metrics.clone(),
+        metric_seed: args.metric_seed,
+        explain_seed: args.options.seed,
+        samples: args.options.samples,
+        segmenter: args.options.segmenter.clone(),
+    };
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("cannot create {}", args.out.display()))?;
+    let spec_path = args.out.join("run.json");
+    if spec_path.exists() {
+        let previous: RunSpec = serde_json::from_str(&std::fs::read_to_string(&spec_path)?)
+            .with_context(|| format!("{} is not a camlime eval run", spec_path.display()))?;
+        ensure!(
+            previous == spec,
+            "{} holds a run with other settings; choose another --out or delete it",
+            args.out.display()
+        );
+    } else {
+        std::fs::write(&spec_path, serde_json::to_string_pretty(&spec)? + "\n")?;
+    }
+    let results_path = args.out.join("results.jsonl");
+    let mut rows = read_rows(&results_path)?;
+    let done: HashSet<(String, String, String)> = rows
+        .iter()
+        .map(|r| (r.image.clone(), r.method.clone(), r.metric.clone()))
+        .collect();
+    let names: Vec<String> = files
+        .iter()
+        .map(|p| {
+            p.file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+        })
+        .collect();
+    let pending: usize = names
+        .iter()
+        .map(|image| {
+            methods
+                .iter()
+                .flat_map(|m| parsed.iter().map(move |metric| (m, metric)))
+                .filter(|(m, metric)| {
+                    !done.contains(&(image.clone(), m.name().to_owned(), metric.name().to_owned()))
+                })
+                .count()
+        })
+        .sum();
+    let threads = Threads::new(args.options.threads.unwrap_or_else(available_threads));
+    let bar = ProgressBar::new(pending as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{msg:>40} [{bar:30}] {pos}/{len} ({elapsed}, eta {eta})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    let mut log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&results_path)
+        .with_context(|| format!("cannot write {}", results_path.display()))?;
+    // An interrupted write leaves a line without its newline: end it before appending.
+    let existing = std::fs::read(&results_path)?;
+    if existing.last().is_some_and(|&b| b != b'\n') {
+        writeln!(log)?;
+    }
+    let started = Instant::now();
+    let scoring = Scoring {
+        classifier,
+        options: &args.options,
+        threads: &threads,
+        seed: args.metric_seed,
+    };
+    for (path, image_name) in files.iter().zip(&names) {
+        let todo: Vec<(Method, &Metric)> = methods
+            .iter()
+            .flat_map(|m| parsed.iter().map(move |metric| (*m, metric)))
+            .filter(|(m, metric)| {
+                !done.contains(&(
+                    image_name.clone(),
+                    m.name().to_owned(),
+                    metric.name().to_owned(),
+                ))
+            })
+            .collect();
+        if todo.is_empty() {
+            continue;
+        }
+        let prepared = prepare(classifier, path, args.masks.as_deref(), &args.options)?;
+        for method in &methods {
+            let metrics_left: Vec<&Metric> = todo
+                .iter()
+                .filter(|(m, _)| m == method)
+                .map(|(_, metric)| *metric)
+                .collect();
+            if metrics_left.is_empty() {
+                continue;
+            }
+            bar.set_message(format!("{image_name} · {}", method.name()));
+            let map = attribution(classifier, &prepared, *method, &args.options, &threads)
+                .with_context(|| format!("{} on {image_name}", method.name()))?;
+            for metric in metrics_left {
+                bar.set_message(format!(
+                    "{image_name} · {} · {}",
+                    method.name(),
+                    metric.name()
+                ));
+                let clock = Instant::now();
+                let result = score(metric, &scoring, &prepared, &map, *method);
+                let (outcome, error) = match result {
+                    Ok(outcome) => (Some(outcome), None),
+                    Err(e) => (None, Some(format!("{e:#}"))),
+                };
+                let row = Row {
+                    image: image_name.clone(),
+                    method: method.name().to_owned(),
+                    metric: metric.name().to_owned(),
+                    outcome,
+                    error,
+                    seconds: clock.elapsed().as_secs_f64(),
+                };
+                writeln!(log, "{}", serde_json::to_string(&row)?)?;
+                log.flush()?;
+                rows.push(row);
+                bar.inc(1);
+            }
+        }
+    }
+    bar.finish_and_clear();
+    let summary = summarise(&rows, &names, &methods, &parsed);
+    write_outputs(&args.out, &summary, &rows, &names, &methods, &parsed)?;
+    writeln!(
+        out,
+        "{} images × {} methods × {} metrics in {:.1} s ({} computed now) → {}",
+        names.len(),
+        methods.len(),
+        parsed.len(),
+        started.elapsed().as_secs_f64(),
+        pending,
+        args.out.display()
+    )?;
+    write!(out, "{}", markdown(&summary, &methods, &parsed))?;
+    Ok(())
+}
+
+/// Mean, standard deviation and count of one method × metric cell.
+#[derive(Debug, Default, Serialize)]
+struct Cell {
+    mean: f64,
+    std: f64,
+    n: usize,
+    nan: usize,
+    errors: Vec<String>,
+}
+
+type Summary = BTreeMap<(String, String), Cell>;
+
+fn summarise(rows: &[Row], images: &[String], methods: &[Method], metrics: &[Metric]) -> Summary {
+    let mut summary = Summary::new();
+    for method in methods {
+        for metric in metrics {
+            let mut outcomes: Vec<Outcome> = Vec::new();
+            let mut cell = Cell::default();
+            for image in images {
+                let row = rows.iter().rev().find(|r| {
+                    r.image == *image && r.method == method.name() && r.metric == metric.name()
+                });
+                match row {
+                    Some(Row {
+                        outcome: Some(o), ..
+                    }) => outcomes.push(o.clone()),
+                    Some(Row { error: Some(e), .. }) if !cell.errors.contains(e) => {
+                        cell.errors.push(e.clone());
+                    }
+                    _ => {}
+                }
+            }
+            metric.finish(&mut outcomes);
+            let scores: Vec<f64> = outcomes.iter().map(|o| o.score).collect();
+            let finite: Vec<f64> = scores.iter().copied().filter(|s| s.is_finite()).collect();
+            cell.n = finite.len();
+            cell.nan = scores.len() - finite.len();
+            if !finite.is_empty() {
+                cell.mean = finite.iter().sum::<f64>() / finite.len() as f64;
+                cell.std = (finite.iter().map(|s| (s - cell.mean).powi(2)).sum::<f64>()
+                    / finite.len() as f64)
+                    .sqrt();
+            }
+            summary.insert((method.name().to_owned(), metric.name().to_owned()), cell);
+        }
+    }
+    summary
+}
+
+fn cell_text(cell: &Cell) -> String {
+    if cell.n == 0 {
+        return if cell.errors.is_empty() {
+            "NaN".into()
+        } else {
+            "n/a".into()
+        };
+    }
+    let mut text = format!("{:.4} ± {:.4}", cell.mean, cell.std);
+    if cell.nan > 0 {
+        text.push_str(&format!(" ({} NaN)", cell.nan));
+    }
+    text
+}
+
+fn markdown(summary: &Summary, methods: &[Method], metrics: &[Metric]) -> String {
+    let mut text = String::from("| method |");
+    for metric in metrics {
+        let arrow = match metric.higher_is_better() {
+            Some(true) => " ↑",
+            Some(false) => " ↓",
+            None => "",
+        };
+        text.push_str(&format!(" {}{arrow} |", metric.name()));
+    }
+    text.push_str("\n|---|");
+    text.push_str(&"---|".repeat(metrics.len()));
+    text.push('\n');
+    for method in methods {
+        text.push_str(&format!("| {} |", method.title()));
+        for metric in metrics {
+            let cell = &summary[&(method.name().to_owned(), metric.name().to_owned())];
+            text.push_str(&format!(" {} |", cell_text(cell)));
+        }
+        text.push('\n');
+    }
+    let notes: Vec<String> = summary
+        .iter()
+        .flat_map(|((method, metric), cell)| {
+            cell.errors
+                .iter()
+                .map(move |e| format!("- {method} × {metric}: {e}"))
+        })
+        .collect();
+    if !notes.is_empty() {
+        text.push_str("\nNot computed:\n");
+        text.push_str(&notes.join("\n"));
+        text.push('\n');
+    }
+    text
+}
+
+fn write_outputs(
+    dir: &Path,
+    summary: &Summary,
+    rows: &[Row],
+    images: &[String],
+    methods: &[Method],
+    metrics: &[Metric],
+) -> Result<()> {
+    std::fs::write(dir.join("summary.md"), markdown(summary, methods, metrics))?;
+    let mut csv = String::from("method,metric,mean,std,n,nan\n");
+    for ((method, metric), cell) in summary {
+        csv.push_str(&format!(
+            "{method},{metric},{},{},{},{}\n",
+            cell.mean, cell.std, cell.n, cell.nan
+        ));
+    }
+    std::fs::write(dir.join("summary.csv"), csv)?;
+    let json: Vec<Value> = summary
+        .iter()
+        .map(|((method, metric), cell)| {
+            serde_json::json!({"method": method, "metric": metric, "mean": cell.mean,
+                "std": cell.std, "n": cell.n, "nan": cell.nan, "errors": cell.errors})
+        })
+        .collect();
+    std::fs::write(
+        dir.join("summary.json"),
+        serde_json::to_string_pretty(&json)? + "\n",
+    )?;
+    let curves = dir.join("curves");
+    for metric in metrics {
+        let series: Vec<Series> = methods
+            .iter()
+            .filter_map(|method| {
+                mean_curve(rows, images, method.name(), metric.name()).map(|points| Series {
+                    name: method.title().to_owned(),
+                    points,
+                })
+            })
+            .collect();
+        if series.is_empty() {
+            continue;
+        }
+        std::fs::create_dir_all(&curves)?;
+        let title = format!("{} (mean over images)", metric.name());
+        let labels = (
+            title.as_str(),
+            "share of the perturbation sequence",
+            "model output",
+        );
+        std::fs::write(
+            curves.join(format!("{}.svg", metric.name())),
+            line_chart_svg(&series, labels.0, labels.1, labels.2)?,
+        )?;
+        line_chart_png(&series, labels, 900, 480)?
+            .save(curves.join(format!("{}.png", metric.name())))
+            .context("cannot write a curve plot")?;
+    }
+    Ok(())
+}
+
+/// The mean curve of a method × metric over images, each curve placed on [0, 1] and sampled
+/// at 101 points by linear interpolation (curves may differ in length: IROF's segments).
+fn mean_curve(
+    rows: &[Row],
+    images: &[String],
+    method: &str,
+    metric: &str,
+) -> Option<Vec<(f64, f64)>> {
+    const POINTS: usize = 101;
+    let curves: Vec<&Vec<f64>> = images
+        .iter()
+        .filter_map(|image| {
+            rows.iter()
+                .rev()
+                .find(|r| r.image == *image && r.method == method && r.metric == metric)
+        })
+        .filter_map(|r| r.outcome.as_ref())
+        .map(|o| &o.curve)
+        .filter(|c| c.len() >= 2 && c.iter().all(|v| v.is_finite()))
+        .collect();
+    if curves.is_empty()
+        || !matches!(
+            metric,
+            "PixelFlipping"
+                | "RegionPerturbation"
+                | "Selectivity"
+                | "IROF"
+                | "ROAD"
+                | "Deletion"
+                | "Insertion"
+                | "MonotonicityArya"
+                | "Infidelity"
+        )
+    {
+        return None;
+    }
+    let sample = |curve: &[f64], t: f64| {
+        let position = t * (curve.len() - 1) as f64;
+        let i = (position.floor() as usize).min(curve.len() - 2);
+        let frac = position - i as f64;
+        curve[i] * (1.0 - frac) + curve[i + 1] * frac
+    };
+    Some(
+        (0..POINTS)
+            .map(|k| {
+                let t = k as f64 / (POINTS - 1) as f64;
+                let mean = curves.iter().map(|c| sample(c, t)).sum::<f64>() / curves.len() as f64;
+                (t, mean)
+            })
+            .collect(),
+    )
+}
