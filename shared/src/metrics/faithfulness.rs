@@ -213,11 +213,7 @@ impl MonotonicityArya {
         }
         let preds = batch.finish()?;
         let monotone = preds.windows(2).all(|w| w[1] - w[0] >= 0.0);
-        Ok(Outcome {
-            score: f64::from(u8::from(monotone)),
-            curve: preds,
-            sums: Vec::new(),
-        })
+        Ok(Outcome::with_curve(f64::from(u8::from(monotone)), preds))
     }
 }
 
@@ -626,11 +622,7 @@ impl RegionPerturbation {
             draws,
         )?;
         let curve: Vec<f64> = batch.finish()?.iter().map(|p| y_pred - p).collect();
-        Ok(Outcome {
-            score: trapezoid(&curve),
-            curve,
-            sums: Vec::new(),
-        })
+        Ok(Outcome::with_curve(trapezoid(&curve), curve))
     }
 }
 
@@ -685,11 +677,7 @@ impl Selectivity {
             draws,
         )?;
         let curve = batch.finish()?;
-        Ok(Outcome {
-            score: trapezoid(&curve),
-            curve,
-            sums: Vec::new(),
-        })
+        Ok(Outcome::with_curve(trapezoid(&curve), curve))
     }
 }
 
@@ -769,11 +757,10 @@ impl Irof {
             batch.push(current.view())?;
         }
         let curve: Vec<f64> = batch.finish()?.iter().map(|p| p / y_pred).collect();
-        Ok(Outcome {
-            score: curve.len() as f64 - trapezoid(&curve),
+        Ok(Outcome::with_curve(
+            curve.len() as f64 - trapezoid(&curve),
             curve,
-            sums: Vec::new(),
-        })
+        ))
     }
 }
 
@@ -939,11 +926,10 @@ impl Road {
             .into_iter()
             .map(|class| f64::from(u8::from(class == y)))
             .collect();
-        Ok(Outcome {
-            score: curve.iter().sum::<f64>() / curve.len() as f64,
+        Ok(Outcome::with_curve(
+            curve.iter().sum::<f64>() / curve.len() as f64,
             curve,
-            sums: Vec::new(),
-        })
+        ))
     }
 }
 
@@ -1016,11 +1002,7 @@ impl Deletion {
             draws,
         )?;
         let curve = batch.finish()?;
-        Ok(Outcome {
-            score: rise_area(&curve),
-            curve,
-            sums: Vec::new(),
-        })
+        Ok(Outcome::with_curve(rise_area(&curve), curve))
     }
 }
 
@@ -1084,10 +1066,6 @@ impl Insertion {
             batch.push(current.view())?;
         }
         let curve = batch.finish()?;
-        Ok(Outcome {
-            score: rise_area(&curve),
-            curve,
-            sums: Vec::new(),
-        })
+        Ok(Outcome::with_curve(rise_area(&curve), curve))
     }
 }

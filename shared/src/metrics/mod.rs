@@ -100,10 +100,18 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    fn score(score: f64) -> Self {
+    pub(crate) fn score(score: f64) -> Self {
         Self {
             score,
             ..Self::default()
+        }
+    }
+
+    pub(crate) fn with_curve(score: f64, curve: Vec<f64>) -> Self {
+        Self {
+            score,
+            curve,
+            sums: Vec::new(),
         }
     }
 }

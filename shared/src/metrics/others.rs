@@ -387,7 +387,7 @@ macro_rules! sensitivity {
                         let diff = frobenius(a.iter().zip(map.iter()).map(|(p, q)| f64::from(p - q)));
                         diff / norm_a
                     })?;
-                Ok(Outcome { score: $reduce(&values), curve: values, sums: Vec::new() })
+                Ok(Outcome::with_curve($reduce(&values), values))
             }
         }
     };
@@ -474,11 +474,7 @@ impl LocalLipschitzEstimate {
                 numerator / (denominator + 1e-10)
             },
         )?;
-        Ok(Outcome {
-            score: nan_max(&values),
-            curve: values,
-            sums: Vec::new(),
-        })
+        Ok(Outcome::with_curve(nan_max(&values), values))
     }
 }
 
@@ -564,7 +560,7 @@ macro_rules! stability {
                 } else {
                     values.iter().copied().fold(f64::NEG_INFINITY, f64::max)
                 };
-                Ok(Outcome { score, curve: values, sums: Vec::new() })
+                Ok(Outcome::with_curve(score, values))
             }
         }
     };
@@ -749,11 +745,10 @@ impl Completeness {
         let y_reference = output_of(model, reference.view(), y, self.softmax)?;
         let total = f64::from(super::stats::pairwise_sum_f32(&flat(&a)));
         let drop = y_pred - y_reference;
-        Ok(Outcome {
-            score: f64::from(u8::from(total == drop)),
-            curve: vec![total, drop],
-            sums: Vec::new(),
-        })
+        Ok(Outcome::with_curve(
+            f64::from(u8::from(total == drop)),
+            vec![total, drop],
+        ))
     }
 }
 
@@ -830,11 +825,7 @@ impl NonSensitivity {
             }
             variances.push(variance);
         }
-        Ok(Outcome {
-            score: mismatches as f64,
-            curve: variances,
-            sums: Vec::new(),
-        })
+        Ok(Outcome::with_curve(mismatches as f64, variances))
     }
 }
 

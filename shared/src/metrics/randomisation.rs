@@ -63,11 +63,7 @@ impl RandomLogit {
         };
         let a = flat(&preparation.apply(a));
         let other = explain_one(explainer, x, self.other_class(y), preparation)?;
-        Ok(Outcome {
-            score: ssim(&a, &flat(&other)),
-            curve: Vec::new(),
-            sums: Vec::new(),
-        })
+        Ok(Outcome::score(ssim(&a, &flat(&other))))
     }
 }
 
@@ -189,9 +185,8 @@ pub fn mprt(
         curve.push(compare(&set)?);
     }
     let steps = &curve[1..];
-    Ok(Outcome {
-        score: steps.iter().sum::<f64>() / steps.len() as f64,
+    Ok(Outcome::with_curve(
+        steps.iter().sum::<f64>() / steps.len() as f64,
         curve,
-        sums: Vec::new(),
-    })
+    ))
 }
