@@ -10,7 +10,7 @@ It explains the image with pytorch-grad-cam's Grad-CAM on features.17 (the attri
 metrics score; their cost hardly depends on it), then times each metric of the paper preset
 with the paper's settings (the same as `camlime eval --metrics paper`) and, with
 `--pixel-flipping`, PixelFlipping at Quantus's defaults (one model call per pixel: 50,176
-calls; about a quarter of an hour on a 2-core machine). Prints one JSON line per metric.
+calls) or with `--pixel-flipping-step N` pixels per call. Prints one JSON line per metric.
 """
 
 import argparse
@@ -50,6 +50,8 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--image", default=str(ROOT / "models/samples/chelsea.png"))
     parser.add_argument("--pixel-flipping", action="store_true")
+    parser.add_argument("--pixel-flipping-step", type=int, default=1,
+                        help="features_in_step of PixelFlipping (Quantus's default: 1)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -69,7 +71,7 @@ def main():
     x_batch, y_batch, a_batch = x.numpy(), np.array([y]), a[:, None].astype(np.float32)
     cases = list(PAPER)
     if args.pixel_flipping:
-        cases.append(("PixelFlipping", {}))
+        cases.append(("PixelFlipping", {"features_in_step": args.pixel_flipping_step}))
     total = 0.0
     for name, params in cases:
         metric = getattr(quantus, name)(**params, disable_warnings=True)
