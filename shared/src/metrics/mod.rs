@@ -88,15 +88,38 @@ pub struct Instance<'a> {
 /// A metric's result on one instance.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Outcome {
-    /// The score (NaN where undefined, e.g. a constant series' correlation).
+    /// The score (NaN where undefined, e.g. a constant series' correlation; JSON writes NaN as
+    /// `null`, which reads back as NaN).
+    #[serde(deserialize_with = "nan_from_null")]
     pub score: f64,
     /// The perturbation curve where the metric has one (model outputs or output changes per
     /// step, in step order).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "nans_from_nulls"
+    )]
     pub curve: Vec<f64>,
     /// Attribution sums aligned with `curve` where the metric has them.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "nans_from_nulls"
+    )]
     pub sums: Vec<f64>,
+}
+
+fn nan_from_null<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(deserializer)?.unwrap_or(f64::NAN))
+}
+
+fn nans_from_nulls<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<f64>, D::Error> {
+    Ok(Vec::<Option<f64>>::deserialize(deserializer)?
+        .into_iter()
+        .map(|v| v.unwrap_or(f64::NAN))
+        .collect())
 }
 
 impl Outcome {
@@ -760,4 +783,51 @@ pub(crate) fn explain_one(
         )));
     }
     Ok(preparation.apply(maps.slice(s![0, .., ..])))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcomes_with_nan_survive_json() {
+        let outcome = Outcome {
+            score: f64::NAN,
+            curve: vec![1.0, f64::NAN],
+            sums: Vec::new(),
+        };
+        let text = serde_json::to_string(&outcome).unwrap();
+        assert_eq!(text, r#"{"score":null,"curve":[1.0,null]}"#);
+        let back: Outcome = serde_json::from_str(&text).unwrap();
+        assert!(back.score.is_nan() && back.curve[0] == 1.0 && back.curve[1].is_nan());
+        assert!(back.sums.is_empty());
+    }
+
+    #[test]
+    fn metrics_parse_by_name_with_checked_parameters() {
+        let metric = Metric::parse(
+            "pixelflipping",
+            &serde_json::json!({"features_in_step": 224}),
+        )
+        .unwrap();
+        assert_eq!(metric.name(), "PixelFlipping");
+        assert_eq!(metric.params()["features_in_step"], 224);
+        assert_eq!(
+            Metric::parse("Monotonicity", &Value::Null).unwrap().name(),
+            "MonotonicityArya"
+        );
+        for name in Metric::NAMES {
+            assert_eq!(Metric::parse(name, &Value::Null).unwrap().name(), name);
+        }
+        let typo = Metric::parse(
+            "PixelFlipping",
+            &serde_json::json!({"features_in_stepp": 1}),
+        );
+        assert!(typo.unwrap_err().to_string().contains("unknown field"));
+        assert!(
+            Metric::parse("PixelFlipping", &serde_json::json!({"features_in_step": 0})).is_err()
+        );
+        assert!(Metric::parse("Nope", &Value::Null).is_err());
+    }
 }
