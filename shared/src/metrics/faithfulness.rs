@@ -9,8 +9,8 @@ use super::draws::Draws;
 use super::perturb::{Baseline, Filler, noisy_linear_imputation, patch_pixels, replace_pixels};
 use super::stats::{pearson, spearman, trapezoid};
 use super::{
-    Batch, Model, Outcome, Preparation, ascending, descending, flat, output_of, sequential_sum_at,
-    sum_at,
+    Batch, Model, Outcome, argmax, ascending, descending, flat, output_of, prepare,
+    sequential_sum_at, sum_at,
 };
 use crate::segment::SlicConfig;
 use crate::{Error, Result};
@@ -84,10 +84,6 @@ impl FaithfulnessCorrelation {
             sums,
         })
     }
-}
-
-fn prepare(a: ArrayView2<f32>, normalise: bool, abs: bool) -> Array2<f32> {
-    Preparation { normalise, abs }.apply(a)
 }
 
 /// FaithfulnessEstimate (Alvarez-Melis & Jaakkola 2018).
@@ -915,7 +911,7 @@ impl Road {
         let a = flat(&prepare(a, self.normalise, self.abs));
         let mut order = ascending(&a);
         order.reverse();
-        let mut batch = Batch::new(model, x.dim(), argmax);
+        let mut batch = Batch::new(model, x.dim(), |row| argmax(row.iter().copied()));
         for &percentage in &self.percentages {
             let k = (a.len() as f64 * percentage / 100.0) as usize;
             let imputed = noisy_linear_imputation(x, &order[..k], self.noise, draws)?;
@@ -931,16 +927,6 @@ impl Road {
             curve,
         ))
     }
-}
-
-fn argmax(row: tract_onnx::prelude::tract_ndarray::ArrayView1<f32>) -> usize {
-    let mut best = 0;
-    for (i, &v) in row.iter().enumerate() {
-        if v > row[best] {
-            best = i;
-        }
-    }
-    best
 }
 
 /// RISE's normalised area: the trapezoid area divided by the number of steps.

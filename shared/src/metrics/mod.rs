@@ -736,6 +736,22 @@ pub(crate) fn output_of(
     Ok(read_output(logits.row(0), class, softmax))
 }
 
+/// The attribution as a metric scores it.
+pub(crate) fn prepare(a: ArrayView2<f32>, normalise: bool, abs: bool) -> Array2<f32> {
+    Preparation { normalise, abs }.apply(a)
+}
+
+/// The index of the largest value (the first on ties).
+pub(crate) fn argmax(values: impl Iterator<Item = f32>) -> usize {
+    let mut best = (0, f32::NEG_INFINITY);
+    for (i, v) in values.enumerate() {
+        if v > best.1 {
+            best = (i, v);
+        }
+    }
+    best.0
+}
+
 /// Indices of `a` from largest to smallest (ties in index order).
 pub(crate) fn descending(a: &[f32]) -> Vec<usize> {
     let mut order: Vec<usize> = (0..a.len()).collect();

@@ -1,19 +1,16 @@
 //! Complexity, localisation, robustness and axiomatic metrics.
 
 use serde::{Deserialize, Serialize};
-use tract_onnx::prelude::tract_ndarray::{Array2, Array3, ArrayView2, ArrayView3, Axis};
+use tract_onnx::prelude::tract_ndarray::{Array3, ArrayView2, ArrayView3, Axis};
 
 use super::draws::Draws;
 use super::perturb::{Baseline, add_noise, translate_columns};
 use super::stats::{entropy, gini, pearson, roc_auc};
 use super::{
-    Batch, Explainer, Model, Outcome, Preparation, ascending, explain_one, flat, output_of,
+    Batch, Explainer, Model, Outcome, Preparation, argmax, ascending, explain_one, flat, output_of,
+    prepare,
 };
 use crate::{Error, Result};
-
-fn prepare(a: ArrayView2<f32>, normalise: bool, abs: bool) -> Array2<f32> {
-    Preparation { normalise, abs }.apply(a)
-}
 
 macro_rules! attribution_only {
     ($(#[$doc:meta])* $name:ident { abs: $abs:expr, normalise: $normalise:expr $(, $(#[$fdoc:meta])* $field:ident: $ty:ty = $default:expr)* }) => {
@@ -285,21 +282,11 @@ fn noisy_samples(
     Ok(out)
 }
 
-fn argmax(values: &[f32]) -> usize {
-    let mut best = 0;
-    for (i, &v) in values.iter().enumerate() {
-        if v > values[best] {
-            best = i;
-        }
-    }
-    best
-}
-
 /// The predicted class of `x` when `needed` (the model is not called otherwise).
 fn predicted_class(model: &dyn Model, x: ArrayView3<f32>, needed: bool) -> Result<usize> {
     if needed {
         Ok(argmax(
-            &model.logits(x.insert_axis(Axis(0)))?.row(0).to_vec(),
+            model.logits(x.insert_axis(Axis(0)))?.row(0).iter().copied(),
         ))
     } else {
         Ok(0)
@@ -381,7 +368,7 @@ macro_rules! sensitivity {
                 let class = predicted_class(model, x, check)?;
                 let values = noisy_samples(x, y, self.nr_samples, noise, preparation, model, explainer, draws, check,
                     &mut |_, map, logits| {
-                        if logits.is_some_and(|l| argmax(&l) != class) {
+                        if logits.is_some_and(|l| argmax(l.iter().copied()) != class) {
                             return f64::NAN;
                         }
                         let diff = frobenius(a.iter().zip(map.iter()).map(|(p, q)| f64::from(p - q)));
@@ -465,7 +452,7 @@ impl LocalLipschitzEstimate {
             draws,
             check,
             &mut |input, map, logits| {
-                if logits.is_some_and(|l| argmax(&l) != class) {
+                if logits.is_some_and(|l| argmax(l.iter().copied()) != class) {
                     return f64::NAN;
                 }
                 let numerator = frobenius(a.iter().zip(map.iter()).map(|(p, q)| f64::from(p - q)));
@@ -536,7 +523,7 @@ macro_rules! stability {
                 let preparation = Preparation { normalise: self.normalise, abs: self.abs };
                 let e = flat(&preparation.apply(a));
                 let logits = model.logits(x.insert_axis(Axis(0)))?.row(0).to_vec();
-                let class = argmax(&logits);
+                let class = argmax(logits.iter().copied());
                 let eps = self.eps_min as f32;
                 let check = self.return_nan_when_prediction_changes;
                 let noise = Noise::Uniform(self.lower_bound, self.upper_bound);
@@ -544,7 +531,7 @@ macro_rules! stability {
                 let values = noisy_samples(x, y, self.nr_samples, noise, preparation, model, explainer, draws, true,
                     &mut |input, map, row| {
                         let row = row.unwrap_or_default();
-                        if check && argmax(&row) != class {
+                        if check && argmax(row.iter().copied()) != class {
                             return f64::NAN;
                         }
                         let e2: Vec<f32> = map.iter().copied().collect();
