@@ -626,7 +626,7 @@ impl Continuity {
             normalise: self.normalise,
             abs: self.abs,
         };
-        let mut outputs = Vec::new();
+        let mut batch = Batch::<f64>::output(model, x.dim(), y, self.softmax);
         let mut sums = Vec::new();
         let corners: Vec<(usize, usize)> = (0..height)
             .step_by(self.patch_size)
@@ -636,7 +636,7 @@ impl Continuity {
             let fill = self.perturb_baseline.values(x, draws)[0];
             let moved = translate_columns(x, (step + 1) * dx, fill);
             let map = explain_one(explainer, moved.view(), y, preparation)?;
-            outputs.push(output_of(model, moved.view(), y, self.softmax)?);
+            batch.push(moved.view())?;
             for &(r, c) in &corners {
                 let patch: Vec<f32> = map
                     .slice(tract_onnx::prelude::tract_ndarray::s![
@@ -661,6 +661,7 @@ impl Continuity {
                 sums.push(sum);
             }
         }
+        let outputs = batch.finish()?;
         let patches = corners.len();
         let correlations: Vec<f64> = (0..patches)
             .map(|p| {
@@ -879,6 +880,72 @@ impl InputInvariance {
 mod tests {
     use super::*;
     use tract_onnx::prelude::tract_ndarray::Array2;
+
+    /// Logit 0 = the input's sum; logit 1 = 0.
+    struct SumModel;
+
+    impl Model for SumModel {
+        fn logits(
+            &self,
+            inputs: tract_onnx::prelude::tract_ndarray::ArrayView4<f32>,
+        ) -> Result<Array2<f32>> {
+            Ok(Array2::from_shape_fn((inputs.dim().0, 2), |(i, k)| {
+                if k == 0 {
+                    inputs.index_axis(Axis(0), i).sum()
+                } else {
+                    0.0
+                }
+            }))
+        }
+    }
+
+    /// The attribution map is the input's first channel.
+    struct FirstChannel;
+
+    impl Explainer for FirstChannel {
+        fn explain(
+            &self,
+            inputs: tract_onnx::prelude::tract_ndarray::ArrayView4<f32>,
+            _: &[usize],
+        ) -> Result<Array3<f32>> {
+            Ok(inputs.index_axis(Axis(1), 0).to_owned())
+        }
+    }
+
+    #[test]
+    fn continuity_follows_the_translation() {
+        // 1…16 on a 4×4 image, moved right one column per step, uncovered columns black (1).
+        let x = Array3::from_shape_fn((1, 4, 4), |(_, r, c)| (r * 4 + c + 1) as f32);
+        let metric = Continuity {
+            nr_steps: 4,
+            patch_size: 2,
+            ..Continuity::default()
+        };
+        let outcome = metric
+            .evaluate(x.view(), 0, &SumModel, &FirstChannel, &mut Draws::new(0))
+            .unwrap();
+        // Row r after k columns moved in: k ones, then 4r+1 … 4r+4−k.
+        assert_eq!(outcome.curve, vec![100.0, 68.0, 40.0, 16.0]);
+        assert_eq!(outcome.sums.len(), 16);
+        // Top-left patch, each step divided by its own largest value: [1 1; 1 5] / 5, then ones.
+        let top_left: Vec<f64> = (0..4).map(|s| outcome.sums[s * 4]).collect();
+        assert!((top_left[0] - 1.6).abs() < 1e-6, "{top_left:?}");
+        assert_eq!(&top_left[1..], &[4.0, 4.0, 4.0]);
+        // Bottom-right patch at step 0, one column moved in: [10 11; 14 15] / 15.
+        assert!((outcome.sums[3] - 50.0 / 15.0).abs() < 1e-6);
+        let correlations: Vec<f64> = (0..4)
+            .map(|p| {
+                let series: Vec<f64> = (0..4).map(|s| outcome.sums[s * 4 + p]).collect();
+                pearson(&series, &outcome.curve)
+            })
+            .filter(|r| !r.is_nan())
+            .collect();
+        assert!(!correlations.is_empty());
+        let mean = correlations.iter().sum::<f64>() / correlations.len() as f64;
+        assert!((outcome.score - mean).abs() < 1e-12);
+        // The top-left patch fills with black as the outputs fall: a negative correlation.
+        assert!((pearson(&top_left, &outcome.curve) - -0.8098311912155413).abs() < 1e-9);
+    }
 
     #[test]
     fn localisation_on_a_known_map() {
