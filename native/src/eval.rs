@@ -5,7 +5,7 @@
 //! rebuilt from that file at the end.
 
 use std::collections::{BTreeMap, HashSet};
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -17,7 +17,7 @@ use camlime_core::metrics::{
 use camlime_core::ndarray::{Array2, Array3, Axis};
 use camlime_core::preprocess::DecodeLimits;
 use camlime_core::render::{Series, line_chart_png, line_chart_svg, paint};
-use camlime_core::{Classifier, Method, decode_image};
+use camlime_core::{Classifier, Method, decode_image, runtime};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
@@ -107,36 +107,48 @@ struct RunSpec {
     segmenter: String,
 }
 
-/// One line of `results.jsonl`.
+/// One image's score of one method and metric (a line of `results.jsonl`).
 #[derive(Debug, Serialize, Deserialize)]
-struct Row {
-    image: String,
-    method: String,
-    metric: String,
+pub struct Row {
+    /// The image's file name.
+    pub image: String,
+    /// The method's name.
+    pub method: String,
+    /// The metric's name.
+    pub metric: String,
+    /// Score, curve and sums.
     #[serde(flatten)]
-    outcome: Option<Outcome>,
-    error: Option<String>,
-    seconds: f64,
+    pub outcome: Option<Outcome>,
+    /// Why there is no score.
+    pub error: Option<String>,
+    /// Seconds the metric took.
+    pub seconds: f64,
 }
 
-/// The metrics asked for, with their parameters, checked.
-fn chosen_metrics(args: &EvalArgs, have_masks: bool) -> Result<Vec<(String, Value)>> {
-    let overrides: BTreeMap<String, Value> = match &args.metric_params {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read {}", path.display()))?;
-            serde_json::from_str(&text).with_context(|| {
-                format!(
-                    "{} must be a JSON object of metric parameters",
-                    path.display()
-                )
-            })?
-        }
-        None => BTreeMap::new(),
+/// A `--metric-params` file: metric name → parameters over the defaults.
+fn read_overrides(path: Option<&Path>) -> Result<BTreeMap<String, Value>> {
+    let Some(path) = path else {
+        return Ok(BTreeMap::new());
     };
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{} must be a JSON object of metric parameters",
+            path.display()
+        )
+    })
+}
+
+/// The metrics asked for (names, `paper` or `all`), with their parameters, checked.
+fn chosen_metrics(
+    names: &[String],
+    overrides: &BTreeMap<String, Value>,
+    have_masks: bool,
+) -> Result<Vec<(String, Value)>> {
     let mut chosen: Vec<(String, Value)> = Vec::new();
-    for name in &args.metrics {
-        match name.as_str() {
+    for name in names {
+        match name.trim() {
             "paper" => chosen.extend(paper_metrics()),
             "all" => chosen.extend(
                 Metric::NAMES
@@ -152,6 +164,7 @@ fn chosen_metrics(args: &EvalArgs, have_masks: bool) -> Result<Vec<(String, Valu
             }
         }
     }
+    ensure!(!chosen.is_empty(), "no metric chosen");
     let mut seen = HashSet::new();
     chosen.retain(|(name, _)| seen.insert(name.clone()));
     for (name, params) in &mut chosen {
@@ -164,13 +177,13 @@ fn chosen_metrics(args: &EvalArgs, have_masks: bool) -> Result<Vec<(String, Valu
         let metric = Metric::parse(name, params)?;
         ensure!(
             have_masks || !metric.needs().mask,
-            "{name} needs ground-truth masks: pass --masks DIR"
+            "{name} needs ground-truth masks"
         );
     }
     for key in overrides.keys() {
         ensure!(
             chosen.iter().any(|(name, _)| name == key),
-            "--metric-params names {key}, which is not among the chosen metrics"
+            "the metric parameters name {key}, which is not among the chosen metrics"
         );
     }
     Ok(chosen)
@@ -197,27 +210,25 @@ fn image_files(dir: &Path, limit: Option<usize>) -> Result<Vec<PathBuf>> {
 }
 
 /// One image ready for the metrics.
-struct Prepared {
+pub struct Prepared {
     image: image::RgbImage,
     input: Array3<f32>,
     target: usize,
     mask: Option<Array2<bool>>,
 }
 
-fn prepare(
+/// Decode an image (and its ground-truth mask: non-zero = relevant, at the image's size,
+/// cropped and resized as the image is), make the model input and choose the target class.
+pub fn prepare(
     classifier: &Classifier,
-    path: &Path,
-    masks: Option<&Path>,
+    image: &[u8],
+    mask: Option<&[u8]>,
     options: &ExplainOptions,
 ) -> Result<Prepared> {
-    let name = path
-        .file_name()
-        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
     let limits = DecodeLimits {
         max_pixels: options.max_pixels,
     };
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let image = decode_image(&bytes, &limits).with_context(|| format!("in {}", path.display()))?;
+    let image = decode_image(image, &limits)?;
     let preprocessing = &classifier.spec().preprocessing;
     let base = preprocessing.base_image(&image)?;
     let input = preprocessing
@@ -229,22 +240,13 @@ fn prepare(
         .row(0)
         .to_vec();
     let target = classifier.target_class(&logits, options.target)?;
-    let mask = match masks {
+    let mask = match mask {
         None => None,
-        Some(dir) => {
-            let stem = path
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let file = dir.join(format!("{stem}.png"));
-            let bytes = std::fs::read(&file)
-                .with_context(|| format!("no mask for {name}: cannot read {}", file.display()))?;
-            let mask =
-                decode_image(&bytes, &limits).with_context(|| format!("in {}", file.display()))?;
+        Some(bytes) => {
+            let mask = decode_image(bytes, &limits).context("in the mask")?;
             ensure!(
                 mask.dimensions() == image.dimensions(),
-                "mask {} is {:?}, its image {:?}",
-                file.display(),
+                "the mask is {:?}, its image {:?}",
                 mask.dimensions(),
                 image.dimensions()
             );
@@ -265,6 +267,35 @@ fn prepare(
         target,
         mask,
     })
+}
+
+/// Read and prepare one image file of the folder, with its mask `<stem>.png` from `masks`.
+fn prepare_file(
+    classifier: &Classifier,
+    path: &Path,
+    masks: Option<&Path>,
+    options: &ExplainOptions,
+) -> Result<Prepared> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mask = match masks {
+        None => None,
+        Some(dir) => {
+            let stem = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let file = dir.join(format!("{stem}.png"));
+            Some(std::fs::read(&file).with_context(|| {
+                format!(
+                    "no mask for {}: cannot read {}",
+                    path.display(),
+                    file.display()
+                )
+            })?)
+        }
+    };
+    prepare(classifier, &bytes, mask.as_deref(), options)
+        .with_context(|| format!("in {}", path.display()))
 }
 
 /// The attribution map of `method` for an image.
@@ -391,51 +422,273 @@ fn score(
     Ok(metric.evaluate(&instance, &model, explainer, seed)?)
 }
 
-fn read_rows(path: &Path) -> Result<Vec<Row>> {
+/// The rows of a results file, and whether its last line was cut short (no newline).
+fn read_rows(path: &Path) -> Result<(Vec<Row>, bool)> {
     if !path.exists() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), false));
     }
-    let file =
-        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut rows = Vec::new();
-    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
-        let line = line?;
+    for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
         // A line cut short by an interruption is dropped and redone.
-        match serde_json::from_str::<Row>(&line) {
+        match serde_json::from_str::<Row>(line) {
             Ok(row) => rows.push(row),
             Err(e) => eprintln!("camlime: {}: line {} skipped ({e})", path.display(), i + 1),
         }
     }
-    Ok(rows)
+    Ok((rows, !text.is_empty() && !text.ends_with('\n')))
+}
+
+/// (image, method, metric): what one row of results answers.
+type Key = (String, String, String);
+
+/// A checked evaluation: the methods, the metrics with their parameters, the explanation
+/// options and the metrics' seed. The command line and the server's evaluation jobs run it.
+pub struct Plan {
+    methods: Vec<Method>,
+    metrics: Vec<(String, Value)>,
+    parsed: Vec<Metric>,
+    options: ExplainOptions,
+    seed: u64,
+}
+
+impl Plan {
+    /// Check the methods (each with `options`) and the metrics (names, `paper` or `all`, with
+    /// `overrides` over their defaults); localisation metrics need `have_masks`.
+    pub fn new(
+        methods: &[String],
+        metrics: &[String],
+        overrides: &BTreeMap<String, Value>,
+        have_masks: bool,
+        options: ExplainOptions,
+        seed: u64,
+    ) -> Result<Self> {
+        let methods: Vec<Method> = methods
+            .iter()
+            .map(|m| Method::from_name(m.trim()))
+            .collect::<Result<_, _>>()?;
+        ensure!(!methods.is_empty(), "no explanation method chosen");
+        let mut unique = HashSet::new();
+        ensure!(
+            methods.iter().all(|m| unique.insert(m.name())),
+            "a method is named twice"
+        );
+        for method in &methods {
+            options.config(*method)?;
+        }
+        let metrics = chosen_metrics(metrics, overrides, have_masks)?;
+        let parsed = metrics
+            .iter()
+            .map(|(name, params)| Metric::parse(name, params))
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            methods,
+            metrics,
+            parsed,
+            options,
+            seed,
+        })
+    }
+
+    /// The explanation methods.
+    pub fn methods(&self) -> &[Method] {
+        &self.methods
+    }
+
+    /// The metrics with their parameters (defaults and overrides).
+    pub fn metrics(&self) -> &[(String, Value)] {
+        &self.metrics
+    }
+
+    /// Whether a metric needs ground-truth masks.
+    pub fn needs_masks(&self) -> bool {
+        self.parsed.iter().any(|m| m.needs().mask)
+    }
+
+    /// The (method, metric) pairs of an image that `done` lacks.
+    fn todo(&self, image: &str, done: &HashSet<Key>) -> Vec<(Method, &Metric)> {
+        self.methods
+            .iter()
+            .flat_map(|m| self.parsed.iter().map(move |metric| (*m, metric)))
+            .filter(|(m, metric)| {
+                !done.contains(&(
+                    image.to_owned(),
+                    m.name().to_owned(),
+                    metric.name().to_owned(),
+                ))
+            })
+            .collect()
+    }
+
+    /// Rows still to compute for `images`.
+    pub fn pending(&self, images: &[String], done: &HashSet<Key>) -> usize {
+        images.iter().map(|i| self.todo(i, done).len()).sum()
+    }
+
+    /// Compute an image's rows that `done` lacks, method by method (one attribution map each),
+    /// handing each row to `on_row` as soon as it exists; `on_step` hears what starts next.
+    /// A metric that fails is a row with its error; a method that fails is an error.
+    #[allow(clippy::too_many_arguments)]
+    pub fn evaluate_image(
+        &self,
+        classifier: &Classifier,
+        image: &str,
+        prepared: &Prepared,
+        done: &HashSet<Key>,
+        threads: &Threads,
+        on_step: &mut dyn FnMut(&str),
+        on_row: &mut dyn FnMut(Row) -> Result<()>,
+    ) -> Result<()> {
+        let todo = self.todo(image, done);
+        let scoring = Scoring {
+            classifier,
+            options: &self.options,
+            threads,
+            seed: self.seed,
+        };
+        for method in &self.methods {
+            let metrics: Vec<&Metric> = todo
+                .iter()
+                .filter(|(m, _)| m == method)
+                .map(|(_, metric)| *metric)
+                .collect();
+            if metrics.is_empty() {
+                continue;
+            }
+            on_step(&format!("{image} · {}", method.name()));
+            let map = attribution(classifier, prepared, *method, &self.options, threads)
+                .with_context(|| format!("{} on {image}", method.name()))?;
+            for metric in metrics {
+                on_step(&format!("{image} · {} · {}", method.name(), metric.name()));
+                let clock = Instant::now();
+                let (outcome, error) = match score(metric, &scoring, prepared, &map, *method) {
+                    Ok(outcome) => (Some(outcome), None),
+                    Err(e) => {
+                        runtime::check_cancelled(threads)?;
+                        (None, Some(format!("{e:#}")))
+                    }
+                };
+                on_row(Row {
+                    image: image.to_owned(),
+                    method: method.name().to_owned(),
+                    metric: metric.name().to_owned(),
+                    outcome,
+                    error,
+                    seconds: clock.elapsed().as_secs_f64(),
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The tables and mean curves of `rows` (the latest row of each image, method and metric).
+    pub fn report(&self, rows: &[Row], images: &[String]) -> Report {
+        let summary = summarise(rows, images, &self.methods, &self.parsed);
+        let markdown = markdown(&summary, &self.methods, &self.parsed);
+        let curves = self
+            .parsed
+            .iter()
+            .filter_map(|metric| {
+                let series: Vec<Curve> = self
+                    .methods
+                    .iter()
+                    .filter_map(|method| {
+                        mean_curve(rows, images, method.name(), metric.name()).map(|points| Curve {
+                            method: method.name().to_owned(),
+                            title: method.title().to_owned(),
+                            points,
+                        })
+                    })
+                    .collect();
+                (!series.is_empty()).then(|| (metric.name().to_owned(), series))
+            })
+            .collect();
+        Report {
+            summary: summary
+                .into_iter()
+                .map(|((method, metric), cell)| SummaryCell {
+                    higher_is_better: self
+                        .parsed
+                        .iter()
+                        .find(|m| m.name() == metric)
+                        .and_then(Metric::higher_is_better),
+                    method,
+                    metric,
+                    cell,
+                })
+                .collect(),
+            markdown,
+            curves,
+        }
+    }
+}
+
+/// The results of an evaluation.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Report {
+    /// One cell per method and metric.
+    pub summary: Vec<SummaryCell>,
+    /// The table as Markdown (methods × metrics, mean ± std, ↑/↓), with the reasons for n/a.
+    pub markdown: String,
+    /// Mean perturbation curves by metric, one per method.
+    pub curves: BTreeMap<String, Vec<Curve>>,
+}
+
+/// One method × metric cell of the summary.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SummaryCell {
+    /// The method's name.
+    pub method: String,
+    /// The metric's name.
+    pub metric: String,
+    /// Whether higher scores are better (`None`: neither).
+    pub higher_is_better: Option<bool>,
+    /// Mean, standard deviation and counts.
+    #[serde(flatten)]
+    pub cell: Cell,
+}
+
+/// A method's mean curve over images, on [0, 1] of the perturbation sequence.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Curve {
+    /// The method's name.
+    pub method: String,
+    /// The method as tables show it.
+    pub title: String,
+    /// (share of the sequence, mean model output).
+    pub points: Vec<(f64, f64)>,
 }
 
 /// `camlime eval`.
 pub fn eval(bundle: &Bundle, args: &EvalArgs, out: &mut dyn Write) -> Result<()> {
-    let methods: Vec<Method> = args
-        .methods
-        .iter()
-        .map(|m| Method::from_name(m.trim()))
-        .collect::<Result<_, _>>()?;
-    ensure!(!methods.is_empty(), "--methods names no method");
-    let metrics = chosen_metrics(args, args.masks.is_some())?;
-    let parsed: Vec<Metric> = metrics
-        .iter()
-        .map(|(name, params)| Metric::parse(name, params))
-        .collect::<Result<_, _>>()?;
-    for method in &methods {
-        args.options.config(*method)?;
-    }
+    let overrides = read_overrides(args.metric_params.as_deref())?;
+    let plan = Plan::new(
+        &args.methods,
+        &args.metrics,
+        &overrides,
+        args.masks.is_some(),
+        args.options.clone(),
+        args.metric_seed,
+    )
+    .map_err(|e| {
+        if e.to_string().ends_with("needs ground-truth masks") {
+            e.context("pass --masks DIR")
+        } else {
+            e
+        }
+    })?;
     let files = image_files(&args.images, args.limit)?;
     let loaded = bundle.load(&args.model)?;
     let classifier = &loaded.classifier;
     let spec = RunSpec {
         model: loaded.name.clone(),
         model_sha256: classifier.sha256().to_owned(),
-        methods: methods.iter().map(|m| m.name().to_owned()).collect(),
-        metrics: metrics.clone(),
+        methods: plan.methods.iter().map(|m| m.name().to_owned()).collect(),
+        metrics: plan.metrics.clone(),
         metric_seed: args.metric_seed,
         explain_seed: args.options.seed,
         samples: args.options.samples,
@@ -456,8 +709,8 @@ pub fn eval(bundle: &Bundle, args: &EvalArgs, out: &mut dyn Write) -> Result<()>
         std::fs::write(&spec_path, serde_json::to_string_pretty(&spec)? + "\n")?;
     }
     let results_path = args.out.join("results.jsonl");
-    let mut rows = read_rows(&results_path)?;
-    let done: HashSet<(String, String, String)> = rows
+    let (mut rows, cut) = read_rows(&results_path)?;
+    let done: HashSet<Key> = rows
         .iter()
         .map(|r| (r.image.clone(), r.method.clone(), r.metric.clone()))
         .collect();
@@ -468,18 +721,7 @@ pub fn eval(bundle: &Bundle, args: &EvalArgs, out: &mut dyn Write) -> Result<()>
                 .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
         })
         .collect();
-    let pending: usize = names
-        .iter()
-        .map(|image| {
-            methods
-                .iter()
-                .flat_map(|m| parsed.iter().map(move |metric| (m, metric)))
-                .filter(|(m, metric)| {
-                    !done.contains(&(image.clone(), m.name().to_owned(), metric.name().to_owned()))
-                })
-                .count()
-        })
-        .sum();
+    let pending = plan.pending(&names, &done);
     let threads = Threads::new(args.options.threads.unwrap_or_else(available_threads));
     let bar = ProgressBar::new(pending as u64);
     bar.set_style(
@@ -493,97 +735,61 @@ pub fn eval(bundle: &Bundle, args: &EvalArgs, out: &mut dyn Write) -> Result<()>
         .open(&results_path)
         .with_context(|| format!("cannot write {}", results_path.display()))?;
     // An interrupted write leaves a line without its newline: end it before appending.
-    let existing = std::fs::read(&results_path)?;
-    if existing.last().is_some_and(|&b| b != b'\n') {
+    if cut {
         writeln!(log)?;
     }
     let started = Instant::now();
-    let scoring = Scoring {
-        classifier,
-        options: &args.options,
-        threads: &threads,
-        seed: args.metric_seed,
-    };
-    for (path, image_name) in files.iter().zip(&names) {
-        let todo: Vec<(Method, &Metric)> = methods
-            .iter()
-            .flat_map(|m| parsed.iter().map(move |metric| (*m, metric)))
-            .filter(|(m, metric)| {
-                !done.contains(&(
-                    image_name.clone(),
-                    m.name().to_owned(),
-                    metric.name().to_owned(),
-                ))
-            })
-            .collect();
-        if todo.is_empty() {
+    for (path, name) in files.iter().zip(&names) {
+        if plan.todo(name, &done).is_empty() {
             continue;
         }
-        let prepared = prepare(classifier, path, args.masks.as_deref(), &args.options)?;
-        for method in &methods {
-            let metrics_left: Vec<&Metric> = todo
-                .iter()
-                .filter(|(m, _)| m == method)
-                .map(|(_, metric)| *metric)
-                .collect();
-            if metrics_left.is_empty() {
-                continue;
-            }
-            bar.set_message(format!("{image_name} · {}", method.name()));
-            let map = attribution(classifier, &prepared, *method, &args.options, &threads)
-                .with_context(|| format!("{} on {image_name}", method.name()))?;
-            for metric in metrics_left {
-                bar.set_message(format!(
-                    "{image_name} · {} · {}",
-                    method.name(),
-                    metric.name()
-                ));
-                let clock = Instant::now();
-                let result = score(metric, &scoring, &prepared, &map, *method);
-                let (outcome, error) = match result {
-                    Ok(outcome) => (Some(outcome), None),
-                    Err(e) => (None, Some(format!("{e:#}"))),
-                };
-                let row = Row {
-                    image: image_name.clone(),
-                    method: method.name().to_owned(),
-                    metric: metric.name().to_owned(),
-                    outcome,
-                    error,
-                    seconds: clock.elapsed().as_secs_f64(),
-                };
+        let prepared = prepare_file(classifier, path, args.masks.as_deref(), &args.options)?;
+        plan.evaluate_image(
+            classifier,
+            name,
+            &prepared,
+            &done,
+            &threads,
+            &mut |step| bar.set_message(step.to_owned()),
+            &mut |row| {
                 writeln!(log, "{}", serde_json::to_string(&row)?)?;
                 log.flush()?;
                 rows.push(row);
                 bar.inc(1);
-            }
-        }
+                Ok(())
+            },
+        )?;
     }
     bar.finish_and_clear();
-    let summary = summarise(&rows, &names, &methods, &parsed);
-    write_outputs(&args.out, &summary, &rows, &names, &methods, &parsed)?;
+    let report = plan.report(&rows, &names);
+    write_outputs(&args.out, &report)?;
     writeln!(
         out,
         "{} images × {} methods × {} metrics in {:.1} s ({} computed now) → {}",
         names.len(),
-        methods.len(),
-        parsed.len(),
+        plan.methods.len(),
+        plan.parsed.len(),
         started.elapsed().as_secs_f64(),
         pending,
         args.out.display()
     )?;
-    write!(out, "{}", markdown(&summary, &methods, &parsed))?;
+    write!(out, "{}", report.markdown)?;
     Ok(())
 }
 
-/// Mean, standard deviation and count of one method × metric cell.
-#[derive(Debug, Default, Serialize)]
-struct Cell {
-    mean: f64,
-    std: f64,
-    n: usize,
-    nan: usize,
-    errors: Vec<String>,
+/// Mean and standard deviation of one method × metric over images.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Cell {
+    /// Mean of the finite scores.
+    pub mean: f64,
+    /// Their (population) standard deviation.
+    pub std: f64,
+    /// Finite scores.
+    pub n: usize,
+    /// NaN scores (e.g. a correlation of constant values).
+    pub nan: usize,
+    /// Why images had no score (a method the metric cannot re-run, say).
+    pub errors: Vec<String>,
 }
 
 type Summary = BTreeMap<(String, String), Cell>;
@@ -677,61 +883,48 @@ fn markdown(summary: &Summary, methods: &[Method], metrics: &[Metric]) -> String
     text
 }
 
-fn write_outputs(
-    dir: &Path,
-    summary: &Summary,
-    rows: &[Row],
-    images: &[String],
-    methods: &[Method],
-    metrics: &[Metric],
-) -> Result<()> {
-    std::fs::write(dir.join("summary.md"), markdown(summary, methods, metrics))?;
+fn write_outputs(dir: &Path, report: &Report) -> Result<()> {
+    std::fs::write(dir.join("summary.md"), &report.markdown)?;
     let mut csv = String::from("method,metric,mean,std,n,nan\n");
-    for ((method, metric), cell) in summary {
+    for SummaryCell {
+        method,
+        metric,
+        cell,
+        ..
+    } in &report.summary
+    {
         csv.push_str(&format!(
             "{method},{metric},{},{},{},{}\n",
             cell.mean, cell.std, cell.n, cell.nan
         ));
     }
     std::fs::write(dir.join("summary.csv"), csv)?;
-    let json: Vec<Value> = summary
-        .iter()
-        .map(|((method, metric), cell)| {
-            serde_json::json!({"method": method, "metric": metric, "mean": cell.mean,
-                "std": cell.std, "n": cell.n, "nan": cell.nan, "errors": cell.errors})
-        })
-        .collect();
     std::fs::write(
         dir.join("summary.json"),
-        serde_json::to_string_pretty(&json)? + "\n",
+        serde_json::to_string_pretty(&report.summary)? + "\n",
     )?;
-    let curves = dir.join("curves");
-    for metric in metrics {
-        let series: Vec<Series> = methods
+    let folder = dir.join("curves");
+    for (metric, curves) in &report.curves {
+        std::fs::create_dir_all(&folder)?;
+        let series: Vec<Series> = curves
             .iter()
-            .filter_map(|method| {
-                mean_curve(rows, images, method.name(), metric.name()).map(|points| Series {
-                    name: method.title().to_owned(),
-                    points,
-                })
+            .map(|c| Series {
+                name: c.title.clone(),
+                points: c.points.clone(),
             })
             .collect();
-        if series.is_empty() {
-            continue;
-        }
-        std::fs::create_dir_all(&curves)?;
-        let title = format!("{} (mean over images)", metric.name());
+        let title = format!("{metric} (mean over images)");
         let labels = (
             title.as_str(),
             "share of the perturbation sequence",
             "model output",
         );
         std::fs::write(
-            curves.join(format!("{}.svg", metric.name())),
+            folder.join(format!("{metric}.svg")),
             line_chart_svg(&series, labels.0, labels.1, labels.2)?,
         )?;
         line_chart_png(&series, labels, 900, 480)?
-            .save(curves.join(format!("{}.png", metric.name())))
+            .save(folder.join(format!("{metric}.png")))
             .context("cannot write a curve plot")?;
     }
     Ok(())

@@ -31,7 +31,7 @@ use crate::parallel::{Threads, available_threads};
 /// Parameters shared by `explain`, `compare` and the server's `params` (JSON names are the field
 /// names; defaults are the flags' defaults; `features`, `threads` and `max_pixels` are the
 /// command line's own).
-#[derive(Debug, Args, Deserialize, ToSchema)]
+#[derive(Clone, Debug, Args, Deserialize, ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct ExplainOptions {
     /// Target layer(s) for CAMs (repeat for multi-layer fusion); default: the model's.

@@ -774,3 +774,285 @@ fn fifty_concurrent_predicts_and_five_jobs_without_errors_in_bounded_memory() {
     );
     assert_healthy(&server);
 }
+
+fn coffee() -> Vec<u8> {
+    std::fs::read(repo("models/samples/coffee.png")).unwrap()
+}
+
+fn post_parts(server: &Server, parts: &[(&str, Option<&str>, &[u8])]) -> (u16, Value) {
+    let (content_type, body) = common::serve::form(parts);
+    post_raw(server, "/v1/evaluations", &content_type, body)
+}
+
+#[test]
+fn evaluations_run_as_jobs_and_equal_the_command_line() {
+    let dir = scratch("evaluations");
+    let server = Server::start(&dir, &["--max-eval-images", "2"]);
+    let (chelsea, coffee) = (chelsea(), coffee());
+    let request = json!({
+        "methods": ["gradcam", "eigencam"],
+        "metrics": ["PixelFlipping", "FaithfulnessEstimate", "Sparseness"],
+        "metric_params": {"PixelFlipping": {"features_in_step": 3136},
+                          "FaithfulnessEstimate": {"features_in_step": 3136}},
+        "metric_seed": 3
+    })
+    .to_string();
+    let (status, job) = post_parts(
+        &server,
+        &[
+            ("request", None, request.as_bytes()),
+            ("image", Some("chelsea.png"), &chelsea),
+            ("image", Some("coffee.png"), &coffee),
+        ],
+    );
+    assert_eq!(status, 202, "{job}");
+    assert_eq!(job["kind"], "eval");
+    assert_eq!(job["method"], "gradcam,eigencam");
+    let id = job["id"].as_str().unwrap().to_owned();
+    // Progress names the step and counts the scores, 2 images × 2 methods × 3 metrics.
+    let events = follow(&server, &id, |s| {
+        s["status"].as_str() != Some("running") && s["status"] != "queued"
+    });
+    let steps: Vec<&Value> = events
+        .iter()
+        .filter_map(|s| s.get("progress"))
+        .filter(|p| !p.is_null())
+        .collect();
+    assert!(steps.iter().all(|p| p["total"] == 12), "{steps:?}");
+    assert!(
+        steps
+            .iter()
+            .any(|p| p["stage"] == "coffee.png · eigencam · Sparseness"),
+        "{steps:?}"
+    );
+    let job = wait_for_job(&server, &id);
+    assert_eq!(job["status"], "done", "{job}");
+    let result = &job["result"];
+    assert_eq!(result["images"], json!(["chelsea.png", "coffee.png"]));
+    assert_eq!(result["rows"].as_array().unwrap().len(), 12);
+    assert_eq!(result["summary"].as_array().unwrap().len(), 6);
+    assert_eq!(
+        result["curves"]["PixelFlipping"].as_array().unwrap().len(),
+        2
+    );
+    assert!(
+        result["markdown"]
+            .as_str()
+            .unwrap()
+            .contains("| Grad-CAM |")
+    );
+
+    // The command line's eval of the same images gives the same scores and table.
+    let images = dir.join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    std::fs::write(images.join("chelsea.png"), &chelsea).unwrap();
+    std::fs::write(images.join("coffee.png"), &coffee).unwrap();
+    let params = dir.join("params.json");
+    std::fs::write(
+        &params,
+        r#"{"PixelFlipping": {"features_in_step": 3136}, "FaithfulnessEstimate": {"features_in_step": 3136}}"#,
+    )
+    .unwrap();
+    let out = dir.join("cli");
+    let output = camlime(&[
+        "eval",
+        "--images",
+        images.to_str().unwrap(),
+        "--methods",
+        "gradcam,eigencam",
+        "--metrics",
+        "PixelFlipping,FaithfulnessEstimate,Sparseness",
+        "--metric-params",
+        params.to_str().unwrap(),
+        "--metric-seed",
+        "3",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let cli: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(result["summary"], cli);
+    assert_eq!(
+        result["markdown"].as_str().unwrap(),
+        std::fs::read_to_string(out.join("summary.md")).unwrap()
+    );
+    let cli_rows: Vec<Value> = std::fs::read_to_string(out.join("results.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for (server_row, cli_row) in result["rows"].as_array().unwrap().iter().zip(&cli_rows) {
+        for key in ["image", "method", "metric", "score", "curve"] {
+            assert_eq!(server_row[key], cli_row[key], "{key}");
+        }
+    }
+
+    // JSON bodies carry the images as base64, masks beside them.
+    let mask = {
+        let mut mask = image::GrayImage::new(451, 300);
+        for (x, _, pixel) in mask.enumerate_pixels_mut() {
+            pixel.0 = [if x < 200 { 255 } else { 0 }];
+        }
+        let mut bytes = Vec::new();
+        mask.write_to(
+            &mut std::io::Cursor::new(&mut bytes),
+            image::ImageFormat::Png,
+        )
+        .unwrap();
+        bytes
+    };
+    let (status, job) = post_json(
+        &server,
+        "/v1/evaluations",
+        &json!({"methods": ["gradcam"], "metrics": ["PointingGame"],
+                "images": [{"name": "cat", "image": base64(&chelsea), "mask": base64(&mask)}]}),
+    );
+    assert_eq!(status, 202, "{job}");
+    let job = wait_for_job(&server, job["id"].as_str().unwrap());
+    assert_eq!(job["status"], "done", "{job}");
+    assert!(job["result"]["rows"][0]["score"].is_number(), "{job}");
+
+    // Bad evaluations are the client's 400, before any work.
+    let corrupt = b"\x89PNG\r\n\x1a\nnot really".to_vec();
+    let one = |request: &str| -> (u16, Value) {
+        post_parts(
+            &server,
+            &[
+                ("request", None, request.as_bytes()),
+                ("image", Some("chelsea.png"), &chelsea),
+            ],
+        )
+    };
+    for (request, code, says) in [
+        (
+            r#"{"metrics": ["Faithfulness"]}"#,
+            "invalid_parameter",
+            "Faithfulness",
+        ),
+        (
+            r#"{"methods": ["gradcam"], "metrics": ["PointingGame"]}"#,
+            "invalid_parameter",
+            "masks",
+        ),
+        (
+            r#"{"methods": ["nomethod"]}"#,
+            "invalid_parameter",
+            "nomethod",
+        ),
+        (
+            r#"{"methods": ["gradcam"], "metric_params": {"ROAD": {}}}"#,
+            "invalid_parameter",
+            "ROAD",
+        ),
+        (
+            r#"{"methods": ["gradcam"], "metrics": ["PixelFlipping"], "metric_params": {"PixelFlipping": {"features_in_step": 0}}}"#,
+            "invalid_parameter",
+            "features_in_step",
+        ),
+        (
+            r#"{"methods": ["camlime"], "params": {"samples": 999999}}"#,
+            "invalid_parameter",
+            "samples",
+        ),
+        (r#"{"model": "resnet9000"}"#, "unknown_model", "resnet9000"),
+        (r#"{"metrics": ["Sparseness"], "#, "invalid_json", "JSON"),
+    ] {
+        let (status, error) = one(request);
+        assert_eq!(status, 400, "{request}: {error}");
+        assert_eq!(error["error"]["code"], code, "{request}: {error}");
+        let message = error["error"]["message"].as_str().unwrap();
+        assert!(message.contains(says), "{request}: {message}");
+    }
+    let request = br#"{"methods": ["gradcam"], "metrics": ["Sparseness"]}"#;
+    for (parts, code, says) in [
+        (
+            vec![
+                ("request", None, &request[..]),
+                ("image", Some("bad.png"), &corrupt[..]),
+            ],
+            "invalid_image",
+            "bad.png",
+        ),
+        (
+            vec![("request", None, &request[..])],
+            "missing_image",
+            "no images",
+        ),
+        (
+            vec![
+                ("request", None, &request[..]),
+                ("image", Some("a.png"), &chelsea[..]),
+                ("image", Some("a.png"), &coffee[..]),
+            ],
+            "invalid_parameter",
+            "two images",
+        ),
+        (
+            vec![
+                ("request", None, &request[..]),
+                ("image", Some("a.png"), &chelsea[..]),
+                ("image", Some("b.png"), &chelsea[..]),
+                ("image", Some("c.png"), &chelsea[..]),
+            ],
+            "invalid_parameter",
+            "at most 2 images",
+        ),
+        (
+            vec![
+                ("request", None, &request[..]),
+                ("image", Some("a.png"), &chelsea[..]),
+                ("mask", Some("z.png"), &mask[..]),
+            ],
+            "invalid_multipart",
+            "matches no image",
+        ),
+        (
+            vec![
+                ("request", None, &request[..]),
+                ("image", Some("a.png"), &coffee[..]),
+                ("mask", Some("a.png"), &mask[..]),
+            ],
+            "invalid_mask",
+            "the mask of `a.png`",
+        ),
+        (
+            vec![
+                ("request", None, &request[..]),
+                ("image", None, &chelsea[..]),
+            ],
+            "invalid_multipart",
+            "file name",
+        ),
+    ] {
+        let (status, error) = post_parts(&server, &parts);
+        assert_eq!(status, 400, "{error}");
+        assert_eq!(error["error"]["code"], code, "{error}");
+        let message = error["error"]["message"].as_str().unwrap();
+        assert!(message.contains(says), "{message}");
+    }
+
+    // A running evaluation stops when cancelled.
+    let heavy = json!({"methods": ["gradcam"], "metrics": ["PixelFlipping"]}).to_string();
+    let (status, job) = post_parts(
+        &server,
+        &[
+            ("request", None, heavy.as_bytes()),
+            ("image", Some("chelsea.png"), &chelsea),
+        ],
+    );
+    assert_eq!(status, 202, "{job}");
+    let id = job["id"].as_str().unwrap().to_owned();
+    follow(&server, &id, |s| {
+        s["progress"]["stage"] == "chelsea.png · gradcam · PixelFlipping"
+    });
+    let (status, _) = answer(agent().delete(server.url(&format!("/v1/jobs/{id}"))).call());
+    assert_eq!(status, 202);
+    let ended = wait_for_job(&server, &id);
+    assert_eq!(ended["status"], "cancelled", "{ended}");
+    assert_healthy(&server);
+}

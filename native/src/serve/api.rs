@@ -1,5 +1,6 @@
 //! The `/v1` handlers and the OpenAPI document generated from their types (utoipa).
 
+use std::collections::HashSet;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,15 +10,20 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use camlime_core::{ExplainConfig, ExplanationRecord};
+use camlime_core::{ExplainConfig, ExplanationRecord, Runtime};
 use futures_util::Stream;
 use serde::Serialize;
+use serde_json::Value;
 use utoipa::{OpenApi, ToSchema};
 
 use super::error::{ApiError, ErrorBody, ErrorDetail};
-use super::input::{ExplainRequest, PredictRequest, Submission, explain_config, find_model, heavy};
-use super::jobs::{JobCounts, JobStatus, Progress, Status};
+use super::input::{
+    EvalImage, EvalRequest, EvalSubmission, ExplainRequest, PredictRequest, Submission,
+    check_config, explain_config, find_model, heavy,
+};
+use super::jobs::{JobCounts, JobKind, JobResult, JobStatus, Progress, Status};
 use super::{AppState, ServedModel};
+use crate::eval::{self, PAPER_METHODS, Plan, Report, Row};
 use crate::explain::ExplainOptions;
 use crate::parallel::Threads;
 
@@ -31,7 +37,16 @@ use crate::parallel::Threads;
                        `camlime explain`. Errors are `{\"error\": {\"code\", \"message\"}}`."
     ),
     paths(
-        models, predict, explain, submit_job, list_jobs, get_job, job_events, cancel_job, health
+        models,
+        predict,
+        explain,
+        submit_job,
+        submit_evaluation,
+        list_jobs,
+        get_job,
+        job_events,
+        cancel_job,
+        health
     ),
     components(schemas(
         ErrorBody,
@@ -43,7 +58,10 @@ use crate::parallel::Threads;
         PredictionInfo,
         ExplainRequest,
         ExplainOptions,
+        EvalRequest,
+        EvalImage,
         JobStatus,
+        JobKind,
         Status,
         Progress,
         Health,
@@ -358,18 +376,223 @@ pub async fn submit_job(
     let method = prepared.config.method.name().to_owned();
     let model = prepared.model.name.clone();
     let status = state.jobs.submit(
+        JobKind::Explain,
         &model,
         &method,
         Box::new(move |runtime| {
             let image = decode_bytes(&bytes, max_pixels)?;
-            explain_with(&prepared, &image, runtime)
+            let record = explain_with(&prepared, &image, runtime)?;
+            Ok(JobResult::Explanation(Box::new(record)))
         }),
     )?;
+    Ok(accepted(status))
+}
+
+/// 202 with the job's status and its URL.
+fn accepted(status: JobStatus) -> Response {
     let mut headers = HeaderMap::new();
     if let Ok(location) = HeaderValue::from_str(&format!("/v1/jobs/{}", status.id)) {
         headers.insert(header::LOCATION, location);
     }
-    Ok((StatusCode::ACCEPTED, headers, Json(status)).into_response())
+    (StatusCode::ACCEPTED, headers, Json(status)).into_response()
+}
+
+/// An evaluation's result: `result` of its job.
+#[derive(Debug, Serialize)]
+pub struct Evaluation {
+    /// The model's name.
+    pub model: String,
+    /// sha256 of its ONNX file.
+    pub model_sha256: String,
+    /// The images' names, in the order sent.
+    pub images: Vec<String>,
+    /// The methods.
+    pub methods: Vec<String>,
+    /// The metrics with their parameters.
+    pub metrics: Vec<(String, Value)>,
+    /// Seed of the metrics' random draws.
+    pub metric_seed: u64,
+    /// Tables and mean curves.
+    #[serde(flatten)]
+    pub report: Report,
+    /// Every image's score of every method and metric.
+    pub rows: Vec<Row>,
+    /// Seconds the job computed.
+    pub seconds: f64,
+}
+
+/// Evaluate explanation methods with metrics over images, as `camlime eval`, as a job: follow
+/// it with `/v1/jobs/{id}/events` (the stage names the image, method and metric; `done` counts
+/// the scores of `total`); its `result` is the summary table, the mean curves and every score.
+#[utoipa::path(
+    post,
+    path = "/v1/evaluations",
+    request_body(content = EvalRequest, description = "multipart/form-data with `image` parts (file names name them), optional `mask` parts (matched to images by file name without extension) and a `request` part holding this JSON without `images`; or this JSON with the images as base64"),
+    responses(
+        (status = 202, body = JobStatus, headers(("Location" = String, description = "The job's URL"))),
+        (status = 400, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 415, body = ErrorBody), (status = 429, description = "The queue is full", body = ErrorBody),
+        (status = 503, description = "Shutting down", body = ErrorBody)
+    )
+)]
+pub async fn submit_evaluation(
+    State(state): State<Arc<AppState>>,
+    submission: EvalSubmission,
+) -> Result<Response, ApiError> {
+    let EvalSubmission { request, images } = submission;
+    let model = find_model(&state, &request.model)?;
+    let limits = &state.limits;
+    if images.len() > limits.max_eval_images {
+        return Err(ApiError::bad_request(
+            "invalid_parameter",
+            format!(
+                "an evaluation takes at most {} images on this server, got {}",
+                limits.max_eval_images,
+                images.len()
+            ),
+        ));
+    }
+    let mut options = request.params.unwrap_or_default();
+    options.max_pixels = limits.max_pixels;
+    let methods = request.methods.unwrap_or_else(|| {
+        PAPER_METHODS
+            .split(',')
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    });
+    let metrics = request.metrics.unwrap_or_else(|| vec!["paper".to_owned()]);
+    let have_masks = images.iter().any(|(_, _, mask)| mask.is_some());
+    let plan = Plan::new(
+        &methods,
+        &metrics,
+        &request.metric_params,
+        have_masks,
+        options.clone(),
+        request.metric_seed,
+    )
+    .map_err(|e| ApiError::bad_request("invalid_parameter", format!("{e:#}")))?;
+    if plan.needs_masks()
+        && let Some((name, _, _)) = images.iter().find(|(_, _, mask)| mask.is_none())
+    {
+        return Err(ApiError::bad_request(
+            "missing_mask",
+            format!("localisation metrics need a mask for every image; `{name}` has none"),
+        ));
+    }
+    for method in plan.methods() {
+        let config = options
+            .config(*method)
+            .map_err(|e| ApiError::bad_request("invalid_parameter", format!("{e:#}")))?;
+        check_config(&config, &model, limits)?;
+    }
+    // Decode now, so that a corrupt image or mask is the client's 400 rather than a failed job.
+    let max_pixels = limits.max_pixels;
+    let images = compute(&state, 1, move |_| {
+        for (name, image, mask) in &images {
+            let decoded = decode_bytes(image, max_pixels).map_err(|e| named(name, e))?;
+            if let Some(mask) = mask {
+                let mask = decode_bytes(mask, max_pixels).map_err(|e| named(name, e))?;
+                if mask.dimensions() != decoded.dimensions() {
+                    return Err(ApiError::bad_request(
+                        "invalid_mask",
+                        format!(
+                            "the mask of `{name}` is {:?}, the image {:?}",
+                            mask.dimensions(),
+                            decoded.dimensions()
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(images)
+    })
+    .await?;
+    let method = plan
+        .methods()
+        .iter()
+        .map(|m| m.name())
+        .collect::<Vec<_>>()
+        .join(",");
+    let name = model.name.clone();
+    let metric_seed = request.metric_seed;
+    let status = state.jobs.submit(
+        JobKind::Eval,
+        &name,
+        &method,
+        Box::new(move |runtime| {
+            evaluate(&model, &plan, &options, &images, runtime).map(|(report, rows, seconds)| {
+                JobResult::Evaluation(Box::new(Evaluation {
+                    model: model.name.clone(),
+                    model_sha256: model.classifier.sha256().to_owned(),
+                    images: images.iter().map(|(name, _, _)| name.clone()).collect(),
+                    methods: plan.methods().iter().map(|m| m.name().to_owned()).collect(),
+                    metrics: plan.metrics().to_vec(),
+                    metric_seed,
+                    report,
+                    rows,
+                    seconds,
+                }))
+            })
+        }),
+    )?;
+    Ok(accepted(status))
+}
+
+/// An error about one image of an evaluation.
+fn named(name: &str, mut error: ApiError) -> ApiError {
+    error.detail.message = format!("`{name}`: {}", error.detail.message);
+    error
+}
+
+/// Run an evaluation job: the tables, the rows and the seconds. Progress names the step and
+/// counts the scores; the methods' own stages are not published.
+fn evaluate(
+    model: &ServedModel,
+    plan: &Plan,
+    options: &ExplainOptions,
+    images: &[(String, axum::body::Bytes, Option<axum::body::Bytes>)],
+    runtime: &Threads,
+) -> Result<(Report, Vec<Row>, f64), ApiError> {
+    let clock = std::time::Instant::now();
+    let classifier = &model.classifier;
+    let inner = Threads::new(runtime.threads()).with_cancel_flag(runtime.cancel_flag());
+    let names: Vec<String> = images.iter().map(|(name, _, _)| name.clone()).collect();
+    let done = HashSet::new();
+    let total = plan.pending(&names, &done);
+    let scored = std::cell::Cell::new(0);
+    let mut rows = Vec::new();
+    let failed = |e: anyhow::Error| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "evaluation_failed",
+            format!("{e:#}"),
+        )
+    };
+    for (name, image, mask) in images {
+        runtime.progress(&format!("{name} · preparing"), scored.get(), total);
+        let prepared = eval::prepare(classifier, image, mask.as_deref(), options)
+            .map_err(|e| failed(e.context(format!("`{name}`"))))?;
+        plan.evaluate_image(
+            classifier,
+            name,
+            &prepared,
+            &done,
+            &inner,
+            &mut |step| runtime.progress(step, scored.get(), total),
+            &mut |row| {
+                rows.push(row);
+                scored.set(scored.get() + 1);
+                Ok(())
+            },
+        )
+        .map_err(failed)?;
+    }
+    runtime.progress("summarising", scored.get(), total);
+    Ok((
+        plan.report(&rows, &names),
+        rows,
+        clock.elapsed().as_secs_f64(),
+    ))
 }
 
 /// Every kept job's status, oldest first.

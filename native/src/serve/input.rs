@@ -4,6 +4,7 @@
 //! make later: the image decodes within the pixel limit, the model, method, layers, target and
 //! parameters exist and lie within the server's limits.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -15,6 +16,7 @@ use camlime_core::cam::CamMethod;
 use camlime_core::{ExplainConfig, Method};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::error::ApiError;
@@ -62,6 +64,57 @@ pub struct ExplainRequest {
     pub config: Option<ExplainConfig>,
 }
 
+/// `POST /v1/evaluations`: the command line's `eval` over the images sent with it.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EvalRequest {
+    /// A model of `GET /v1/models` (default `mobilenet_v2`).
+    #[serde(default = "default_model")]
+    pub model: String,
+    /// Explanation methods (default: the paper's `lime`, `camlime`, `gradcam`, `gradcam++`,
+    /// `layercam`, `eigencam`).
+    #[serde(default)]
+    pub methods: Option<Vec<String>>,
+    /// Quantus metric names, `paper` (the paper's eight with its settings, the default) or `all`.
+    #[serde(default)]
+    pub metrics: Option<Vec<String>>,
+    /// Metric parameters over the defaults: `{"PixelFlipping": {"features_in_step": 224}}`.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub metric_params: BTreeMap<String, Value>,
+    /// Seed of the metrics' random draws.
+    #[serde(default)]
+    pub metric_seed: u64,
+    /// The methods' parameters, as `/v1/explain`'s `params`.
+    #[serde(default)]
+    pub params: Option<ExplainOptions>,
+    /// JSON bodies: the images (multipart sends them as `image` parts, masks as `mask` parts).
+    #[serde(default)]
+    pub images: Vec<EvalImage>,
+}
+
+/// An image of a JSON evaluation request.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EvalImage {
+    /// What the results call it (e.g. its file name); unique within the request.
+    pub name: String,
+    /// The image, base64.
+    pub image: String,
+    /// Its ground-truth mask for localisation metrics (base64 image, non-zero = relevant).
+    #[serde(default)]
+    pub mask: Option<String>,
+}
+
+/// An evaluation request with its images (and masks) as bytes, in the order sent.
+#[derive(Debug)]
+pub struct EvalSubmission {
+    /// The parsed JSON, `images` emptied.
+    pub request: EvalRequest,
+    /// (name, image, mask).
+    pub images: Vec<(String, Bytes, Option<Bytes>)>,
+}
+
 fn default_model() -> String {
     "mobilenet_v2".into()
 }
@@ -97,6 +150,13 @@ impl WithImage for ExplainRequest {
     }
 }
 
+fn decode_base64(encoded: &str, what: &str) -> Result<Bytes, ApiError> {
+    base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .map(Bytes::from)
+        .map_err(|e| ApiError::bad_request("invalid_image", format!("{what} is not base64: {e}")))
+}
+
 fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(bytes)
         .map_err(|e| ApiError::bad_request("invalid_json", format!("invalid request JSON: {e}")))
@@ -122,15 +182,8 @@ where
             let encoded = request.take_image().ok_or_else(|| {
                 ApiError::bad_request("missing_image", "the request has no `image` (base64)")
             })?;
-            let image = base64::engine::general_purpose::STANDARD
-                .decode(encoded.trim())
-                .map_err(|e| {
-                    ApiError::bad_request("invalid_image", format!("`image` is not base64: {e}"))
-                })?;
-            return Ok(Self {
-                request,
-                image: image.into(),
-            });
+            let image = decode_base64(&encoded, "`image`")?;
+            return Ok(Self { request, image });
         }
         if content_type.starts_with("multipart/form-data") {
             let mut multipart = Multipart::from_request(req, state)
@@ -174,18 +227,140 @@ where
             }
             return Ok(Self { request, image });
         }
-        Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            format!(
-                "Content-Type must be application/json or multipart/form-data, got `{}`",
-                if content_type.is_empty() {
-                    "none"
-                } else {
-                    &content_type
+        Err(unsupported(&content_type))
+    }
+}
+
+fn unsupported(content_type: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+        format!(
+            "Content-Type must be application/json or multipart/form-data, got `{}`",
+            if content_type.is_empty() {
+                "none"
+            } else {
+                content_type
+            }
+        ),
+    )
+}
+
+/// A file part's name without its extension (masks are matched to images by it).
+fn stem(name: &str) -> &str {
+    name.rsplit_once('.').map_or(name, |(stem, _)| stem)
+}
+
+impl<S: Send + Sync> FromRequest<S> for EvalSubmission {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let content_type = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        let mut images = Vec::new();
+        let request = if content_type.starts_with("application/json") {
+            let body = Bytes::from_request(req, state).await.map_err(body_error)?;
+            let mut request: EvalRequest = parse_json(&body)?;
+            for image in std::mem::take(&mut request.images) {
+                let what = format!("image `{}`", image.name);
+                let bytes = decode_base64(&image.image, &what)?;
+                let mask = image
+                    .mask
+                    .as_deref()
+                    .map(|m| decode_base64(m, &format!("the mask of {what}")))
+                    .transpose()?;
+                images.push((image.name, bytes, mask));
+            }
+            request
+        } else if content_type.starts_with("multipart/form-data") {
+            let mut multipart = Multipart::from_request(req, state)
+                .await
+                .map_err(|e| multipart_error(e.status(), e.body_text()))?;
+            let mut request = None;
+            let mut masks = Vec::new();
+            while let Some(field) = multipart
+                .next_field()
+                .await
+                .map_err(|e| multipart_error(e.status(), e.body_text()))?
+            {
+                let part = field.name().unwrap_or("").to_owned();
+                let file = field.file_name().map(str::to_owned);
+                let bytes = field
+                    .bytes()
+                    .await
+                    .map_err(|e| multipart_error(e.status(), e.body_text()))?;
+                let named = || {
+                    file.clone().filter(|f| !f.is_empty()).ok_or_else(|| {
+                        ApiError::bad_request(
+                            "invalid_multipart",
+                            format!("every `{part}` part needs a file name"),
+                        )
+                    })
+                };
+                match part.as_str() {
+                    "image" => images.push((named()?, bytes, None)),
+                    "mask" => masks.push((named()?, bytes)),
+                    "request" => request = Some(parse_json::<EvalRequest>(&bytes)?),
+                    other => {
+                        return Err(ApiError::bad_request(
+                            "invalid_multipart",
+                            format!(
+                                "unexpected part `{other}`: send `request`, `image` parts and \
+                                 `mask` parts"
+                            ),
+                        ));
+                    }
                 }
-            ),
-        ))
+            }
+            let request = match request {
+                Some(r) => r,
+                None => parse_json(b"{}")?,
+            };
+            if !request.images.is_empty() {
+                return Err(ApiError::bad_request(
+                    "invalid_multipart",
+                    "send the images as `image` parts, not inside `request`",
+                ));
+            }
+            for (name, bytes) in masks {
+                let image = images
+                    .iter_mut()
+                    .find(|(image, _, _)| stem(image) == stem(&name))
+                    .ok_or_else(|| {
+                        ApiError::bad_request(
+                            "invalid_multipart",
+                            format!("mask `{name}` matches no image (by name without extension)"),
+                        )
+                    })?;
+                if image.2.replace(bytes).is_some() {
+                    return Err(ApiError::bad_request(
+                        "invalid_multipart",
+                        format!("two masks for image `{}`", image.0),
+                    ));
+                }
+            }
+            request
+        } else {
+            return Err(unsupported(&content_type));
+        };
+        if images.is_empty() {
+            return Err(ApiError::bad_request(
+                "missing_image",
+                "the evaluation has no images",
+            ));
+        }
+        let mut names = std::collections::HashSet::new();
+        if let Some((name, _, _)) = images.iter().find(|(name, _, _)| !names.insert(name)) {
+            return Err(ApiError::bad_request(
+                "invalid_parameter",
+                format!("two images are called `{name}`"),
+            ));
+        }
+        Ok(Self { request, images })
     }
 }
 
@@ -251,6 +426,16 @@ pub fn explain_config(
                 .map_err(|e| ApiError::bad_request("invalid_parameter", format!("{e:#}")))?
         }
     };
+    check_config(&config, model, limits)?;
+    Ok(config)
+}
+
+/// Check a configuration against the model and the server's limits.
+pub fn check_config(
+    config: &ExplainConfig,
+    model: &ServedModel,
+    limits: &Limits,
+) -> Result<(), ApiError> {
     let samples = config.lime.num_samples;
     if matches!(config.method, Method::Lime | Method::CamLime) && samples > limits.max_samples {
         return Err(ApiError::bad_request(
@@ -278,7 +463,7 @@ pub fn explain_config(
     if let Some(target) = config.target {
         classifier.check_class(target)?;
     }
-    Ok(config)
+    Ok(())
 }
 
 /// Why an explanation is too heavy to answer synchronously, if it is.

@@ -2,8 +2,8 @@
 //! subscribers (Server-Sent Events), cancellation, a timeout, and results on disk.
 //!
 //! **Invariant:** every state change but progress is written to `<dir>/<id>.json` (atomically:
-//! a temporary file renamed) before it is visible, and a finished job's record is in
-//! `<dir>/<id>.record.json` before the job reads `done`; so a restart — graceful or a kill —
+//! a temporary file renamed) before it is visible, and a finished job's result (an explanation
+//! record or an evaluation) is in `<dir>/<id>.record.json` before the job reads `done`; so a restart — graceful or a kill —
 //! loses no finished result. Jobs a restart finds queued or running are `interrupted`.
 //! **Invariant:** a panic in a job's work fails that job only (the worker survives).
 
@@ -22,11 +22,33 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use utoipa::ToSchema;
 
+use super::api::Evaluation;
 use super::error::{ApiError, ErrorDetail};
 use crate::parallel::Threads;
 
-/// A job's work: given a runtime (threads, progress, cancel flag), the record.
-pub type Work = Box<dyn FnOnce(&Threads) -> Result<ExplanationRecord, ApiError> + Send>;
+/// A job's work: given a runtime (threads, progress, cancel flag), its result.
+pub type Work = Box<dyn FnOnce(&Threads) -> Result<JobResult, ApiError> + Send>;
+
+/// What a finished job holds (`result` of `GET /v1/jobs/{id}`).
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum JobResult {
+    /// An explanation record, as `camlime explain --json` writes it.
+    Explanation(Box<ExplanationRecord>),
+    /// An evaluation's tables, curves and per-image rows.
+    Evaluation(Box<Evaluation>),
+}
+
+/// What a job does.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JobKind {
+    /// Explain one image (`POST /v1/jobs`).
+    #[default]
+    Explain,
+    /// Evaluate methods with metrics over images (`POST /v1/evaluations`).
+    Eval,
+}
 
 /// Told each finished job's status and error code (the server's metrics).
 pub type OnFinished = Box<dyn Fn(Status, Option<&str>) + Send + Sync>;
@@ -39,7 +61,7 @@ pub enum Status {
     Queued,
     /// Being worked on.
     Running,
-    /// Finished; the record is in `result`.
+    /// Finished; its result is in `result`.
     Done,
     /// Finished with an error (`error` says which; `timeout` when it ran too long).
     Failed,
@@ -72,11 +94,14 @@ pub struct Progress {
 pub struct JobStatus {
     /// The job's id.
     pub id: String,
+    /// What it does.
+    #[serde(default)]
+    pub kind: JobKind,
     /// Where it is.
     pub status: Status,
     /// The model it runs on.
     pub model: String,
-    /// The method it runs.
+    /// The method it runs (an evaluation's methods, comma-separated).
     pub method: String,
     /// When it was accepted (Unix milliseconds).
     pub submitted_ms: u64,
@@ -320,10 +345,17 @@ impl Jobs {
     }
 
     /// Accept a job, or 429 when the queue is full (503 while shutting down).
-    pub fn submit(&self, model: &str, method: &str, work: Work) -> Result<JobStatus, ApiError> {
+    pub fn submit(
+        &self,
+        kind: JobKind,
+        model: &str,
+        method: &str,
+        work: Work,
+    ) -> Result<JobStatus, ApiError> {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let status = JobStatus {
             id: id.clone(),
+            kind,
             status: Status::Queued,
             model: model.to_owned(),
             method: method.to_owned(),
@@ -579,7 +611,7 @@ impl Jobs {
         }
     }
 
-    fn store_record(&self, id: &str, record: &ExplanationRecord) -> Result<(), ApiError> {
+    fn store_record(&self, id: &str, record: &JobResult) -> Result<(), ApiError> {
         let bytes = serde_json::to_vec(record).map_err(|e| internal(e.to_string()))?;
         write_atomically(&self.record_path(id), &bytes)
             .map_err(|e| internal(format!("cannot store the job's record: {e}")))
@@ -599,9 +631,10 @@ impl Jobs {
             finished.progress = None;
         }
         let persisted = self.persist(&finished);
+        // Counted before it is visible: whoever sees the final status sees it counted too.
+        (self.finished)(status, finished.error.as_ref().map(|e| e.code.as_str()));
         job.state.send_replace(finished.clone());
         tracing::info!(job = %finished.id, status = ?status, "finished");
-        (self.finished)(status, finished.error.as_ref().map(|e| e.code.as_str()));
         persisted.map(|()| finished)
     }
 }
@@ -657,10 +690,16 @@ mod tests {
         .unwrap();
         jobs.spawn_workers().await;
         let panicking = jobs
-            .submit("m", "x", Box::new(|_| panic!("boom in a job")))
+            .submit(
+                JobKind::Explain,
+                "m",
+                "x",
+                Box::new(|_| panic!("boom in a job")),
+            )
             .unwrap();
         let next = jobs
             .submit(
+                JobKind::Explain,
                 "m",
                 "y",
                 Box::new(|_| {

@@ -85,6 +85,9 @@ pub struct ServeArgs {
     /// Most LIME / CamLIME samples `/v1/explain` answers synchronously (more: use /v1/jobs).
     #[arg(long, default_value_t = 300)]
     pub sync_samples: usize,
+    /// Most images in one evaluation (`POST /v1/evaluations`).
+    #[arg(long, default_value_t = 100)]
+    pub max_eval_images: usize,
     /// Most Integrated-Gradients steps and noise-tunnel samples a request may ask for.
     #[arg(long, default_value_t = 1_000)]
     pub max_steps: usize,
@@ -110,6 +113,8 @@ pub struct Limits {
     pub sync_samples: usize,
     /// Most integration steps / noise samples.
     pub max_steps: usize,
+    /// Most images in one evaluation.
+    pub max_eval_images: usize,
     /// Synchronous requests in flight at most.
     pub max_waiting: usize,
     /// Synchronous compute time at most.
@@ -245,6 +250,7 @@ fn router(state: Arc<AppState>, args: &ServeArgs) -> Result<Router> {
         .route("/v1/predict", post(api::predict))
         .route("/v1/explain", post(api::explain))
         .route("/v1/jobs", post(api::submit_job).get(api::list_jobs))
+        .route("/v1/evaluations", post(api::submit_evaluation))
         .route("/v1/jobs/{id}", get(api::get_job).delete(api::cancel_job))
         .route("/v1/jobs/{id}/events", get(api::job_events))
         .route("/v1/openapi.json", get(api::openapi))
@@ -322,6 +328,7 @@ pub fn serve(bundle: &Bundle, args: &ServeArgs, out: &mut dyn std::io::Write) ->
         max_samples: args.max_samples as usize,
         sync_samples: args.sync_samples,
         max_steps: args.max_steps,
+        max_eval_images: args.max_eval_images,
         max_waiting: args.max_waiting.max(1),
         request_timeout: seconds(args.request_timeout, "request-timeout")?,
     };

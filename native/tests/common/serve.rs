@@ -32,18 +32,29 @@ pub fn spawn_server(repo: &Path, data: &Path, flags: &[&str], log: Stdio) -> (Ch
 /// A `multipart/form-data` body with an `image` part and a `request` part (JSON text); returns
 /// the content type and the body.
 pub fn multipart(image: &[u8], request: &str) -> (String, Vec<u8>) {
+    form(&[
+        ("image", Some("x.png"), image),
+        ("request", None, request.as_bytes()),
+    ])
+}
+
+/// A `multipart/form-data` body of (part name, file name, content) parts; returns the content
+/// type and the body.
+pub fn form(parts: &[(&str, Option<&str>, &[u8])]) -> (String, Vec<u8>) {
     let boundary = "camlime-test-boundary-7f3a";
-    let mut body = format!(
-        "--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"x.png\"\r\n\
-         Content-Type: application/octet-stream\r\n\r\n"
-    )
-    .into_bytes();
-    body.extend_from_slice(image);
-    body.extend_from_slice(
-        format!(
-            "\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"request\"\r\n\r\n{request}\r\n--{boundary}--\r\n"
-        )
-        .as_bytes(),
-    );
+    let mut body = Vec::new();
+    for (name, file, content) in parts {
+        let file = file.map_or_else(String::new, |f| format!("; filename=\"{f}\""));
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"{file}\r\n\
+                 Content-Type: application/octet-stream\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(content);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
     (format!("multipart/form-data; boundary={boundary}"), body)
 }
