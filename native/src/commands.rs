@@ -49,6 +49,9 @@ pub enum Command {
     Bench(BenchArgs),
     /// Serve the JSON API (/v1), asynchronous jobs and the web app over HTTP.
     Serve(Box<ServeArgs>),
+    /// Show what work can run on: the CPU's threads and any usable NVIDIA GPU (CUDA libraries,
+    /// driver, GPUs).
+    Devices(JsonFlag),
 }
 
 /// `--json`.
@@ -105,7 +108,44 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
         Command::Eval(args) => eval(&bundle, &args, out),
         Command::Bench(args) => bench(&bundle, &args, out),
         Command::Serve(args) => serve(&bundle, &args, out),
+        Command::Devices(flag) => devices(flag.json, out),
     }
+}
+
+/// `devices`.
+fn devices(json: bool, out: &mut dyn Write) -> Result<()> {
+    let threads = available_threads();
+    let cuda = crate::cuda::probe();
+    if json {
+        let report = serde_json::json!({"cpu": {"threads": threads}, "cuda": cuda});
+        writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
+        return Ok(());
+    }
+    writeln!(out, "cpu: {threads} threads (tract)")?;
+    match &cuda.problem {
+        None => writeln!(
+            out,
+            "cuda: driver {}",
+            cuda.driver_version.as_deref().unwrap_or("?")
+        )?,
+        Some(problem) => writeln!(out, "cuda: not usable: {problem}")?,
+    }
+    for gpu in &cuda.gpus {
+        writeln!(
+            out,
+            "  gpu {}: {}, {:.1} GiB, compute capability {}.{}",
+            gpu.ordinal,
+            gpu.name,
+            gpu.memory_bytes as f64 / f64::from(1u32 << 30),
+            gpu.compute_capability.0,
+            gpu.compute_capability.1
+        )?;
+    }
+    for library in &cuda.libraries {
+        let found = if library.present { "found" } else { "missing" };
+        writeln!(out, "  {:<9} {found:<8} {}", library.name, library.title)?;
+    }
+    Ok(())
 }
 
 #[derive(Serialize)]

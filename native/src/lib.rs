@@ -9,6 +9,7 @@
 
 pub mod bench;
 pub mod commands;
+pub mod cuda;
 pub mod eval;
 pub mod explain;
 pub mod models;

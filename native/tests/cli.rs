@@ -146,3 +146,33 @@ fn bad_input_gets_one_clear_line_and_a_failure_code() {
         "clap rejects --top 0 as a usage error"
     );
 }
+
+#[test]
+fn devices_report_the_cpu_and_why_cuda_is_or_is_not_usable() {
+    let report: serde_json::Value =
+        serde_json::from_str(&stdout(&camlime(&["devices", "--json"]))).unwrap();
+    assert!(report["cpu"]["threads"].as_u64().unwrap() >= 1);
+    let cuda = &report["cuda"];
+    let libraries: Vec<&str> = cuda["libraries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        libraries,
+        ["driver", "nvrtc", "cublas", "cublaslt", "cudnn"]
+    );
+    let gpus = cuda["gpus"].as_array().unwrap();
+    match cuda["problem"].as_str() {
+        None => assert!(!gpus.is_empty() && cuda["driver_version"].is_string()),
+        Some(problem) if cuda["libraries"][0]["present"] == false => {
+            assert!(problem.contains("libcuda"), "{problem}");
+            assert!(gpus.is_empty());
+        }
+        Some(problem) => assert!(!problem.is_empty()),
+    }
+    let text = stdout(&camlime(&["devices"]));
+    assert!(text.starts_with("cpu: "), "{text}");
+    assert!(text.contains("\ncuda: "), "{text}");
+}
