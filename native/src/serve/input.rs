@@ -170,12 +170,7 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let content_type = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_ascii_lowercase();
+        let content_type = content_type(&req);
         if content_type.starts_with("application/json") {
             let body = Bytes::from_request(req, state).await.map_err(body_error)?;
             let mut request: T = parse_json(&body)?;
@@ -186,21 +181,9 @@ where
             return Ok(Self { request, image });
         }
         if content_type.starts_with("multipart/form-data") {
-            let mut multipart = Multipart::from_request(req, state)
-                .await
-                .map_err(|e| multipart_error(e.status(), e.body_text()))?;
             let mut image = None;
             let mut request = None;
-            while let Some(field) = multipart
-                .next_field()
-                .await
-                .map_err(|e| multipart_error(e.status(), e.body_text()))?
-            {
-                let name = field.name().unwrap_or("").to_owned();
-                let bytes = field
-                    .bytes()
-                    .await
-                    .map_err(|e| multipart_error(e.status(), e.body_text()))?;
+            for (name, _, bytes) in read_parts(req, state).await? {
                 match name.as_str() {
                     "image" => image = Some(bytes),
                     "request" => request = Some(parse_json::<T>(&bytes)?),
@@ -231,6 +214,43 @@ where
     }
 }
 
+/// Every part of a multipart body as (part name, file name, content). The whole body (bounded by
+/// `--max-body`) is read before any part is judged, so a bad part is answered after the upload
+/// instead of cutting it off (clients see a broken pipe, not the error, when the server answers
+/// mid-upload).
+async fn read_parts<S: Send + Sync>(
+    req: Request,
+    state: &S,
+) -> Result<Vec<(String, Option<String>, Bytes)>, ApiError> {
+    let mut multipart = Multipart::from_request(req, state)
+        .await
+        .map_err(|e| multipart_error(e.status(), e.body_text()))?;
+    let mut parts = Vec::new();
+    while let Some(field) = multipart
+        .next_field()
+        .await
+        .map_err(|e| multipart_error(e.status(), e.body_text()))?
+    {
+        let name = field.name().unwrap_or("").to_owned();
+        let file = field.file_name().map(str::to_owned);
+        let bytes = field
+            .bytes()
+            .await
+            .map_err(|e| multipart_error(e.status(), e.body_text()))?;
+        parts.push((name, file, bytes));
+    }
+    Ok(parts)
+}
+
+/// The request's Content-Type, lower-case (empty when absent).
+fn content_type(req: &Request) -> String {
+    req.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase()
+}
+
 fn unsupported(content_type: &str) -> ApiError {
     ApiError::new(
         StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -255,12 +275,7 @@ impl<S: Send + Sync> FromRequest<S> for EvalSubmission {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let content_type = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_ascii_lowercase();
+        let content_type = content_type(&req);
         let mut images = Vec::new();
         let request = if content_type.starts_with("application/json") {
             let body = Bytes::from_request(req, state).await.map_err(body_error)?;
@@ -277,22 +292,9 @@ impl<S: Send + Sync> FromRequest<S> for EvalSubmission {
             }
             request
         } else if content_type.starts_with("multipart/form-data") {
-            let mut multipart = Multipart::from_request(req, state)
-                .await
-                .map_err(|e| multipart_error(e.status(), e.body_text()))?;
             let mut request = None;
             let mut masks = Vec::new();
-            while let Some(field) = multipart
-                .next_field()
-                .await
-                .map_err(|e| multipart_error(e.status(), e.body_text()))?
-            {
-                let part = field.name().unwrap_or("").to_owned();
-                let file = field.file_name().map(str::to_owned);
-                let bytes = field
-                    .bytes()
-                    .await
-                    .map_err(|e| multipart_error(e.status(), e.body_text()))?;
+            for (part, file, bytes) in read_parts(req, state).await? {
                 let named = || {
                     file.clone().filter(|f| !f.is_empty()).ok_or_else(|| {
                         ApiError::bad_request(
