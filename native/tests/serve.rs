@@ -937,6 +937,14 @@ fn evaluations_run_as_jobs_and_equal_the_command_line() {
     assert_eq!(job["status"], "done", "{job}");
     assert!(job["result"]["rows"][0]["score"].is_number(), "{job}");
 
+    let (status, error) = post_json(
+        &server,
+        "/v1/evaluations",
+        &json!({"metrics": ["Sparseness"], "images": [{"name": " ", "image": base64(&chelsea)}]}),
+    );
+    assert_eq!(status, 400, "{error}");
+    assert!(error["error"]["message"].as_str().unwrap().contains("name"));
+
     // Bad evaluations are the client's 400, before any work.
     let corrupt = b"\x89PNG\r\n\x1a\nnot really".to_vec();
     let one = |request: &str| -> (u16, Value) {

@@ -281,6 +281,12 @@ impl<S: Send + Sync> FromRequest<S> for EvalSubmission {
             let body = Bytes::from_request(req, state).await.map_err(body_error)?;
             let mut request: EvalRequest = parse_json(&body)?;
             for image in std::mem::take(&mut request.images) {
+                if image.name.trim().is_empty() {
+                    return Err(ApiError::bad_request(
+                        "invalid_parameter",
+                        "every image needs a non-empty `name`",
+                    ));
+                }
                 let what = format!("image `{}`", image.name);
                 let bytes = decode_base64(&image.image, &what)?;
                 let mask = image
