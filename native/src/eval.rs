@@ -140,7 +140,8 @@ fn read_overrides(path: Option<&Path>) -> Result<BTreeMap<String, Value>> {
     })
 }
 
-/// The metrics asked for (names, `paper` or `all`), with their parameters, checked.
+/// The metrics asked for (names, `paper` or `all`: every metric, localisation ones only with
+/// `have_masks`), with their parameters, checked.
 fn chosen_metrics(
     names: &[String],
     overrides: &BTreeMap<String, Value>,
@@ -174,11 +175,7 @@ fn chosen_metrics(
             };
             base.extend(extra.clone());
         }
-        let metric = Metric::parse(name, params)?;
-        ensure!(
-            have_masks || !metric.needs().mask,
-            "{name} needs ground-truth masks"
-        );
+        Metric::parse(name, params)?;
     }
     for key in overrides.keys() {
         ensure!(
@@ -458,7 +455,9 @@ pub struct Plan {
 
 impl Plan {
     /// Check the methods (each with `options`) and the metrics (names, `paper` or `all`, with
-    /// `overrides` over their defaults); localisation metrics need `have_masks`.
+    /// `overrides` over their defaults); `all` takes localisation metrics only with `have_masks`.
+    /// Whether masks are there for a named localisation metric is the caller's check
+    /// ([`Plan::mask_metric`]), since only it knows where masks come from.
     pub fn new(
         methods: &[String],
         metrics: &[String],
@@ -504,9 +503,17 @@ impl Plan {
         &self.metrics
     }
 
-    /// Whether a metric needs ground-truth masks.
-    pub fn needs_masks(&self) -> bool {
-        self.parsed.iter().any(|m| m.needs().mask)
+    /// The explanation methods' parameters.
+    pub fn options(&self) -> &ExplainOptions {
+        &self.options
+    }
+
+    /// The first metric that needs ground-truth masks, if any.
+    pub fn mask_metric(&self) -> Option<&'static str> {
+        self.parsed
+            .iter()
+            .find(|m| m.needs().mask)
+            .map(Metric::name)
     }
 
     /// The (method, metric) pairs of an image that `done` lacks.
@@ -673,14 +680,13 @@ pub fn eval(bundle: &Bundle, args: &EvalArgs, out: &mut dyn Write) -> Result<()>
         args.masks.is_some(),
         args.options.clone(),
         args.metric_seed,
-    )
-    .map_err(|e| {
-        if e.to_string().ends_with("needs ground-truth masks") {
-            e.context("pass --masks DIR")
-        } else {
-            e
-        }
-    })?;
+    )?;
+    if let Some(name) = plan.mask_metric() {
+        ensure!(
+            args.masks.is_some(),
+            "{name} needs ground-truth masks: pass --masks DIR"
+        );
+    }
     let files = image_files(&args.images, args.limit)?;
     let loaded = bundle.load(&args.model)?;
     let classifier = &loaded.classifier;
@@ -743,7 +749,7 @@ pub fn eval(bundle: &Bundle, args: &EvalArgs, out: &mut dyn Write) -> Result<()>
         if plan.todo(name, &done).is_empty() {
             continue;
         }
-        let prepared = prepare_file(classifier, path, args.masks.as_deref(), &args.options)?;
+        let prepared = prepare_file(classifier, path, args.masks.as_deref(), plan.options())?;
         plan.evaluate_image(
             classifier,
             name,

@@ -467,20 +467,27 @@ pub async fn submit_evaluation(
         &metrics,
         &request.metric_params,
         have_masks,
-        options.clone(),
+        options,
         request.metric_seed,
     )
     .map_err(|e| ApiError::bad_request("invalid_parameter", format!("{e:#}")))?;
-    if plan.needs_masks()
-        && let Some((name, _, _)) = images.iter().find(|(_, _, mask)| mask.is_none())
-    {
-        return Err(ApiError::bad_request(
-            "missing_mask",
-            format!("localisation metrics need a mask for every image; `{name}` has none"),
-        ));
+    if let Some(metric) = plan.mask_metric() {
+        if !have_masks {
+            return Err(ApiError::bad_request(
+                "invalid_parameter",
+                format!("{metric} needs ground-truth masks"),
+            ));
+        }
+        if let Some((name, _, _)) = images.iter().find(|(_, _, mask)| mask.is_none()) {
+            return Err(ApiError::bad_request(
+                "missing_mask",
+                format!("localisation metrics need a mask for every image; `{name}` has none"),
+            ));
+        }
     }
     for method in plan.methods() {
-        let config = options
+        let config = plan
+            .options()
             .config(*method)
             .map_err(|e| ApiError::bad_request("invalid_parameter", format!("{e:#}")))?;
         check_config(&config, &model, limits)?;
@@ -520,7 +527,7 @@ pub async fn submit_evaluation(
         &name,
         &method,
         Box::new(move |runtime| {
-            evaluate(&model, &plan, &options, &images, runtime).map(|(report, rows, seconds)| {
+            evaluate(&model, &plan, &images, runtime).map(|(report, rows, seconds)| {
                 JobResult::Evaluation(Box::new(Evaluation {
                     model: model.name.clone(),
                     model_sha256: model.classifier.sha256().to_owned(),
@@ -549,7 +556,6 @@ fn named(name: &str, mut error: ApiError) -> ApiError {
 fn evaluate(
     model: &ServedModel,
     plan: &Plan,
-    options: &ExplainOptions,
     images: &[(String, axum::body::Bytes, Option<axum::body::Bytes>)],
     runtime: &Threads,
 ) -> Result<(Report, Vec<Row>, f64), ApiError> {
@@ -570,7 +576,7 @@ fn evaluate(
     };
     for (name, image, mask) in images {
         runtime.progress(&format!("{name} · preparing"), scored.get(), total);
-        let prepared = eval::prepare(classifier, image, mask.as_deref(), options)
+        let prepared = eval::prepare(classifier, image, mask.as_deref(), plan.options())
             .map_err(|e| failed(e.context(format!("`{name}`"))))?;
         plan.evaluate_image(
             classifier,

@@ -3,8 +3,9 @@
 //!
 //! **Invariant:** every state change but progress is written to `<dir>/<id>.json` (atomically:
 //! a temporary file renamed) before it is visible, and a finished job's result (an explanation
-//! record or an evaluation) is in `<dir>/<id>.record.json` before the job reads `done`; so a restart — graceful or a kill —
-//! loses no finished result. Jobs a restart finds queued or running are `interrupted`.
+//! record or an evaluation) is in `<dir>/<id>.record.json` before the job reads `done`; so a
+//! restart — graceful or a kill — loses no finished result. Jobs a restart finds queued or
+//! running are `interrupted`.
 //! **Invariant:** a panic in a job's work fails that job only (the worker survives).
 
 use std::collections::HashMap;
