@@ -9,7 +9,9 @@ use std::time::Instant;
 
 use anyhow::{Result, ensure};
 use camlime_core::cam::{self, CamConfig, CamMethod};
+use camlime_core::engine::EngineChoice;
 use camlime_core::explanation::Timings;
+use camlime_core::ndarray::Array4;
 use camlime_core::preprocess::DecodeLimits;
 use camlime_core::{Classifier, ExplainConfig, Method, Sequential, decode_image};
 use clap::Args;
@@ -39,6 +41,14 @@ pub struct BenchArgs {
     /// Skip the forward vs forward+backward timings of the gradient methods.
     #[arg(long)]
     pub no_gradients: bool,
+    /// Only the forward pass of every bundled model on every engine (batch 1, 16 and 64, one
+    /// thread and every core), then stop.
+    #[arg(long)]
+    pub forward: bool,
+    /// The engine of the CamLIME and map timings: `auto`, `cnn` (the lowered CNN plan) or
+    /// `tract`.
+    #[arg(long, default_value = "auto")]
+    pub engine: EngineChoice,
 }
 
 /// Reads one stage's time from a run's timings.
@@ -51,7 +61,11 @@ fn median(mut values: Vec<f64>) -> f64 {
 
 /// Run `bench`.
 pub fn bench(bundle: &Bundle, args: &BenchArgs, out: &mut dyn Write) -> Result<()> {
-    let model = bundle.load(&args.model)?;
+    if args.forward {
+        return forward_table(bundle, args.runs, out);
+    }
+    let model = bundle.load(&args.model)?.on_engine(&args.engine)?;
+    writeln!(out, "engine: {}", model.classifier.engine_report())?;
     let image = decode_image(&read_image(&args.image)?, &DecodeLimits::default())?;
     let mut config = ExplainConfig::default();
     config.lime.num_samples = args.samples as usize;
@@ -181,6 +195,68 @@ fn gradient_methods(
             method.name(),
             ms / forward
         )?;
+    }
+    Ok(())
+}
+
+/// Milliseconds per image of the forward pass, for every bundled model, engine, batch size (1,
+/// 16, 64) and thread count (one, every core): medians of `runs` timed batches after one
+/// warm-up that compiles the plans. Compare with `python3 native/benches/onnxruntime_reference.py`
+/// on the same machine.
+fn forward_table(bundle: &Bundle, runs: u32, out: &mut dyn Write) -> Result<()> {
+    let threads = available_threads();
+    let counts: Vec<usize> = if threads > 1 {
+        vec![1, threads]
+    } else {
+        vec![1]
+    };
+    writeln!(
+        out,
+        "Forward pass, ms per image, median of {runs} (images split over threads, one plan per \
+         thread):"
+    )?;
+    write!(out, "  {:<20} {:<6}", "model", "engine")?;
+    for &n in &counts {
+        for batch in [1, 16, 64] {
+            write!(out, " {:>10}", format!("{n}t b{batch}"))?;
+        }
+    }
+    writeln!(out)?;
+    for entry in &bundle.manifest.models {
+        for engine in ["cnn", "tract"] {
+            write!(out, "  {:<20} {engine:<6}", entry.name)?;
+            for &n in &counts {
+                let pool = Threads::new(n);
+                for batch in [1usize, 16, 64] {
+                    // tract runs batch-1 plans (its batch-16 plans ran ~4× slower per image);
+                    // the lowered plan runs any batch in one plan.
+                    let plan_batch = if engine == "tract" {
+                        1
+                    } else {
+                        batch.div_ceil(n)
+                    };
+                    let classifier = bundle
+                        .load(&entry.name)?
+                        .classifier
+                        .with_engine_choice(EngineChoice::Named(engine.into()))?
+                        .with_batch_size(plan_batch)?;
+                    let [h, w] = classifier.input_size();
+                    let input = Array4::<f32>::from_shape_fn((batch, 3, h, w), |(i, c, y, x)| {
+                        ((i + c + y * x) % 7) as f32 * 0.3 - 1.0
+                    });
+                    classifier.forward_with(&pool, input.view(), &[])?;
+                    let mut times = Vec::new();
+                    for _ in 0..runs {
+                        let start = Instant::now();
+                        classifier.forward_with(&pool, input.view(), &[])?;
+                        times.push(start.elapsed().as_secs_f64() * 1e3 / batch as f64);
+                    }
+                    write!(out, " {:>10.2}", median(times))?;
+                    out.flush()?;
+                }
+            }
+            writeln!(out)?;
+        }
     }
     Ok(())
 }

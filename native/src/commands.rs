@@ -14,7 +14,6 @@ use crate::eval::{EvalArgs, eval};
 use crate::explain::{CompareArgs, ExplainArgs, compare, explain};
 use crate::models::{Bundle, models_dir, read_image};
 use crate::serve::{ServeArgs, serve};
-use camlime_core::runtime;
 
 use crate::parallel::{Threads, available_threads};
 
@@ -108,20 +107,42 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
         Command::Eval(args) => eval(&bundle, &args, out),
         Command::Bench(args) => bench(&bundle, &args, out),
         Command::Serve(args) => serve(&bundle, &args, out),
-        Command::Devices(flag) => devices(flag.json, out),
+        Command::Devices(flag) => devices(&bundle, flag.json, out),
     }
 }
 
 /// `devices`.
-fn devices(json: bool, out: &mut dyn Write) -> Result<()> {
+fn devices(bundle: &Bundle, json: bool, out: &mut dyn Write) -> Result<()> {
     let threads = available_threads();
     let cuda = crate::cuda::probe();
+    // Which engine runs each bundled model's forward pass, and why any engine before it declined.
+    let mut engines = Vec::new();
+    for entry in &bundle.manifest.models {
+        let report = bundle.load(&entry.name)?.classifier.engine_report().clone();
+        engines.push((entry.name.clone(), report));
+    }
     if json {
-        let report = serde_json::json!({"cpu": {"threads": threads}, "cuda": cuda});
+        let models: serde_json::Map<_, _> = engines
+            .iter()
+            .map(|(name, report)| (name.clone(), serde_json::to_value(report)))
+            .map(|(name, value)| value.map(|v| (name, v)))
+            .collect::<Result<_, _>>()?;
+        let report = serde_json::json!({
+            "cpu": {"threads": threads, "engines": ["cnn", "tract"]},
+            "models": models,
+            "cuda": cuda,
+        });
         writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
         return Ok(());
     }
-    writeln!(out, "cpu: {threads} threads (tract)")?;
+    writeln!(
+        out,
+        "cpu: {threads} threads; engines: cnn (the lowered CNN plan), tract (any ONNX graph, \
+         gradients)"
+    )?;
+    for (name, report) in &engines {
+        writeln!(out, "  {name:<20} forward on {report}")?;
+    }
     match &cuda.problem {
         None => writeln!(
             out,
@@ -173,7 +194,10 @@ fn predict(bundle: &Bundle, args: &PredictArgs, out: &mut dyn Write) -> Result<(
         .collect::<Result<Vec<_>, _>>()?;
     let tensor = preprocessing.tensor(&base_images)?;
     let threads = Threads::new(available_threads());
-    let logits = runtime::forward(&threads, &model.classifier, tensor.view(), &[])?.logits;
+    let logits = model
+        .classifier
+        .forward_with(&threads, tensor.view(), &[])?
+        .logits;
     let predictions = logits
         .rows()
         .into_iter()

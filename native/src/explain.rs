@@ -11,6 +11,7 @@ use camlime_core::attribution::{
 };
 use camlime_core::cam::{AblationValue, CamMethod};
 use camlime_core::camlime::CamLimeMode;
+use camlime_core::engine::EngineChoice;
 use camlime_core::explanation::image_sha256;
 use camlime_core::lime::{HideColor, MAX_SAMPLES};
 use camlime_core::preprocess::DecodeLimits;
@@ -250,6 +251,10 @@ pub struct ExplainArgs {
     /// Re-run a recorded explanation and check that it reproduces exactly.
     #[arg(long, value_name = "RECORD.json")]
     pub replay: Option<PathBuf>,
+    /// What runs the model: `auto` (the lowered CNN plan when it covers the model, else
+    /// tract), `cnn` or `tract`.
+    #[arg(long, default_value = "auto")]
+    pub engine: EngineChoice,
     /// Explanation parameters.
     #[command(flatten)]
     pub options: ExplainOptions,
@@ -291,7 +296,7 @@ pub fn explain(bundle: &Bundle, args: &ExplainArgs, out: &mut dyn Write) -> Resu
         Some(path) => replay(bundle, args, path)?,
         None => {
             let image_path = args.image.clone().context("an image is required")?;
-            let model = bundle.load(&args.model)?;
+            let model = bundle.load(&args.model)?.on_engine(&args.engine)?;
             let config = args.options.config(Method::from_name(&args.method)?)?;
             let image = load_image(&image_path, args.options.max_pixels)?;
             let runtime = args.options.runtime();
@@ -331,7 +336,7 @@ fn replay(
     } else {
         recorded.model.name.clone()
     };
-    let model = bundle.load(&model_name)?;
+    let model = bundle.load(&model_name)?.on_engine(&args.engine)?;
     ensure!(
         model.classifier.sha256() == recorded.model.sha256,
         "model `{model_name}` differs from the recorded one (sha256 {} vs {})",
@@ -446,9 +451,10 @@ fn summary(record: &ExplanationRecord, written: &[PathBuf], out: &mut dyn Write)
     };
     writeln!(
         out,
-        "{} — {} — {method}",
+        "{} — {} — {method} — engine {}",
         record.image.source.as_deref().unwrap_or("image"),
-        record.model.name
+        record.model.name,
+        record.engine
     )?;
     writeln!(
         out,

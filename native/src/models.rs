@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use camlime_core::engine::EngineChoice;
 use camlime_core::manifest::parse_labels;
 use camlime_core::{Classifier, Manifest, ModelSpec};
 
@@ -104,6 +105,19 @@ pub struct LoadedModel {
     pub name: String,
     /// The classifier.
     pub classifier: Classifier,
+}
+
+impl LoadedModel {
+    /// Run forward passes on `engine` (`auto` keeps the automatic choice).
+    pub fn on_engine(mut self, engine: &EngineChoice) -> Result<Self> {
+        if *engine != EngineChoice::Auto {
+            self.classifier = self
+                .classifier
+                .with_engine_choice(engine.clone())
+                .with_context(|| format!("model `{}` on engine `{engine}`", self.name))?;
+        }
+        Ok(self)
+    }
 }
 
 /// Fail early with a clear message when an image path does not exist.

@@ -172,7 +172,13 @@ fn devices_report_the_cpu_and_why_cuda_is_or_is_not_usable() {
         }
         Some(problem) => assert!(!problem.is_empty()),
     }
+    assert_eq!(report["models"]["mobilenet_v2"]["forward"], "cnn");
+    assert_eq!(report["models"]["efficientnet_lite0"]["forward"], "cnn");
     let text = stdout(&camlime(&["devices"]));
     assert!(text.starts_with("cpu: "), "{text}");
+    assert!(
+        text.contains("mobilenet_v2         forward on cnn\n"),
+        "{text}"
+    );
     assert!(text.contains("\ncuda: "), "{text}");
 }

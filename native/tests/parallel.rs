@@ -7,7 +7,7 @@ use camlime::parallel::Threads;
 use camlime_core::ndarray::Array4;
 use std::path::Path;
 
-use camlime_core::{SegmenterConfig, runtime};
+use camlime_core::SegmenterConfig;
 
 #[test]
 fn split_forward_equals_one_thread_bit_for_bit() {
@@ -18,13 +18,9 @@ fn split_forward_equals_one_thread_bit_for_bit() {
     });
     let one = model.forward(input.view(), &["features.17"]).unwrap();
     for threads in [2, 3, 8] {
-        let many = runtime::forward(
-            &Threads::new(threads),
-            &model,
-            input.view(),
-            &["features.17"],
-        )
-        .unwrap();
+        let many = model
+            .forward_with(&Threads::new(threads), input.view(), &["features.17"])
+            .unwrap();
         assert_eq!(one.logits, many.logits, "{threads} threads");
         assert_eq!(one.activations, many.activations, "{threads} threads");
     }

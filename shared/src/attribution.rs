@@ -450,7 +450,7 @@ pub fn occlusion(
             item.assign(&x);
             item.slice_mut(s![rc, ry, rx]).fill(occlusion.baseline);
         }
-        let logits = runtime::forward(runtime, classifier, batch.view(), &[])?.logits;
+        let logits = classifier.forward_with(runtime, batch.view(), &[])?.logits;
         for (i, start) in starts.iter().enumerate() {
             let [rc, ry, rx] = window_of(*start);
             let drop = original - logits[(i, target)];

@@ -29,6 +29,9 @@ pub enum Error {
         /// The names the model offers, comma-separated.
         available: String,
     },
+    /// An engine that does not cover this graph (an op it lacks, a shape it cannot run).
+    #[error("unsupported by the engine: {0}")]
+    Unsupported(String),
     /// A parameter outside its valid range.
     #[error("invalid parameter: {0}")]
     Parameter(String),

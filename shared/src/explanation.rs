@@ -272,6 +272,9 @@ pub struct ExplanationRecord {
     pub layer_explanations: Vec<LayerExplanations>,
     /// Stage timings.
     pub timings: Timings,
+    /// The engine that ran the forward passes (`cnn`, `tract`, …; empty in older records).
+    #[serde(default)]
+    pub engine: String,
 }
 
 /// The record's format tag.
@@ -315,6 +318,7 @@ impl ExplanationRecord {
     pub fn same_results(&self, other: &Self) -> bool {
         let strip = |r: &Self| Self {
             timings: Timings::default(),
+            engine: String::new(),
             version: String::new(),
             image: ImageInfo {
                 source: None,
@@ -456,6 +460,7 @@ pub fn start(
         lime_baseline: Vec::new(),
         layer_explanations: Vec::new(),
         timings: Timings::default(),
+        engine: classifier.engine_report().forward.clone(),
     };
     match config.method {
         Method::Cam(method) => {

@@ -19,11 +19,15 @@
 //! ```
 //!
 //! Modules: [`preprocess`] (decode, resize, crop, normalise), [`manifest`] (the bundled models'
-//! description), [`model`] (tract inference, layers, predictions).
+//! description), [`model`] (the classifier: layers, predictions, gradients), [`engine`] (what
+//! runs a graph: the lowered CNN plan, tract), [`segment`], [`lime`], [`camlime`], [`cam`],
+//! [`attribution`], [`grad`] (the backward transform), [`metrics`], [`render`],
+//! [`explanation`] (one explanation end to end and its record), [`runtime`], [`surrogate`].
 
 pub mod attribution;
 pub mod cam;
 pub mod camlime;
+pub mod engine;
 pub mod error;
 pub mod explanation;
 pub mod grad;
@@ -32,6 +36,7 @@ pub mod manifest;
 pub mod metrics;
 pub mod model;
 mod model_edit;
+mod onnx;
 pub mod preprocess;
 pub mod render;
 pub mod runtime;

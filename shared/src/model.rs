@@ -1,9 +1,11 @@
-//! Classifiers: ONNX CNNs run through tract, with named intermediate tensors as extra outputs.
+//! Classifiers: ONNX CNNs run through the engine seam, with named intermediate tensors as extra
+//! outputs.
 //!
 //! A [`Classifier`] is built from ONNX bytes and a [`ModelSpec`]. It parses the model once, finds
-//! its layers (every 4-D tensor, with its `[C, H, W]` shape) and its class count, and compiles an
-//! optimised tract plan per (batch size, requested outputs) on first use. Plans always have a
-//! concrete batch size: a symbolic batch left in an optimised tract plan ran 6–8× slower.
+//! its layers (every 4-D tensor, with its `[C, H, W]` shape) and its class count, and compiles a
+//! plan per (batch size, requested outputs) on first use through its engines (see
+//! [`crate::engine`]): the lowered CNN plan when it covers the graph, else tract, with the reason
+//! kept in [`EngineReport`].
 //!
 //! **Invariant:** nothing here panics on user input; a model that is not a single-input image
 //! classifier, an unknown layer or a badly shaped input is an [`Error`].
@@ -20,12 +22,13 @@ use tract_onnx::prelude::tract_ndarray::{
     Array2, ArrayD, ArrayView2, ArrayView4, ArrayViewD, Axis, Ix2, concatenate,
 };
 use tract_onnx::prelude::{
-    DatumType, Framework, InferenceFact, InferenceModel, InferenceModelExt, IntoRunnable, Tensor,
-    TractResult, TypedRunnableModel, tvec,
+    DatumType, Framework, InferenceFact, InferenceModel, InferenceModelExt, TractResult, tvec,
 };
 
+use crate::engine::{self, Engine, EngineChoice, Graph, GraphInput, Plan, PlanRequest};
 use crate::grad::{self, BackwardRule, GradientRequest};
 use crate::preprocess::Preprocessing;
+use crate::runtime::{Runtime, map_shares};
 use crate::{Error, Result};
 
 /// A readable layer name bound to an ONNX tensor name.
@@ -121,16 +124,36 @@ pub struct GradientOutput {
     pub input_gradient: Option<ArrayD<f32>>,
 }
 
-type PlanKey = (usize, Vec<String>);
+/// Which engine runs a classifier's forward passes, and why engines before it declined.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EngineReport {
+    /// The engine of forward passes (`cnn`, `tract`, …).
+    pub forward: String,
+    /// Each engine tried before it, with the reason it declined (`cnn: Softplus node …`).
+    pub declined: Vec<String>,
+}
+
+impl std::fmt::Display for EngineReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.forward)?;
+        if !self.declined.is_empty() {
+            write!(f, " ({})", self.declined.join("; "))?;
+        }
+        Ok(())
+    }
+}
+
 type GradientKey = (usize, GradientRequest);
 
-/// An ONNX image classifier run by tract.
+/// An ONNX image classifier.
 #[derive(Debug)]
 pub struct Classifier {
     spec: ModelSpec,
     sha256: String,
-    model: InferenceModel,
-    proto: tract_onnx::pb::ModelProto,
+    graph: Graph,
+    engines: Vec<Arc<dyn Engine>>,
+    choice: EngineChoice,
+    engine_report: EngineReport,
     input_tensor: String,
     shapes: HashMap<String, Vec<usize>>,
     logits_tensor: String,
@@ -142,13 +165,23 @@ pub struct Classifier {
     layers: Vec<Layer>,
     tensor_layers: Vec<Layer>,
     default_layers: Vec<String>,
-    plans: Mutex<HashMap<PlanKey, Arc<TypedRunnableModel>>>,
-    gradient_plans: Mutex<HashMap<GradientKey, Arc<TypedRunnableModel>>>,
+    plans: Mutex<HashMap<PlanRequest, Arc<dyn Plan>>>,
+    gradient_plans: Mutex<HashMap<GradientKey, Arc<dyn Plan>>>,
 }
 
 impl Classifier {
-    /// Load a classifier from ONNX bytes.
+    /// Load a classifier from ONNX bytes, run by the core's engines (see
+    /// [`engine::default_engines`]).
     pub fn new(onnx_bytes: &[u8], spec: ModelSpec) -> Result<Self> {
+        Self::with_engine_list(onnx_bytes, spec, engine::default_engines())
+    }
+
+    /// Load a classifier from ONNX bytes, run by `engines` (tried in order).
+    pub fn with_engine_list(
+        onnx_bytes: &[u8],
+        spec: ModelSpec,
+        engines: Vec<Arc<dyn Engine>>,
+    ) -> Result<Self> {
         spec.preprocessing.validate()?;
         // Declared intermediate shapes (value_info) carry the symbolic batch; plans fix it, so ignore them.
         let onnx = tract_onnx::onnx()
@@ -180,14 +213,24 @@ impl Classifier {
                 )));
             }
         };
-        let model = onnx
-            .model_for_proto_model(&proto)
-            .map_err(|e| Error::Model(format!("tract cannot load the graph: {e}")))?;
+        let [h, w] = signature.size;
+        let graph = Graph::new(
+            proto,
+            vec![GraphInput {
+                name: signature.name.clone(),
+                dims: vec![3, h, w],
+            }],
+        )?;
         let mut classifier = Self {
             sha256: format!("{:x}", Sha256::digest(onnx_bytes)),
-            model,
+            graph,
+            engines,
+            choice: EngineChoice::Auto,
+            engine_report: EngineReport {
+                forward: String::new(),
+                declined: Vec::new(),
+            },
             input_tensor: signature.name,
-            proto,
             shapes: HashMap::new(),
             logits_tensor,
             input_size: signature.size,
@@ -203,7 +246,78 @@ impl Classifier {
             spec,
         };
         classifier.discover()?;
+        classifier.choose_engine()?;
         Ok(classifier)
+    }
+
+    /// Compile the forward plan of the logits once, so the engine that runs this model is known
+    /// (and reported) from the start.
+    fn choose_engine(&mut self) -> Result<()> {
+        self.plans
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+        self.gradient_plans
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+        let request = PlanRequest {
+            batch: self.fixed_batch.unwrap_or(1),
+            start: None,
+            outputs: vec![self.logits_tensor.clone()],
+        };
+        let order = self.choice.order(&self.engines, true)?;
+        let compiled = engine::compile(&order, &self.graph, &request)?;
+        self.engine_report = EngineReport {
+            forward: compiled.engine.name().to_owned(),
+            declined: compiled.declined,
+        };
+        self.cache_plan(request, compiled.plan);
+        Ok(())
+    }
+
+    /// Which engine runs forward passes, and why any engine before it declined.
+    pub fn engine_report(&self) -> &EngineReport {
+        &self.engine_report
+    }
+
+    /// Run forward passes with `choice` (`auto`, or one engine's name: an engine that does not
+    /// cover the graph is then an error).
+    pub fn with_engine_choice(mut self, choice: EngineChoice) -> Result<Self> {
+        self.choice = choice;
+        self.choose_engine()?;
+        Ok(self)
+    }
+
+    /// Replace the engines (in the order [`EngineChoice::Auto`] tries them): how other crates
+    /// add engines the core does not know, e.g. a GPU device.
+    pub fn with_engines(mut self, engines: Vec<Arc<dyn Engine>>) -> Result<Self> {
+        self.engines = engines;
+        self.choose_engine()?;
+        Ok(self)
+    }
+
+    /// The plan for `request`, compiled on first use through the engines (one plan serves every
+    /// batch size when its engine allows).
+    fn compiled_plan(&self, request: PlanRequest, strict: bool) -> Result<Arc<dyn Plan>> {
+        // The lock is held while compiling, so threads that need the same plan compile it once.
+        let mut plans = self.plans.lock().unwrap_or_else(PoisonError::into_inner);
+        let any_batch = PlanRequest {
+            batch: 0,
+            ..request.clone()
+        };
+        if let Some(plan) = plans.get(&request).or_else(|| plans.get(&any_batch)) {
+            return Ok(plan.clone());
+        }
+        let order = self.choice.order(&self.engines, strict)?;
+        let plan = engine::compile(&order, &self.graph, &request)?.plan;
+        insert_plan(&mut plans, request, plan.clone());
+        Ok(plan)
+    }
+
+    fn cache_plan(&self, request: PlanRequest, plan: Arc<dyn Plan>) {
+        let mut plans = self.plans.lock().unwrap_or_else(PoisonError::into_inner);
+        insert_plan(&mut plans, request, plan);
     }
 
     /// Analyse the graph at the smallest batch: class count, 4-D tensors, named and default layers.
@@ -312,16 +426,16 @@ impl Classifier {
         Ok(())
     }
 
-    /// The parsed model with its input fixed to `batch × 3 × H × W`.
+    /// The parsed model with its input fixed to `batch × 3 × H × W` (shape inference).
     fn concrete_model(&self, batch: usize) -> TractResult<InferenceModel> {
         let [h, w] = self.input_size;
         let fact = InferenceFact::dt_shape(DatumType::F32, tvec!(batch, 3, h, w));
-        self.model.clone().with_input_fact(0, fact)
+        self.graph.inference().clone().with_input_fact(0, fact)
     }
 
     /// The parsed ONNX proto (for edited copies, `model_edit`).
     pub(crate) fn proto(&self) -> &tract_onnx::pb::ModelProto {
-        &self.proto
+        self.graph.proto()
     }
 
     /// The name of the graph's image input.
@@ -416,25 +530,6 @@ impl Classifier {
             })
     }
 
-    /// The optimised plan for this batch size and these output tensors, compiled on first use.
-    fn plan(&self, batch: usize, outputs: &[String]) -> Result<Arc<TypedRunnableModel>> {
-        // The lock is held while compiling, so threads that need the same plan compile it once.
-        let mut plans = self.plans.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(plan) = plans.get(&(batch, outputs.to_vec())) {
-            return Ok(plan.clone());
-        }
-        let plan = self
-            .concrete_model(batch)
-            .and_then(|m| m.with_outputs_by_name(outputs))
-            .and_then(|m| m.into_optimized())
-            .and_then(|m| m.into_runnable())
-            .map_err(|e| {
-                Error::Model(format!("cannot compile the model for batch {batch}: {e:#}"))
-            })?;
-        plans.insert((batch, outputs.to_vec()), plan.clone());
-        Ok(plan)
-    }
-
     /// Run the model on an `N × 3 × H × W` tensor, returning the logits and the activations of
     /// `layers` (readable or tensor names). Work is split into plans of the configured batch size.
     pub fn forward(&self, input: ArrayView4<f32>, layers: &[&str]) -> Result<ForwardOutput> {
@@ -454,7 +549,14 @@ impl Classifier {
             &[input.into_dyn()],
             chunk,
             self.fixed_batch.is_some(),
-            |batch| self.plan(batch, &outputs),
+            |batch| {
+                let request = PlanRequest {
+                    batch,
+                    start: None,
+                    outputs: outputs.clone(),
+                };
+                self.compiled_plan(request, true)
+            },
         )?
         .into_iter();
         let logits = joined
@@ -463,6 +565,37 @@ impl Classifier {
             .into_dimensionality::<Ix2>()
             .map_err(|e| Error::Inference(format!("logits: {e}")))?;
         let activations = joined.collect();
+        Ok(ForwardOutput {
+            logits,
+            activations,
+        })
+    }
+
+    /// [`Classifier::forward`] with the images divided into one contiguous share per thread of
+    /// `runtime`. Each image runs in the same plans whatever the split, so the result does not
+    /// depend on it.
+    pub fn forward_with(
+        &self,
+        runtime: &impl Runtime,
+        input: ArrayView4<f32>,
+        layers: &[&str],
+    ) -> Result<ForwardOutput> {
+        let n = input.dim().0;
+        if runtime.threads().clamp(1, n.max(1)) == 1 {
+            return self.forward(input, layers);
+        }
+        let parts = map_shares(runtime, 0..n, &|range| {
+            self.forward(input.slice_axis(Axis(0), range.into()), layers)
+        });
+        let parts = parts.into_iter().collect::<Result<Vec<_>>>()?;
+        let logits: Vec<_> = parts.iter().map(|p| p.logits.view()).collect();
+        let logits = concatenate(Axis(0), &logits).map_err(|e| Error::Inference(e.to_string()))?;
+        let activations = (0..layers.len())
+            .map(|i| {
+                let views: Vec<_> = parts.iter().map(|p| p.activations[i].view()).collect();
+                concatenate(Axis(0), &views).map_err(|e| Error::Inference(e.to_string()))
+            })
+            .collect::<Result<Vec<_>>>()?;
         Ok(ForwardOutput {
             logits,
             activations,
@@ -501,7 +634,7 @@ impl Classifier {
     /// The backward transform of this classifier's graph for `request`.
     fn transform(&self, request: &GradientRequest) -> Result<grad::GradientModel> {
         grad::transform(
-            &self.proto,
+            self.graph.proto(),
             &self.input_tensor,
             &self.logits_tensor,
             &self.shapes,
@@ -511,11 +644,7 @@ impl Classifier {
 
     /// The gradient plan for this batch size and request, built by the backward transform and
     /// compiled on first use.
-    fn gradient_plan(
-        &self,
-        batch: usize,
-        request: &GradientRequest,
-    ) -> Result<Arc<TypedRunnableModel>> {
+    fn gradient_plan(&self, batch: usize, request: &GradientRequest) -> Result<Arc<dyn Plan>> {
         let mut plans = self
             .gradient_plans
             .lock()
@@ -526,22 +655,32 @@ impl Classifier {
         }
         let augmented = self.transform(request)?;
         let [h, w] = self.input_size;
-        let image = InferenceFact::dt_shape(DatumType::F32, tvec!(batch, 3, h, w));
-        let seed = InferenceFact::dt_shape(DatumType::F32, tvec!(batch, self.num_classes));
-        let plan = tract_onnx::onnx()
-            .with_ignore_output_shapes(true)
-            .with_ignore_value_info(true)
-            .model_for_proto_model(&augmented.proto)
-            .and_then(|m| m.with_input_fact(0, image))
-            .and_then(|m| m.with_input_fact(1, seed))
-            .and_then(|m| m.with_outputs_by_name(&augmented.outputs))
-            .and_then(|m| m.into_optimized())
-            .and_then(|m| m.into_runnable())
+        let graph = Graph::new(
+            augmented.proto,
+            vec![
+                GraphInput {
+                    name: self.input_tensor.clone(),
+                    dims: vec![3, h, w],
+                },
+                GraphInput {
+                    name: grad::SEED.to_owned(),
+                    dims: vec![self.num_classes],
+                },
+            ],
+        )?;
+        let plan_request = PlanRequest {
+            batch,
+            start: None,
+            outputs: augmented.outputs,
+        };
+        let order = self.choice.order(&self.engines, false)?;
+        let plan = engine::compile(&order, &graph, &plan_request)
             .map_err(|e| {
                 Error::Model(format!(
-                    "cannot compile the gradient model for batch {batch}: {e:#}"
+                    "cannot compile the gradient model for batch {batch}: {e}"
                 ))
-            })?;
+            })?
+            .plan;
         plans.insert(key, plan.clone());
         Ok(plan)
     }
@@ -599,7 +738,7 @@ impl Classifier {
     /// Every 4-D output of a layer with a bias (Conv with bias, BatchNormalization) and that
     /// bias per channel: FullGrad's layers.
     pub fn bias_layers(&self) -> Result<Vec<(String, Vec<f32>)>> {
-        let biases = grad::bias_tensors(&self.proto)?;
+        let biases = grad::bias_tensors(self.graph.proto())?;
         Ok(biases
             .into_iter()
             .filter(|(tensor, _)| self.tensor_layers.iter().any(|l| &l.tensor == tensor))
@@ -650,35 +789,17 @@ impl Classifier {
     pub fn tail(&self, layer: &str, batch: usize) -> Result<Tail> {
         let layer = self.layer(layer)?.clone();
         let batch = self.fixed_batch.unwrap_or(batch).max(1);
-        let surgery = |model: &mut tract_onnx::prelude::TypedModel| -> TractResult<()> {
-            let outlet = model
-                .nodes()
-                .iter()
-                .flat_map(|node| (0..node.outputs.len()).map(move |slot| (node.id, slot).into()))
-                .find(|&outlet| model.outlet_label(outlet) == Some(layer.tensor.as_str()))
-                .ok_or_else(|| tract_onnx::tract_core::internal::format_err!("tensor not found"))?;
-            let fact = model.outlet_fact(outlet)?.clone();
-            let source = model.add_source("camlime.tail.input", fact)?;
-            for inlet in model.outlet_successors(outlet).to_vec() {
-                model.add_edge(source, inlet)?;
-            }
-            model.set_input_outlets(&[source])
+        let request = PlanRequest {
+            batch,
+            start: Some(layer.tensor.clone()),
+            outputs: vec![self.logits_tensor.clone()],
         };
-        let plan = self
-            .concrete_model(batch)
-            .and_then(|m| m.with_outputs_by_name([self.logits_tensor.as_str()]))
-            .and_then(|m| m.into_typed())
-            .and_then(|mut m| {
-                surgery(&mut m)?;
-                m.into_optimized()
-            })
-            .and_then(|m| m.into_runnable())
-            .map_err(|e| {
-                Error::Model(format!(
-                    "cannot cut the model at `{}` for batch {batch}: {e:#}",
-                    layer.name
-                ))
-            })?;
+        let plan = self.compiled_plan(request, false).map_err(|e| {
+            Error::Model(format!(
+                "cannot cut the model at `{}` for batch {batch}: {e}",
+                layer.name
+            ))
+        })?;
         Ok(Tail {
             plan,
             shape: layer.shape,
@@ -746,7 +867,7 @@ impl Classifier {
 /// The tail of a classifier from one layer to the logits (see [`Classifier::tail`]).
 #[derive(Debug)]
 pub struct Tail {
-    plan: Arc<TypedRunnableModel>,
+    plan: Arc<dyn Plan>,
     shape: [usize; 3],
     batch: usize,
 }
@@ -778,6 +899,22 @@ impl Tail {
     }
 }
 
+/// A plan in the cache under its request, or under batch 0 when it runs any batch.
+fn insert_plan(
+    plans: &mut HashMap<PlanRequest, Arc<dyn Plan>>,
+    request: PlanRequest,
+    plan: Arc<dyn Plan>,
+) {
+    let key = match plan.batch() {
+        Some(_) => request,
+        None => PlanRequest {
+            batch: 0,
+            ..request
+        },
+    };
+    plans.insert(key, plan);
+}
+
 /// Run `inputs` (all with the same `n` rows on axis 0) through `plan_for(batch)` in chunks of
 /// `chunk` rows; with `pad`, the last chunk is zero-padded to `chunk` (plans with a fixed batch).
 /// Returns each output joined along axis 0, padding dropped.
@@ -785,31 +922,50 @@ fn run_in_chunks(
     inputs: &[ArrayViewD<f32>],
     chunk: usize,
     pad: bool,
-    plan_for: impl Fn(usize) -> Result<Arc<TypedRunnableModel>>,
+    plan_for: impl Fn(usize) -> Result<Arc<dyn Plan>>,
 ) -> Result<Vec<ArrayD<f32>>> {
     let n = inputs.first().map_or(0, |i| i.shape()[0]);
     let mut pieces: Vec<Vec<ArrayD<f32>>> = Vec::new();
     for start in (0..n).step_by(chunk.max(1)) {
         let end = (start + chunk).min(n);
         let batch = if pad { chunk } else { end - start };
-        let parts = inputs.iter().map(|input| {
-            let mut shape = input.shape().to_vec();
-            shape[0] = batch;
-            let mut part = ArrayD::<f32>::zeros(shape);
-            part.slice_axis_mut(Axis(0), (0..end - start).into())
-                .assign(&input.slice_axis(Axis(0), (start..end).into()));
-            Tensor::from(part).into()
-        });
-        let results = plan_for(batch)?
-            .run(parts.collect())
-            .map_err(|e| Error::Inference(format!("{e:#}")))?;
+        let parts: Vec<ArrayD<f32>> = if batch == end - start {
+            Vec::new()
+        } else {
+            inputs
+                .iter()
+                .map(|input| {
+                    let mut shape = input.shape().to_vec();
+                    shape[0] = batch;
+                    let mut part = ArrayD::<f32>::zeros(shape);
+                    part.slice_axis_mut(Axis(0), (0..end - start).into())
+                        .assign(&input.slice_axis(Axis(0), (start..end).into()));
+                    part
+                })
+                .collect()
+        };
+        let views: Vec<ArrayViewD<f32>> = if parts.is_empty() {
+            inputs
+                .iter()
+                .map(|input| input.slice_axis(Axis(0), (start..end).into()))
+                .collect()
+        } else {
+            parts.iter().map(|p| p.view()).collect()
+        };
+        let results = plan_for(batch)?.run(&views)?;
         pieces.resize(results.len(), Vec::new());
-        for (slot, value) in results.iter().enumerate() {
-            let view = value
-                .to_plain_array_view::<f32>()
-                .map_err(|e| Error::Inference(e.to_string()))?;
-            pieces[slot].push(view.slice_axis(Axis(0), (0..end - start).into()).to_owned());
+        for (slot, value) in results.into_iter().enumerate() {
+            pieces[slot].push(if value.shape()[0] == end - start {
+                value
+            } else {
+                value
+                    .slice_axis(Axis(0), (0..end - start).into())
+                    .to_owned()
+            });
         }
+    }
+    if pieces.iter().all(|p| p.len() == 1) {
+        return Ok(pieces.into_iter().flatten().collect());
     }
     pieces
         .into_iter()

@@ -6,9 +6,6 @@
 
 use std::ops::Range;
 
-use tract_onnx::prelude::tract_ndarray::{ArrayView4, Axis, concatenate};
-
-use crate::model::{Classifier, ForwardOutput};
 use crate::{Error, Result};
 
 /// Where and how explainer work runs.
@@ -64,36 +61,5 @@ pub fn map_shares<R: Send>(
     runtime.map(n.div_ceil(share), &|i| {
         let from = range.start + i * share;
         f(from..(from + share).min(range.end))
-    })
-}
-
-/// Forward a batch with its images divided into one contiguous share per thread. Each image
-/// runs in the classifier's own batch plans, so the result does not depend on the split.
-pub fn forward(
-    runtime: &impl Runtime,
-    classifier: &Classifier,
-    input: ArrayView4<f32>,
-    layers: &[&str],
-) -> Result<ForwardOutput> {
-    let n = input.dim().0;
-    let threads = runtime.threads().clamp(1, n.max(1));
-    if threads == 1 {
-        return classifier.forward(input, layers);
-    }
-    let parts = map_shares(runtime, 0..n, &|range| {
-        classifier.forward(input.slice_axis(Axis(0), range.into()), layers)
-    });
-    let parts = parts.into_iter().collect::<Result<Vec<_>>>()?;
-    let logits: Vec<_> = parts.iter().map(|p| p.logits.view()).collect();
-    let logits = concatenate(Axis(0), &logits).map_err(|e| Error::Inference(e.to_string()))?;
-    let activations = (0..layers.len())
-        .map(|i| {
-            let views: Vec<_> = parts.iter().map(|p| p.activations[i].view()).collect();
-            concatenate(Axis(0), &views).map_err(|e| Error::Inference(e.to_string()))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    Ok(ForwardOutput {
-        logits,
-        activations,
     })
 }

@@ -10,6 +10,7 @@ mod common;
 
 use camlime_core::Sequential;
 use camlime_core::cam::{CamConfig, CamMethod, explain_tensor};
+use camlime_core::engine::EngineChoice;
 use camlime_core::grad::BackwardRule;
 use camlime_core::ndarray::{Array2, Array4};
 use camlime_core::{Classifier, ModelSpec};
@@ -112,6 +113,28 @@ fn check(arch: &str) {
          {activation_error:.1e} / {gradient_error:.1e}"
     );
     assert!(logits_error < 1e-4 && activation_error < 1e-4 && gradient_error < 1e-3);
+    // The lowered plan covers every op of the architecture and agrees with tract.
+    let report = classifier.engine_report();
+    assert_eq!(report.forward, "cnn", "{arch}: {report}");
+    let tract = load(arch, size)
+        .with_engine_choice(EngineChoice::Named("tract".into()))
+        .unwrap();
+    let ours = classifier.forward(input.view(), &["target_layer"]).unwrap();
+    let theirs = tract.forward(input.view(), &["target_layer"]).unwrap();
+    let gap = |a: &[f32], b: &[f32]| {
+        let scale = b.iter().fold(1f32, |m, v| m.max(v.abs()));
+        a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
+    };
+    let logits_gap = gap(
+        ours.logits.as_slice().unwrap(),
+        theirs.logits.as_slice().unwrap(),
+    );
+    let layer_gap = gap(
+        ours.activations[0].as_slice().unwrap(),
+        theirs.activations[0].as_slice().unwrap(),
+    );
+    eprintln!("{arch}: lowered plan vs tract: logits {logits_gap:.1e}, layer {layer_gap:.1e}");
+    assert!(logits_gap < 1e-4 && layer_gap < 1e-4);
     // Every op of the graph has a backward rule: the gradient model down to the input builds.
     classifier
         .gradient_model(&[], true, BackwardRule::Standard)

@@ -4,9 +4,12 @@
 
 mod common;
 
-use camlime_core::{Classifier, Error, ModelSpec};
-use common::{bundled, manifest, max_abs_diff, models_dir, npy};
+use camlime_core::engine::EngineChoice;
+use camlime_core::{Classifier, Error, ModelSpec, decode_image};
+use common::{bundled, manifest, models_dir, npy};
+use prost::Message;
 use sha2::{Digest, Sha256};
+use tract_onnx::pb::ModelProto;
 use tract_onnx::prelude::tract_ndarray::{Array4, Axis, Ix4, concatenate};
 
 #[test]
@@ -88,15 +91,156 @@ fn batches_give_the_same_results_as_single_images() {
     let many = batched.forward(batch.view(), &["features.17"]).unwrap();
     assert_eq!(many.logits.dim(), (3, 1000));
     assert_eq!(many.activations[0].shape(), &[3, 320, 7, 7]);
-    let worst = max_abs_diff(&one.logits, &many.logits);
-    assert!(worst < 1e-4, "max |Δlogit| between batch sizes = {worst}");
-    let worst = max_abs_diff(&one.activations[0], &many.activations[0]);
-    assert!(
-        worst < 1e-4,
-        "max |Δactivation| between batch sizes = {worst}"
-    );
+    // The lowered plan runs every image alone on the same shapes: identical bits.
+    assert_eq!(single.engine_report().forward, "cnn");
+    assert_eq!(one.logits, many.logits);
+    assert_eq!(one.activations, many.activations);
     // Rows 0 and 2 are the same image.
-    assert!(max_abs_diff(many.logits.row(0), many.logits.row(2)) < 1e-4);
+    assert_eq!(many.logits.row(0), many.logits.row(2));
+}
+
+/// The bundled models' samples, preprocessed as the model wants them.
+fn samples(classifier: &Classifier) -> Array4<f32> {
+    let images: Vec<_> = manifest()
+        .samples
+        .iter()
+        .map(|sample| {
+            let bytes = std::fs::read(models_dir().join(&sample.file)).unwrap();
+            let image = decode_image(&bytes, &Default::default()).unwrap();
+            classifier.spec().preprocessing.base_image(&image).unwrap()
+        })
+        .collect();
+    classifier.spec().preprocessing.tensor(&images).unwrap()
+}
+
+/// max |a − b| over max(1, max |b|).
+fn relative_gap<'a>(
+    a: impl IntoIterator<Item = &'a f32>,
+    b: impl IntoIterator<Item = &'a f32> + Clone,
+) -> f32 {
+    let scale = b.clone().into_iter().fold(1f32, |m, v| m.max(v.abs()));
+    a.into_iter()
+        .zip(b)
+        .fold(0f32, |m, (x, y)| m.max((x - y).abs()))
+        / scale
+}
+
+#[test]
+fn the_lowered_plan_matches_tract_on_every_sample_and_layer() {
+    for name in ["mobilenet_v2", "efficientnet_lite0"] {
+        let ours = bundled(name);
+        assert_eq!(ours.engine_report().forward, "cnn", "{name}");
+        assert!(ours.engine_report().declined.is_empty());
+        let tract = bundled(name)
+            .with_engine_choice(EngineChoice::Named("tract".into()))
+            .unwrap();
+        assert_eq!(tract.engine_report().forward, "tract");
+        let input = samples(&ours);
+        let layers: Vec<&str> = ours.layers().iter().map(|l| l.name.as_str()).collect();
+        let a = ours.forward(input.view(), &layers).unwrap();
+        let b = tract.forward(input.view(), &layers).unwrap();
+        let gap = relative_gap(&a.logits, &b.logits);
+        eprintln!(
+            "{name}: logits within {gap:.1e} of tract ({} samples)",
+            input.dim().0
+        );
+        assert!(gap < 1e-4, "{name}: logits differ by {gap}");
+        for (layer, (x, y)) in layers.iter().zip(a.activations.iter().zip(&b.activations)) {
+            assert_eq!(x.shape(), y.shape(), "{name} {layer}");
+            let gap = relative_gap(x, y);
+            assert!(gap < 1e-4, "{name} {layer}: activations differ by {gap}");
+        }
+        // The tail from the default layer (Ablation-CAM's) agrees too.
+        let layer = &ours.default_layers()[0];
+        let index = layers.iter().position(|l| l == layer).unwrap();
+        let activation = a.activations[index]
+            .view()
+            .into_dimensionality::<Ix4>()
+            .unwrap();
+        let tail = ours.tail(layer, 2).unwrap().logits(activation).unwrap();
+        let gap = relative_gap(&tail, &b.logits);
+        assert!(gap < 1e-4, "{name}: tail logits differ by {gap}");
+    }
+}
+
+/// MobileNetV2 with one op changed to one the lowered plan lacks (Softplus, which tract runs).
+fn with_softplus() -> Vec<u8> {
+    let bytes = std::fs::read(models_dir().join("mobilenet_v2.onnx")).unwrap();
+    let mut proto = ModelProto::decode(bytes.as_slice()).unwrap();
+    let graph = proto.graph.as_mut().unwrap();
+    let clip = graph.node.iter_mut().find(|n| n.op_type == "Clip").unwrap();
+    clip.op_type = "Softplus".into();
+    clip.input.truncate(1);
+    proto.encode_to_vec()
+}
+
+#[test]
+fn an_op_the_plan_lacks_sends_the_graph_to_tract_with_the_reason() {
+    let model = Classifier::new(&with_softplus(), ModelSpec::user_model("softplus")).unwrap();
+    let report = model.engine_report();
+    assert_eq!(report.forward, "tract");
+    assert_eq!(report.declined.len(), 1);
+    assert!(
+        report.declined[0].starts_with("cnn: Softplus node `features.0`"),
+        "{report}"
+    );
+    let input = Array4::<f32>::zeros((1, 3, 224, 224));
+    assert_eq!(
+        model.forward(input.view(), &[]).unwrap().logits.dim(),
+        (1, 1000)
+    );
+    // Asking for the lowered plan by name is an error that names the op, not a silent detour.
+    let strict = Classifier::new(&with_softplus(), ModelSpec::user_model("softplus"))
+        .unwrap()
+        .with_engine_choice(EngineChoice::Named("cnn".into()));
+    match strict {
+        Err(Error::Unsupported(reason)) => assert!(reason.contains("Softplus"), "{reason}"),
+        other => panic!("expected an unsupported-op error, got {other:?}"),
+    }
+    assert!(matches!(
+        bundled("mobilenet_v2").with_engine_choice(EngineChoice::Named("gpu9".into())),
+        Err(Error::Parameter(_))
+    ));
+}
+
+/// A change to a model's proto.
+type Edit = fn(&mut ModelProto);
+
+#[test]
+fn ill_shaped_models_are_refused_without_panicking() {
+    let bytes = std::fs::read(models_dir().join("mobilenet_v2.onnx")).unwrap();
+    let original = ModelProto::decode(bytes.as_slice()).unwrap();
+    let edits: [(&str, Edit); 3] = [
+        ("conv weights of the wrong channel count", |proto| {
+            let graph = proto.graph.as_mut().unwrap();
+            let weight = graph
+                .initializer
+                .iter_mut()
+                .find(|t| t.name == "features.1.conv.1.weight")
+                .unwrap();
+            weight.dims[1] = 2;
+            weight.dims[0] /= 2;
+        }),
+        ("a node reading a tensor nobody makes", |proto| {
+            let graph = proto.graph.as_mut().unwrap();
+            graph.node[3].input[0] = "nowhere".into();
+        }),
+        ("a Gemm whose weights do not fit", |proto| {
+            let graph = proto.graph.as_mut().unwrap();
+            let weight = graph
+                .initializer
+                .iter_mut()
+                .find(|t| t.name == "classifier.1.weight")
+                .unwrap();
+            weight.dims = vec![1000, 640, 2];
+        }),
+    ];
+    for (what, edit) in edits {
+        let mut proto = original.clone();
+        edit(&mut proto);
+        let result = Classifier::new(&proto.encode_to_vec(), ModelSpec::user_model("bad"));
+        assert!(result.is_err(), "{what}: accepted");
+    }
 }
 
 #[test]

@@ -63,7 +63,7 @@ impl From<camlime_core::Error> for ApiError {
             E::UnknownLayer { .. } => (StatusCode::BAD_REQUEST, "unknown_layer"),
             E::Parameter(_) => (StatusCode::BAD_REQUEST, "invalid_parameter"),
             E::Cancelled => (StatusCode::SERVICE_UNAVAILABLE, "cancelled"),
-            E::Model(_) | E::Inference(_) | E::Manifest(_) => {
+            E::Model(_) | E::Inference(_) | E::Manifest(_) | E::Unsupported(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "model_error")
             }
         };

@@ -829,7 +829,7 @@ fn score_cam_scores(
                 }
             }
         }
-        let logits = runtime::forward(runtime, classifier, batch.view(), &[])?.logits;
+        let logits = classifier.forward_with(runtime, batch.view(), &[])?.logits;
         scores.extend(logits.column(target).iter().copied());
         runtime.progress("score-cam", end, k);
     }

@@ -11,7 +11,6 @@
 //! `rules.rs`; [`BackwardRule::Guided`] makes rectifiers pass only positive gradients (guided
 //! backpropagation).
 
-mod onnx;
 mod rules;
 
 use std::collections::{HashMap, HashSet};
@@ -23,6 +22,7 @@ use tract_onnx::pb::tensor_shape_proto::dimension::Value as Dim;
 use tract_onnx::pb::type_proto::{Tensor as TensorType, Value as TypeValue};
 use tract_onnx::pb::{ModelProto, TensorShapeProto, TypeProto, ValueInfoProto};
 
+use crate::onnx;
 use crate::{Error, Result};
 
 /// How rectifiers pass gradients back.

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use tract_onnx::pb::{AttributeProto, NodeProto, TensorProto};
 
 use super::BackwardRule;
-use super::onnx::{self, Emitter, attr_int, attr_ints, attr_string, attr_tensor, tensor_f32};
+use crate::onnx::{self, Emitter, attr_int, attr_ints, attr_string, attr_tensor, tensor_f32};
 use crate::{Error, Result};
 
 /// Everything a rule may read or emit.

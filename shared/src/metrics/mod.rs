@@ -54,7 +54,10 @@ pub struct Forward<'a, R: Runtime> {
 impl<R: Runtime> Model for Forward<'_, R> {
     fn logits(&self, inputs: ArrayView4<f32>) -> Result<Array2<f32>> {
         runtime::check_cancelled(self.runtime)?;
-        Ok(runtime::forward(self.runtime, self.classifier, inputs, &[])?.logits)
+        Ok(self
+            .classifier
+            .forward_with(self.runtime, inputs, &[])?
+            .logits)
     }
 }
 

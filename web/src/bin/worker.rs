@@ -5,8 +5,11 @@
 //! has to poll for messages.
 
 use std::cell::RefCell;
+use std::sync::Arc;
 
 use camlime_core::cam::CamMethod;
+use camlime_core::engine::Engine;
+use camlime_core::engine::tract::Tract;
 use camlime_core::explanation::{
     ExplanationRecord, Method, Pending, Started, classify_samples, explain, start,
 };
@@ -78,7 +81,10 @@ impl Runtime for WorkerRuntime {
 /// ImageNet's names only when it has 1000 classes).
 fn load(bytes: &[u8], mut spec: ModelSpec) -> camlime_core::Result<Classifier> {
     let labels = std::mem::take(&mut spec.labels);
-    let classifier = Classifier::new(bytes, spec)?;
+    // tract until the lowered CNN plan's wasm32 build is measured against it in Chromium
+    // (issue 16, item 4: `web/e2e/bench.mjs`).
+    let engines: Vec<Arc<dyn Engine>> = vec![Arc::new(Tract)];
+    let classifier = Classifier::with_engine_list(bytes, spec, engines)?;
     if labels.len() == classifier.num_classes() {
         classifier.with_labels(labels)
     } else {

@@ -10,7 +10,7 @@ use tract_onnx::pb::{AttributeProto, GraphProto, NodeProto, TensorProto};
 use crate::{Error, Result};
 
 /// An integer-list attribute of a node, if present.
-pub(super) fn ints(node: &NodeProto, name: &str) -> Option<Vec<i64>> {
+pub(crate) fn ints(node: &NodeProto, name: &str) -> Option<Vec<i64>> {
     node.attribute
         .iter()
         .find(|a| a.name == name)
@@ -18,7 +18,7 @@ pub(super) fn ints(node: &NodeProto, name: &str) -> Option<Vec<i64>> {
 }
 
 /// An integer attribute of a node, or `default`.
-pub(super) fn int(node: &NodeProto, name: &str, default: i64) -> i64 {
+pub(crate) fn int(node: &NodeProto, name: &str, default: i64) -> i64 {
     node.attribute
         .iter()
         .find(|a| a.name == name)
@@ -26,7 +26,7 @@ pub(super) fn int(node: &NodeProto, name: &str, default: i64) -> i64 {
 }
 
 /// A float attribute of a node, or `default`.
-pub(super) fn float(node: &NodeProto, name: &str, default: f32) -> f32 {
+pub(crate) fn float(node: &NodeProto, name: &str, default: f32) -> f32 {
     node.attribute
         .iter()
         .find(|a| a.name == name)
@@ -34,7 +34,7 @@ pub(super) fn float(node: &NodeProto, name: &str, default: f32) -> f32 {
 }
 
 /// A string attribute of a node, or `default`.
-pub(super) fn string(node: &NodeProto, name: &str, default: &str) -> String {
+pub(crate) fn string(node: &NodeProto, name: &str, default: &str) -> String {
     node.attribute.iter().find(|a| a.name == name).map_or_else(
         || default.to_owned(),
         |a| String::from_utf8_lossy(&a.s).into_owned(),
@@ -42,7 +42,7 @@ pub(super) fn string(node: &NodeProto, name: &str, default: &str) -> String {
 }
 
 /// An integer attribute.
-pub(super) fn attr_int(name: &str, value: i64) -> AttributeProto {
+pub(crate) fn attr_int(name: &str, value: i64) -> AttributeProto {
     AttributeProto {
         name: name.to_owned(),
         r#type: AttributeType::Int as i32,
@@ -52,7 +52,7 @@ pub(super) fn attr_int(name: &str, value: i64) -> AttributeProto {
 }
 
 /// An integer-list attribute.
-pub(super) fn attr_ints(name: &str, values: &[i64]) -> AttributeProto {
+pub(crate) fn attr_ints(name: &str, values: &[i64]) -> AttributeProto {
     AttributeProto {
         name: name.to_owned(),
         r#type: AttributeType::Ints as i32,
@@ -62,7 +62,7 @@ pub(super) fn attr_ints(name: &str, values: &[i64]) -> AttributeProto {
 }
 
 /// A string attribute.
-pub(super) fn attr_string(name: &str, value: &str) -> AttributeProto {
+pub(crate) fn attr_string(name: &str, value: &str) -> AttributeProto {
     AttributeProto {
         name: name.to_owned(),
         r#type: AttributeType::String as i32,
@@ -72,7 +72,7 @@ pub(super) fn attr_string(name: &str, value: &str) -> AttributeProto {
 }
 
 /// A tensor attribute.
-pub(super) fn attr_tensor(name: &str, value: TensorProto) -> AttributeProto {
+pub(crate) fn attr_tensor(name: &str, value: TensorProto) -> AttributeProto {
     AttributeProto {
         name: name.to_owned(),
         r#type: AttributeType::Tensor as i32,
@@ -82,7 +82,7 @@ pub(super) fn attr_tensor(name: &str, value: TensorProto) -> AttributeProto {
 }
 
 /// An f32 tensor.
-pub(super) fn tensor_f32(name: &str, dims: &[usize], data: Vec<f32>) -> TensorProto {
+pub(crate) fn tensor_f32(name: &str, dims: &[usize], data: Vec<f32>) -> TensorProto {
     TensorProto {
         name: name.to_owned(),
         dims: dims.iter().map(|&d| d as i64).collect(),
@@ -93,7 +93,7 @@ pub(super) fn tensor_f32(name: &str, dims: &[usize], data: Vec<f32>) -> TensorPr
 }
 
 /// An i64 tensor.
-pub(super) fn tensor_i64(name: &str, dims: &[usize], data: Vec<i64>) -> TensorProto {
+pub(crate) fn tensor_i64(name: &str, dims: &[usize], data: Vec<i64>) -> TensorProto {
     TensorProto {
         name: name.to_owned(),
         dims: dims.iter().map(|&d| d as i64).collect(),
@@ -104,7 +104,7 @@ pub(super) fn tensor_i64(name: &str, dims: &[usize], data: Vec<i64>) -> TensorPr
 }
 
 /// The f32 values of a constant tensor (raw little-endian bytes or `float_data`).
-pub(super) fn f32_values(tensor: &TensorProto) -> Result<Vec<f32>> {
+pub(crate) fn f32_values(tensor: &TensorProto) -> Result<Vec<f32>> {
     if tensor.data_type != DataType::Float as i32 {
         return Err(Error::Model(format!(
             "constant `{}` should be float32, found ONNX data type {}",
@@ -129,7 +129,7 @@ pub(super) fn f32_values(tensor: &TensorProto) -> Result<Vec<f32>> {
 }
 
 /// The constant tensors of a graph: initializers and `Constant` nodes' values, by name.
-pub(super) fn constants(graph: &GraphProto) -> HashMap<String, TensorProto> {
+pub(crate) fn constants(graph: &GraphProto) -> HashMap<String, TensorProto> {
     let mut map: HashMap<String, TensorProto> = graph
         .initializer
         .iter()
@@ -151,14 +151,14 @@ pub(super) fn constants(graph: &GraphProto) -> HashMap<String, TensorProto> {
 /// Appends nodes and constants under fresh names, all prefixed so they never collide with the
 /// model's own tensors.
 #[derive(Default)]
-pub(super) struct Emitter {
-    pub(super) nodes: Vec<NodeProto>,
-    pub(super) initializers: Vec<TensorProto>,
+pub(crate) struct Emitter {
+    pub(crate) nodes: Vec<NodeProto>,
+    pub(crate) initializers: Vec<TensorProto>,
     counter: usize,
 }
 
 /// Prefix of every tensor the transform adds.
-pub(super) const PREFIX: &str = "camlime.grad";
+pub(crate) const PREFIX: &str = "camlime.grad";
 
 impl Emitter {
     fn fresh(&mut self, hint: &str) -> String {
@@ -167,7 +167,7 @@ impl Emitter {
     }
 
     /// Append a node with one output and return the output's name.
-    pub(super) fn node(
+    pub(crate) fn node(
         &mut self,
         op: &str,
         inputs: &[&str],
@@ -186,7 +186,7 @@ impl Emitter {
     }
 
     /// Append a node whose single output has a given name.
-    pub(super) fn named_node(&mut self, op: &str, inputs: &[&str], output: &str) {
+    pub(crate) fn named_node(&mut self, op: &str, inputs: &[&str], output: &str) {
         self.nodes.push(NodeProto {
             name: output.to_owned(),
             op_type: op.to_owned(),
@@ -197,14 +197,14 @@ impl Emitter {
     }
 
     /// A new f32 initializer.
-    pub(super) fn const_f32(&mut self, dims: &[usize], data: Vec<f32>) -> String {
+    pub(crate) fn const_f32(&mut self, dims: &[usize], data: Vec<f32>) -> String {
         let name = self.fresh("const");
         self.initializers.push(tensor_f32(&name, dims, data));
         name
     }
 
     /// A new i64 initializer.
-    pub(super) fn const_i64(&mut self, dims: &[usize], data: Vec<i64>) -> String {
+    pub(crate) fn const_i64(&mut self, dims: &[usize], data: Vec<i64>) -> String {
         let name = self.fresh("const");
         self.initializers.push(tensor_i64(&name, dims, data));
         name

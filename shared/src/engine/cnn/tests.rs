@@ -1,0 +1,350 @@
+//! Every kernel path of the lowered plan against tract on small seeded graphs: depthwise fast
+//! and generic paths (channel remainders, strides, asymmetric and `SAME` padding, dilation,
+//! 7×7), grouped and small convolutions, pooling in ceil mode with and without counted
+//! padding, LRN, concatenation, activations, standalone BatchNormalization, flatten + Gemm +
+//! Softmax, and a cut that starts inside the graph.
+
+#![allow(clippy::unwrap_used)]
+
+use tract_onnx::pb::TypeProto;
+use tract_onnx::pb::tensor_proto::DataType;
+use tract_onnx::pb::type_proto::{Tensor as TensorType, Value as TypeValue};
+use tract_onnx::pb::{
+    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, ValueInfoProto,
+};
+use tract_onnx::prelude::tract_ndarray::{ArrayD, IxDyn};
+
+use super::Cnn;
+use crate::engine::tract::Tract;
+use crate::engine::{Engine, Graph, GraphInput, PlanRequest};
+use crate::onnx::{attr_int, attr_ints, attr_string, tensor_f32};
+
+/// Seeded values in [−1, 1) (splitmix64).
+fn values(seed: u64, count: usize) -> Vec<f32> {
+    (1..=count as u64)
+        .map(|i| {
+            let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15u64.wrapping_mul(i));
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            ((z ^ (z >> 31)) >> 40) as f32 / (1u32 << 23) as f32 - 1.0
+        })
+        .collect()
+}
+
+/// A one-input graph built node by node.
+struct Builder {
+    graph: GraphProto,
+    seed: u64,
+}
+
+impl Builder {
+    fn new() -> Self {
+        Self {
+            graph: GraphProto {
+                input: vec![ValueInfoProto {
+                    name: "x".into(),
+                    r#type: Some(TypeProto {
+                        value: Some(TypeValue::TensorType(TensorType {
+                            elem_type: DataType::Float as i32,
+                            shape: None,
+                        })),
+                        ..TypeProto::default()
+                    }),
+                    ..ValueInfoProto::default()
+                }],
+                ..GraphProto::default()
+            },
+            seed: 7,
+        }
+    }
+
+    fn weight(&mut self, name: &str, dims: &[usize], scale: f32) -> String {
+        self.seed += 1;
+        let data = values(self.seed, dims.iter().product())
+            .into_iter()
+            .map(|v| v * scale)
+            .collect();
+        self.graph.initializer.push(tensor_f32(name, dims, data));
+        name.to_owned()
+    }
+
+    fn node(
+        &mut self,
+        op: &str,
+        inputs: &[&str],
+        output: &str,
+        attributes: Vec<AttributeProto>,
+    ) -> String {
+        self.graph.node.push(NodeProto {
+            name: output.to_owned(),
+            op_type: op.to_owned(),
+            input: inputs.iter().map(|s| (*s).to_owned()).collect(),
+            output: vec![output.to_owned()],
+            attribute: attributes,
+            ..NodeProto::default()
+        });
+        output.to_owned()
+    }
+
+    /// A Conv with seeded weights and bias.
+    fn conv(
+        &mut self,
+        x: &str,
+        output: &str,
+        cin: usize,
+        cout: usize,
+        kernel: usize,
+        mut attributes: Vec<AttributeProto>,
+    ) -> String {
+        let groups = attributes
+            .iter()
+            .find(|a| a.name == "group")
+            .map_or(1, |a| a.i as usize);
+        let w = self.weight(
+            &format!("{output}.w"),
+            &[cout, cin / groups, kernel, kernel],
+            0.5,
+        );
+        let b = self.weight(&format!("{output}.b"), &[cout], 0.1);
+        attributes.push(attr_ints("kernel_shape", &[kernel as i64, kernel as i64]));
+        self.node("Conv", &[x, &w, &b], output, attributes)
+    }
+
+    fn finish(mut self, outputs: &[&str]) -> ModelProto {
+        self.graph.output = outputs
+            .iter()
+            .map(|name| ValueInfoProto {
+                name: (*name).to_owned(),
+                ..ValueInfoProto::default()
+            })
+            .collect();
+        ModelProto {
+            ir_version: 8,
+            opset_import: vec![OperatorSetIdProto {
+                domain: String::new(),
+                version: 17,
+            }],
+            graph: Some(self.graph),
+            ..ModelProto::default()
+        }
+    }
+}
+
+/// Run `proto` on both engines (batch 2) and compare every output within 1e-5 relative.
+fn check(what: &str, proto: ModelProto, dims: [usize; 3], outputs: &[&str], start: Option<&str>) {
+    let graph = Graph::new(
+        proto,
+        vec![GraphInput {
+            name: "x".into(),
+            dims: dims.to_vec(),
+        }],
+    )
+    .unwrap();
+    let request = PlanRequest {
+        batch: 2,
+        start: start.map(str::to_owned),
+        outputs: outputs.iter().map(|s| (*s).to_owned()).collect(),
+    };
+    let ours = Cnn.compile(&graph, &request).unwrap();
+    let theirs = Tract.compile(&graph, &request).unwrap();
+    let input_dims: Vec<usize> = match start {
+        None => [2].into_iter().chain(dims).collect(),
+        Some(_) => {
+            // The start tensor's shape, from tract's plan on the whole graph.
+            let whole = Tract
+                .compile(
+                    &graph,
+                    &PlanRequest {
+                        batch: 2,
+                        start: None,
+                        outputs: vec![start.unwrap().to_owned()],
+                    },
+                )
+                .unwrap();
+            let x = ArrayD::from_shape_vec(
+                IxDyn(&[2, dims[0], dims[1], dims[2]]),
+                values(99, 2 * dims.iter().product::<usize>()),
+            )
+            .unwrap();
+            whole.run(&[x.view()]).unwrap()[0].shape().to_vec()
+        }
+    };
+    let input =
+        ArrayD::from_shape_vec(IxDyn(&input_dims), values(3, input_dims.iter().product())).unwrap();
+    let a = ours.run(&[input.view()]).unwrap();
+    let b = theirs.run(&[input.view()]).unwrap();
+    for ((x, y), name) in a.iter().zip(&b).zip(outputs) {
+        assert_eq!(x.shape(), y.shape(), "{what}: {name}");
+        let scale = y.iter().fold(1f32, |m, v| m.max(v.abs()));
+        let gap = x.iter().zip(y).fold(0f32, |m, (p, q)| m.max((p - q).abs())) / scale;
+        assert!(gap < 1e-5, "{what}: {name} differs by {gap}");
+    }
+}
+
+#[test]
+fn depthwise_paths_match_tract() {
+    let cases: [(&str, usize, usize, Vec<AttributeProto>); 5] = [
+        (
+            "3×3, 40 channels (a remainder of 8)",
+            40,
+            3,
+            vec![attr_ints("pads", &[1, 1, 1, 1])],
+        ),
+        (
+            "5×5, stride 2, SAME_UPPER",
+            32,
+            5,
+            vec![
+                attr_ints("strides", &[2, 2]),
+                attr_string("auto_pad", "SAME_UPPER"),
+            ],
+        ),
+        (
+            "3×3, asymmetric padding",
+            16,
+            3,
+            vec![attr_ints("pads", &[0, 1, 2, 0])],
+        ),
+        (
+            "3×3, dilation 2",
+            24,
+            3,
+            vec![
+                attr_ints("pads", &[2, 2, 2, 2]),
+                attr_ints("dilations", &[2, 2]),
+            ],
+        ),
+        (
+            "7×7, stride 3",
+            20,
+            7,
+            vec![
+                attr_ints("pads", &[3, 3, 3, 3]),
+                attr_ints("strides", &[3, 3]),
+            ],
+        ),
+    ];
+    for (what, channels, kernel, mut attributes) in cases {
+        attributes.push(attr_int("group", channels as i64));
+        let mut g = Builder::new();
+        let y = g.conv("x", "y", channels, channels, kernel, attributes);
+        g.node("Clip", &[&y], "z", vec![]);
+        check(what, g.finish(&["z"]), [channels, 13, 11], &["z"], None);
+    }
+}
+
+#[test]
+fn grouped_small_and_general_convolutions_match_tract() {
+    let mut g = Builder::new();
+    let a = g.conv(
+        "x",
+        "a",
+        6,
+        34,
+        3,
+        vec![attr_int("group", 2), attr_ints("pads", &[1, 1, 1, 1])],
+    );
+    let a = g.node("HardSwish", &[&a], "a.act", vec![]);
+    let b = g.conv(
+        &a,
+        "b",
+        34,
+        16,
+        3,
+        vec![attr_int("group", 2), attr_ints("strides", &[2, 1])],
+    );
+    let b = g.node("LeakyRelu", &[&b], "b.act", vec![]);
+    let c = g.conv(&b, "c", 16, 48, 1, vec![attr_ints("strides", &[2, 2])]);
+    g.node("Sigmoid", &[&c], "c.act", vec![]);
+    check(
+        "grouped / small / strided 1×1",
+        g.finish(&["a.act", "c.act"]),
+        [6, 17, 15],
+        &["a.act", "c.act"],
+        None,
+    );
+}
+
+#[test]
+fn pooling_lrn_concat_and_heads_match_tract() {
+    let mut g = Builder::new();
+    let conv = g.conv("x", "conv", 8, 16, 3, vec![]);
+    let scale = g.weight("bn.scale", &[16], 1.0);
+    let bias = g.weight("bn.bias", &[16], 0.5);
+    let mean = g.weight("bn.mean", &[16], 0.2);
+    let var = g.weight("bn.var", &[16], 0.0);
+    // var in [−1, 1): shift it positive through the values the builder made.
+    for t in &mut g.graph.initializer {
+        if t.name == "bn.var" {
+            t.float_data.iter_mut().for_each(|v| *v += 1.5);
+        }
+    }
+    let relu = g.node("Relu", &[&conv], "relu", vec![]);
+    let bn = g.node(
+        "BatchNormalization",
+        &[&relu, &scale, &bias, &mean, &var],
+        "bn",
+        vec![],
+    );
+    let bn = g.node("Relu", &[&bn], "bn.relu", vec![]);
+    let max = g.node(
+        "MaxPool",
+        &[&bn],
+        "max",
+        vec![
+            attr_ints("kernel_shape", &[3, 3]),
+            attr_ints("strides", &[2, 2]),
+            attr_ints("pads", &[1, 1, 1, 1]),
+            attr_int("ceil_mode", 1),
+        ],
+    );
+    let avg = g.node(
+        "AveragePool",
+        &[&bn],
+        "avg",
+        vec![
+            attr_ints("kernel_shape", &[3, 3]),
+            attr_ints("strides", &[2, 2]),
+            attr_ints("pads", &[1, 1, 1, 1]),
+            attr_int("ceil_mode", 1),
+        ],
+    );
+    let avg_in = g.node(
+        "AveragePool",
+        &[&bn],
+        "avg.pad",
+        vec![
+            attr_ints("kernel_shape", &[3, 3]),
+            attr_ints("strides", &[2, 2]),
+            attr_ints("pads", &[1, 1, 1, 1]),
+            attr_int("count_include_pad", 1),
+        ],
+    );
+    let lrn = g.node("LRN", &[&max], "lrn", vec![attr_int("size", 4)]);
+    let cat = g.node(
+        "Concat",
+        &[&lrn, &avg, &avg_in],
+        "cat",
+        vec![attr_int("axis", 1)],
+    );
+    let flat = g.node("Flatten", &[&cat], "flat", vec![attr_int("axis", 1)]);
+    let w = g.weight("fc.w", &[7, 48 * 6 * 6], 0.1);
+    let b = g.weight("fc.b", &[7], 0.1);
+    let fc = g.node("Gemm", &[&flat, &w, &b], "fc", vec![attr_int("transB", 1)]);
+    g.node("Softmax", &[&fc], "prob", vec![attr_int("axis", 1)]);
+    let proto = g.finish(&["prob"]);
+    check(
+        "pool / lrn / concat / gemm / softmax",
+        proto.clone(),
+        [8, 13, 13],
+        &["cat", "fc", "prob"],
+        None,
+    );
+    check(
+        "a plan that starts at a layer",
+        proto,
+        [8, 13, 13],
+        &["prob"],
+        Some("bn.relu"),
+    );
+}

@@ -1,0 +1,214 @@
+//! The engine seam: how a classifier's ONNX graph becomes something that runs.
+//!
+//! An [`Engine`] compiles a [`Graph`] for a [`PlanRequest`] (batch size, where the graph starts,
+//! which tensors come out) into a [`Plan`], and a plan runs batches of `f32` tensors. Everything
+//! that reaches a model — explainers, CAMs, attributions, metrics, the browser's worker — goes
+//! through [`crate::Classifier`], which holds an ordered list of engines and asks them in turn:
+//! an engine that cannot run a graph answers [`Error::Unsupported`] with the reason, and the next
+//! one is tried (the reason is reported, never swallowed).
+//!
+//! The core ships two engines: [`cnn::Cnn`], our lowered CNN plan with its CPU executor (fast,
+//! covers the ops of image CNNs), and [`tract::Tract`] (any graph tract runs: the fallback, and
+//! the gradient graphs of the backward transform). Other crates add their own (`native/` a CUDA
+//! device) by implementing [`Engine`]; the core has no `cfg` for them.
+
+pub mod cnn;
+pub mod tract;
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use tract_onnx::pb::ModelProto;
+use tract_onnx::prelude::tract_ndarray::{ArrayD, ArrayViewD};
+use tract_onnx::prelude::{Framework, InferenceModel};
+
+use crate::{Error, Result};
+
+/// What engines compile: an ONNX graph whose inputs have known per-image shapes.
+#[derive(Debug)]
+pub struct Graph {
+    proto: ModelProto,
+    inference: InferenceModel,
+    inputs: Vec<GraphInput>,
+}
+
+/// One input of a [`Graph`]: its name and its shape without the batch axis.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GraphInput {
+    /// ONNX tensor name.
+    pub name: String,
+    /// Shape of one batch row (`[3, H, W]` for an image).
+    pub dims: Vec<usize>,
+}
+
+impl Graph {
+    /// Parse `proto` once for every engine. Declared intermediate shapes (`value_info`) carry a
+    /// symbolic batch; plans fix the batch, so they are ignored.
+    pub fn new(proto: ModelProto, inputs: Vec<GraphInput>) -> Result<Self> {
+        let inference = tract_onnx::onnx()
+            .with_ignore_output_shapes(true)
+            .with_ignore_value_info(true)
+            .model_for_proto_model(&proto)
+            .map_err(|e| Error::Model(format!("tract cannot load the graph: {e}")))?;
+        Ok(Self {
+            proto,
+            inference,
+            inputs,
+        })
+    }
+
+    /// The ONNX proto.
+    pub fn proto(&self) -> &ModelProto {
+        &self.proto
+    }
+
+    /// The graph's inputs, in ONNX order.
+    pub fn inputs(&self) -> &[GraphInput] {
+        &self.inputs
+    }
+
+    /// tract's parse of the proto.
+    pub(crate) fn inference(&self) -> &InferenceModel {
+        &self.inference
+    }
+}
+
+/// What to compile: a batch size, optionally a tensor where the graph starts instead of its
+/// inputs (the rest of the network from a layer: Score-CAM and Ablation-CAM's tail), and the
+/// tensors to return, in order.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PlanRequest {
+    /// Rows per run.
+    pub batch: usize,
+    /// The tensor that replaces the graph's inputs, if any; it is then the plan's one input.
+    pub start: Option<String>,
+    /// Output tensor names, in the order [`Plan::run`] returns them.
+    pub outputs: Vec<String>,
+}
+
+/// Something that can compile graphs into runnable plans.
+pub trait Engine: Send + Sync + Debug {
+    /// Short stable name (`cnn`, `tract`, …), shown in `camlime devices` and records.
+    fn name(&self) -> &str;
+
+    /// Compile `graph` for `request`. A graph this engine does not cover is
+    /// [`Error::Unsupported`] saying why (the caller may try another engine); a graph that is
+    /// broken is any other error.
+    fn compile(&self, graph: &Graph, request: &PlanRequest) -> Result<Arc<dyn Plan>>;
+}
+
+/// A compiled plan: fixed batch, inputs and outputs.
+pub trait Plan: Send + Sync + Debug {
+    /// Run one batch: `inputs` in the graph's input order (or the start tensor alone), each with
+    /// exactly the compiled batch on axis 0; returns the requested outputs in order.
+    fn run(&self, inputs: &[ArrayViewD<f32>]) -> Result<Vec<ArrayD<f32>>>;
+
+    /// The batch size `run` requires, or `None` when one plan runs any batch.
+    fn batch(&self) -> Option<usize>;
+}
+
+/// Which engine runs a classifier: the first of an ordered list that covers the graph, or one
+/// named engine and no other.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum EngineChoice {
+    /// The first engine that covers the graph (ours first, tract last).
+    #[default]
+    Auto,
+    /// Only the engine with this name; a graph it does not cover is an error.
+    Named(String),
+}
+
+impl std::str::FromStr for EngineChoice {
+    type Err = Error;
+
+    fn from_str(name: &str) -> Result<Self> {
+        match name {
+            "" | "auto" => Ok(Self::Auto),
+            name => Ok(Self::Named(name.to_owned())),
+        }
+    }
+}
+
+impl std::fmt::Display for EngineChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Auto => f.write_str("auto"),
+            Self::Named(name) => f.write_str(name),
+        }
+    }
+}
+
+/// The engines the core knows, in the order [`EngineChoice::Auto`] tries them.
+pub fn default_engines() -> Vec<Arc<dyn Engine>> {
+    vec![Arc::new(cnn::Cnn), Arc::new(tract::Tract)]
+}
+
+impl EngineChoice {
+    /// The engines to try, in order. `Auto`: all of them. A named engine: that one alone when
+    /// `strict` (the forward graph: the user asked for it), else that one first and the others
+    /// after it (gradient graphs and tails, which another engine may have to run).
+    pub fn order(&self, engines: &[Arc<dyn Engine>], strict: bool) -> Result<Vec<Arc<dyn Engine>>> {
+        let Self::Named(name) = self else {
+            return Ok(engines.to_vec());
+        };
+        let Some(chosen) = engines.iter().find(|e| e.name() == name) else {
+            let names: Vec<_> = engines.iter().map(|e| e.name()).collect();
+            return Err(Error::Parameter(format!(
+                "unknown engine `{name}`; available: auto, {}",
+                names.join(", ")
+            )));
+        };
+        let mut order = vec![chosen.clone()];
+        if !strict {
+            order.extend(engines.iter().filter(|e| e.name() != name).cloned());
+        }
+        Ok(order)
+    }
+}
+
+/// A compiled plan with the engine that compiled it and why each engine tried before it
+/// declined (`engine: reason`).
+#[derive(Clone, Debug)]
+pub struct Compiled {
+    /// The plan.
+    pub plan: Arc<dyn Plan>,
+    /// The engine that compiled it.
+    pub engine: Arc<dyn Engine>,
+    /// The engines that declined before it, with their reasons.
+    pub declined: Vec<String>,
+}
+
+/// Compile `graph` with the first of `engines` that can.
+pub fn compile(
+    engines: &[Arc<dyn Engine>],
+    graph: &Graph,
+    request: &PlanRequest,
+) -> Result<Compiled> {
+    // An engine that fails for any reason hands the graph to the next one; the reasons are kept
+    // for the report, and the last engine's error is the caller's when none succeeds.
+    let mut declined = Vec::new();
+    let mut last_error = None;
+    for engine in engines {
+        match engine.compile(graph, request) {
+            Ok(plan) => {
+                return Ok(Compiled {
+                    plan,
+                    engine: engine.clone(),
+                    declined,
+                });
+            }
+            Err(e) => {
+                let reason = match &e {
+                    Error::Unsupported(reason) => reason.clone(),
+                    other => other.to_string(),
+                };
+                declined.push(format!("{}: {reason}", engine.name()));
+                last_error = Some(e);
+            }
+        }
+    }
+    Err(match last_error {
+        Some(Error::Unsupported(_)) | None => Error::Unsupported(declined.join("; ")),
+        Some(e) => e,
+    })
+}
