@@ -122,24 +122,14 @@ pub(super) fn run(op: &Op, frame: &Frame, out: &mut [f32], scratch: &mut [f32]) 
                 }
             }
         }
-        Op::MaxPool(pool) => {
-            max_pool(
-                pool,
-                frame.get(pool.input)?,
-                frame.dims(pool.input),
-                out,
-                frame.dims(pool.output),
-            );
-            Ok(())
-        }
-        Op::AveragePool(pool) => {
-            average_pool(
-                pool,
-                frame.get(pool.input)?,
-                frame.dims(pool.input),
-                out,
-                frame.dims(pool.output),
-            );
+        Op::MaxPool(pool) | Op::AveragePool(pool) => {
+            let pooling = if matches!(op, Op::MaxPool(_)) {
+                max_pool
+            } else {
+                average_pool
+            };
+            let (input, in_dims) = (frame.get(pool.input)?, frame.dims(pool.input));
+            pooling(pool, input, in_dims, out, frame.dims(pool.output));
             Ok(())
         }
         Op::GlobalAveragePool { input, .. } => {
@@ -196,12 +186,7 @@ pub(super) fn run(op: &Op, frame: &Frame, out: &mut [f32], scratch: &mut [f32]) 
         }
         Op::Flatten { input, .. } => {
             let (x, dims) = (frame.get(*input)?, frame.dims(*input));
-            let hw = dims.h * dims.w;
-            for (p, pixel) in x.chunks_exact(dims.c).enumerate() {
-                for (channel, v) in pixel.iter().enumerate() {
-                    out[channel * hw + p] = *v;
-                }
-            }
+            transpose(x, dims.h * dims.w, dims.c, out);
             Ok(())
         }
         Op::Dense {
@@ -454,6 +439,30 @@ fn taps(
     )
 }
 
+/// The in-bounds taps (`first..end` per axis) of output pixel `[oy, ox]`'s window.
+#[inline(always)]
+fn conv_taps(conv: &Conv, in_dims: Dims, [oy, ox]: [usize; 2]) -> [(usize, usize); 2] {
+    let [kh, kw] = conv.kernel;
+    [
+        taps(
+            oy,
+            conv.stride[0],
+            conv.dilation[0],
+            conv.pads[0],
+            kh,
+            in_dims.h,
+        ),
+        taps(
+            ox,
+            conv.stride[1],
+            conv.dilation[1],
+            conv.pads[1],
+            kw,
+            in_dims.w,
+        ),
+    ]
+}
+
 /// Multiply-add as the build allows: fused where the CPU has FMA, separate in the portable build.
 trait MulAdd {
     fn mul_add(a: f32, b: f32, c: f32) -> f32;
@@ -590,23 +599,7 @@ fn depthwise_pixel<F: MulAdd>(
     first: usize,
 ) {
     let c = out_dims.c;
-    let [kh, kw] = conv.kernel;
-    let (y0, y1) = taps(
-        oy,
-        conv.stride[0],
-        conv.dilation[0],
-        conv.pads[0],
-        kh,
-        in_dims.h,
-    );
-    let (x0, x1) = taps(
-        ox,
-        conv.stride[1],
-        conv.dilation[1],
-        conv.pads[1],
-        kw,
-        in_dims.w,
-    );
+    let [(y0, y1), (x0, x1)] = conv_taps(conv, in_dims, [oy, ox]);
     let window = Window {
         rows: y0..y1,
         cols: x0..x1,
@@ -767,44 +760,25 @@ fn small_with<F: MulAdd>(
         for ox in 0..out_dims.w {
             let pixel = &mut out[(oy * out_dims.w + ox) * cout..][..cout];
             for group in 0..conv.groups {
+                let at = SmallPixel {
+                    conv,
+                    input,
+                    in_dims,
+                    out_dims,
+                    pixel: [oy, ox],
+                    group,
+                };
                 let mut first = 0;
                 while first + 32 <= cout_g {
-                    small_block::<F, 32>(
-                        conv,
-                        input,
-                        in_dims,
-                        out_dims,
-                        [oy, ox],
-                        group,
-                        first,
-                        pixel,
-                    );
+                    small_block::<F, 32>(&at, first, pixel);
                     first += 32;
                 }
                 while first + LANES <= cout_g {
-                    small_block::<F, LANES>(
-                        conv,
-                        input,
-                        in_dims,
-                        out_dims,
-                        [oy, ox],
-                        group,
-                        first,
-                        pixel,
-                    );
+                    small_block::<F, LANES>(&at, first, pixel);
                     first += LANES;
                 }
                 while first < cout_g {
-                    small_block::<F, 1>(
-                        conv,
-                        input,
-                        in_dims,
-                        out_dims,
-                        [oy, ox],
-                        group,
-                        first,
-                        pixel,
-                    );
+                    small_block::<F, 1>(&at, first, pixel);
                     first += 1;
                 }
             }
@@ -812,38 +786,32 @@ fn small_with<F: MulAdd>(
     }
 }
 
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn small_block<F: MulAdd, const L: usize>(
-    conv: &Conv,
-    input: &[f32],
+/// One output pixel and group of a small convolution.
+struct SmallPixel<'a> {
+    conv: &'a Conv,
+    input: &'a [f32],
     in_dims: Dims,
     out_dims: Dims,
-    [oy, ox]: [usize; 2],
+    pixel: [usize; 2],
     group: usize,
-    first: usize,
-    pixel: &mut [f32],
-) {
+}
+
+/// `L` output channels from `first` of one pixel and group.
+#[inline(always)]
+fn small_block<F: MulAdd, const L: usize>(at: &SmallPixel, first: usize, pixel: &mut [f32]) {
+    let SmallPixel {
+        conv,
+        input,
+        in_dims,
+        out_dims,
+        pixel: [oy, ox],
+        group,
+    } = *at;
     let [kh, kw] = conv.kernel;
     let cin_g = in_dims.c / conv.groups;
     let cout_g = out_dims.c / conv.groups;
     let rows = kh * kw * cin_g;
-    let (y0, y1) = taps(
-        oy,
-        conv.stride[0],
-        conv.dilation[0],
-        conv.pads[0],
-        kh,
-        in_dims.h,
-    );
-    let (x0, x1) = taps(
-        ox,
-        conv.stride[1],
-        conv.dilation[1],
-        conv.pads[1],
-        kw,
-        in_dims.w,
-    );
+    let [(y0, y1), (x0, x1)] = conv_taps(conv, in_dims, [oy, ox]);
     let column = group * cout_g + first;
     let mut acc = [0f32; L];
     acc.copy_from_slice(&conv.bias[column..column + L]);
@@ -864,89 +832,84 @@ fn small_block<F: MulAdd, const L: usize>(
     pixel[group * cout_g + first..][..L].copy_from_slice(&acc);
 }
 
-/// Max over each window's in-bounds pixels (padding never wins).
-fn max_pool(pool: &Pool, input: &[f32], in_dims: Dims, out: &mut [f32], out_dims: Dims) {
+/// Every output pixel of a pooling: `start` fills it, `add` takes in each in-bounds input pixel
+/// of its window, `finish` gets the pixel with its output position and its in-bounds tap count.
+#[allow(clippy::too_many_arguments)]
+fn pool_windows(
+    pool: &Pool,
+    input: &[f32],
+    in_dims: Dims,
+    out: &mut [f32],
+    out_dims: Dims,
+    start: f32,
+    add: impl Fn(&mut [f32], &[f32]),
+    finish: impl Fn(&mut [f32], [usize; 2], usize),
+) {
     let c = in_dims.c;
+    let [sy, sx] = pool.stride;
     for oy in 0..out_dims.h {
-        let (y0, y1) = taps(
-            oy,
-            pool.stride[0],
-            1,
-            pool.pads[0],
-            pool.kernel[0],
-            in_dims.h,
-        );
-        let iy0 = oy * pool.stride[0];
+        let (y0, y1) = taps(oy, sy, 1, pool.pads[0], pool.kernel[0], in_dims.h);
         for ox in 0..out_dims.w {
-            let (x0, x1) = taps(
-                ox,
-                pool.stride[1],
-                1,
-                pool.pads[1],
-                pool.kernel[1],
-                in_dims.w,
-            );
-            let ix0 = ox * pool.stride[1];
+            let (x0, x1) = taps(ox, sx, 1, pool.pads[1], pool.kernel[1], in_dims.w);
             let pixel = &mut out[(oy * out_dims.w + ox) * c..][..c];
-            pixel.fill(f32::NEG_INFINITY);
+            pixel.fill(start);
             for ky in y0..y1 {
-                let iy = iy0 + ky - pool.pads[0];
+                let iy = oy * sy + ky - pool.pads[0];
                 for kx in x0..x1 {
-                    let ix = ix0 + kx - pool.pads[1];
-                    let x = &input[(iy * in_dims.w + ix) * c..][..c];
-                    pixel.iter_mut().zip(x).for_each(|(o, v)| *o = o.max(*v));
+                    let ix = ox * sx + kx - pool.pads[1];
+                    add(pixel, &input[(iy * in_dims.w + ix) * c..][..c]);
                 }
             }
+            finish(pixel, [oy, ox], (y1 - y0) * (x1 - x0));
         }
     }
+}
+
+/// Max over each window's in-bounds pixels (padding never wins).
+fn max_pool(pool: &Pool, input: &[f32], in_dims: Dims, out: &mut [f32], out_dims: Dims) {
+    let add = |pixel: &mut [f32], x: &[f32]| {
+        pixel.iter_mut().zip(x).for_each(|(o, v)| *o = o.max(*v));
+    };
+    pool_windows(
+        pool,
+        input,
+        in_dims,
+        out,
+        out_dims,
+        f32::NEG_INFINITY,
+        add,
+        |_, _, _| {},
+    );
 }
 
 /// Mean over each window: divided by the window's size inside the padded input (PyTorch's
 /// `count_include_pad`) or by its in-bounds pixels.
 fn average_pool(pool: &Pool, input: &[f32], in_dims: Dims, out: &mut [f32], out_dims: Dims) {
-    let c = in_dims.c;
     let padded = |o: usize, axis: usize, size: usize| {
         let start = (o * pool.stride[axis]) as isize - pool.pads[axis] as isize;
         let end = (start + pool.kernel[axis] as isize).min((size + pool.pads[axis + 2]) as isize);
         (end - start).max(0) as usize
     };
-    for oy in 0..out_dims.h {
-        let (y0, y1) = taps(
-            oy,
-            pool.stride[0],
-            1,
-            pool.pads[0],
-            pool.kernel[0],
-            in_dims.h,
-        );
-        let iy0 = oy * pool.stride[0];
-        for ox in 0..out_dims.w {
-            let (x0, x1) = taps(
-                ox,
-                pool.stride[1],
-                1,
-                pool.pads[1],
-                pool.kernel[1],
-                in_dims.w,
-            );
-            let ix0 = ox * pool.stride[1];
-            let pixel = &mut out[(oy * out_dims.w + ox) * c..][..c];
-            pixel.fill(0.0);
-            for ky in y0..y1 {
-                let iy = iy0 + ky - pool.pads[0];
-                for kx in x0..x1 {
-                    let ix = ix0 + kx - pool.pads[1];
-                    let x = &input[(iy * in_dims.w + ix) * c..][..c];
-                    pixel.iter_mut().zip(x).for_each(|(o, v)| *o += v);
-                }
-            }
-            let count = if pool.count_include_pad {
-                padded(oy, 0, in_dims.h) * padded(ox, 1, in_dims.w)
-            } else {
-                (y1 - y0) * (x1 - x0)
-            };
-            let count = count.max(1) as f32;
-            pixel.iter_mut().for_each(|o| *o /= count);
+    let add = |pixel: &mut [f32], x: &[f32]| {
+        pixel.iter_mut().zip(x).for_each(|(o, v)| *o += v);
+    };
+    let finish = |pixel: &mut [f32], [oy, ox]: [usize; 2], inside: usize| {
+        let count = if pool.count_include_pad {
+            padded(oy, 0, in_dims.h) * padded(ox, 1, in_dims.w)
+        } else {
+            inside
+        };
+        let count = count.max(1) as f32;
+        pixel.iter_mut().for_each(|o| *o /= count);
+    };
+    pool_windows(pool, input, in_dims, out, out_dims, 0.0, add, finish);
+}
+
+/// `dst[j][i] = src[i][j]` for a `rows × cols` row-major `src` (NHWC ↔ C·H·W of one image).
+pub(super) fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
+    for (i, row) in src.chunks_exact(cols).take(rows).enumerate() {
+        for (j, value) in row.iter().enumerate() {
+            dst[j * rows + i] = *value;
         }
     }
 }

@@ -153,29 +153,19 @@ impl Plan for CnnPlan {
 /// One image `C×H×W` (or a vector) into the arena's `H×W×C`.
 fn to_nhwc(chw: &[f32], info: &lower::TensorInfo, hwc: &mut [f32]) {
     let d = info.dims;
-    if info.rank != 4 || d.h * d.w == 1 {
+    if info.rank == 4 {
+        kernels::transpose(chw, d.c, d.h * d.w, hwc);
+    } else {
         hwc.copy_from_slice(chw);
-        return;
-    }
-    let plane = d.h * d.w;
-    for (p, pixel) in hwc.chunks_exact_mut(d.c).enumerate() {
-        for (channel, value) in pixel.iter_mut().enumerate() {
-            *value = chw[channel * plane + p];
-        }
     }
 }
 
 /// The arena's `H×W×C` back to `C×H×W` (or a vector).
 fn from_nhwc(hwc: &[f32], info: &lower::TensorInfo, chw: &mut [f32]) {
     let d = info.dims;
-    if info.rank != 4 || d.h * d.w == 1 {
+    if info.rank == 4 {
+        kernels::transpose(hwc, d.h * d.w, d.c, chw);
+    } else {
         chw.copy_from_slice(hwc);
-        return;
-    }
-    let plane = d.h * d.w;
-    for (p, pixel) in hwc.chunks_exact(d.c).enumerate() {
-        for (channel, value) in pixel.iter().enumerate() {
-            chw[channel * plane + p] = *value;
-        }
     }
 }
