@@ -494,6 +494,9 @@ impl MulAdd for Separate {
 /// vector, two AVX2 ones).
 const LANES: usize = 16;
 
+/// Output pixels the depthwise fast path computes together.
+const PIXELS: usize = 4;
+
 /// One filter per channel. Undilated square 3×3 and 5×5 kernels (MobileNet, EfficientNet) take
 /// the fast path: per output row and block of 16 channels, the block's weights stay in registers
 /// while the row's interior pixels are computed; window edges and channel remainders go pixel by
@@ -553,19 +556,27 @@ fn depthwise_rows<F: MulAdd, const K: usize>(
             }
             let mut bias = [0f32; LANES];
             bias.copy_from_slice(&conv.bias[first..first + LANES]);
-            for ox in x_first..x_end {
-                let ix0 = ox * sx - left;
-                let mut acc = bias;
+            // PIXELS adjacent outputs at once: independent accumulator chains hide the FMA
+            // latency that one pixel's chain of K·K dependent FMAs would wait on.
+            let mut ox = x_first;
+            while ox < x_end {
+                let count = PIXELS.min(x_end - ox);
+                let mut acc = [bias; PIXELS];
                 for (ky, row) in weights.iter().enumerate().take(y1).skip(y0) {
-                    let line = (iy0 + ky - y0) * in_dims.w + ix0;
+                    let line = (iy0 + ky - y0) * in_dims.w + ox * sx - left;
                     for (kx, w) in row.iter().enumerate() {
-                        let x = &input[(line + kx) * c + first..][..LANES];
-                        for lane in 0..LANES {
-                            acc[lane] = F::mul_add(x[lane], w[lane], acc[lane]);
+                        for (p, acc) in acc.iter_mut().enumerate().take(count) {
+                            let x = &input[(line + p * sx + kx) * c + first..][..LANES];
+                            for lane in 0..LANES {
+                                acc[lane] = F::mul_add(x[lane], w[lane], acc[lane]);
+                            }
                         }
                     }
                 }
-                out[(oy * out_dims.w + ox) * c + first..][..LANES].copy_from_slice(&acc);
+                for (p, acc) in acc.iter().enumerate().take(count) {
+                    out[(oy * out_dims.w + ox + p) * c + first..][..LANES].copy_from_slice(acc);
+                }
+                ox += count;
             }
         }
         for ox in (0..x_first).chain(x_end..out_dims.w) {
