@@ -153,6 +153,8 @@ pub struct Classifier {
     graph: Graph,
     engines: Vec<Arc<dyn Engine>>,
     choice: EngineChoice,
+    /// The engine that compiled the forward graph (see [`Classifier::engine_report`]).
+    forward_engine: Arc<dyn Engine>,
     engine_report: EngineReport,
     input_tensor: String,
     shapes: HashMap<String, Vec<usize>>,
@@ -224,6 +226,7 @@ impl Classifier {
         let mut classifier = Self {
             sha256: format!("{:x}", Sha256::digest(onnx_bytes)),
             graph,
+            forward_engine: Arc::new(engine::tract::Tract),
             engines,
             choice: EngineChoice::Auto,
             engine_report: EngineReport {
@@ -272,6 +275,7 @@ impl Classifier {
             forward: compiled.engine.name().to_owned(),
             declined: compiled.declined,
         };
+        self.forward_engine = compiled.engine;
         self.cache_plan(request, compiled.plan);
         Ok(())
     }
@@ -297,9 +301,10 @@ impl Classifier {
         Ok(self)
     }
 
-    /// The plan for `request`, compiled on first use through the engines (one plan serves every
-    /// batch size when its engine allows).
-    fn compiled_plan(&self, request: PlanRequest, strict: bool) -> Result<Arc<dyn Plan>> {
+    /// The plan for `request`, compiled on first use (one plan serves every batch size when its
+    /// engine allows). Forward plans go to the engine that took the forward graph at load, so an
+    /// engine that declined it is not asked again; tails try the engines in order.
+    fn compiled_plan(&self, request: PlanRequest, forward: bool) -> Result<Arc<dyn Plan>> {
         // The lock is held while compiling, so threads that need the same plan compile it once.
         let mut plans = self.plans.lock().unwrap_or_else(PoisonError::into_inner);
         let any_batch = PlanRequest {
@@ -309,7 +314,11 @@ impl Classifier {
         if let Some(plan) = plans.get(&request).or_else(|| plans.get(&any_batch)) {
             return Ok(plan.clone());
         }
-        let order = self.choice.order(&self.engines, strict)?;
+        let order = if forward {
+            vec![self.forward_engine.clone()]
+        } else {
+            self.choice.order(&self.engines, false)?
+        };
         let plan = engine::compile(&order, &self.graph, &request)?.plan;
         insert_plan(&mut plans, request, plan.clone());
         Ok(plan)
