@@ -21,9 +21,7 @@ use tract_onnx::pb::type_proto::Value as TypeValue;
 use tract_onnx::prelude::tract_ndarray::{
     Array2, ArrayD, ArrayView2, ArrayView4, ArrayViewD, Axis, Ix2, concatenate,
 };
-use tract_onnx::prelude::{
-    DatumType, Framework, InferenceFact, InferenceModel, InferenceModelExt, TractResult, tvec,
-};
+use tract_onnx::prelude::{Framework, InferenceModel, InferenceModelExt, TractResult};
 
 use crate::engine::{self, Engine, EngineChoice, Graph, GraphInput, Plan, PlanRequest};
 use crate::grad::{self, BackwardRule, GradientRequest};
@@ -153,8 +151,6 @@ pub struct Classifier {
     graph: Graph,
     engines: Vec<Arc<dyn Engine>>,
     choice: EngineChoice,
-    /// The engine that compiled the forward graph (see [`Classifier::engine_report`]).
-    forward_engine: Arc<dyn Engine>,
     engine_report: EngineReport,
     input_tensor: String,
     shapes: HashMap<String, Vec<usize>>,
@@ -226,7 +222,6 @@ impl Classifier {
         let mut classifier = Self {
             sha256: format!("{:x}", Sha256::digest(onnx_bytes)),
             graph,
-            forward_engine: Arc::new(engine::tract::Tract),
             engines,
             choice: EngineChoice::Auto,
             engine_report: EngineReport {
@@ -275,7 +270,6 @@ impl Classifier {
             forward: compiled.engine.name().to_owned(),
             declined: compiled.declined,
         };
-        self.forward_engine = compiled.engine;
         self.cache_plan(request, compiled.plan);
         Ok(())
     }
@@ -315,7 +309,11 @@ impl Classifier {
             return Ok(plan.clone());
         }
         let order = if forward {
-            vec![self.forward_engine.clone()]
+            let chosen = self
+                .engines
+                .iter()
+                .find(|e| e.name() == self.engine_report.forward);
+            chosen.cloned().into_iter().collect()
         } else {
             self.choice.order(&self.engines, false)?
         };
@@ -437,9 +435,7 @@ impl Classifier {
 
     /// The parsed model with its input fixed to `batch × 3 × H × W` (shape inference).
     fn concrete_model(&self, batch: usize) -> TractResult<InferenceModel> {
-        let [h, w] = self.input_size;
-        let fact = InferenceFact::dt_shape(DatumType::F32, tvec!(batch, 3, h, w));
-        self.graph.inference().clone().with_input_fact(0, fact)
+        engine::tract::concrete(&self.graph, batch)
     }
 
     /// The parsed ONNX proto (for edited copies, `model_edit`).

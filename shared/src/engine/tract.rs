@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use tract_onnx::prelude::tract_ndarray::{ArrayD, ArrayViewD};
 use tract_onnx::prelude::{
-    DatumType, InferenceFact, InferenceModelExt, IntoRunnable, Tensor, TractResult, TypedModel,
-    TypedRunnableModel, tvec,
+    DatumType, InferenceFact, InferenceModel, InferenceModelExt, IntoRunnable, Tensor, TractResult,
+    TypedModel, TypedRunnableModel, tvec,
 };
 
 use super::{Engine, Graph, Plan, PlanRequest};
@@ -25,14 +25,9 @@ impl Engine for Tract {
     fn compile(&self, graph: &Graph, request: &PlanRequest) -> Result<Arc<dyn Plan>> {
         let batch = request.batch;
         let concrete = || -> TractResult<TypedModel> {
-            let mut model = graph.inference().clone();
-            for (slot, input) in graph.inputs().iter().enumerate() {
-                let mut shape = tvec!(batch);
-                shape.extend(input.dims.iter().copied());
-                model =
-                    model.with_input_fact(slot, InferenceFact::dt_shape(DatumType::F32, shape))?;
-            }
-            model.with_outputs_by_name(&request.outputs)?.into_typed()
+            concrete(graph, batch)?
+                .with_outputs_by_name(&request.outputs)?
+                .into_typed()
         };
         let typed = concrete().map_err(|e| {
             Error::Model(format!("cannot compile the model for batch {batch}: {e:#}"))
@@ -53,6 +48,17 @@ impl Engine for Tract {
             })?;
         Ok(Arc::new(TractPlan { plan, batch }))
     }
+}
+
+/// tract's parse of `graph` with every input fixed to `batch` rows of its dims.
+pub(crate) fn concrete(graph: &Graph, batch: usize) -> TractResult<InferenceModel> {
+    let mut model = graph.inference().clone();
+    for (slot, input) in graph.inputs().iter().enumerate() {
+        let mut shape = tvec!(batch);
+        shape.extend(input.dims.iter().copied());
+        model = model.with_input_fact(slot, InferenceFact::dt_shape(DatumType::F32, shape))?;
+    }
+    Ok(model)
 }
 
 /// Model surgery: the producer of `tensor` is replaced by a new source, so the head of the
