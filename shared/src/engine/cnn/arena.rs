@@ -59,6 +59,9 @@ pub(super) fn plan(
         .iter()
         .map(|op| match op {
             Op::Conv(conv) => kernels::conv_scratch(conv, tensors),
+            Op::Expanded { expand, depthwise } => {
+                kernels::expanded_scratch(expand, depthwise, tensors)
+            }
             _ => 0,
         })
         .max()

@@ -3,15 +3,23 @@
 //! Matrix products (1×1 and image-to-rows convolutions) go through the `gemm` crate: on this
 //! project's 2-core AVX-512 machine it ran MobileNetV2's 1×1 shapes 1.6× faster than
 //! `matrixmultiply` in total (5.3 vs 8.5 ms per image, `m × k × n` from 12544×32×16 to
-//! 49×320×1280, one thread). tract's depthwise convolution is scalar code, so depthwise
+//! 49×320×1280, one thread), and 1.5× faster than a register-blocked 6 × 64 kernel of ours
+//! without packing (3.6 vs 5.5 ms over the distinct shapes, warm caches; ours only kept up where
+//! k ≤ 32). tract's depthwise convolution is scalar code, so depthwise
 //! convolutions, convolutions with few inputs per output (an RGB stem: image-to-rows of 3
 //! channels cost more than the product), dense layers on one vector and pooling are written
 //! here: loops over contiguous channels that the compiler vectorises, built for AVX-512 and AVX2
 //! with FMA and chosen at run time (as `segment::quickshift` does), with a portable build
 //! (wasm32's simd128 included) that multiplies and adds separately.
 //!
+//! A pointwise convolution feeding a depthwise one runs band by band ([`Op::Expanded`]): the
+//! expanded rows a band of output rows needs are computed into an L2-sized scratch and read
+//! there, instead of a tensor of up to 4.8 MB (MobileNetV2's 112×112×96) written to the arena and
+//! read back; 3–6 % per image on two threads.
+//!
 //! **Invariant:** a result depends only on the image and the layer's shapes: products run one
-//! image at a time in row blocks fixed by the layer, never by the batch or the thread count.
+//! image at a time in row blocks and bands fixed by the layer, never by the batch or the thread
+//! count.
 
 use super::lower::{Act, Conv, ConvKind, Dims, Op, Pool, TensorId, TensorInfo};
 use crate::{Error, Result};
@@ -31,6 +39,27 @@ pub(super) fn conv_scratch(conv: &Conv, tensors: &[TensorInfo]) -> usize {
     let out = tensors[conv.output].dims;
     let k = conv.kernel[0] * conv.kernel[1] * cin / conv.groups;
     block_rows(out.c).min(out.h * out.w) * k
+}
+
+/// Floats of the expanded tensor that one band of an [`Op::Expanded`] holds: about 256 KB,
+/// so the band stays in L2 between the pointwise product that writes it and the depthwise
+/// convolution that reads it.
+const BAND_FLOATS: usize = 65_536;
+
+/// Output rows of one band of an [`Op::Expanded`] and the expanded rows it holds.
+fn band(depthwise: &Conv, mid: Dims, out_h: usize) -> (usize, usize) {
+    let (k, s) = (depthwise.kernel[0], depthwise.stride[0]);
+    let span = (k - 1) * depthwise.dilation[0] + 1;
+    let fit = BAND_FLOATS / (mid.w * mid.c).max(1);
+    let rows = (fit.saturating_sub(span) / s + 1).clamp(1, out_h.max(1));
+    (rows, ((rows - 1) * s + span).min(mid.h))
+}
+
+/// Floats of scratch an [`Op::Expanded`] needs: one band of the expanded tensor.
+pub(super) fn expanded_scratch(expand: &Conv, depthwise: &Conv, tensors: &[TensorInfo]) -> usize {
+    let mid = tensors[expand.output].dims;
+    let out_h = tensors[depthwise.output].dims.h;
+    band(depthwise, mid, out_h).1 * mid.w * mid.c
 }
 
 /// The arena seen by one op: its output slice, and the tensors before and after it.
@@ -101,26 +130,28 @@ pub(super) fn run(op: &Op, frame: &Frame, out: &mut [f32], scratch: &mut [f32]) 
                 ConvKind::Depthwise | ConvKind::Small => {
                     direct(Direct::Conv {
                         conv,
-                        input,
-                        in_dims,
-                        out: &mut *out,
+                        source: Source {
+                            data: input,
+                            dims: in_dims,
+                            origin: 0,
+                        },
+                        out,
                         out_dims,
+                        rows: 0..out_dims.h,
+                        residual,
                     });
-                    let c = out_dims.c;
-                    for (p, row) in out.chunks_exact_mut(c).enumerate() {
-                        epilogue(
-                            row,
-                            None,
-                            residual.map(|r| &r[p * c..(p + 1) * c]),
-                            conv.act,
-                        );
-                    }
                     Ok(())
                 }
                 ConvKind::Pointwise | ConvKind::General => {
                     convolve(conv, input, in_dims, out, out_dims, residual, scratch)
                 }
             }
+        }
+        Op::Expanded { expand, depthwise } => {
+            let input = frame.get(expand.input)?;
+            let residual = depthwise.residual.map(|r| frame.get(r)).transpose()?;
+            let dims = [expand.input, expand.output, depthwise.output].map(|t| frame.dims(t));
+            expanded(expand, depthwise, input, dims, out, residual, scratch)
         }
         Op::MaxPool(pool) | Op::AveragePool(pool) => {
             let pooling = if matches!(op, Op::MaxPool(_)) {
@@ -155,8 +186,8 @@ pub(super) fn run(op: &Op, frame: &Frame, out: &mut [f32], scratch: &mut [f32]) 
                 for ((o, i), (s, t)) in o.iter_mut().zip(i).zip(scale.iter().zip(shift)) {
                     *o = i * s + t;
                 }
-                activate(o, *act);
             }
+            activate(out, *act);
             Ok(())
         }
         Op::Add { a, b, act, .. } => {
@@ -247,26 +278,55 @@ fn pixels(dims: Dims) -> usize {
     (dims.h * dims.w).max(1)
 }
 
-/// `act(row + bias + residual)` in place, over rows of `bias.len()` channels.
+/// `act(out + bias + residual)` in place, over rows of `bias.len()` channels, in one pass built
+/// for the widest vectors this CPU runs (an SSE2 pass per term took 15 % of MobileNetV2's time).
 fn epilogue(out: &mut [f32], bias: Option<&[f32]>, residual: Option<&[f32]>, act: Act) {
-    if let Some(bias) = bias {
-        for row in out.chunks_exact_mut(bias.len()) {
-            row.iter_mut().zip(bias).for_each(|(o, b)| *o += b);
-        }
-    }
-    if let Some(residual) = residual {
-        out.iter_mut().zip(residual).for_each(|(o, r)| *o += r);
-    }
-    activate(out, act);
+    direct(Direct::Epilogue {
+        out,
+        bias,
+        residual,
+        act,
+    });
 }
 
-/// Apply `act` in place (one loop per function, so each vectorises).
+/// Apply `act` in place.
 fn activate(out: &mut [f32], act: Act) {
+    epilogue(out, None, None, act);
+}
+
+/// [`epilogue`] with each activation's own loop, so that every one vectorises.
+#[inline(always)]
+fn epilogue_with(out: &mut [f32], bias: Option<&[f32]>, residual: Option<&[f32]>, act: Act) {
     match act {
-        Act::None => {}
-        Act::Relu => out.iter_mut().for_each(|x| *x = x.max(0.0)),
-        Act::Clip(lo, hi) => out.iter_mut().for_each(|x| *x = x.max(lo).min(hi)),
-        other => out.iter_mut().for_each(|x| *x = other.apply(*x)),
+        Act::None => finish(out, bias, residual, |x| x),
+        Act::Relu => finish(out, bias, residual, |x| x.max(0.0)),
+        Act::Clip(lo, hi) => finish(out, bias, residual, |x| x.max(lo).min(hi)),
+        other => finish(out, bias, residual, |x| other.apply(x)),
+    }
+}
+
+/// `out = f(out + bias + residual)`, one loop per combination of terms.
+#[inline(always)]
+fn finish(out: &mut [f32], bias: Option<&[f32]>, residual: Option<&[f32]>, f: impl Fn(f32) -> f32) {
+    match (bias.filter(|b| !b.is_empty()), residual) {
+        (Some(bias), Some(residual)) => {
+            let c = bias.len();
+            for (row, r) in out.chunks_exact_mut(c).zip(residual.chunks_exact(c)) {
+                for ((o, b), r) in row.iter_mut().zip(bias).zip(r) {
+                    *o = f(*o + b + r);
+                }
+            }
+        }
+        (Some(bias), None) => {
+            for row in out.chunks_exact_mut(bias.len()) {
+                row.iter_mut().zip(bias).for_each(|(o, b)| *o = f(*o + b));
+            }
+        }
+        (None, Some(residual)) => out
+            .iter_mut()
+            .zip(residual)
+            .for_each(|(o, r)| *o = f(*o + r)),
+        (None, None) => out.iter_mut().for_each(|o| *o = f(*o)),
     }
 }
 
@@ -376,6 +436,72 @@ fn convolve(
         }
         let residual = residual.map(|r| &r[start * cout..(start + m) * cout]);
         epilogue(out_block, Some(&conv.bias), residual, conv.act);
+    }
+    Ok(())
+}
+
+/// [`Op::Expanded`]: per band of output rows, the expanded rows the band's windows cover are
+/// computed into `scratch` (rows the previous band already holds are moved, not recomputed),
+/// then the depthwise convolution reads them there.
+fn expanded(
+    expand: &Conv,
+    depthwise: &Conv,
+    input: &[f32],
+    [in_dims, mid, out_dims]: [Dims; 3],
+    out: &mut [f32],
+    residual: Option<&[f32]>,
+    scratch: &mut [f32],
+) -> Result<()> {
+    let (band_rows, held) = band(depthwise, mid, out_dims.h);
+    let row = mid.w * mid.c;
+    let scratch = scratch
+        .get_mut(..held * row)
+        .ok_or_else(|| Error::Inference("scratch too small".into()))?;
+    let (s, pad) = (depthwise.stride[0], depthwise.pads[0]);
+    let span = (depthwise.kernel[0] - 1) * depthwise.dilation[0] + 1;
+    let mut have: std::ops::Range<usize> = 0..0;
+    for first in (0..out_dims.h).step_by(band_rows) {
+        let end = (first + band_rows).min(out_dims.h);
+        let lo = (first * s).saturating_sub(pad).min(mid.h);
+        let hi = ((end - 1) * s + span)
+            .saturating_sub(pad)
+            .min(mid.h)
+            .max(lo);
+        let kept = have.end.saturating_sub(lo.max(have.start));
+        if kept > 0 {
+            let from = (have.end - kept - have.start) * row;
+            scratch.copy_within(from..from + kept * row, 0);
+        }
+        let (new_from, new_rows) = (lo + kept, hi - lo - kept);
+        if new_rows > 0 {
+            let m = new_rows * mid.w;
+            let block = &mut scratch[kept * row..(kept + new_rows) * row];
+            let a = &input[new_from * mid.w * in_dims.c..];
+            matmul(
+                m,
+                in_dims.c,
+                mid.c,
+                a,
+                in_dims.c,
+                &expand.weights,
+                block,
+                mid.c,
+            )?;
+            epilogue(block, Some(&expand.bias), None, expand.act);
+        }
+        have = lo..hi;
+        direct(Direct::Conv {
+            conv: depthwise,
+            source: Source {
+                data: &scratch[..(hi - lo) * row],
+                dims: mid,
+                origin: lo,
+            },
+            out: &mut *out,
+            out_dims,
+            rows: first..end,
+            residual,
+        });
     }
     Ok(())
 }
@@ -495,140 +621,174 @@ impl MulAdd for Separate {
 const LANES: usize = 16;
 
 /// Output pixels the depthwise fast path computes together.
-const PIXELS: usize = 4;
+const PIXELS: usize = 8;
 
-/// One filter per channel. Undilated square 3×3 and 5×5 kernels (MobileNet, EfficientNet) take
-/// the fast path: per output row and block of 16 channels, the block's weights stay in registers
-/// while the row's interior pixels are computed; window edges and channel remainders go pixel by
-/// pixel.
+/// `x·w + acc` lane by lane, as a value (so the accumulators stay in registers).
 #[inline(always)]
-fn depthwise_with<F: MulAdd>(
-    conv: &Conv,
-    input: &[f32],
-    in_dims: Dims,
-    out: &mut [f32],
+fn lanes_mul_add<F: MulAdd>(
+    x: &[f32; LANES],
+    w: &[f32; LANES],
+    acc: &[f32; LANES],
+) -> [f32; LANES] {
+    std::array::from_fn(|lane| F::mul_add(x[lane], w[lane], acc[lane]))
+}
+
+/// The input of a convolution as a kernel reads it: `rows` input rows from row `origin` (the
+/// whole tensor, or the band of an expanded tensor a fused op holds).
+#[derive(Clone, Copy)]
+struct Source<'a> {
+    data: &'a [f32],
+    dims: Dims,
+    origin: usize,
+}
+
+impl Source<'_> {
+    /// Offset of input pixel `[iy, ix]` (`iy` in the whole tensor's rows).
+    #[inline(always)]
+    fn at(&self, iy: usize, ix: usize) -> usize {
+        ((iy - self.origin) * self.dims.w + ix) * self.dims.c
+    }
+}
+
+/// What every pixel of one output row of a depthwise convolution reads.
+struct DepthwiseRow<'a> {
+    conv: &'a Conv,
+    source: Source<'a>,
     out_dims: Dims,
-) {
-    match (conv.kernel, conv.dilation) {
-        ([3, 3], [1, 1]) => depthwise_rows::<F, 3>(conv, input, in_dims, out, out_dims),
-        ([5, 5], [1, 1]) => depthwise_rows::<F, 5>(conv, input, in_dims, out, out_dims),
+    oy: usize,
+}
+
+/// Output row `oy` of a convolution with one filter per channel. Undilated square 3×3 and 5×5
+/// kernels of stride 1 or 2 (MobileNet, EfficientNet) take the fast path: per block of 16
+/// channels, the block's weights stay in registers while the row's interior pixels are computed
+/// [`PIXELS`] at a time; window edges and channel remainders go pixel by pixel.
+#[inline(always)]
+fn depthwise_with<F: MulAdd>(row: &DepthwiseRow, out: &mut [f32]) {
+    match (row.conv.kernel, row.conv.dilation, row.conv.stride[1]) {
+        ([3, 3], [1, 1], 1) => depthwise_row::<F, 3, 1>(row, out),
+        ([3, 3], [1, 1], 2) => depthwise_row::<F, 3, 2>(row, out),
+        ([5, 5], [1, 1], 1) => depthwise_row::<F, 5, 1>(row, out),
+        ([5, 5], [1, 1], 2) => depthwise_row::<F, 5, 2>(row, out),
         _ => {
-            for oy in 0..out_dims.h {
-                for ox in 0..out_dims.w {
-                    depthwise_pixel::<F>(conv, input, in_dims, out, out_dims, [oy, ox], 0);
-                }
+            for ox in 0..row.out_dims.w {
+                depthwise_pixel::<F>(row, ox, 0, out);
             }
         }
     }
 }
 
-/// The fast path of [`depthwise_with`] for a `K × K` undilated kernel.
-#[inline(always)]
-fn depthwise_rows<F: MulAdd, const K: usize>(
-    conv: &Conv,
-    input: &[f32],
-    in_dims: Dims,
-    out: &mut [f32],
-    out_dims: Dims,
-) {
-    let c = out_dims.c;
-    let [sy, sx] = conv.stride;
-    let left = conv.pads[1];
-    // Output columns whose whole window lies inside the input's columns.
-    let x_first = left.div_ceil(sx).min(out_dims.w);
-    let x_end = if in_dims.w + left >= K {
-        ((in_dims.w + left - K) / sx + 1).min(out_dims.w)
-    } else {
-        0
-    }
-    .max(x_first);
-    let blocks = c / LANES;
-    for oy in 0..out_dims.h {
-        let (y0, y1) = taps(oy, sy, 1, conv.pads[0], K, in_dims.h);
-        let iy0 = oy * sy + y0 - conv.pads[0];
-        for block in 0..blocks {
-            let first = block * LANES;
-            let mut weights = [[[0f32; LANES]; K]; K];
-            for (ky, row) in weights.iter_mut().enumerate() {
-                for (kx, lanes) in row.iter_mut().enumerate() {
-                    lanes.copy_from_slice(&conv.weights[(ky * K + kx) * c + first..][..LANES]);
-                }
-            }
-            let mut bias = [0f32; LANES];
-            bias.copy_from_slice(&conv.bias[first..first + LANES]);
-            // PIXELS adjacent outputs at once: independent accumulator chains hide the FMA
-            // latency that one pixel's chain of K·K dependent FMAs would wait on.
-            let mut ox = x_first;
-            while ox < x_end {
-                let count = PIXELS.min(x_end - ox);
-                let mut acc = [bias; PIXELS];
-                for (ky, row) in weights.iter().enumerate().take(y1).skip(y0) {
-                    let line = (iy0 + ky - y0) * in_dims.w + ox * sx - left;
-                    for (kx, w) in row.iter().enumerate() {
-                        for (p, acc) in acc.iter_mut().enumerate().take(count) {
-                            let x = &input[(line + p * sx + kx) * c + first..][..LANES];
-                            for lane in 0..LANES {
-                                acc[lane] = F::mul_add(x[lane], w[lane], acc[lane]);
-                            }
-                        }
-                    }
-                }
-                for (p, acc) in acc.iter().enumerate().take(count) {
-                    out[(oy * out_dims.w + ox + p) * c + first..][..LANES].copy_from_slice(acc);
-                }
-                ox += count;
-            }
-        }
-        for ox in (0..x_first).chain(x_end..out_dims.w) {
-            depthwise_pixel::<F>(conv, input, in_dims, out, out_dims, [oy, ox], 0);
-        }
-        if blocks * LANES < c {
-            for ox in x_first..x_end {
-                depthwise_pixel::<F>(
-                    conv,
-                    input,
-                    in_dims,
-                    out,
-                    out_dims,
-                    [oy, ox],
-                    blocks * LANES,
-                );
-            }
-        }
-    }
-}
-
-/// One output pixel of a depthwise convolution, channels `first..`, in blocks of 64, 16 and 1.
-#[inline(always)]
-fn depthwise_pixel<F: MulAdd>(
-    conv: &Conv,
-    input: &[f32],
-    in_dims: Dims,
-    out: &mut [f32],
-    out_dims: Dims,
-    [oy, ox]: [usize; 2],
+/// One block of [`LANES`] channels of a `K × K` depthwise filter, held in registers.
+struct DepthwiseBlock<const K: usize> {
+    weights: [[[f32; LANES]; K]; K],
+    bias: [f32; LANES],
     first: usize,
-) {
+}
+
+/// The fast path of [`depthwise_with`]: an undilated `K × K` kernel of horizontal stride `S`.
+#[inline(always)]
+fn depthwise_row<F: MulAdd, const K: usize, const S: usize>(row: &DepthwiseRow, out: &mut [f32]) {
+    let (conv, out_dims) = (row.conv, row.out_dims);
     let c = out_dims.c;
-    let [(y0, y1), (x0, x1)] = conv_taps(conv, in_dims, [oy, ox]);
+    let (x_first, x_end) = interior(conv, row.source.dims, out_dims);
+    let blocks = c / LANES;
+    for block in 0..blocks {
+        let first = block * LANES;
+        let mut filter = DepthwiseBlock {
+            weights: [[[0f32; LANES]; K]; K],
+            bias: [0f32; LANES],
+            first,
+        };
+        for (ky, taps) in filter.weights.iter_mut().enumerate() {
+            for (kx, lanes) in taps.iter_mut().enumerate() {
+                lanes.copy_from_slice(&conv.weights[(ky * K + kx) * c + first..][..LANES]);
+            }
+        }
+        filter
+            .bias
+            .copy_from_slice(&conv.bias[first..first + LANES]);
+        let mut ox = x_first;
+        while ox + PIXELS <= x_end {
+            depthwise_pixels::<F, K, S, PIXELS>(row, &filter, ox, out);
+            ox += PIXELS;
+        }
+        while ox < x_end {
+            depthwise_pixels::<F, K, S, 1>(row, &filter, ox, out);
+            ox += 1;
+        }
+    }
+    for ox in (0..x_first).chain(x_end..out_dims.w) {
+        depthwise_pixel::<F>(row, ox, 0, out);
+    }
+    if blocks * LANES < c {
+        for ox in x_first..x_end {
+            depthwise_pixel::<F>(row, ox, blocks * LANES, out);
+        }
+    }
+}
+
+/// `P` adjacent interior output pixels `ox..` of one channel block. `P`, `K` and `S` are
+/// constants so the accumulators stay in registers (as values: LLVM kept arrays updated in place
+/// on the stack, 5× slower) and the overlapping windows' loads are shared; independent
+/// accumulator chains hide the FMA latency of one pixel's `K·K` chain.
+#[inline(always)]
+fn depthwise_pixels<F: MulAdd, const K: usize, const S: usize, const P: usize>(
+    row: &DepthwiseRow,
+    filter: &DepthwiseBlock<K>,
+    ox: usize,
+    out: &mut [f32],
+) {
+    let DepthwiseRow {
+        conv,
+        source,
+        out_dims,
+        oy,
+    } = *row;
+    let c = source.dims.c;
+    let (y0, y1) = taps(oy, conv.stride[0], 1, conv.pads[0], K, source.dims.h);
+    let iy0 = oy * conv.stride[0] + y0 - conv.pads[0];
+    let mut acc = [filter.bias; P];
+    for (ky, taps) in filter.weights.iter().enumerate().take(y1).skip(y0) {
+        let line = source.at(iy0 + ky - y0, ox * S - conv.pads[1]) + filter.first;
+        let window = &source.data[line..][..((P - 1) * S + K - 1) * c + LANES];
+        for (kx, w) in taps.iter().enumerate() {
+            for (p, acc) in acc.iter_mut().enumerate() {
+                let x: &[f32; LANES] = window[(p * S + kx) * c..][..LANES]
+                    .try_into()
+                    .unwrap_or(&[0f32; LANES]);
+                *acc = lanes_mul_add::<F>(x, w, acc);
+            }
+        }
+    }
+    for (p, acc) in acc.iter().enumerate() {
+        out[(oy * out_dims.w + ox + p) * c + filter.first..][..LANES].copy_from_slice(acc);
+    }
+}
+
+/// One output pixel `[row.oy, ox]` of a depthwise convolution, channels `first..`, in blocks of
+/// 64, 16 and 1.
+#[inline(always)]
+fn depthwise_pixel<F: MulAdd>(row: &DepthwiseRow, ox: usize, first: usize, out: &mut [f32]) {
+    let (conv, oy) = (row.conv, row.oy);
+    let c = row.out_dims.c;
+    let [(y0, y1), (x0, x1)] = conv_taps(conv, row.source.dims, [oy, ox]);
     let window = Window {
         rows: y0..y1,
         cols: x0..x1,
         iy0: (oy * conv.stride[0]) as isize - conv.pads[0] as isize,
         ix0: (ox * conv.stride[1]) as isize - conv.pads[1] as isize,
     };
-    let pixel = &mut out[(oy * out_dims.w + ox) * c..][..c];
+    let pixel = &mut out[(oy * row.out_dims.w + ox) * c..][..c];
     let mut first = first;
     while first + 64 <= c {
-        depthwise_block::<F, 64>(conv, input, in_dims, &window, first, pixel);
+        depthwise_block::<F, 64>(row, &window, first, pixel);
         first += 64;
     }
     while first + LANES <= c {
-        depthwise_block::<F, LANES>(conv, input, in_dims, &window, first, pixel);
+        depthwise_block::<F, LANES>(row, &window, first, pixel);
         first += LANES;
     }
     while first < c {
-        depthwise_block::<F, 1>(conv, input, in_dims, &window, first, pixel);
+        depthwise_block::<F, 1>(row, &window, first, pixel);
         first += 1;
     }
 }
@@ -644,14 +804,12 @@ struct Window {
 /// `L` channels from `first` of one output pixel: bias + Σ in-bounds taps input·weight.
 #[inline(always)]
 fn depthwise_block<F: MulAdd, const L: usize>(
-    conv: &Conv,
-    input: &[f32],
-    in_dims: Dims,
+    row: &DepthwiseRow,
     window: &Window,
     first: usize,
     pixel: &mut [f32],
 ) {
-    let c = in_dims.c;
+    let (conv, source) = (row.conv, row.source);
     let kw = conv.kernel[1];
     let mut acc = [0f32; L];
     acc.copy_from_slice(&conv.bias[first..first + L]);
@@ -659,9 +817,9 @@ fn depthwise_block<F: MulAdd, const L: usize>(
         let iy = (window.iy0 + (ky * conv.dilation[0]) as isize) as usize;
         for kx in window.cols.clone() {
             let ix = (window.ix0 + (kx * conv.dilation[1]) as isize) as usize;
-            let at = (iy * in_dims.w + ix) * c + first;
-            let x = &input[at..at + L];
-            let w = &conv.weights[(ky * kw + kx) * c + first..][..L];
+            let at = source.at(iy, ix) + first;
+            let x = &source.data[at..at + L];
+            let w = &conv.weights[(ky * kw + kx) * source.dims.c + first..][..L];
             for lane in 0..L {
                 acc[lane] = F::mul_add(x[lane], w[lane], acc[lane]);
             }
@@ -672,13 +830,22 @@ fn depthwise_block<F: MulAdd, const L: usize>(
 
 /// Work the hand-written kernels do (everything but `gemm`'s matrix products).
 enum Direct<'a> {
-    /// A depthwise or small convolution (by its kind) of one image.
+    /// Output rows `rows` of a depthwise or small convolution (by its kind) of one image, each
+    /// row finished (residual, activation) while it is in cache.
     Conv {
         conv: &'a Conv,
-        input: &'a [f32],
-        in_dims: Dims,
+        source: Source<'a>,
         out: &'a mut [f32],
         out_dims: Dims,
+        rows: std::ops::Range<usize>,
+        residual: Option<&'a [f32]>,
+    },
+    /// `out = act(out + bias + residual)`: see [`epilogue`].
+    Epilogue {
+        out: &'a mut [f32],
+        bias: Option<&'a [f32]>,
+        residual: Option<&'a [f32]>,
+        act: Act,
     },
     /// `out = x · weights` (`weights` is `x.len() × out.len()`, row-major): a dense layer on one
     /// vector, streaming the weights once. `gemm` took 0.43 ms for MobileNetV2's 1280 × 1000
@@ -695,14 +862,36 @@ fn direct_with<F: MulAdd>(job: Direct) {
     match job {
         Direct::Conv {
             conv,
-            input,
-            in_dims,
+            source,
             out,
             out_dims,
-        } => match conv.kind {
-            ConvKind::Depthwise => depthwise_with::<F>(conv, input, in_dims, out, out_dims),
-            _ => small_with::<F>(conv, input, in_dims, out, out_dims),
-        },
+            rows,
+            residual,
+        } => {
+            let row = out_dims.w * out_dims.c;
+            for oy in rows {
+                match conv.kind {
+                    ConvKind::Depthwise => depthwise_with::<F>(
+                        &DepthwiseRow {
+                            conv,
+                            source,
+                            out_dims,
+                            oy,
+                        },
+                        out,
+                    ),
+                    _ => small_with::<F>(conv, source.data, source.dims, out, out_dims, oy),
+                }
+                let residual = residual.map(|r| &r[oy * row..(oy + 1) * row]);
+                epilogue_with(&mut out[oy * row..(oy + 1) * row], None, residual, conv.act);
+            }
+        }
+        Direct::Epilogue {
+            out,
+            bias,
+            residual,
+            act,
+        } => epilogue_with(out, bias, residual, act),
         Direct::Dense { x, weights, out } => dense_with::<F>(x, weights, out),
     }
 }
@@ -755,8 +944,9 @@ fn dense_with<F: MulAdd>(x: &[f32], weights: &[f32], out: &mut [f32]) {
     }
 }
 
-/// A convolution with few inputs per output: per output pixel and group, blocks of 32, 16 and 1
-/// output channels accumulate every in-bounds input value times its weight row.
+/// Output row `oy` of a convolution with few inputs per output: per output pixel and group,
+/// blocks of 32, 16 and 1 output channels accumulate every in-bounds input value times its
+/// weight row.
 #[inline(always)]
 fn small_with<F: MulAdd>(
     conv: &Conv,
@@ -764,36 +954,113 @@ fn small_with<F: MulAdd>(
     in_dims: Dims,
     out: &mut [f32],
     out_dims: Dims,
+    oy: usize,
 ) {
     let cout = out_dims.c;
     let cout_g = cout / conv.groups;
-    for oy in 0..out_dims.h {
-        for ox in 0..out_dims.w {
-            let pixel = &mut out[(oy * out_dims.w + ox) * cout..][..cout];
-            for group in 0..conv.groups {
-                let at = SmallPixel {
-                    conv,
-                    input,
-                    in_dims,
-                    out_dims,
-                    pixel: [oy, ox],
-                    group,
-                };
-                let mut first = 0;
-                while first + 32 <= cout_g {
-                    small_block::<F, 32>(&at, first, pixel);
-                    first += 32;
-                }
-                while first + LANES <= cout_g {
-                    small_block::<F, LANES>(&at, first, pixel);
-                    first += LANES;
-                }
-                while first < cout_g {
-                    small_block::<F, 1>(&at, first, pixel);
-                    first += 1;
+    // Ungrouped: the row's interior pixels PIXELS at a time, each weight row loaded once for all.
+    let (x_first, x_end) = if conv.groups == 1 && cout.is_multiple_of(LANES) {
+        interior(conv, in_dims, out_dims)
+    } else {
+        (0, 0)
+    };
+    let mut ox = x_first;
+    while ox + PIXELS <= x_end {
+        let mut first = 0;
+        while first + 32 <= cout {
+            small_pixels::<F, 32, PIXELS>(conv, input, in_dims, out_dims, [oy, ox], first, out);
+            first += 32;
+        }
+        if first < cout {
+            small_pixels::<F, LANES, PIXELS>(conv, input, in_dims, out_dims, [oy, ox], first, out);
+        }
+        ox += PIXELS;
+    }
+    for ox in (0..x_first).chain(ox..out_dims.w) {
+        let pixel = &mut out[(oy * out_dims.w + ox) * cout..][..cout];
+        for group in 0..conv.groups {
+            let at = SmallPixel {
+                conv,
+                input,
+                in_dims,
+                out_dims,
+                pixel: [oy, ox],
+                group,
+            };
+            let mut first = 0;
+            while first + 32 <= cout_g {
+                small_block::<F, 32>(&at, first, pixel);
+                first += 32;
+            }
+            while first + LANES <= cout_g {
+                small_block::<F, LANES>(&at, first, pixel);
+                first += LANES;
+            }
+            while first < cout_g {
+                small_block::<F, 1>(&at, first, pixel);
+                first += 1;
+            }
+        }
+    }
+}
+
+/// Output columns `first..end` whose whole window lies inside the input's columns.
+fn interior(conv: &Conv, in_dims: Dims, out_dims: Dims) -> (usize, usize) {
+    let (left, sx) = (conv.pads[1], conv.stride[1]);
+    let span = (conv.kernel[1] - 1) * conv.dilation[1] + 1;
+    let first = left.div_ceil(sx).min(out_dims.w);
+    let end = if in_dims.w + left >= span {
+        ((in_dims.w + left - span) / sx + 1).min(out_dims.w)
+    } else {
+        0
+    };
+    (first, end.max(first))
+}
+
+/// `P` adjacent interior output pixels `[oy, ox..]` of an ungrouped small convolution, output
+/// channels `first..first + L`: each input value is broadcast against one weight row shared by
+/// the `P` pixels' accumulators, which stay in registers.
+#[inline(always)]
+fn small_pixels<F: MulAdd, const L: usize, const P: usize>(
+    conv: &Conv,
+    input: &[f32],
+    in_dims: Dims,
+    out_dims: Dims,
+    [oy, ox]: [usize; 2],
+    first: usize,
+    out: &mut [f32],
+) {
+    let [kh, kw] = conv.kernel;
+    let (cin, cout) = (in_dims.c, out_dims.c);
+    let (y0, y1) = taps(
+        oy,
+        conv.stride[0],
+        conv.dilation[0],
+        conv.pads[0],
+        kh,
+        in_dims.h,
+    );
+    let mut acc = [[0f32; L]; P];
+    let bias: &[f32; L] = conv.bias[first..first + L].try_into().unwrap_or(&[0f32; L]);
+    acc.iter_mut().for_each(|a| *a = *bias);
+    for ky in y0..y1 {
+        let iy = oy * conv.stride[0] + ky * conv.dilation[0] - conv.pads[0];
+        for kx in 0..kw {
+            let ix = ox * conv.stride[1] + kx * conv.dilation[1] - conv.pads[1];
+            let at = (iy * in_dims.w + ix) * cin;
+            for ci in 0..cin {
+                let w: &[f32; L] = conv.weights[((ky * kw + kx) * cin + ci) * cout + first..][..L]
+                    .try_into()
+                    .unwrap_or(&[0f32; L]);
+                for (p, acc) in acc.iter_mut().enumerate() {
+                    let x = input[at + p * conv.stride[1] * cin + ci];
+                    *acc = std::array::from_fn(|lane| F::mul_add(x, w[lane], acc[lane]));
                 }
             }
         }
+    }
+    for (p, acc) in acc.iter().enumerate() {
+        out[(oy * out_dims.w + ox + p) * cout + first..][..L].copy_from_slice(acc);
     }
 }
 

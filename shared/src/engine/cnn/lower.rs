@@ -126,6 +126,13 @@ pub(super) struct Pool {
 #[derive(Clone, Debug)]
 pub(super) enum Op {
     Conv(Conv),
+    /// A pointwise convolution whose result only a depthwise convolution reads (MobileNet's and
+    /// EfficientNet's inverted residual blocks), run band by band so the expanded tensor stays
+    /// in cache: it is never written to the arena.
+    Expanded {
+        expand: Conv,
+        depthwise: Conv,
+    },
     MaxPool(Pool),
     AveragePool(Pool),
     GlobalAveragePool {
@@ -189,6 +196,7 @@ impl Op {
     pub fn output(&self) -> TensorId {
         match self {
             Op::Conv(c) => c.output,
+            Op::Expanded { depthwise, .. } => depthwise.output,
             Op::MaxPool(p) | Op::AveragePool(p) => p.output,
             Op::GlobalAveragePool { output, .. }
             | Op::Affine { output, .. }
@@ -205,6 +213,7 @@ impl Op {
     fn set_output(&mut self, tensor: TensorId) {
         match self {
             Op::Conv(c) => c.output = tensor,
+            Op::Expanded { depthwise, .. } => depthwise.output = tensor,
             Op::MaxPool(p) | Op::AveragePool(p) => p.output = tensor,
             Op::GlobalAveragePool { output, .. }
             | Op::Affine { output, .. }
@@ -221,6 +230,9 @@ impl Op {
     pub fn inputs(&self) -> Vec<TensorId> {
         match self {
             Op::Conv(c) => std::iter::once(c.input).chain(c.residual).collect(),
+            Op::Expanded { expand, depthwise } => std::iter::once(expand.input)
+                .chain(depthwise.residual)
+                .collect(),
             Op::MaxPool(p) | Op::AveragePool(p) => vec![p.input],
             Op::Add { a, b, .. } => vec![*a, *b],
             Op::Concat { inputs, .. } => inputs.clone(),
@@ -237,7 +249,7 @@ impl Op {
     /// The activation slot of ops that can absorb a following activation.
     fn act_mut(&mut self) -> Option<&mut Act> {
         match self {
-            Op::Conv(c) => Some(&mut c.act),
+            Op::Conv(c) | Op::Expanded { depthwise: c, .. } => Some(&mut c.act),
             Op::Affine { act, .. } | Op::Add { act, .. } | Op::Dense { act, .. } => Some(act),
             _ => None,
         }
@@ -884,6 +896,7 @@ pub(super) fn lower(graph: &Graph, request: &PlanRequest) -> Result<Program> {
             relayout(conv, tensors[conv.input].dims.c);
         }
     }
+    let ops = expand_in_bands(ops, &outputs);
     let (arena_len, scratch_len) = arena::plan(&mut tensors, &ops, input, &outputs);
     Ok(Program {
         tensors,
@@ -932,6 +945,43 @@ fn prune(
         .zip(needed)
         .filter_map(|(op, keep)| keep.then_some(op))
         .collect())
+}
+
+/// Pair each ungrouped pointwise convolution with the depthwise convolution right after it when
+/// that is the only reader of its result and the result is not requested ([`Op::Expanded`]).
+fn expand_in_bands(ops: Vec<Op>, outputs: &[TensorId]) -> Vec<Op> {
+    let mut readers: HashMap<TensorId, usize> = HashMap::new();
+    for input in ops
+        .iter()
+        .flat_map(Op::inputs)
+        .chain(outputs.iter().copied())
+    {
+        *readers.entry(input).or_default() += 1;
+    }
+    let mut paired = Vec::with_capacity(ops.len());
+    let mut ops = ops.into_iter().peekable();
+    while let Some(op) = ops.next() {
+        let fits = match (&op, ops.peek()) {
+            (Op::Conv(expand), Some(Op::Conv(depthwise))) => {
+                expand.kind == ConvKind::Pointwise
+                    && expand.residual.is_none()
+                    && depthwise.kind == ConvKind::Depthwise
+                    && depthwise.input == expand.output
+                    && depthwise.residual != Some(expand.output)
+                    && readers.get(&expand.output) == Some(&1)
+            }
+            _ => false,
+        };
+        match (op, fits) {
+            (Op::Conv(expand), true) => {
+                if let Some(Op::Conv(depthwise)) = ops.next() {
+                    paired.push(Op::Expanded { expand, depthwise });
+                }
+            }
+            (op, _) => paired.push(op),
+        }
+    }
+    paired
 }
 
 /// Merge each op's single-use result into the op that consumes it where a kernel can do both:

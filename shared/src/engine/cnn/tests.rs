@@ -2,7 +2,7 @@
 //! and generic paths (channel remainders, strides, asymmetric and `SAME` padding, dilation,
 //! 7×7), grouped and small convolutions, pooling in ceil mode with and without counted
 //! padding, LRN, concatenation, activations, standalone BatchNormalization, flatten + Gemm +
-//! Softmax, and a cut that starts inside the graph.
+//! Softmax, a cut that starts inside the graph, and pointwise + depthwise pairs run in bands.
 
 #![allow(clippy::unwrap_used)]
 
@@ -231,6 +231,93 @@ fn depthwise_paths_match_tract() {
         g.node("Clip", &[&y], "z", vec![]);
         check(what, g.finish(&["z"]), [channels, 13, 11], &["z"], None);
     }
+}
+
+/// The ops of the lowered program of `proto` for `outputs`.
+fn lowered(proto: ModelProto, dims: [usize; 3], outputs: &[&str]) -> Vec<super::lower::Op> {
+    let graph = Graph::new(
+        proto,
+        vec![GraphInput {
+            name: "x".into(),
+            dims: dims.to_vec(),
+        }],
+    )
+    .unwrap();
+    let request = PlanRequest {
+        batch: 1,
+        start: None,
+        outputs: outputs.iter().map(|s| (*s).to_owned()).collect(),
+    };
+    super::lower::lower(&graph, &request).unwrap().ops
+}
+
+#[test]
+fn expansions_run_in_bands_and_match_tract() {
+    // Tall images so one pair spans several bands (a band holds about 64 Ki floats of the
+    // expanded tensor: 45 rows of 30 × 48 here), with strides, 5×5 windows, asymmetric pads and
+    // a residual on the depthwise result.
+    let cases: [(&str, usize, Vec<AttributeProto>); 4] = [
+        ("3×3 stride 1", 3, vec![attr_ints("pads", &[1, 1, 1, 1])]),
+        (
+            "3×3 stride 2, asymmetric pads",
+            3,
+            vec![
+                attr_ints("pads", &[0, 1, 1, 0]),
+                attr_ints("strides", &[2, 2]),
+            ],
+        ),
+        ("5×5 stride 1", 5, vec![attr_ints("pads", &[2, 2, 2, 2])]),
+        (
+            "5×5 stride 2, SAME_UPPER",
+            5,
+            vec![
+                attr_ints("strides", &[2, 2]),
+                attr_string("auto_pad", "SAME_UPPER"),
+            ],
+        ),
+    ];
+    for (what, kernel, mut attributes) in cases {
+        attributes.push(attr_int("group", 48));
+        let build = || {
+            let mut g = Builder::new();
+            let e = g.conv("x", "e", 8, 48, 1, vec![]);
+            let r = g.node("Clip", &[&e], "r", vec![]);
+            let d = g.conv(&r, "d", 48, 48, kernel, attributes.clone());
+            g.node("Relu", &[&d], "z", vec![]);
+            g
+        };
+        let dims = [8, 131, 30];
+        let fused = lowered(build().finish(&["z"]), dims, &["z"]);
+        assert!(
+            fused
+                .iter()
+                .any(|op| matches!(op, super::lower::Op::Expanded { .. })),
+            "{what}: the pair was not fused"
+        );
+        check(what, build().finish(&["z"]), dims, &["z"], None);
+        // A requested expanded tensor stays in the arena: no fusion, same results.
+        let kept = lowered(build().finish(&["z", "r"]), dims, &["z", "r"]);
+        assert!(
+            !kept
+                .iter()
+                .any(|op| matches!(op, super::lower::Op::Expanded { .. })),
+            "{what}: a requested tensor was fused away"
+        );
+        check(what, build().finish(&["z", "r"]), dims, &["z", "r"], None);
+    }
+    // A residual Add after the depthwise convolution.
+    let mut g = Builder::new();
+    let e = g.conv("x", "e", 16, 16, 1, vec![]);
+    let d = g.conv(
+        &e,
+        "d",
+        16,
+        16,
+        3,
+        vec![attr_int("group", 16), attr_ints("pads", &[1, 1, 1, 1])],
+    );
+    g.node("Add", &[&d, "x"], "z", vec![]);
+    check("residual", g.finish(&["z"]), [16, 300, 20], &["z"], None);
 }
 
 #[test]
