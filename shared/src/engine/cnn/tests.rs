@@ -130,16 +130,21 @@ impl Builder {
     }
 }
 
-/// Run `proto` on both engines (batch 2) and compare every output within 1e-5 relative.
-fn check(what: &str, proto: ModelProto, dims: [usize; 3], outputs: &[&str], start: Option<&str>) {
-    let graph = Graph::new(
+/// `proto` with its input `x` of one image's `dims`.
+fn graph(proto: ModelProto, dims: [usize; 3]) -> Graph {
+    Graph::new(
         proto,
         vec![GraphInput {
             name: "x".into(),
             dims: dims.to_vec(),
         }],
     )
-    .unwrap();
+    .unwrap()
+}
+
+/// Run `proto` on both engines (batch 2) and compare every output within 1e-5 relative.
+fn check(what: &str, proto: ModelProto, dims: [usize; 3], outputs: &[&str], start: Option<&str>) {
+    let graph = graph(proto, dims);
     let request = PlanRequest {
         batch: 2,
         start: start.map(str::to_owned),
@@ -235,14 +240,7 @@ fn depthwise_paths_match_tract() {
 
 /// The ops of the lowered program of `proto` for `outputs`.
 fn lowered(proto: ModelProto, dims: [usize; 3], outputs: &[&str]) -> Vec<super::lower::Op> {
-    let graph = Graph::new(
-        proto,
-        vec![GraphInput {
-            name: "x".into(),
-            dims: dims.to_vec(),
-        }],
-    )
-    .unwrap();
+    let graph = graph(proto, dims);
     let request = PlanRequest {
         batch: 1,
         start: None,
