@@ -48,8 +48,7 @@ const BAND_FLOATS: usize = 65_536;
 
 /// Output rows of one band of an [`Op::Expanded`] and the expanded rows it holds.
 fn band(depthwise: &Conv, mid: Dims, out_h: usize) -> (usize, usize) {
-    let (k, s) = (depthwise.kernel[0], depthwise.stride[0]);
-    let span = (k - 1) * depthwise.dilation[0] + 1;
+    let (span, s) = (depthwise.span(0), depthwise.stride[0]);
     let fit = BAND_FLOATS / (mid.w * mid.c).max(1);
     let rows = (fit.saturating_sub(span) / s + 1).clamp(1, out_h.max(1));
     (rows, ((rows - 1) * s + span).min(mid.h))
@@ -457,8 +456,7 @@ fn expanded(
     let scratch = scratch
         .get_mut(..held * row)
         .ok_or_else(|| Error::Inference("scratch too small".into()))?;
-    let (s, pad) = (depthwise.stride[0], depthwise.pads[0]);
-    let span = (depthwise.kernel[0] - 1) * depthwise.dilation[0] + 1;
+    let (s, pad, span) = (depthwise.stride[0], depthwise.pads[0], depthwise.span(0));
     let mut have: std::ops::Range<usize> = 0..0;
     for first in (0..out_dims.h).step_by(band_rows) {
         let end = (first + band_rows).min(out_dims.h);
@@ -568,25 +566,30 @@ fn taps(
 /// The in-bounds taps (`first..end` per axis) of output pixel `[oy, ox]`'s window.
 #[inline(always)]
 fn conv_taps(conv: &Conv, in_dims: Dims, [oy, ox]: [usize; 2]) -> [(usize, usize); 2] {
-    let [kh, kw] = conv.kernel;
     [
-        taps(
-            oy,
-            conv.stride[0],
-            conv.dilation[0],
-            conv.pads[0],
-            kh,
-            in_dims.h,
-        ),
+        window_rows(conv, in_dims, oy),
         taps(
             ox,
             conv.stride[1],
             conv.dilation[1],
             conv.pads[1],
-            kw,
+            conv.kernel[1],
             in_dims.w,
         ),
     ]
+}
+
+/// The in-bounds window rows (`first..end` of `0..kernel[0]`) of output row `oy`.
+#[inline(always)]
+fn window_rows(conv: &Conv, in_dims: Dims, oy: usize) -> (usize, usize) {
+    taps(
+        oy,
+        conv.stride[0],
+        conv.dilation[0],
+        conv.pads[0],
+        conv.kernel[0],
+        in_dims.h,
+    )
 }
 
 /// Multiply-add as the build allows: fused where the CPU has FMA, separate in the portable build.
@@ -744,7 +747,7 @@ fn depthwise_pixels<F: MulAdd, const K: usize, const S: usize, const P: usize>(
         oy,
     } = *row;
     let c = source.dims.c;
-    let (y0, y1) = taps(oy, conv.stride[0], 1, conv.pads[0], K, source.dims.h);
+    let (y0, y1) = window_rows(conv, source.dims, oy);
     let iy0 = oy * conv.stride[0] + y0 - conv.pads[0];
     let mut acc = [filter.bias; P];
     for (ky, taps) in filter.weights.iter().enumerate().take(y1).skip(y0) {
@@ -1006,8 +1009,7 @@ fn small_with<F: MulAdd>(
 
 /// Output columns `first..end` whose whole window lies inside the input's columns.
 fn interior(conv: &Conv, in_dims: Dims, out_dims: Dims) -> (usize, usize) {
-    let (left, sx) = (conv.pads[1], conv.stride[1]);
-    let span = (conv.kernel[1] - 1) * conv.dilation[1] + 1;
+    let (left, sx, span) = (conv.pads[1], conv.stride[1], conv.span(1));
     let first = left.div_ceil(sx).min(out_dims.w);
     let end = if in_dims.w + left >= span {
         ((in_dims.w + left - span) / sx + 1).min(out_dims.w)
@@ -1030,16 +1032,9 @@ fn small_pixels<F: MulAdd, const L: usize, const P: usize>(
     first: usize,
     out: &mut [f32],
 ) {
-    let [kh, kw] = conv.kernel;
+    let kw = conv.kernel[1];
     let (cin, cout) = (in_dims.c, out_dims.c);
-    let (y0, y1) = taps(
-        oy,
-        conv.stride[0],
-        conv.dilation[0],
-        conv.pads[0],
-        kh,
-        in_dims.h,
-    );
+    let (y0, y1) = window_rows(conv, in_dims, oy);
     let mut acc = [[0f32; L]; P];
     let bias: &[f32; L] = conv.bias[first..first + L].try_into().unwrap_or(&[0f32; L]);
     acc.iter_mut().for_each(|a| *a = *bias);

@@ -109,6 +109,13 @@ pub(super) struct Conv {
     pub act: Act,
 }
 
+impl Conv {
+    /// Input rows (`axis` 0) or columns (1) one window covers.
+    pub fn span(&self, axis: usize) -> usize {
+        (self.kernel[axis] - 1) * self.dilation[axis] + 1
+    }
+}
+
 /// A pooling window.
 #[derive(Clone, Debug)]
 pub(super) struct Pool {
@@ -896,7 +903,7 @@ pub(super) fn lower(graph: &Graph, request: &PlanRequest) -> Result<Program> {
             relayout(conv, tensors[conv.input].dims.c);
         }
     }
-    let ops = expand_in_bands(ops, &outputs);
+    let ops = expand_in_bands(ops, &outputs, tensors.len());
     let (arena_len, scratch_len) = arena::plan(&mut tensors, &ops, input, &outputs);
     Ok(Program {
         tensors,
@@ -947,17 +954,24 @@ fn prune(
         .collect())
 }
 
-/// Pair each ungrouped pointwise convolution with the depthwise convolution right after it when
-/// that is the only reader of its result and the result is not requested ([`Op::Expanded`]).
-fn expand_in_bands(ops: Vec<Op>, outputs: &[TensorId]) -> Vec<Op> {
-    let mut readers: HashMap<TensorId, usize> = HashMap::new();
+/// How many times each of `tensor_count` tensors is read: as an op's input, or as a requested
+/// output.
+fn readers(ops: &[Op], outputs: &[TensorId], tensor_count: usize) -> Vec<usize> {
+    let mut reads = vec![0usize; tensor_count];
     for input in ops
         .iter()
         .flat_map(Op::inputs)
         .chain(outputs.iter().copied())
     {
-        *readers.entry(input).or_default() += 1;
+        reads[input] += 1;
     }
+    reads
+}
+
+/// Pair each ungrouped pointwise convolution with the depthwise convolution right after it when
+/// that is the only reader of its result and the result is not requested ([`Op::Expanded`]).
+fn expand_in_bands(ops: Vec<Op>, outputs: &[TensorId], tensor_count: usize) -> Vec<Op> {
+    let readers = readers(&ops, outputs, tensor_count);
     let mut paired = Vec::with_capacity(ops.len());
     let mut ops = ops.into_iter().peekable();
     while let Some(op) = ops.next() {
@@ -967,8 +981,7 @@ fn expand_in_bands(ops: Vec<Op>, outputs: &[TensorId]) -> Vec<Op> {
                     && expand.residual.is_none()
                     && depthwise.kind == ConvKind::Depthwise
                     && depthwise.input == expand.output
-                    && depthwise.residual != Some(expand.output)
-                    && readers.get(&expand.output) == Some(&1)
+                    && readers[expand.output] == 1
             }
             _ => false,
         };
@@ -989,15 +1002,7 @@ fn expand_in_bands(ops: Vec<Op>, outputs: &[TensorId]) -> Vec<Op> {
 /// `Add` into the Conv that computes one operand when the other exists already. Tensors that
 /// are requested outputs are never merged away.
 fn fuse(ops: Vec<Op>, outputs: &[TensorId], tensors: &[TensorInfo]) -> Vec<Op> {
-    let mut uses = vec![0usize; tensors.len()];
-    for op in &ops {
-        for input in op.inputs() {
-            uses[input] += 1;
-        }
-    }
-    for &output in outputs {
-        uses[output] += 1;
-    }
+    let uses = readers(&ops, outputs, tensors.len());
     let mut producer: HashMap<TensorId, usize> = HashMap::new();
     let mut consumer: HashMap<TensorId, usize> = HashMap::new();
     for (index, op) in ops.iter().enumerate() {
