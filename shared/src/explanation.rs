@@ -8,13 +8,15 @@ use image::RgbImage;
 use nalgebra::DMatrix;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use tract_onnx::prelude::tract_ndarray::{Array2, Axis};
 
 use crate::attribution::AttributionConfig;
 use crate::cam::{self, AblationValue, CamConfig, CamExplanation, CamMap, CamMethod, LayerCam};
 use crate::camlime::CamLimeMode;
+use crate::engine::Composed;
 use crate::lime::{
     HideColor, LabelExplanation, LimeConfig, cosine_distances, explain_label, fill_image, kernel,
-    perturbed_image, sample_design, top_labels,
+    sample_design, top_labels,
 };
 use crate::model::{Classifier, softmax};
 use crate::preprocess::Preprocessing;
@@ -663,17 +665,24 @@ pub fn classify_samples(
     let n = rows.len();
     let mut targets = vec![Vec::with_capacity(n); job.labels.len()];
     let preprocessing = &classifier.spec().preprocessing;
-    // One job per thread and chunk builds its perturbed images, runs them and keeps the labels'
-    // probabilities: images are built in parallel too.
+    // A perturbed sample takes each pixel from the image or from the fill, and preprocessing is
+    // per pixel, so the samples are composed from the two preprocessed images (on the device,
+    // when the model runs on one): the same values as preprocessing each perturbed image.
+    let image = preprocessing.tensor(std::slice::from_ref(base))?;
+    let fill = preprocessing.tensor(std::slice::from_ref(&fill))?;
+    // One job per thread and chunk composes its samples, runs them and keeps the labels'
+    // probabilities; a device takes each chunk whole.
     let classify = |rows: std::ops::Range<usize>| -> Result<Vec<Vec<f64>>> {
-        let images: Vec<RgbImage> = rows
-            .map(|i| {
-                let on: Vec<bool> = z.row(i).iter().map(|&v| v != 0.0).collect();
-                perturbed_image(base, &fill, &segmentation, &on)
-            })
-            .collect();
-        let tensor = preprocessing.tensor(&images)?;
-        let logits = classifier.forward(tensor.view(), &[])?.logits;
+        let keep = Array2::from_shape_fn((rows.len(), segmentation.count()), |(i, s)| {
+            z[(rows.start + i, s)] != 0.0
+        });
+        let composed = Composed {
+            on: image.index_axis(Axis(0), 0),
+            off: fill.index_axis(Axis(0), 0),
+            segments: segmentation.labels(),
+            keep: keep.view(),
+        };
+        let logits = classifier.forward_composed(&composed)?;
         Ok(logits
             .rows()
             .into_iter()
@@ -689,7 +698,11 @@ pub fn classify_samples(
     for start in rows.clone().step_by(job.chunk) {
         check_cancelled(runtime)?;
         let end = (start + job.chunk).min(rows.end);
-        let parts = runtime::map_shares(runtime, start..end, &classify);
+        let parts = if classifier.on_device() {
+            vec![classify(start..end)]
+        } else {
+            runtime::map_shares(runtime, start..end, &classify)
+        };
         for part in parts {
             for row in part? {
                 for (column, p) in targets.iter_mut().zip(row) {

@@ -23,7 +23,7 @@ use tract_onnx::prelude::tract_ndarray::{
 };
 use tract_onnx::prelude::{Framework, InferenceModel, InferenceModelExt, TractResult};
 
-use crate::engine::{self, Engine, EngineChoice, Graph, GraphInput, Plan, PlanRequest};
+use crate::engine::{self, Composed, Engine, EngineChoice, Graph, GraphInput, Plan, PlanRequest};
 use crate::grad::{self, BackwardRule, GradientRequest};
 use crate::preprocess::Preprocessing;
 use crate::runtime::{Runtime, map_shares};
@@ -438,6 +438,16 @@ impl Classifier {
         engine::tract::concrete(&self.graph, batch)
     }
 
+    /// The graph every engine compiles (a device outside the core compiles its own plans).
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    /// The name of the logits tensor.
+    pub fn logits_name(&self) -> &str {
+        &self.logits_tensor
+    }
+
     /// The parsed ONNX proto (for edited copies, `model_edit`).
     pub(crate) fn proto(&self) -> &tract_onnx::pb::ModelProto {
         self.graph.proto()
@@ -574,6 +584,55 @@ impl Classifier {
             logits,
             activations,
         })
+    }
+
+    /// The logits of a [`Composed`] batch (LIME's samples), in plans of the configured batch
+    /// size: a device composes the images itself. Equal to [`Classifier::forward`] on
+    /// [`Composed::images`].
+    pub fn forward_composed(&self, composed: &Composed) -> Result<Array2<f32>> {
+        composed.validate()?;
+        let [h, w] = self.input_size;
+        let (c, ih, iw) = composed.on.dim();
+        let n = composed.keep.nrows();
+        if n == 0 || c != 3 || (ih, iw) != (h, w) {
+            return Err(Error::Parameter(format!(
+                "composed images must be 3×{h}×{w} with N ≥ 1, found {n}×{c}×{ih}×{iw}"
+            )));
+        }
+        if self.fixed_batch.is_some() {
+            return Ok(self.forward(composed.images()?.view(), &[])?.logits);
+        }
+        let mut parts = Vec::new();
+        for start in (0..n).step_by(self.batch_size) {
+            let end = (start + self.batch_size).min(n);
+            let request = PlanRequest {
+                batch: end - start,
+                start: None,
+                outputs: vec![self.logits_tensor.clone()],
+            };
+            let rows = Composed {
+                keep: composed.keep.slice_axis(Axis(0), (start..end).into()),
+                ..*composed
+            };
+            let logits = self.compiled_plan(request, true)?.run_composed(&rows)?;
+            let logits = logits
+                .into_iter()
+                .next()
+                .ok_or_else(|| Error::Inference("no logits".into()))?
+                .into_dimensionality::<Ix2>()
+                .map_err(|e| Error::Inference(format!("logits: {e}")))?;
+            parts.push(logits);
+        }
+        let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
+        concatenate(Axis(0), &views).map_err(|e| Error::Inference(e.to_string()))
+    }
+
+    /// Whether forward passes run on a device that wants whole batches from one caller (a GPU)
+    /// rather than one share per CPU thread.
+    pub fn on_device(&self) -> bool {
+        self.engines
+            .iter()
+            .any(|e| e.name() == self.engine_report.forward && e.is_device())
     }
 
     /// [`Classifier::forward`] with the images divided into one contiguous share per thread of

@@ -8,6 +8,7 @@ mod common;
 
 use camlime_core::cam::CamMap;
 use camlime_core::camlime::CamLimeMode;
+use camlime_core::engine::Composed;
 use camlime_core::lime::{
     HideColor, cosine_distances, explain_label, fill_image, kernel, perturbed_image,
 };
@@ -160,4 +161,47 @@ fn perturbed_images_classify_like_the_reference() {
     }
     eprintln!("worst |Δp| {worst:.2e}");
     assert!(worst < 1e-4, "worst probability difference {worst}");
+}
+
+/// The samples a device composes from the two preprocessed images are the preprocessed perturbed
+/// images, value for value, and their logits are the same.
+#[test]
+fn composed_samples_are_the_preprocessed_perturbed_images() {
+    let f = load();
+    let classifier = bundled("mobilenet_v2");
+    let preprocessing = &classifier.spec().preprocessing;
+    let fill = fill_image(&f.image, &f.segmentation, HideColor::Mean);
+    let rows = [0usize, 1, 2, 17, 999];
+    let keep = ndarray::Array2::from_shape_fn((rows.len(), f.segmentation.count()), |(k, s)| {
+        f.z[(rows[k], s)] == 1.0
+    });
+    let images: Vec<_> = rows
+        .iter()
+        .map(|&i| {
+            let on: Vec<bool> = f.z.row(i).iter().map(|&v| v == 1.0).collect();
+            perturbed_image(&f.image, &fill, &f.segmentation, &on)
+        })
+        .collect();
+    let expected = preprocessing.tensor(&images).unwrap();
+    let on = preprocessing
+        .tensor(std::slice::from_ref(&f.image))
+        .unwrap();
+    let off = preprocessing.tensor(std::slice::from_ref(&fill)).unwrap();
+    let composed = Composed {
+        on: on.index_axis(ndarray::Axis(0), 0),
+        off: off.index_axis(ndarray::Axis(0), 0),
+        segments: f.segmentation.labels(),
+        keep: keep.view(),
+    };
+    assert_eq!(composed.images().unwrap(), expected);
+    let direct = classifier.forward(expected.view(), &[]).unwrap().logits;
+    assert_eq!(classifier.forward_composed(&composed).unwrap(), direct);
+    let short = ndarray::Array2::from_elem((1, f.segmentation.count() - 1), true);
+    let error = Composed {
+        keep: short.view(),
+        ..composed
+    }
+    .validate()
+    .unwrap_err();
+    assert!(error.to_string().contains("without a column"), "{error}");
 }

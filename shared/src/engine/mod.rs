@@ -19,7 +19,7 @@ use std::fmt::Debug;
 use std::sync::Arc;
 
 use tract_onnx::pb::ModelProto;
-use tract_onnx::prelude::tract_ndarray::{ArrayD, ArrayViewD};
+use tract_onnx::prelude::tract_ndarray::{Array4, ArrayD, ArrayView2, ArrayView3, ArrayViewD};
 use tract_onnx::prelude::{Framework, InferenceModel};
 
 use crate::{Error, Result};
@@ -91,10 +91,82 @@ pub trait Engine: Send + Sync + Debug {
     /// Short stable name (`cnn`, `tract`, …), shown in `camlime devices` and records.
     fn name(&self) -> &str;
 
+    /// Whether plans run on a device that wants whole batches from one caller rather than one
+    /// share per CPU thread (a GPU).
+    fn is_device(&self) -> bool {
+        false
+    }
+
     /// Compile `graph` for `request`. A graph this engine does not cover is
     /// [`Error::Unsupported`] saying why (the caller may try another engine); a graph that is
     /// broken is any other error.
     fn compile(&self, graph: &Graph, request: &PlanRequest) -> Result<Arc<dyn Plan>>;
+}
+
+/// A batch of images composed pixel by pixel from two (LIME's perturbed samples): image `i`
+/// takes `on`'s value where its row of `keep` has the pixel's segment on, else `off`'s. A device
+/// builds such a batch itself, so only the two images, the segment map and the rows cross to it.
+#[derive(Clone, Copy, Debug)]
+pub struct Composed<'a> {
+    /// `C×H×W`: the values where a segment is on.
+    pub on: ArrayView3<'a, f32>,
+    /// `C×H×W`: the values where it is off.
+    pub off: ArrayView3<'a, f32>,
+    /// `H·W` segment labels, row-major, each below `keep`'s column count.
+    pub segments: &'a [u32],
+    /// `N × segments`: which segments each image keeps.
+    pub keep: ArrayView2<'a, bool>,
+}
+
+impl Composed<'_> {
+    /// Check that the parts fit together.
+    pub fn validate(&self) -> Result<()> {
+        let (c, h, w) = self.on.dim();
+        if self.off.dim() != (c, h, w) || self.segments.len() != h * w {
+            return Err(Error::Parameter(format!(
+                "composed batch: images {:?} and {:?} with {} segment labels do not fit",
+                self.on.dim(),
+                self.off.dim(),
+                self.segments.len()
+            )));
+        }
+        let count = self.keep.ncols();
+        if let Some(label) = self.segments.iter().find(|&&l| l as usize >= count) {
+            return Err(Error::Parameter(format!(
+                "segment label {label} without a column in the {count}-segment rows"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The batch, composed on the host: `N×C×H×W`.
+    pub fn images(&self) -> Result<Array4<f32>> {
+        self.validate()?;
+        let (c, h, w) = self.on.dim();
+        let n = self.keep.nrows();
+        let on = self.on.as_standard_layout();
+        let off = self.off.as_standard_layout();
+        let (Some(on), Some(off)) = (on.as_slice(), off.as_slice()) else {
+            return Err(Error::Inference("composed images not contiguous".into()));
+        };
+        let mut images = Array4::<f32>::zeros((n, c, h, w));
+        for (mut image, keep) in images.outer_iter_mut().zip(self.keep.rows()) {
+            let Some(image) = image.as_slice_mut() else {
+                return Err(Error::Inference("batch not contiguous".into()));
+            };
+            for (plane, (on, off)) in image
+                .chunks_exact_mut(h * w)
+                .zip(on.chunks_exact(h * w).zip(off.chunks_exact(h * w)))
+            {
+                for (((value, &label), on), off) in
+                    plane.iter_mut().zip(self.segments).zip(on).zip(off)
+                {
+                    *value = if keep[label as usize] { *on } else { *off };
+                }
+            }
+        }
+        Ok(images)
+    }
 }
 
 /// A compiled plan: fixed batch, inputs and outputs.
@@ -102,6 +174,13 @@ pub trait Plan: Send + Sync + Debug {
     /// Run one batch: `inputs` in the graph's input order (or the start tensor alone), each with
     /// exactly the compiled batch on axis 0; returns the requested outputs in order.
     fn run(&self, inputs: &[ArrayViewD<f32>]) -> Result<Vec<ArrayD<f32>>>;
+
+    /// Run a [`Composed`] batch (the plan's one input). The CPU engines compose it on the host;
+    /// a device composes it where it runs.
+    fn run_composed(&self, composed: &Composed) -> Result<Vec<ArrayD<f32>>> {
+        let images = composed.images()?;
+        self.run(&[images.view().into_dyn()])
+    }
 
     /// The batch size `run` requires, or `None` when one plan runs any batch.
     fn batch(&self) -> Option<usize>;

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 
 use tract_onnx::pb::{NodeProto, TensorProto};
+use tract_onnx::prelude::tract_ndarray::ArrayViewD;
 
 use super::arena;
 use crate::engine::{Graph, PlanRequest};
@@ -14,26 +15,36 @@ use crate::{Error, Result};
 
 /// A tensor of one image, stored NHWC: `h × w × c` floats (a vector is `1 × 1 × n`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) struct Dims {
+pub struct Dims {
+    /// Rows.
     pub h: usize,
+    /// Columns.
     pub w: usize,
+    /// Channels.
     pub c: usize,
 }
 
 impl Dims {
+    /// Floats of one image's tensor.
     pub fn len(self) -> usize {
         self.h * self.w * self.c
+    }
+
+    /// Whether the tensor holds no value.
+    pub fn is_empty(self) -> bool {
+        self.len() == 0
     }
 }
 
 /// Index of a tensor in [`Program::tensors`].
-pub(super) type TensorId = usize;
+pub type TensorId = usize;
 
 /// One tensor of the program.
 #[derive(Clone, Debug)]
-pub(super) struct TensorInfo {
+pub struct TensorInfo {
     /// ONNX name.
     pub name: String,
+    /// Its per-image shape.
     pub dims: Dims,
     /// ONNX rank (4: `N×C×H×W`, 2: `N×F`): how the tensor leaves the plan.
     pub rank: usize,
@@ -43,17 +54,25 @@ pub(super) struct TensorInfo {
 
 /// A pointwise function applied where a result is written.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub(super) enum Act {
+pub enum Act {
+    /// Identity.
     None,
+    /// `max(x, 0)`.
     Relu,
+    /// `min(max(x, lo), hi)`.
     Clip(f32, f32),
+    /// `1 / (1 + e^-x)`.
     Sigmoid,
+    /// `clamp(alpha·x + beta, 0, 1)`.
     HardSigmoid(f32, f32),
+    /// `x · clamp(x/6 + 1/2, 0, 1)`.
     HardSwish,
+    /// `x` when `x ≥ 0`, else `alpha·x`.
     LeakyRelu(f32),
 }
 
 impl Act {
+    /// The function at `x`.
     #[inline(always)]
     pub fn apply(self, x: f32) -> f32 {
         match self {
@@ -76,7 +95,7 @@ impl Act {
 
 /// How a convolution runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum ConvKind {
+pub enum ConvKind {
     /// 1×1, stride 1, no padding, one group: a matrix product on the NHWC rows.
     Pointwise,
     /// One filter per channel: a direct kernel vectorised over channels.
@@ -90,22 +109,31 @@ pub(super) enum ConvKind {
 
 /// A convolution with its folded bias, residual input and activation.
 #[derive(Clone, Debug)]
-pub(super) struct Conv {
+pub struct Conv {
+    /// The map it reads.
     pub input: TensorId,
+    /// The map it writes.
     pub output: TensorId,
     /// Added to the result before the activation (a fused `Add`).
     pub residual: Option<TensorId>,
+    /// How it runs on the CPU.
     pub kind: ConvKind,
+    /// Window rows and columns.
     pub kernel: [usize; 2],
+    /// Step between windows, rows and columns.
     pub stride: [usize; 2],
+    /// Step between taps, rows and columns.
     pub dilation: [usize; 2],
     /// Top, left, bottom, right.
     pub pads: [usize; 4],
+    /// Channel groups (`cin` for a depthwise convolution).
     pub groups: usize,
     /// OIHW until [`Program`] is finished, then in the kernel's layout: Pointwise, General and
     /// Small `[group][ky][kx][ci][co]` (rows of the matrix product), Depthwise `[ky][kx][c]`.
     pub weights: Vec<f32>,
+    /// One per output channel (zeros when the model has none).
     pub bias: Vec<f32>,
+    /// Applied last.
     pub act: Act,
 }
 
@@ -118,10 +146,14 @@ impl Conv {
 
 /// A pooling window.
 #[derive(Clone, Debug)]
-pub(super) struct Pool {
+pub struct Pool {
+    /// The map it reads.
     pub input: TensorId,
+    /// The map it writes.
     pub output: TensorId,
+    /// Window rows and columns.
     pub kernel: [usize; 2],
+    /// Step between windows, rows and columns.
     pub stride: [usize; 2],
     /// Top, left, bottom, right.
     pub pads: [usize; 4],
@@ -131,75 +163,115 @@ pub(super) struct Pool {
 
 /// One lowered operation.
 #[derive(Clone, Debug)]
-pub(super) enum Op {
+pub enum Op {
+    /// A convolution with its epilogue.
     Conv(Conv),
     /// A pointwise convolution whose result only a depthwise convolution reads (MobileNet's and
     /// EfficientNet's inverted residual blocks), run band by band so the expanded tensor stays
     /// in cache: it is never written to the arena.
     Expanded {
+        /// The pointwise convolution.
         expand: Conv,
+        /// The depthwise convolution that reads it.
         depthwise: Conv,
     },
+    /// Max over each window's in-bounds pixels.
     MaxPool(Pool),
+    /// Mean over each window.
     AveragePool(Pool),
+    /// Mean over all pixels, per channel.
     GlobalAveragePool {
+        /// The map.
         input: TensorId,
+        /// `1 × 1 × C`.
         output: TensorId,
     },
     /// Per-channel `x·scale + shift` (a BatchNormalization that follows no Conv).
     Affine {
+        /// The map.
         input: TensorId,
+        /// The result.
         output: TensorId,
+        /// Per channel.
         scale: Vec<f32>,
+        /// Per channel.
         shift: Vec<f32>,
+        /// Applied last.
         act: Act,
     },
+    /// `act(a + b)`, same shapes.
     Add {
+        /// One operand.
         a: TensorId,
+        /// The other.
         b: TensorId,
+        /// The sum.
         output: TensorId,
+        /// Applied last.
         act: Act,
     },
+    /// A pointwise function alone.
     Activation {
+        /// The tensor.
         input: TensorId,
+        /// The result.
         output: TensorId,
+        /// The function.
         act: Act,
     },
     /// Channel concatenation.
     Concat {
+        /// The maps, in channel order.
         inputs: Vec<TensorId>,
+        /// Their concatenation.
         output: TensorId,
     },
     /// NHWC map → vector in ONNX's `C·H·W` order (a copy when the map is `1 × 1 × C`).
     Flatten {
+        /// The map.
         input: TensorId,
+        /// The vector.
         output: TensorId,
     },
     /// Vector × `[k][n]` weights + bias.
     Dense {
+        /// The vector.
         input: TensorId,
+        /// The result.
         output: TensorId,
         /// `k × n`, row-major.
         weights: Vec<f32>,
+        /// One per output.
         bias: Vec<f32>,
+        /// Applied last.
         act: Act,
     },
+    /// ONNX LRN across channels: `x / (bias + alpha/size · Σ x²)^beta`.
     Lrn {
+        /// The map.
         input: TensorId,
+        /// The result.
         output: TensorId,
+        /// Channels in the sum.
         size: usize,
+        /// Scale of the sum.
         alpha: f32,
+        /// Exponent.
         beta: f32,
+        /// Offset.
         bias: f32,
     },
     /// Softmax over a vector.
     Softmax {
+        /// The vector.
         input: TensorId,
+        /// The probabilities.
         output: TensorId,
     },
 }
 
 impl Op {
+    /// The tensor it writes.
     pub fn output(&self) -> TensorId {
         match self {
             Op::Conv(c) => c.output,
@@ -234,6 +306,7 @@ impl Op {
         }
     }
 
+    /// The tensors it reads.
     pub fn inputs(&self) -> Vec<TensorId> {
         match self {
             Op::Conv(c) => std::iter::once(c.input).chain(c.residual).collect(),
@@ -265,15 +338,54 @@ impl Op {
 
 /// The lowered plan of one request: ops in execution order over an arena of per-image tensors.
 #[derive(Clone, Debug)]
-pub(super) struct Program {
+pub struct Program {
+    /// Every tensor; the arena holds those the ops use.
     pub tensors: Vec<TensorInfo>,
+    /// In execution order.
     pub ops: Vec<Op>,
+    /// The image (or the start tensor).
     pub input: TensorId,
+    /// The requested tensors, in order.
     pub outputs: Vec<TensorId>,
     /// Floats of the activation arena of one image.
     pub arena_len: usize,
     /// Floats of the image-to-rows scratch of one image.
     pub scratch_len: usize,
+}
+
+impl Program {
+    /// The NCHW (or `N×F`) shape of a tensor for `n` images: how it enters or leaves a plan.
+    pub fn shape(&self, tensor: TensorId, n: usize) -> Vec<usize> {
+        let info = &self.tensors[tensor];
+        let d = info.dims;
+        if info.rank == 4 {
+            vec![n, d.c, d.h, d.w]
+        } else {
+            vec![n, d.len()]
+        }
+    }
+
+    /// A plan run's one input and its image count, checked against the program's input.
+    pub fn check_input<'a, 'b>(
+        &self,
+        inputs: &'a [ArrayViewD<'b, f32>],
+    ) -> Result<(&'a ArrayViewD<'b, f32>, usize)> {
+        let [input] = inputs else {
+            return Err(Error::Parameter(format!(
+                "the plan takes one input, found {}",
+                inputs.len()
+            )));
+        };
+        let n = input.shape().first().copied().unwrap_or(0);
+        let expected = self.shape(self.input, n);
+        if input.shape() != expected.as_slice() || n == 0 {
+            return Err(Error::Parameter(format!(
+                "input must be {expected:?} with N ≥ 1, found {:?}",
+                input.shape()
+            )));
+        }
+        Ok((input, n))
+    }
 }
 
 fn unsupported(node: &NodeProto, what: &str) -> Error {
@@ -852,7 +964,7 @@ impl<'a> Lowering<'a> {
 
 /// Lower `graph` for `request`: the ops that lead from the image (or `request.start`) to the
 /// requested outputs, fused and laid out.
-pub(super) fn lower(graph: &Graph, request: &PlanRequest) -> Result<Program> {
+pub fn lower(graph: &Graph, request: &PlanRequest) -> Result<Program> {
     let proto_graph = graph
         .proto()
         .graph

@@ -12,7 +12,7 @@
 
 mod arena;
 mod kernels;
-mod lower;
+pub mod lower;
 #[cfg(test)]
 mod tests;
 
@@ -75,17 +75,6 @@ impl CnnPlan {
             .push(workspace);
     }
 
-    /// The NCHW (or `N×F`) shape of a program tensor for `n` images.
-    fn shape(&self, tensor: lower::TensorId, n: usize) -> Vec<usize> {
-        let info = &self.program.tensors[tensor];
-        let d = info.dims;
-        if info.rank == 4 {
-            vec![n, d.c, d.h, d.w]
-        } else {
-            vec![n, d.len()]
-        }
-    }
-
     /// Run every op on the image already in the arena.
     fn execute(&self, workspace: &mut Workspace) -> Result<()> {
         for op in &self.program.ops {
@@ -103,25 +92,12 @@ impl Plan for CnnPlan {
     }
 
     fn run(&self, inputs: &[ArrayViewD<f32>]) -> Result<Vec<ArrayD<f32>>> {
-        let [input] = inputs else {
-            return Err(Error::Parameter(format!(
-                "the plan takes one input, found {}",
-                inputs.len()
-            )));
-        };
-        let n = input.shape().first().copied().unwrap_or(0);
-        let expected = self.shape(self.program.input, n);
-        if input.shape() != expected.as_slice() || n == 0 {
-            return Err(Error::Parameter(format!(
-                "input must be {expected:?} with N ≥ 1, found {:?}",
-                input.shape()
-            )));
-        }
+        let (input, n) = self.program.check_input(inputs)?;
         let mut outputs: Vec<ArrayD<f32>> = self
             .program
             .outputs
             .iter()
-            .map(|&t| ArrayD::zeros(IxDyn(&self.shape(t, n))))
+            .map(|&t| ArrayD::zeros(IxDyn(&self.program.shape(t, n))))
             .collect();
         let mut workspace = self.take_workspace();
         let result = (0..n).try_for_each(|image| {
