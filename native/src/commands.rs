@@ -50,7 +50,25 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Show what work can run on: the CPU's threads and any usable NVIDIA GPU (CUDA libraries,
     /// driver, GPUs).
-    Devices(JsonFlag),
+    Devices(DevicesArgs),
+}
+
+/// `devices`' options.
+#[derive(Debug, Args)]
+pub struct DevicesArgs {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Check the GPU: every bundled model's logits against the CPU engine in strict FP32 and
+    /// TF32, then its throughput at each of `--batches`.
+    #[arg(long)]
+    pub check: bool,
+    /// Batch sizes the check times.
+    #[arg(long, value_delimiter = ',', default_value = "1,256,1024")]
+    pub batches: Vec<usize>,
+    /// Timed runs per batch size (the median is reported).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub runs: u32,
 }
 
 /// `--json`.
@@ -107,7 +125,13 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
         Command::Eval(args) => eval(&bundle, &args, out),
         Command::Bench(args) => bench(&bundle, &args, out),
         Command::Serve(args) => serve(&bundle, &args, out),
-        Command::Devices(flag) => devices(&bundle, flag.json, out),
+        Command::Devices(args) if args.check => {
+            if args.batches.iter().any(|&b| b == 0 || b > 4096) {
+                anyhow::bail!("--batches must lie in 1..=4096");
+            }
+            crate::cuda::check::check(&bundle, &args.batches, args.runs as usize, out)
+        }
+        Command::Devices(args) => devices(&bundle, args.json, out),
     }
 }
 

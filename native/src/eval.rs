@@ -24,7 +24,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::explain::ExplainOptions;
-use crate::models::Bundle;
+use camlime_core::engine::EngineChoice;
+
+use crate::models::{Bundle, DeviceArgs};
 use crate::parallel::{Threads, available_threads};
 
 /// The paper's metrics with the paper's settings (METHOD.md §5).
@@ -63,6 +65,9 @@ pub struct EvalArgs {
     /// Folder of images (PNG, JPEG, WebP, BMP, GIF, TIFF), evaluated in name order.
     #[arg(long, value_name = "DIR")]
     pub images: PathBuf,
+    /// Where forward passes run, and the GPU's arithmetic.
+    #[command(flatten)]
+    pub device: DeviceArgs,
     /// Explanation methods, comma-separated: camlime, lime or any CAM / input attribution.
     #[arg(long, value_delimiter = ',', default_value = PAPER_METHODS)]
     pub methods: Vec<String>,
@@ -688,7 +693,9 @@ pub fn eval(bundle: &Bundle, args: &EvalArgs, out: &mut dyn Write) -> Result<()>
         );
     }
     let files = image_files(&args.images, args.limit)?;
-    let loaded = bundle.load(&args.model)?;
+    let loaded = bundle
+        .load(&args.model)?
+        .on_device(args.device, &EngineChoice::Auto)?;
     let classifier = &loaded.classifier;
     let spec = RunSpec {
         model: loaded.name.clone(),

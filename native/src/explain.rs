@@ -26,7 +26,7 @@ use image::RgbImage;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use crate::models::{Bundle, LoadedModel, read_image};
+use crate::models::{Bundle, DeviceArgs, LoadedModel, read_image};
 use crate::parallel::{Threads, available_threads};
 
 /// Parameters shared by `explain`, `compare` and the server's `params` (JSON names are the field
@@ -255,6 +255,9 @@ pub struct ExplainArgs {
     /// tract), `cnn` or `tract`.
     #[arg(long, default_value = "auto")]
     pub engine: EngineChoice,
+    /// Where forward passes run, and the GPU's arithmetic.
+    #[command(flatten)]
+    pub device: DeviceArgs,
     /// Explanation parameters.
     #[command(flatten)]
     pub options: ExplainOptions,
@@ -296,7 +299,9 @@ pub fn explain(bundle: &Bundle, args: &ExplainArgs, out: &mut dyn Write) -> Resu
         Some(path) => replay(bundle, args, path)?,
         None => {
             let image_path = args.image.clone().context("an image is required")?;
-            let model = bundle.load(&args.model)?.on_engine(&args.engine)?;
+            let model = bundle
+                .load(&args.model)?
+                .on_device(args.device, &args.engine)?;
             let config = args.options.config(Method::from_name(&args.method)?)?;
             let image = load_image(&image_path, args.options.max_pixels)?;
             let runtime = args.options.runtime();
@@ -336,7 +341,9 @@ fn replay(
     } else {
         recorded.model.name.clone()
     };
-    let model = bundle.load(&model_name)?.on_engine(&args.engine)?;
+    let model = bundle
+        .load(&model_name)?
+        .on_device(args.device, &args.engine)?;
     ensure!(
         model.classifier.sha256() == recorded.model.sha256,
         "model `{model_name}` differs from the recorded one (sha256 {} vs {})",

@@ -4,9 +4,13 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use camlime_core::engine::EngineChoice;
+use std::sync::Arc;
+
+use camlime_core::engine::{Engine, EngineChoice};
 use camlime_core::manifest::parse_labels;
 use camlime_core::{Classifier, Manifest, ModelSpec};
+
+use crate::cuda::{CudaEngine, Precision};
 
 /// The bundled models' folder: `--models-dir`, else `$CAMLIME_MODELS`, else `models/` beside the
 /// executable or one of its parents, else the source tree's `models/`.
@@ -57,7 +61,8 @@ impl Bundle {
         })
     }
 
-    fn read(&self, file: &str) -> Result<Vec<u8>> {
+    /// The bytes of `file`, relative to the manifest.
+    pub fn read(&self, file: &str) -> Result<Vec<u8>> {
         let path = self.dir.join(file);
         std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))
     }
@@ -107,7 +112,75 @@ pub struct LoadedModel {
     pub classifier: Classifier,
 }
 
+/// Where forward passes run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Device {
+    /// The GPU when CUDA is usable, else the CPU.
+    #[default]
+    Auto,
+    /// The CPU's engines only.
+    Cpu,
+    /// The GPU; an error when there is none.
+    Cuda,
+}
+
+/// `--device` and `--precision`.
+#[derive(Clone, Copy, Debug, clap::Args)]
+pub struct DeviceArgs {
+    /// Where forward passes run: `auto` (the GPU when CUDA is usable), `cpu` or `cuda`.
+    #[arg(long, value_enum, default_value_t = Device::Auto)]
+    pub device: Device,
+    /// GPU arithmetic: `tf32` (tensor cores) or `fp32` (strict).
+    #[arg(long, default_value = "tf32")]
+    pub precision: Precision,
+}
+
+impl Default for DeviceArgs {
+    fn default() -> Self {
+        Self {
+            device: Device::Auto,
+            precision: Precision::Tf32,
+        }
+    }
+}
+
+/// Images one GPU plan runs at a time: enough to fill an H100/H200, little enough that the
+/// arena of MobileNetV2-sized models stays under 16 GB.
+pub const GPU_BATCH: usize = 1024;
+
 impl LoadedModel {
+    /// Run forward passes on `device` and `engine` (`auto` keeps the automatic choice; an
+    /// engine named `cuda` is the GPU).
+    pub fn on_device(mut self, device: DeviceArgs, engine: &EngineChoice) -> Result<Self> {
+        let named_cuda = *engine == EngineChoice::Named("cuda".into());
+        let gpu = match device.device {
+            Device::Cuda => true,
+            Device::Cpu => false,
+            Device::Auto => {
+                named_cuda || (*engine == EngineChoice::Auto && crate::cuda::probe().usable())
+            }
+        };
+        if device.device == Device::Cpu && named_cuda {
+            bail!("--engine cuda contradicts --device cpu");
+        }
+        if !gpu {
+            return self.on_engine(engine);
+        }
+        let mut engines: Vec<Arc<dyn Engine>> = vec![CudaEngine::shared(device.precision)];
+        engines.extend(camlime_core::engine::default_engines());
+        let choice = match engine {
+            EngineChoice::Auto => EngineChoice::Named("cuda".into()),
+            named => named.clone(),
+        };
+        self.classifier = self
+            .classifier
+            .with_engines(engines)
+            .and_then(|c| c.with_engine_choice(choice))
+            .and_then(|c| c.with_batch_size(GPU_BATCH))
+            .with_context(|| format!("model `{}` on the GPU", self.name))?;
+        Ok(self)
+    }
+
     /// Run forward passes on `engine` (`auto` keeps the automatic choice).
     pub fn on_engine(mut self, engine: &EngineChoice) -> Result<Self> {
         if *engine != EngineChoice::Auto {

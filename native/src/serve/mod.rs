@@ -39,7 +39,9 @@ use error::ApiError;
 use jobs::{JobSettings, Jobs};
 use metrics::Metrics;
 
-use crate::models::Bundle;
+use camlime_core::engine::EngineChoice;
+
+use crate::models::{Bundle, DeviceArgs};
 use crate::parallel::available_threads;
 
 /// Arguments of `serve`.
@@ -48,6 +50,9 @@ pub struct ServeArgs {
     /// Address to listen on (port 0: any free port; the chosen address is printed).
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub addr: SocketAddr,
+    /// Where forward passes run, and the GPU's arithmetic.
+    #[command(flatten)]
+    pub device: DeviceArgs,
     /// Extra ONNX classifiers to serve besides the bundled ones (by file stem; ImageNet
     /// preprocessing).
     #[arg(long = "model", value_name = "FILE.onnx")]
@@ -185,10 +190,16 @@ fn seconds(value: f64, flag: &str) -> Result<Duration> {
         .with_context(|| format!("--{flag} must be a positive number of seconds, got {value}"))
 }
 
-fn load_models(bundle: &Bundle, extra: &[PathBuf]) -> Result<Vec<Arc<ServedModel>>> {
+fn load_models(
+    bundle: &Bundle,
+    extra: &[PathBuf],
+    device: DeviceArgs,
+) -> Result<Vec<Arc<ServedModel>>> {
     let mut models = Vec::new();
     for entry in &bundle.manifest.models {
-        let loaded = bundle.load(&entry.name)?;
+        let loaded = bundle
+            .load(&entry.name)?
+            .on_device(device, &EngineChoice::Auto)?;
         models.push(Arc::new(ServedModel {
             name: loaded.name,
             title: entry.title.clone(),
@@ -197,7 +208,9 @@ fn load_models(bundle: &Bundle, extra: &[PathBuf]) -> Result<Vec<Arc<ServedModel
         }));
     }
     for path in extra {
-        let loaded = bundle.load_file(path)?;
+        let loaded = bundle
+            .load_file(path)?
+            .on_device(device, &EngineChoice::Auto)?;
         anyhow::ensure!(
             models.iter().all(|m| m.name != loaded.name),
             "two models are called `{}`: rename {}",
@@ -340,7 +353,7 @@ pub fn serve(bundle: &Bundle, args: &ServeArgs, out: &mut dyn std::io::Write) ->
         timeout: seconds(args.job_timeout, "job-timeout")?,
         ttl: seconds(args.result_ttl, "result-ttl")?,
     };
-    let models = load_models(bundle, &args.extra_models)?;
+    let models = load_models(bundle, &args.extra_models, args.device)?;
     let metrics = Arc::new(Metrics::default());
     let finished_metrics = metrics.clone();
     let jobs = Jobs::start(
