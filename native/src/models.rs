@@ -168,16 +168,22 @@ impl LoadedModel {
         }
         let mut engines: Vec<Arc<dyn Engine>> = vec![CudaEngine::shared(device.precision)];
         engines.extend(camlime_core::engine::default_engines());
-        let choice = match engine {
-            EngineChoice::Auto => EngineChoice::Named("cuda".into()),
-            named => named.clone(),
+        // `--device cuda` insists on the GPU; `auto` takes it first and falls back to the CPU
+        // with the reason in the engine report (a driver that loads but a GPU that fails).
+        let choice = match (device.device, engine) {
+            (Device::Cuda, EngineChoice::Auto) => EngineChoice::Named("cuda".into()),
+            (_, choice) => choice.clone(),
         };
-        self.classifier = self
+        let classifier = self
             .classifier
             .with_engines(engines)
             .and_then(|c| c.with_engine_choice(choice))
-            .and_then(|c| c.with_batch_size(GPU_BATCH))
             .with_context(|| format!("model `{}` on the GPU", self.name))?;
+        self.classifier = if classifier.on_device() {
+            classifier.with_batch_size(GPU_BATCH)?
+        } else {
+            classifier
+        };
         Ok(self)
     }
 
@@ -199,4 +205,43 @@ pub fn read_image(path: &Path) -> Result<Vec<u8>> {
         bail!("image not found: {}", path.display());
     }
     std::fs::read(path).with_context(|| format!("cannot read image {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// `--device cuda` runs on the GPU or fails saying why; `auto` runs on the GPU when one works
+    /// and on the CPU's lowered plan otherwise; `cpu` never touches CUDA.
+    #[test]
+    fn devices_choose_the_engine_or_say_why_not() {
+        let bundle = Bundle::open(&models_dir(None).unwrap()).unwrap();
+        let load = |device| {
+            bundle.load("mobilenet_v2").unwrap().on_device(
+                DeviceArgs {
+                    device,
+                    precision: Precision::Tf32,
+                },
+                &EngineChoice::Auto,
+            )
+        };
+        let cpu = load(Device::Cpu).unwrap();
+        assert_eq!(cpu.classifier.engine_report().forward, "cnn");
+        let auto = load(Device::Auto).unwrap();
+        match load(Device::Cuda) {
+            Ok(gpu) => {
+                assert_eq!(gpu.classifier.engine_report().forward, "cuda");
+                assert_eq!(auto.classifier.engine_report().forward, "cuda");
+                assert_eq!(gpu.classifier.batch_size(), GPU_BATCH);
+            }
+            Err(e) => {
+                let message = format!("{e:#}");
+                assert!(message.contains("no CUDA device"), "{message}");
+                assert_eq!(auto.classifier.engine_report().forward, "cnn");
+                assert_eq!(auto.classifier.batch_size(), cpu.classifier.batch_size());
+            }
+        }
+    }
 }
