@@ -23,7 +23,9 @@ use tract_onnx::prelude::tract_ndarray::{
 };
 use tract_onnx::prelude::{Framework, InferenceModel, InferenceModelExt, TractResult};
 
-use crate::engine::{self, Composed, Engine, EngineChoice, Graph, GraphInput, Plan, PlanRequest};
+use crate::engine::{
+    self, Composed, Engine, EngineChoice, Graph, GraphInput, Masked, Plan, PlanRequest,
+};
 use crate::grad::{self, BackwardRule, GradientRequest};
 use crate::preprocess::Preprocessing;
 use crate::runtime::{Runtime, map_shares};
@@ -591,17 +593,52 @@ impl Classifier {
     /// [`Composed::images`].
     pub fn forward_composed(&self, composed: &Composed) -> Result<Array2<f32>> {
         composed.validate()?;
-        let [h, w] = self.input_size;
-        let (c, ih, iw) = composed.on.dim();
-        let n = composed.keep.nrows();
-        if n == 0 || c != 3 || (ih, iw) != (h, w) {
-            return Err(Error::Parameter(format!(
-                "composed images must be 3×{h}×{w} with N ≥ 1, found {n}×{c}×{ih}×{iw}"
-            )));
-        }
+        self.check_image_dims(composed.on.dim(), composed.keep.nrows())?;
         if self.fixed_batch.is_some() {
             return Ok(self.forward(composed.images()?.view(), &[])?.logits);
         }
+        self.forward_built(composed.keep.nrows(), |plan, rows| {
+            plan.run_composed(&Composed {
+                keep: composed.keep.slice_axis(Axis(0), rows.into()),
+                ..*composed
+            })
+        })
+    }
+
+    /// The logits of a [`Masked`] batch (Score-CAM's), in plans of the configured batch size: a
+    /// device builds the images itself. Equal to [`Classifier::forward`] on [`Masked::images`].
+    pub fn forward_masked(&self, masked: &Masked) -> Result<Array2<f32>> {
+        masked.validate()?;
+        self.check_image_dims(masked.image.dim(), masked.maps.dim().0)?;
+        if self.fixed_batch.is_some() {
+            return Ok(self.forward(masked.images()?.view(), &[])?.logits);
+        }
+        self.forward_built(masked.maps.dim().0, |plan, rows| {
+            plan.run_masked(&Masked {
+                maps: masked.maps.slice_axis(Axis(0), rows.into()),
+                ..*masked
+            })
+        })
+    }
+
+    /// `n` images of `(c, h, w)` fit the model's input.
+    fn check_image_dims(&self, (c, ih, iw): (usize, usize, usize), n: usize) -> Result<()> {
+        let [h, w] = self.input_size;
+        if n == 0 || c != 3 || (ih, iw) != (h, w) {
+            return Err(Error::Parameter(format!(
+                "images must be 3×{h}×{w} with N ≥ 1, found {n}×{c}×{ih}×{iw}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The logits of `n` images that the plans build themselves: `run` runs a range of rows on
+    /// a plan, in plans of the configured batch size.
+    fn forward_built(
+        &self,
+        n: usize,
+        run: impl Fn(&dyn Plan, std::ops::Range<usize>) -> Result<Vec<ArrayD<f32>>>,
+    ) -> Result<Array2<f32>> {
         let mut parts = Vec::new();
         for start in (0..n).step_by(self.batch_size) {
             let end = (start + self.batch_size).min(n);
@@ -610,12 +647,8 @@ impl Classifier {
                 start: None,
                 outputs: vec![self.logits_tensor.clone()],
             };
-            let rows = Composed {
-                keep: composed.keep.slice_axis(Axis(0), (start..end).into()),
-                ..*composed
-            };
-            let logits = self.compiled_plan(request, true)?.run_composed(&rows)?;
-            let logits = logits
+            let plan = self.compiled_plan(request, true)?;
+            let logits = run(plan.as_ref(), start..end)?
                 .into_iter()
                 .next()
                 .ok_or_else(|| Error::Inference("no logits".into()))?

@@ -116,3 +116,44 @@ fn random_cam_is_seeded_and_bad_targets_are_errors() {
     };
     assert!(explain_tensor(&classifier, input.view(), &bad_layer, &Sequential).is_err());
 }
+
+/// Score-CAM's batch as a device receives it (the image and the small maps): the masks are the
+/// maps upsampled and scaled to [0, 1], the images the input times them, and the logits through
+/// `forward_masked` are those of the built images.
+#[test]
+fn masked_batches_are_the_image_times_the_scaled_upsampled_maps() {
+    use camlime_core::engine::Masked;
+    use camlime_core::ndarray::{Array3, Axis};
+    let classifier = bundled("mobilenet_v2");
+    let input = npy("reference/mobilenet_v2/chelsea.input.npy")
+        .into_dimensionality::<Ix4>()
+        .unwrap();
+    let maps = Array3::from_shape_fn((3, 7, 7), |(k, y, x)| ((k * 49 + y * 7 + x) as f32).sin());
+    let masked = Masked {
+        image: input.index_axis(Axis(0), 0),
+        maps: maps.view(),
+    };
+    let masks = masked.masks().unwrap();
+    for (k, mask) in masks.iter().enumerate() {
+        let up = CamMap::new(7, 7, maps.index_axis(Axis(0), k).iter().copied().collect())
+            .unwrap()
+            .resize_align_corners(224, 224);
+        assert_eq!(up.values().len(), mask.len());
+        let lo = mask.iter().copied().fold(f32::INFINITY, f32::min);
+        let hi = mask.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        assert_eq!(lo, 0.0);
+        assert!((hi - 1.0).abs() < 1e-6, "{hi}");
+        // The same order of values as the upsampled map.
+        let (a, b) = (up.values(), mask);
+        for i in 1..a.len() {
+            assert_eq!(a[i] > a[i - 1], b[i] > b[i - 1], "mask {k} at {i}");
+        }
+    }
+    let images = masked.images().unwrap();
+    assert_eq!(
+        images[[1, 2, 100, 50]],
+        input[[0, 2, 100, 50]] * masks[1][100 * 224 + 50]
+    );
+    let direct = classifier.forward(images.view(), &[]).unwrap().logits;
+    assert_eq!(classifier.forward_masked(&masked).unwrap(), direct);
+}

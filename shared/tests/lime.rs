@@ -133,6 +133,16 @@ fn surrogates_match_lime_for_every_mode_label_and_design() {
     );
 }
 
+/// The fixture's perturbed images of sample rows `rows`.
+fn perturbed_rows(f: &Fixture, fill: &image::RgbImage, rows: &[usize]) -> Vec<image::RgbImage> {
+    rows.iter()
+        .map(|&i| {
+            let on: Vec<bool> = f.z.row(i).iter().map(|&v| v == 1.0).collect();
+            perturbed_image(&f.image, fill, &f.segmentation, &on)
+        })
+        .collect()
+}
+
 #[test]
 fn perturbed_images_classify_like_the_reference() {
     let f = load();
@@ -145,13 +155,7 @@ fn perturbed_images_classify_like_the_reference() {
         .collect();
     let fill = fill_image(&f.image, &f.segmentation, HideColor::Value(0));
     let rows = [0usize, 1, 2, 17, 999];
-    let images: Vec<_> = rows
-        .iter()
-        .map(|&i| {
-            let on: Vec<bool> = f.z.row(i).iter().map(|&v| v == 1.0).collect();
-            perturbed_image(&f.image, &fill, &f.segmentation, &on)
-        })
-        .collect();
+    let images = perturbed_rows(&f, &fill, &rows);
     let probabilities = classifier.probabilities(&images).unwrap();
     let mut worst = 0.0f32;
     for (k, &i) in rows.iter().enumerate() {
@@ -175,13 +179,7 @@ fn composed_samples_are_the_preprocessed_perturbed_images() {
     let keep = ndarray::Array2::from_shape_fn((rows.len(), f.segmentation.count()), |(k, s)| {
         f.z[(rows[k], s)] == 1.0
     });
-    let images: Vec<_> = rows
-        .iter()
-        .map(|&i| {
-            let on: Vec<bool> = f.z.row(i).iter().map(|&v| v == 1.0).collect();
-            perturbed_image(&f.image, &fill, &f.segmentation, &on)
-        })
-        .collect();
+    let images = perturbed_rows(&f, &fill, &rows);
     let expected = preprocessing.tensor(&images).unwrap();
     let on = preprocessing
         .tensor(std::slice::from_ref(&f.image))

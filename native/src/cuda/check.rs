@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use camlime_core::engine::cnn::Cnn;
-use camlime_core::engine::{Composed, Engine, Plan, PlanRequest};
+use camlime_core::engine::{Composed, Engine, Masked, Plan, PlanRequest};
 use camlime_core::ndarray::{Array2, Array3, Array4, Axis, concatenate};
 use camlime_core::preprocess::{DecodeLimits, decode_image};
 
@@ -121,6 +121,18 @@ pub fn check(bundle: &Bundle, batches: &[usize], runs: usize, out: &mut dyn Writ
             .compile(classifier.graph(), &request)?
             .run_composed(&composed)?;
         let cpu_composed = cpu_composed[0].as_slice().context("CPU logits")?.to_vec();
+        // Score-CAM's batch: the first photo times eight 7×7 maps, upsampled and scaled.
+        let maps = Array3::from_shape_fn((n, 7, 7), |(k, y, x)| {
+            ((k * 49 + y * 7 + x) as f32 * 0.37).sin()
+        });
+        let masked = Masked {
+            image: input.index_axis(Axis(0), 0),
+            maps: maps.view(),
+        };
+        let cpu_masked = Cnn
+            .compile(classifier.graph(), &request)?
+            .run_masked(&masked)?;
+        let cpu_masked = cpu_masked[0].as_slice().context("CPU logits")?.to_vec();
         for precision in [Precision::Strict, Precision::Tf32] {
             let engine = CudaEngine::shared(precision);
             let plan = engine
@@ -146,6 +158,22 @@ pub fn check(bundle: &Bundle, batches: &[usize], runs: usize, out: &mut dyn Writ
                 entry.name,
                 if composed_agree { "same" } else { "DIFFERS" },
             )?;
+            plan.poison(n)?;
+            let gpu_masked = plan.run_masked(&masked)?;
+            let gpu_masked = gpu_masked[0].as_slice().context("GPU logits")?.to_vec();
+            let (masked_error, _, masked_agree) = compare(&gpu_masked, &cpu_masked, classes);
+            writeln!(
+                out,
+                "{:<20} {precision:<5} Score-CAM images built on the GPU: max error / max logit {masked_error:.2e}, top-1 {}",
+                entry.name,
+                if masked_agree { "same" } else { "DIFFERS" },
+            )?;
+            if masked_error > bound || !masked_agree {
+                failures.push(format!(
+                    "{} {precision}: masked images error {masked_error:.2e}",
+                    entry.name
+                ));
+            }
             if composed_error > bound || !composed_agree {
                 failures.push(format!(
                     "{} {precision}: composed samples error {composed_error:.2e}",

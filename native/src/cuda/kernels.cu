@@ -322,3 +322,69 @@ extern "C" __global__ void compose(const float* __restrict__ on, const float* __
     float* yp = y + (image * pixels + p) * c;
     for (int ch = 0; ch < c; ++ch) yp[ch] = source[(i64)ch * pixels + p];
 }
+
+// Score-CAM's masks, as the host computes them (engine::Masked): each of k maps (h x w) upsampled
+// to height x width with corner-aligned bilinear taps computed on the host, then scaled to
+// [0, 1] by its own minimum and maximum. The arithmetic is the host's, operation for operation,
+// without fused multiply-adds (the _rn intrinsics), so the masks are bit-identical.
+// Grid (pixel blocks, 1, maps).
+extern "C" __global__ void upsample_maps(const float* __restrict__ maps,
+                                         const int* __restrict__ rows,
+                                         const float* __restrict__ row_weights,
+                                         const int* __restrict__ cols,
+                                         const float* __restrict__ col_weights,
+                                         float* __restrict__ masks, int h, int w, int height,
+                                         int width) {
+    int p = blockIdx.x * blockDim.x + threadIdx.x;
+    if (p >= height * width) return;
+    int y = p / width, x = p - y * width;
+    const float* map = maps + (i64)blockIdx.z * h * w;
+    int y0 = rows[2 * y], y1 = rows[2 * y + 1], x0 = cols[2 * x], x1 = cols[2 * x + 1];
+    float wy = row_weights[y], wx = col_weights[x];
+    float top = __fadd_rn(__fmul_rn(map[y0 * w + x0], __fsub_rn(1.0f, wx)),
+                          __fmul_rn(map[y0 * w + x1], wx));
+    float bottom = __fadd_rn(__fmul_rn(map[y1 * w + x0], __fsub_rn(1.0f, wx)),
+                             __fmul_rn(map[y1 * w + x1], wx));
+    masks[(i64)blockIdx.z * height * width + p] =
+        __fadd_rn(__fmul_rn(top, __fsub_rn(1.0f, wy)), __fmul_rn(bottom, wy));
+}
+
+// Each mask's minimum and maximum: one block of 256 threads per mask (grid (masks)).
+extern "C" __global__ void mask_range(const float* __restrict__ masks, float* __restrict__ range,
+                                      int pixels) {
+    __shared__ float low[256], high[256];
+    const float* mask = masks + (i64)blockIdx.x * pixels;
+    float lo = __int_as_float(0x7f800000), hi = -__int_as_float(0x7f800000);
+    for (int p = threadIdx.x; p < pixels; p += blockDim.x) {
+        lo = fminf(lo, mask[p]);
+        hi = fmaxf(hi, mask[p]);
+    }
+    low[threadIdx.x] = lo;
+    high[threadIdx.x] = hi;
+    __syncthreads();
+    for (int s = blockDim.x / 2; s > 0; s /= 2) {
+        if (threadIdx.x < s) {
+            low[threadIdx.x] = fminf(low[threadIdx.x], low[threadIdx.x + s]);
+            high[threadIdx.x] = fmaxf(high[threadIdx.x], high[threadIdx.x + s]);
+        }
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) {
+        range[2 * blockIdx.x] = low[0];
+        range[2 * blockIdx.x + 1] = high[0];
+    }
+}
+
+// The plan's NHWC input: image (C x H x W) times each scaled mask. Grid (pixel blocks, 1, masks).
+extern "C" __global__ void mask_images(const float* __restrict__ image,
+                                       const float* __restrict__ masks,
+                                       const float* __restrict__ range, float* __restrict__ y,
+                                       int c, int pixels) {
+    int p = blockIdx.x * blockDim.x + threadIdx.x;
+    if (p >= pixels) return;
+    i64 k = blockIdx.z;
+    float lo = range[2 * k], hi = range[2 * k + 1];
+    float m = __fdiv_rn(__fsub_rn(masks[k * pixels + p], lo), __fadd_rn(__fsub_rn(hi, lo), 1e-8f));
+    float* yp = y + (k * pixels + p) * c;
+    for (int ch = 0; ch < c; ++ch) yp[ch] = __fmul_rn(image[(i64)ch * pixels + p], m);
+}

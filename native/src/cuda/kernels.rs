@@ -15,7 +15,7 @@ use super::GpuError;
 pub const SOURCE: &str = include_str!("kernels.cu");
 
 /// The kernels' names, as `extern "C"` in [`SOURCE`].
-pub const NAMES: [&str; 13] = [
+pub const NAMES: [&str; 16] = [
     "transpose_batch",
     "epilogue",
     "pointwise",
@@ -29,6 +29,9 @@ pub const NAMES: [&str; 13] = [
     "compose",
     "epilogue4",
     "depthwise4",
+    "upsample_maps",
+    "mask_range",
+    "mask_images",
 ];
 
 /// NVRTC's version as `major.minor`.

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use camlime_core::engine::cnn::lower::{self, Act, Conv, ConvKind, Op, Program, TensorId};
-use camlime_core::engine::{Composed, Engine, Graph, Plan, PlanRequest};
+use camlime_core::engine::{Composed, Engine, Graph, Masked, Plan, PlanRequest};
 use camlime_core::ndarray::{ArrayD, ArrayViewD, IxDyn};
 use camlime_core::{Error, Result};
 use cudarc::driver::sys::CUdeviceptr;
@@ -211,6 +211,11 @@ struct Io {
 
 /// Called with a label after each launch (profiling synchronises and times there).
 type Mark<'a> = &'a mut dyn FnMut(&'static str) -> std::result::Result<(), GpuError>;
+
+/// The values of an image or a stack of maps in row-major order.
+fn contiguous(values: &camlime_core::ndarray::ArrayView3<f32>) -> Vec<f32> {
+    values.iter().copied().collect()
+}
 
 /// One kernel parameter with its exact C type.
 #[derive(Clone, Copy, Debug)]
@@ -431,6 +436,13 @@ impl CudaPlan {
         self.program.tensors[tensor].dims.len()
     }
 
+    /// Floats of the staging buffer for `n` images: the NCHW input before its transpose, or any
+    /// output after its.
+    fn staging_len(&self, n: usize) -> usize {
+        let outputs = self.program.outputs.iter().map(|&t| self.len(t));
+        outputs.fold(self.len(self.program.input), usize::max) * n
+    }
+
     /// Buffers and algorithms for `n` images.
     fn instance(&self, n: usize) -> std::result::Result<Instance, GpuError> {
         let rt = &self.runtime;
@@ -471,20 +483,12 @@ impl CudaPlan {
             };
             convolutions.push(found);
         }
-        let input = self.len(self.program.input);
-        let outputs = self
-            .program
-            .outputs
-            .iter()
-            .map(|&t| self.len(t))
-            .max()
-            .unwrap_or(0);
         Ok(Instance {
             n,
             arena: Buffer::new(&rt.ctx, self.program.arena_len * n)?,
             mid: Buffer::new(&rt.ctx, mid_len * n)?,
             workspace: Buffer::new(&rt.ctx, workspace_bytes.div_ceil(4))?,
-            staging: Buffer::new(&rt.ctx, input.max(outputs) * n)?,
+            staging: Buffer::new(&rt.ctx, self.staging_len(n))?,
             convolutions,
         })
     }
@@ -533,21 +537,8 @@ impl CudaPlan {
             let stream = self.runtime.stream.cu_stream();
             for (buffer, floats) in [
                 (&instance.arena, self.program.arena_len * n),
-                (&instance.staging, 0),
+                (&instance.staging, self.staging_len(n)),
             ] {
-                let floats = if floats == 0 {
-                    let input = self.len(self.program.input);
-                    let outputs = self
-                        .program
-                        .outputs
-                        .iter()
-                        .map(|&t| self.len(t))
-                        .max()
-                        .unwrap_or(0);
-                    input.max(outputs) * n
-                } else {
-                    floats
-                };
                 // SAFETY: the buffer holds `floats` floats; 0xFF bytes are a NaN.
                 unsafe {
                     cudarc::driver::result::memset_d8_async(buffer.ptr, 0xFF, floats * 4, stream)
@@ -1031,30 +1022,34 @@ impl CudaPlan {
         })
     }
 
+    /// `dims` (C, H, W of one image built on the device) when they are the plan's input's.
+    fn check_image(
+        &self,
+        dims: (usize, usize, usize),
+        what: &str,
+    ) -> std::result::Result<(usize, usize, usize), GpuError> {
+        let info = &self.program.tensors[self.program.input];
+        let d = info.dims;
+        if info.rank != 4 || dims != (d.c, d.h, d.w) {
+            return Err(GpuError(format!(
+                "{what} {dims:?} do not fit the plan's input {}×{}×{}",
+                d.c, d.h, d.w
+            )));
+        }
+        Ok(dims)
+    }
+
     /// Compose LIME's samples on the device from the two images, the segment map and the rows.
     fn run_composed_batch(
         &self,
         composed: &Composed,
     ) -> std::result::Result<Vec<Vec<f32>>, GpuError> {
         let rt = &self.runtime;
-        let info = &self.program.tensors[self.program.input];
-        let d = info.dims;
-        let (c, h, w) = composed.on.dim();
-        if info.rank != 4 || [c, h, w] != [d.c, d.h, d.w] {
-            return Err(GpuError(format!(
-                "composed images {:?} do not fit the plan's input {}×{}×{}",
-                composed.on.dim(),
-                d.c,
-                d.h,
-                d.w
-            )));
-        }
+        let (c, h, w) = self.check_image(composed.on.dim(), "composed images")?;
         let n = composed.keep.nrows();
         let count = composed.keep.ncols();
-        let floats =
-            |a: &camlime_core::ndarray::ArrayView3<f32>| a.iter().copied().collect::<Vec<f32>>();
-        let on = Buffer::upload(rt, &floats(&composed.on))?;
-        let off = Buffer::upload(rt, &floats(&composed.off))?;
+        let on = Buffer::upload(rt, &contiguous(&composed.on))?;
+        let off = Buffer::upload(rt, &contiguous(&composed.off))?;
         let segments = Buffer::upload(rt, composed.segments)?;
         let keep: Vec<u8> = composed.keep.iter().map(|&k| u8::from(k)).collect();
         let keep = Buffer::upload(rt, &keep)?;
@@ -1078,6 +1073,77 @@ impl CudaPlan {
                     int(c),
                     int(pixels),
                     int(count),
+                ],
+            )
+        })
+    }
+
+    /// Build Score-CAM's masked images on the device from the image and the small maps: the
+    /// host's upsampling and scaling, value for value.
+    fn run_masked_batch(&self, masked: &Masked) -> std::result::Result<Vec<Vec<f32>>, GpuError> {
+        let rt = &self.runtime;
+        let (c, height, width) = self.check_image(masked.image.dim(), "the masked image")?;
+        let (k, h, w) = masked.maps.dim();
+        if k > 65_535 {
+            return Err(GpuError(format!(
+                "{k} masked images exceed the grid's 65535"
+            )));
+        }
+        let taps = |n_out: usize, n_in: usize| {
+            let taps = camlime_core::cam::align_corners_taps(n_out, n_in);
+            let ends: Vec<i32> = taps.iter().flat_map(|t| [t.0 as i32, t.1 as i32]).collect();
+            let weights: Vec<f32> = taps.iter().map(|t| t.2).collect();
+            (ends, weights)
+        };
+        let (rows, row_weights) = taps(height, h);
+        let (cols, col_weights) = taps(width, w);
+        let image = Buffer::upload(rt, &contiguous(&masked.image))?;
+        let maps = Buffer::upload(rt, &contiguous(&masked.maps))?;
+        let [rows, row_weights, cols, col_weights] = [
+            Buffer::upload(rt, &rows)?,
+            Buffer::upload(rt, &row_weights)?,
+            Buffer::upload(rt, &cols)?,
+            Buffer::upload(rt, &col_weights)?,
+        ];
+        let pixels = height * width;
+        let masks = Buffer::new(&rt.ctx, k * pixels)?;
+        let range = Buffer::new(&rt.ctx, 2 * k)?;
+        let blocks = pixels.div_ceil(256) as u32;
+        self.run_with(k, |_, target| {
+            rt.launch_grid(
+                "upsample_maps",
+                [blocks, 1, k as u32],
+                [256, 1, 1],
+                &[
+                    Arg::Ptr(maps.ptr),
+                    Arg::Ptr(rows.ptr),
+                    Arg::Ptr(row_weights.ptr),
+                    Arg::Ptr(cols.ptr),
+                    Arg::Ptr(col_weights.ptr),
+                    Arg::Ptr(masks.ptr),
+                    int(h),
+                    int(w),
+                    int(height),
+                    int(width),
+                ],
+            )?;
+            rt.launch_grid(
+                "mask_range",
+                [k as u32, 1, 1],
+                [256, 1, 1],
+                &[Arg::Ptr(masks.ptr), Arg::Ptr(range.ptr), int(pixels)],
+            )?;
+            rt.launch_grid(
+                "mask_images",
+                [blocks, 1, k as u32],
+                [256, 1, 1],
+                &[
+                    Arg::Ptr(image.ptr),
+                    Arg::Ptr(masks.ptr),
+                    Arg::Ptr(range.ptr),
+                    Arg::Ptr(target),
+                    int(c),
+                    int(pixels),
                 ],
             )
         })
@@ -1136,6 +1202,13 @@ impl Plan for CudaPlan {
         }
         let outputs = self.run_composed_batch(composed).map_err(core_error)?;
         self.arrays(outputs, n)
+    }
+
+    fn run_masked(&self, masked: &Masked) -> Result<Vec<ArrayD<f32>>> {
+        masked.validate()?;
+        let k = masked.maps.dim().0;
+        let outputs = self.run_masked_batch(masked).map_err(core_error)?;
+        self.arrays(outputs, k)
     }
 
     fn run(&self, inputs: &[ArrayViewD<f32>]) -> Result<Vec<ArrayD<f32>>> {

@@ -13,6 +13,7 @@ use tract_onnx::prelude::tract_ndarray::{
 
 use super::{CamMap, aggregate};
 use crate::attribution::{self, AttributionConfig};
+use crate::engine::Masked;
 use crate::grad::BackwardRule;
 use crate::model::{Classifier, softmax};
 use crate::runtime::{self, Runtime, check_cancelled};
@@ -799,37 +800,29 @@ fn score_cam_scores(
     config: &CamConfig,
     runtime: &impl Runtime,
 ) -> Result<Vec<f32>> {
-    let (k, h, w) = a.dim();
-    let (height, width) = (input.dim().2, input.dim().3);
+    let k = a.dim().0;
     let mut scores = Vec::with_capacity(k);
-    for start in (0..k).step_by(config.chunk) {
+    // A device builds the masked images itself, all channels in one call; on the CPU they are
+    // built per chunk and the chunk is split over the threads.
+    let step = if classifier.on_device() {
+        k
+    } else {
+        config.chunk
+    };
+    for start in (0..k).step_by(step) {
         check_cancelled(runtime)?;
-        let end = (start + config.chunk).min(k);
-        let mut batch = Array4::<f32>::zeros((end - start, 3, height, width));
-        for (i, channel) in (start..end).enumerate() {
-            let plane: Vec<f32> = a.index_axis(Axis(0), channel).iter().copied().collect();
-            let up = CamMap {
-                height: h,
-                width: w,
-                values: plane,
-            }
-            .resize_align_corners(height, width);
-            let min = up.values.iter().copied().fold(f32::INFINITY, f32::min);
-            let max = up.values.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let mask: Vec<f32> = up
-                .values
-                .iter()
-                .map(|v| (v - min) / (max - min + 1e-8))
-                .collect();
-            for c in 0..3 {
-                let source = input.slice(s![0, c, .., ..]);
-                let mut dest = batch.slice_mut(s![i, c, .., ..]);
-                for ((d, &x), &m) in dest.iter_mut().zip(source.iter()).zip(&mask) {
-                    *d = x * m;
-                }
-            }
-        }
-        let logits = classifier.forward_with(runtime, batch.view(), &[])?.logits;
+        let end = (start + step).min(k);
+        let masked = Masked {
+            image: input.index_axis(Axis(0), 0),
+            maps: a.slice(s![start..end, .., ..]),
+        };
+        let logits = if classifier.on_device() {
+            classifier.forward_masked(&masked)?
+        } else {
+            classifier
+                .forward_with(runtime, masked.images()?.view(), &[])?
+                .logits
+        };
         scores.extend(logits.column(target).iter().copied());
         runtime.progress("score-cam", end, k);
     }

@@ -182,22 +182,10 @@ impl CamMap {
     /// Bilinear resize with corner-aligned sampling (`align_corners=True`, what torch's
     /// `UpsamplingBilinear2d` does; Score-CAM upsamples its masks this way).
     pub fn resize_align_corners(&self, height: usize, width: usize) -> Self {
-        let taps = |n_out: usize, n_in: usize| -> Vec<(usize, usize, f32)> {
-            let scale = if n_out > 1 {
-                (n_in - 1) as f32 / (n_out - 1) as f32
-            } else {
-                0.0
-            };
-            (0..n_out)
-                .map(|i| {
-                    let pos = scale * i as f32;
-                    let lo = (pos as usize).min(n_in - 1);
-                    let hi = (lo + 1).min(n_in - 1);
-                    (lo, hi, (pos - lo as f32).clamp(0.0, 1.0))
-                })
-                .collect()
-        };
-        self.bilinear(&taps(height, self.height), &taps(width, self.width))
+        self.bilinear(
+            &align_corners_taps(height, self.height),
+            &align_corners_taps(width, self.width),
+        )
     }
 
     /// Pearson correlation with another map of the same size (a comparison helper for tests
@@ -218,6 +206,24 @@ impl CamMap {
         }
         Ok(cov / (va * vb).sqrt())
     }
+}
+
+/// Corner-aligned bilinear taps of an axis resized from `n_in` to `n_out` samples: each output's
+/// two inputs and the second one's weight.
+pub fn align_corners_taps(n_out: usize, n_in: usize) -> Vec<(usize, usize, f32)> {
+    let scale = if n_out > 1 {
+        (n_in - 1) as f32 / (n_out - 1) as f32
+    } else {
+        0.0
+    };
+    (0..n_out)
+        .map(|i| {
+            let pos = scale * i as f32;
+            let lo = (pos as usize).min(n_in - 1);
+            let hi = (lo + 1).min(n_in - 1);
+            (lo, hi, (pos - lo as f32).clamp(0.0, 1.0))
+        })
+        .collect()
 }
 
 /// pytorch-grad-cam's multi-layer aggregation of per-layer maps already at a common size:

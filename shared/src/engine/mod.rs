@@ -22,6 +22,7 @@ use tract_onnx::pb::ModelProto;
 use tract_onnx::prelude::tract_ndarray::{Array4, ArrayD, ArrayView2, ArrayView3, ArrayViewD};
 use tract_onnx::prelude::{Framework, InferenceModel};
 
+use crate::cam::CamMap;
 use crate::{Error, Result};
 
 /// What engines compile: an ONNX graph whose inputs have known per-image shapes.
@@ -169,6 +170,66 @@ impl Composed<'_> {
     }
 }
 
+/// Score-CAM's batch: the image times each of `maps`' channels, upsampled to the image's size
+/// (bilinear, corner-aligned, as `UpsamplingBilinear2d`) and min-max scaled. A device builds it
+/// from the image and the small maps, so the `K`-image batch never crosses the bus.
+#[derive(Clone, Copy, Debug)]
+pub struct Masked<'a> {
+    /// `C×H×W`.
+    pub image: ArrayView3<'a, f32>,
+    /// `K×h×w`: one map per image of the batch.
+    pub maps: ArrayView3<'a, f32>,
+}
+
+impl Masked<'_> {
+    /// Check that there are maps to upsample.
+    pub fn validate(&self) -> Result<()> {
+        let (k, h, w) = self.maps.dim();
+        let (c, height, width) = self.image.dim();
+        if k == 0 || h == 0 || w == 0 || c == 0 || height == 0 || width == 0 {
+            return Err(Error::Parameter(format!(
+                "masked batch: maps {:?} and image {:?}",
+                self.maps.dim(),
+                self.image.dim()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Each map upsampled to the image's size and scaled to [0, 1]: `K` masks of `H·W`.
+    pub fn masks(&self) -> Result<Vec<Vec<f32>>> {
+        let (_, h, w) = self.maps.dim();
+        let (_, height, width) = self.image.dim();
+        self.maps
+            .outer_iter()
+            .map(|map| {
+                let map = CamMap::new(h, w, map.iter().copied().collect())?;
+                let up = map.resize_align_corners(height, width);
+                let up = up.values();
+                let min = up.iter().copied().fold(f32::INFINITY, f32::min);
+                let max = up.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                Ok(up.iter().map(|v| (v - min) / (max - min + 1e-8)).collect())
+            })
+            .collect()
+    }
+
+    /// The batch, built on the host: `K×C×H×W`.
+    pub fn images(&self) -> Result<Array4<f32>> {
+        self.validate()?;
+        let (c, height, width) = self.image.dim();
+        let masks = self.masks()?;
+        let mut images = Array4::<f32>::zeros((masks.len(), c, height, width));
+        for (mut image, mask) in images.outer_iter_mut().zip(&masks) {
+            for (mut plane, source) in image.outer_iter_mut().zip(self.image.outer_iter()) {
+                for ((d, &x), &m) in plane.iter_mut().zip(source.iter()).zip(mask) {
+                    *d = x * m;
+                }
+            }
+        }
+        Ok(images)
+    }
+}
+
 /// A compiled plan: fixed batch, inputs and outputs.
 pub trait Plan: Send + Sync + Debug {
     /// Run one batch: `inputs` in the graph's input order (or the start tensor alone), each with
@@ -179,6 +240,12 @@ pub trait Plan: Send + Sync + Debug {
     /// a device composes it where it runs.
     fn run_composed(&self, composed: &Composed) -> Result<Vec<ArrayD<f32>>> {
         let images = composed.images()?;
+        self.run(&[images.view().into_dyn()])
+    }
+
+    /// Run a [`Masked`] batch (the plan's one input); the CPU engines build it on the host.
+    fn run_masked(&self, masked: &Masked) -> Result<Vec<ArrayD<f32>>> {
+        let images = masked.images()?;
         self.run(&[images.view().into_dyn()])
     }
 
