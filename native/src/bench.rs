@@ -87,9 +87,8 @@ pub fn bench(bundle: &Bundle, args: &BenchArgs, out: &mut dyn Write) -> Result<(
     let identical = first.as_ref().is_some_and(|r| r.same_results(&single));
     // The GPU splits work into other batch sizes per thread count, and cuDNN picks its
     // algorithms per batch size: equal to rounding, not bit for bit, so only reported there.
-    let on_gpu = model.classifier.engine_report().forward == "cuda";
     ensure!(
-        identical || on_gpu,
+        identical || model.classifier.on_device(),
         "one thread and {threads} threads gave different results"
     );
     let stage = |f: Stage| median(runs.iter().map(f).collect());

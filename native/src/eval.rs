@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail, ensure};
 use camlime_core::cam::{CamConfig, CamMethod};
+use camlime_core::engine::EngineChoice;
 use camlime_core::metrics::{
     Forward, Instance, MethodExplainer, Metric, Outcome, method_map, mprt,
 };
@@ -24,8 +25,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::explain::ExplainOptions;
-use camlime_core::engine::EngineChoice;
-
 use crate::models::{Bundle, DeviceArgs};
 use crate::parallel::{Threads, available_threads};
 

@@ -2,10 +2,9 @@
 //! user's ONNX file by path.
 
 use std::path::{Path, PathBuf};
-
-use anyhow::{Context, Result, bail};
 use std::sync::Arc;
 
+use anyhow::{Context, Result, bail};
 use camlime_core::engine::{Engine, EngineChoice};
 use camlime_core::manifest::parse_labels;
 use camlime_core::{Classifier, Manifest, ModelSpec};
@@ -113,10 +112,9 @@ pub struct LoadedModel {
 }
 
 /// Where forward passes run.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Device {
     /// The GPU when CUDA is usable, else the CPU.
-    #[default]
     Auto,
     /// The CPU's engines only.
     Cpu,
@@ -133,15 +131,6 @@ pub struct DeviceArgs {
     /// GPU arithmetic: `tf32` (tensor cores) or `fp32` (strict).
     #[arg(long, default_value = "tf32")]
     pub precision: Precision,
-}
-
-impl Default for DeviceArgs {
-    fn default() -> Self {
-        Self {
-            device: Device::Auto,
-            precision: Precision::Tf32,
-        }
-    }
 }
 
 /// Images one GPU plan runs at a time: enough to fill an H100/H200, little enough that the

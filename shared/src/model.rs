@@ -550,13 +550,7 @@ impl Classifier {
     /// Run the model on an `N × 3 × H × W` tensor, returning the logits and the activations of
     /// `layers` (readable or tensor names). Work is split into plans of the configured batch size.
     pub fn forward(&self, input: ArrayView4<f32>, layers: &[&str]) -> Result<ForwardOutput> {
-        let [h, w] = self.input_size;
-        let (n, c, ih, iw) = input.dim();
-        if n == 0 || c != 3 || (ih, iw) != (h, w) {
-            return Err(Error::Parameter(format!(
-                "input must be N×3×{h}×{w} with N ≥ 1, found {n}×{c}×{ih}×{iw}"
-            )));
-        }
+        self.check_input_dims(input.dim())?;
         let mut outputs = vec![self.logits_tensor.clone()];
         for name in layers {
             outputs.push(self.layer(name)?.tensor.clone());
@@ -593,7 +587,8 @@ impl Classifier {
     /// [`Composed::images`].
     pub fn forward_composed(&self, composed: &Composed) -> Result<Array2<f32>> {
         composed.validate()?;
-        self.check_image_dims(composed.on.dim(), composed.keep.nrows())?;
+        let (c, h, w) = composed.on.dim();
+        self.check_input_dims((composed.keep.nrows(), c, h, w))?;
         if self.fixed_batch.is_some() {
             return Ok(self.forward(composed.images()?.view(), &[])?.logits);
         }
@@ -609,7 +604,8 @@ impl Classifier {
     /// device builds the images itself. Equal to [`Classifier::forward`] on [`Masked::images`].
     pub fn forward_masked(&self, masked: &Masked) -> Result<Array2<f32>> {
         masked.validate()?;
-        self.check_image_dims(masked.image.dim(), masked.maps.dim().0)?;
+        let (c, h, w) = masked.image.dim();
+        self.check_input_dims((masked.maps.dim().0, c, h, w))?;
         if self.fixed_batch.is_some() {
             return Ok(self.forward(masked.images()?.view(), &[])?.logits);
         }
@@ -621,12 +617,12 @@ impl Classifier {
         })
     }
 
-    /// `n` images of `(c, h, w)` fit the model's input.
-    fn check_image_dims(&self, (c, ih, iw): (usize, usize, usize), n: usize) -> Result<()> {
+    /// An `N×C×H×W` input fits the model: `N ≥ 1` RGB images of its size.
+    fn check_input_dims(&self, (n, c, ih, iw): (usize, usize, usize, usize)) -> Result<()> {
         let [h, w] = self.input_size;
         if n == 0 || c != 3 || (ih, iw) != (h, w) {
             return Err(Error::Parameter(format!(
-                "images must be 3×{h}×{w} with N ≥ 1, found {n}×{c}×{ih}×{iw}"
+                "input must be N×3×{h}×{w} with N ≥ 1, found {n}×{c}×{ih}×{iw}"
             )));
         }
         Ok(())
@@ -793,13 +789,8 @@ impl Classifier {
         input_gradient: bool,
         rule: BackwardRule,
     ) -> Result<GradientOutput> {
-        let [h, w] = self.input_size;
-        let (n, c, ih, iw) = input.dim();
-        if n == 0 || c != 3 || (ih, iw) != (h, w) {
-            return Err(Error::Parameter(format!(
-                "input must be N×3×{h}×{w} with N ≥ 1, found {n}×{c}×{ih}×{iw}"
-            )));
-        }
+        self.check_input_dims(input.dim())?;
+        let n = input.dim().0;
         if seeds.dim() != (n, self.num_classes) {
             return Err(Error::Parameter(format!(
                 "seeds must be {n}×{}, found {}×{}",

@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use camlime_core::engine::cnn::Cnn;
 use camlime_core::engine::{Composed, Engine, Masked, Plan, PlanRequest};
-use camlime_core::ndarray::{Array2, Array3, Array4, Axis, concatenate};
+use camlime_core::ndarray::{Array2, Array3, Array4, ArrayD, Axis, concatenate};
 use camlime_core::preprocess::{DecodeLimits, decode_image};
 
 use super::{CudaEngine, Precision};
@@ -49,6 +49,15 @@ fn compare(gpu: &[f32], cpu: &[f32], classes: usize) -> (f64, f64, bool) {
         agree &= arg(g) == arg(c);
     }
     (worst, worst_norm, agree)
+}
+
+/// One way to run a plan on the check's batch.
+type Case<'a> = &'a dyn Fn(&dyn Plan) -> camlime_core::Result<Vec<ArrayD<f32>>>;
+
+/// The first output of a run (the logits), flattened.
+fn logits(outputs: Vec<ArrayD<f32>>) -> Result<Vec<f32>> {
+    let first = outputs.into_iter().next().context("no logits")?;
+    Ok(first.iter().copied().collect())
 }
 
 /// Run the check on `batches` (throughput) and print a table.
@@ -96,11 +105,6 @@ pub fn check(bundle: &Bundle, batches: &[usize], runs: usize, out: &mut dyn Writ
             start: None,
             outputs: vec![classifier.logits_name().to_owned()],
         };
-        let cpu = Cnn
-            .compile(classifier.graph(), &request)
-            .with_context(|| format!("{}: the CPU plan", entry.name))?
-            .run(&[input.view().into_dyn()])?;
-        let cpu = cpu[0].as_slice().context("CPU logits")?.to_vec();
         let classes = classifier.num_classes();
         // LIME's samples composed from the first photo and a grey fill, 16×16-pixel segments,
         // a fixed pattern of kept segments: on the host for the CPU, on the device for the GPU.
@@ -117,10 +121,6 @@ pub fn check(bundle: &Bundle, batches: &[usize], runs: usize, out: &mut dyn Writ
             segments: &segments,
             keep: keep.view(),
         };
-        let cpu_composed = Cnn
-            .compile(classifier.graph(), &request)?
-            .run_composed(&composed)?;
-        let cpu_composed = cpu_composed[0].as_slice().context("CPU logits")?.to_vec();
         // Score-CAM's batch: the first photo times eight 7×7 maps, upsampled and scaled.
         let maps = Array3::from_shape_fn((n, 7, 7), |(k, y, x)| {
             ((k * 49 + y * 7 + x) as f32 * 0.37).sin()
@@ -129,75 +129,52 @@ pub fn check(bundle: &Bundle, batches: &[usize], runs: usize, out: &mut dyn Writ
             image: input.index_axis(Axis(0), 0),
             maps: maps.view(),
         };
-        let cpu_masked = Cnn
-            .compile(classifier.graph(), &request)?
-            .run_masked(&masked)?;
-        let cpu_masked = cpu_masked[0].as_slice().context("CPU logits")?.to_vec();
+        let images = [input.view().into_dyn()];
+        let cases: [(&str, Case); 3] = [
+            ("logits", &|plan| plan.run(&images)),
+            ("LIME samples composed", &|plan| {
+                plan.run_composed(&composed)
+            }),
+            ("Score-CAM images built", &|plan| plan.run_masked(&masked)),
+        ];
+        let cpu_plan = Cnn
+            .compile(classifier.graph(), &request)
+            .with_context(|| format!("{}: the CPU plan", entry.name))?;
+        let cpu = cases
+            .iter()
+            .map(|(_, case)| logits(case(cpu_plan.as_ref())?))
+            .collect::<Result<Vec<_>>>()?;
         for precision in [Precision::Strict, Precision::Tf32] {
             let engine = CudaEngine::shared(precision);
             let plan = engine
                 .compile_plan(classifier.graph(), &request)
                 .with_context(|| format!("{}: the CUDA plan ({precision})", entry.name))?;
-            plan.poison(n)?;
-            let gpu = plan.run(&[input.view().into_dyn()])?;
-            let gpu = gpu[0].as_slice().context("GPU logits")?.to_vec();
-            let (error, norm, agree) = compare(&gpu, &cpu, classes);
-            plan.poison(n)?;
-            let gpu_composed = plan.run_composed(&composed)?;
-            let gpu_composed = gpu_composed[0].as_slice().context("GPU logits")?.to_vec();
-            let (composed_error, _, composed_agree) =
-                compare(&gpu_composed, &cpu_composed, classes);
             let bound = if precision == Precision::Strict {
                 1e-5
             } else {
                 1e-3
             };
-            writeln!(
-                out,
-                "{:<20} {precision:<5} LIME samples composed on the GPU: max error / max logit {composed_error:.2e}, top-1 {}",
-                entry.name,
-                if composed_agree { "same" } else { "DIFFERS" },
-            )?;
-            plan.poison(n)?;
-            let gpu_masked = plan.run_masked(&masked)?;
-            let gpu_masked = gpu_masked[0].as_slice().context("GPU logits")?.to_vec();
-            let (masked_error, _, masked_agree) = compare(&gpu_masked, &cpu_masked, classes);
-            writeln!(
-                out,
-                "{:<20} {precision:<5} Score-CAM images built on the GPU: max error / max logit {masked_error:.2e}, top-1 {}",
-                entry.name,
-                if masked_agree { "same" } else { "DIFFERS" },
-            )?;
-            if masked_error > bound || !masked_agree {
-                failures.push(format!(
-                    "{} {precision}: masked images error {masked_error:.2e}",
-                    entry.name
-                ));
+            for ((what, case), cpu) in cases.iter().zip(&cpu) {
+                plan.poison(n)?;
+                let gpu = logits(case(&plan)?)?;
+                let (error, norm, agree) = compare(&gpu, cpu, classes);
+                let verdict = if error <= bound && agree {
+                    "ok"
+                } else {
+                    failures.push(format!(
+                        "{} {precision} {what}: error {error:.2e}, top-1 agree {agree}",
+                        entry.name
+                    ));
+                    "FAIL"
+                };
+                writeln!(
+                    out,
+                    "{:<20} {precision:<5} {what} on the GPU vs the CPU: max error / max logit \
+                     {error:.2e} (bound {bound:.0e}), error norm / norm {norm:.2e}, top-1 {} — {verdict}",
+                    entry.name,
+                    if agree { "same" } else { "DIFFERS" },
+                )?;
             }
-            if composed_error > bound || !composed_agree {
-                failures.push(format!(
-                    "{} {precision}: composed samples error {composed_error:.2e}",
-                    entry.name
-                ));
-            }
-            let verdict = if error <= bound && agree {
-                "ok"
-            } else {
-                "FAIL"
-            };
-            if verdict == "FAIL" {
-                failures.push(format!(
-                    "{} {precision}: error {error:.2e}, top-1 agree {agree}",
-                    entry.name
-                ));
-            }
-            writeln!(
-                out,
-                "{:<20} {precision:<5} logits vs CPU: max error / max logit {error:.2e} (bound {bound:.0e}), \
-                 error norm / norm {norm:.2e}, top-1 {} — {verdict}",
-                entry.name,
-                if agree { "same" } else { "DIFFERS" },
-            )?;
             if precision == Precision::Tf32 {
                 let batch = batches.iter().copied().max().unwrap_or(1).min(256);
                 let kinds = plan.profile(batch)?;

@@ -53,6 +53,11 @@ fn dnn_check(status: dnn::cudnnStatus_t, call: &str) -> Result<(), GpuError> {
         .map_err(|e| GpuError(format!("{call}: {e:?}")))
 }
 
+/// `v` as the C `int` the libraries take.
+fn int(v: usize) -> Result<i32, GpuError> {
+    i32::try_from(v).map_err(|_| GpuError(format!("{v} exceeds int")))
+}
+
 fn blas_check(status: blas::cublasStatus_t, call: &str) -> Result<(), GpuError> {
     status
         .result()
@@ -124,7 +129,6 @@ impl Blas {
         out: CUdeviceptr,
     ) -> Result<(), GpuError> {
         let (alpha, beta) = (1.0f32, 0.0f32);
-        let int = |v: usize| i32::try_from(v).map_err(|_| GpuError(format!("{v} exceeds int")));
         let (m, nn, kk) = (int(n)?, int(rows)?, int(k)?);
         // SAFETY: the caller passes device addresses of at least rows·k, k·n and rows·n floats.
         blas_check(
@@ -264,7 +268,6 @@ impl Convolution {
         precision: Precision,
         max_workspace: usize,
     ) -> Result<Option<Self>, GpuError> {
-        let int = |v: usize| i32::try_from(v).map_err(|_| GpuError(format!("{v} exceeds int")));
         let [cin, h, w] = shape.input;
         let [cout, oh, ow] = shape.output;
         let n = int(shape.n)?;

@@ -1,9 +1,9 @@
 // The CUDA device's own kernels, compiled at run time by NVRTC (see kernels.rs).
 //
 // Every tensor is a batch of NHWC maps (or N x F vectors), contiguous, indexed with 64-bit
-// integers (a batch of 1024 MobileNetV2 expansions is 1.2e9 floats). Each kernel walks its
-// output with a grid-stride loop, one thread per element, channels fastest so that neighbouring
-// threads touch neighbouring addresses. Activation codes match `Act` in the lowered plan:
+// integers (a batch of 1024 MobileNetV2 expansions is 1.2e9 floats). The hot kernels run on
+// per-channel grids (below); the rest walk their output with a grid-stride loop, one thread per
+// element, channels fastest so that neighbouring threads touch neighbouring addresses. Activation codes match `Act` in the lowered plan:
 // 0 none, 1 relu, 2 clip(p0, p1), 3 sigmoid, 4 hard sigmoid(alpha p0, beta p1), 5 hard swish,
 // 6 leaky relu(alpha p0).
 

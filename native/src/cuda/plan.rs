@@ -12,6 +12,7 @@
 #![allow(unsafe_code)]
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use camlime_core::engine::cnn::lower::{self, Act, Conv, ConvKind, Op, Program, TensorId};
@@ -104,9 +105,7 @@ pub struct Runtime {
 
 // SAFETY: the raw cuDNN and cuBLAS handles are only used while `lock` is held (one thread at a
 // time), which is how both libraries allow handles to move between threads.
-#[allow(unsafe_code)]
 unsafe impl Send for Runtime {}
-#[allow(unsafe_code)]
 unsafe impl Sync for Runtime {}
 
 impl Runtime {
@@ -166,6 +165,23 @@ impl Runtime {
         }
         let grid = [channels.div_ceil(32), y.max(1), images.max(1)].map(|v| v as u32);
         self.launch_grid(name, grid, [32, 8, 1], args)
+    }
+
+    /// Launch kernel `name` with one thread per pixel (256-thread blocks, x) of each image (z).
+    fn launch_pixels(
+        &self,
+        name: &str,
+        [pixels, images]: [usize; 2],
+        args: &[Arg],
+    ) -> std::result::Result<(), GpuError> {
+        const LIMIT: usize = 65_535;
+        if images > LIMIT {
+            return Err(GpuError(format!(
+                "kernel {name}: {images} images exceed the grid's {LIMIT}"
+            )));
+        }
+        let grid = [pixels.div_ceil(256), 1, images].map(|v| v as u32);
+        self.launch_grid(name, grid, [256, 1, 1], args)
     }
 
     fn launch_grid(
@@ -427,11 +443,6 @@ impl CudaPlan {
         })
     }
 
-    /// The GPU this plan runs on.
-    pub fn runtime(&self) -> &Arc<Runtime> {
-        &self.runtime
-    }
-
     fn len(&self, tensor: TensorId) -> usize {
         self.program.tensors[tensor].dims.len()
     }
@@ -503,21 +514,6 @@ impl CudaPlan {
             .instances
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if !instances.contains_key(&n) {
-            if instances.len() >= KEPT_INSTANCES {
-                instances.clear();
-            }
-            let _guard = self
-                .runtime
-                .lock
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            let made = self.instance(n)?;
-            instances.insert(n, made);
-        }
-        let instance = instances
-            .get(&n)
-            .ok_or_else(|| GpuError("instance vanished".into()))?;
         let _guard = self
             .runtime
             .lock
@@ -527,6 +523,13 @@ impl CudaPlan {
             .ctx
             .bind_to_thread()
             .map_err(GpuError::driver("bind"))?;
+        if !instances.contains_key(&n) && instances.len() >= KEPT_INSTANCES {
+            instances.clear();
+        }
+        let instance = match instances.entry(n) {
+            Entry::Occupied(entry) => entry.into_mut(),
+            Entry::Vacant(entry) => entry.insert(self.instance(n)?),
+        };
         body(instance)
     }
 
@@ -655,25 +658,24 @@ impl CudaPlan {
                 } else {
                     "cuDNN conv"
                 })?;
-                let (name, lanes) = vector(out_dims.c, "epilogue", "epilogue4");
-                rt.launch_channels(
-                    name,
-                    [lanes, pixels, 1],
-                    false,
-                    &[
-                        Arg::Ptr(y),
-                        Arg::Ptr(weights.bias.ptr),
-                        Arg::Ptr(residual),
-                        long(pixels),
-                        int(lanes),
-                        act,
-                        p0,
-                        p1,
-                    ],
+                self.epilogue(
+                    y,
+                    weights.bias.ptr,
+                    residual,
+                    [pixels, out_dims.c],
+                    conv.act,
                 )?;
                 mark("conv epilogue")
             }
             (ConvRoute::Depthwise | ConvRoute::Direct, _) => {
+                // The depthwise kernels count channels in lanes (float4s for `depthwise4`);
+                // the direct kernel takes both channel counts and the groups.
+                let (name, lanes, channels) = if weights.route == ConvRoute::Depthwise {
+                    let (name, lanes) = vector(in_dims.c, "depthwise", "depthwise4");
+                    (name, lanes, lanes)
+                } else {
+                    ("direct_conv", out_dims.c, in_dims.c)
+                };
                 let mut args = vec![
                     Arg::Ptr(x),
                     Arg::Ptr(weights.weights.ptr),
@@ -682,20 +684,13 @@ impl CudaPlan {
                     Arg::Ptr(y),
                     int(in_dims.h),
                     int(in_dims.w),
-                    int(in_dims.c),
+                    int(channels),
                     int(out_dims.h),
                     int(out_dims.w),
                 ];
-                let mut lanes = out_dims.c;
-                let name = if weights.route == ConvRoute::Depthwise {
-                    let (name, four) = vector(in_dims.c, "depthwise", "depthwise4");
-                    lanes = four;
-                    args[7] = int(four);
-                    name
-                } else {
+                if weights.route == ConvRoute::Direct {
                     args.extend([int(out_dims.c), int(conv.groups)]);
-                    "direct_conv"
-                };
+                }
                 args.extend(
                     [
                         conv.kernel[0],
@@ -893,22 +888,7 @@ impl CudaPlan {
                 let (k, cols) = (self.len(*input), self.len(*output));
                 let y = at(*output);
                 rt.blas.product([n, k, cols], at(*input), weights.ptr, y)?;
-                let [act, p0, p1] = act_args(*act);
-                rt.launch_channels(
-                    "epilogue",
-                    [cols, n, 1],
-                    false,
-                    &[
-                        Arg::Ptr(y),
-                        Arg::Ptr(bias.ptr),
-                        Arg::Ptr(null),
-                        long(n),
-                        int(cols),
-                        act,
-                        p0,
-                        p1,
-                    ],
-                )
+                self.epilogue(y, bias.ptr, null, [n, cols], *act)
             }
             (
                 Op::Lrn {
@@ -952,6 +932,35 @@ impl CudaPlan {
             }
             (op, _) => Err(GpuError(format!("op without its device data: {op:?}"))),
         }
+    }
+
+    /// `y = act(y + bias + residual)` in place over `rows × c` values (a null residual is
+    /// none), four channels per thread when `c` allows.
+    fn epilogue(
+        &self,
+        y: CUdeviceptr,
+        bias: CUdeviceptr,
+        residual: CUdeviceptr,
+        [rows, c]: [usize; 2],
+        act: Act,
+    ) -> std::result::Result<(), GpuError> {
+        let [act, p0, p1] = act_args(act);
+        let (name, lanes) = vector(c, "epilogue", "epilogue4");
+        self.runtime.launch_channels(
+            name,
+            [lanes, rows, 1],
+            false,
+            &[
+                Arg::Ptr(y),
+                Arg::Ptr(bias),
+                Arg::Ptr(residual),
+                long(rows),
+                int(lanes),
+                act,
+                p0,
+                p1,
+            ],
+        )
     }
 
     /// `y = act(a·scale + shift + b)` over `n` tensors of `dims`; null pointers skip a term.
@@ -1054,16 +1063,10 @@ impl CudaPlan {
         let keep: Vec<u8> = composed.keep.iter().map(|&k| u8::from(k)).collect();
         let keep = Buffer::upload(rt, &keep)?;
         let pixels = h * w;
-        if n > 65_535 {
-            return Err(GpuError(format!(
-                "{n} composed images exceed the grid's 65535"
-            )));
-        }
         self.run_with(n, |_, target| {
-            rt.launch_grid(
+            rt.launch_pixels(
                 "compose",
-                [pixels.div_ceil(256) as u32, 1, n as u32],
-                [256, 1, 1],
+                [pixels, n],
                 &[
                     Arg::Ptr(on.ptr),
                     Arg::Ptr(off.ptr),
@@ -1084,11 +1087,6 @@ impl CudaPlan {
         let rt = &self.runtime;
         let (c, height, width) = self.check_image(masked.image.dim(), "the masked image")?;
         let (k, h, w) = masked.maps.dim();
-        if k > 65_535 {
-            return Err(GpuError(format!(
-                "{k} masked images exceed the grid's 65535"
-            )));
-        }
         let taps = |n_out: usize, n_in: usize| {
             let taps = camlime_core::cam::align_corners_taps(n_out, n_in);
             let ends: Vec<i32> = taps.iter().flat_map(|t| [t.0 as i32, t.1 as i32]).collect();
@@ -1108,12 +1106,10 @@ impl CudaPlan {
         let pixels = height * width;
         let masks = Buffer::new(&rt.ctx, k * pixels)?;
         let range = Buffer::new(&rt.ctx, 2 * k)?;
-        let blocks = pixels.div_ceil(256) as u32;
         self.run_with(k, |_, target| {
-            rt.launch_grid(
+            rt.launch_pixels(
                 "upsample_maps",
-                [blocks, 1, k as u32],
-                [256, 1, 1],
+                [pixels, k],
                 &[
                     Arg::Ptr(maps.ptr),
                     Arg::Ptr(rows.ptr),
@@ -1133,10 +1129,9 @@ impl CudaPlan {
                 [256, 1, 1],
                 &[Arg::Ptr(masks.ptr), Arg::Ptr(range.ptr), int(pixels)],
             )?;
-            rt.launch_grid(
+            rt.launch_pixels(
                 "mask_images",
-                [blocks, 1, k as u32],
-                [256, 1, 1],
+                [pixels, k],
                 &[
                     Arg::Ptr(image.ptr),
                     Arg::Ptr(masks.ptr),

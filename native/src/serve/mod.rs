@@ -25,6 +25,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, Method, StatusCode};
 use axum::routing::{any, get};
 use camlime_core::Classifier;
+use camlime_core::engine::EngineChoice;
 use camlime_core::lime::MAX_SAMPLES;
 use camlime_core::preprocess::DecodeLimits;
 use clap::Args;
@@ -38,8 +39,6 @@ pub use api::ApiDoc;
 use error::ApiError;
 use jobs::{JobSettings, Jobs};
 use metrics::Metrics;
-
-use camlime_core::engine::EngineChoice;
 
 use crate::models::{Bundle, DeviceArgs};
 use crate::parallel::available_threads;

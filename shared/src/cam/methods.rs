@@ -804,11 +804,8 @@ fn score_cam_scores(
     let mut scores = Vec::with_capacity(k);
     // A device builds the masked images itself, all channels in one call; on the CPU they are
     // built per chunk and the chunk is split over the threads.
-    let step = if classifier.on_device() {
-        k
-    } else {
-        config.chunk
-    };
+    let on_device = classifier.on_device();
+    let step = if on_device { k } else { config.chunk };
     for start in (0..k).step_by(step) {
         check_cancelled(runtime)?;
         let end = (start + step).min(k);
@@ -816,7 +813,7 @@ fn score_cam_scores(
             image: input.index_axis(Axis(0), 0),
             maps: a.slice(s![start..end, .., ..]),
         };
-        let logits = if classifier.on_device() {
+        let logits = if on_device {
             classifier.forward_masked(&masked)?
         } else {
             classifier
