@@ -26,23 +26,17 @@
 
 pub mod attribution;
 pub mod cam;
-pub mod camlime;
 pub mod engine;
-pub mod error;
 pub mod explanation;
 pub mod grad;
-pub mod lime;
-pub mod manifest;
 pub mod metrics;
 pub mod model;
 mod model_edit;
 mod onnx;
-pub mod preprocess;
-pub mod render;
-pub mod runtime;
-pub mod segment;
-pub mod surrogate;
 
+pub use camlime_base::{
+    camlime, error, lime, manifest, preprocess, render, runtime, segment, spec, surrogate,
+};
 pub use error::{Error, Result};
 pub use explanation::{ExplainConfig, ExplanationRecord, Method, explain};
 pub use manifest::{Manifest, ModelEntry};

@@ -4,7 +4,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { readFile, writeFile } from "node:fs/promises";
+import { readdir, readFile, stat, writeFile } from "node:fs/promises";
 import {
   ARTIFACTS, start, stop, open, waitModel, pickChelsea, explain, downloadRecord, canvasStats,
   decodeMap, segmentLabels, massInBox, fixture, DIST,
@@ -23,6 +23,19 @@ after(async () => {
   await stop(env);
   await writeFile(join(ARTIFACTS, "timings.json"), JSON.stringify(timings, null, 2));
   console.log("timings (ms):", JSON.stringify(timings));
+});
+
+test("the page's wasm links no model engine: at most 2 MB, the worker under 20 MB", async () => {
+  const files = await readdir(DIST);
+  const page = files.filter((f) => /^camlime-web-[0-9a-f]+_bg\.wasm$/.test(f));
+  assert.equal(page.length, 1, `one page wasm in ${DIST}: ${files.join(", ")}`);
+  const pageBytes = (await stat(join(DIST, page[0]))).size;
+  const workerBytes = (await stat(join(DIST, "worker_bg.wasm"))).size;
+  timings.page_wasm_bytes = pageBytes;
+  timings.worker_wasm_bytes = workerBytes;
+  // 14.6 MB while the page reached tract through camlime-core; 1.81 MB on camlime-base alone.
+  assert.ok(pageBytes <= 2_000_000, `page wasm ${pageBytes} bytes`);
+  assert.ok(workerBytes < 20_000_000, `worker wasm ${workerBytes} bytes`);
 });
 
 function faceArea(width, height) {

@@ -2,8 +2,8 @@
 //! these enums serialised, `bytes` an optional `Uint8Array` (model or image bytes, the base
 //! image's pixels) moved rather than copied.
 
-use camlime_core::explanation::{ExplanationRecord, SampleJob};
-use camlime_core::{ExplainConfig, Layer, ModelSpec, Prediction};
+use camlime_base::record::{ExplanationRecord, SampleJob};
+use camlime_base::{ExplainConfig, Layer, ModelSpec, Prediction};
 use js_sys::{Array, Object, Reflect, Uint8Array};
 use serde::{Deserialize, Serialize};
 use wasm_bindgen::{JsCast, JsValue};
@@ -182,7 +182,7 @@ pub fn decode<T: for<'de> Deserialize<'de>>(json: &str) -> Result<T, String> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use camlime_core::explanation::Method;
+    use camlime_base::record::Method;
 
     #[test]
     fn requests_round_trip() {

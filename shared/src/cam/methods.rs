@@ -6,271 +6,17 @@ use image::RgbImage;
 use nalgebra::DMatrix;
 use rand::{RngExt, SeedableRng};
 use rand_pcg::Pcg64;
-use serde::{Deserialize, Serialize};
 use tract_onnx::prelude::tract_ndarray::{
     Array2, Array3, Array4, ArrayView3, ArrayView4, Axis, Ix4, s,
 };
 
-use super::{CamMap, aggregate};
-use crate::attribution::{self, AttributionConfig};
+use super::{AblationValue, CamConfig, CamExplanation, CamMap, CamMethod, LayerCam, aggregate};
+use crate::attribution;
 use crate::engine::Masked;
 use crate::grad::BackwardRule;
 use crate::model::{Classifier, softmax};
 use crate::runtime::{self, Runtime, check_cancelled};
 use crate::{Error, Result};
-
-/// Which CAM.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub enum CamMethod {
-    /// Channel weights = mean gradient.
-    GradCam,
-    /// Σ_k G ⊙ A.
-    HiResCam,
-    /// Grad-CAM++ channel weights.
-    GradCamPlusPlus,
-    /// XGrad-CAM channel weights.
-    XGradCam,
-    /// Σ_k ReLU(G) ⊙ A.
-    LayerCam,
-    /// First principal component of G ⊙ A.
-    EigenGradCam,
-    /// Σ_k ReLU(G ⊙ A).
-    GradCamElementWise,
-    /// |∇x ⊙ x| plus |bias ⊙ G| of every layer with a bias.
-    FullGrad,
-    /// First principal component of the activations (no target class needed).
-    EigenCam,
-    /// Channel weights = softmax of the class logit with the input masked by each channel.
-    ScoreCam,
-    /// Channel weights = relative drop of the class logit with each channel ablated.
-    AblationCam,
-    /// Uniform random channel weights in [−1, 1): a baseline.
-    Random,
-    /// Input attribution: |∇x logit| (captum's Saliency).
-    Saliency,
-    /// Input attribution: x ⊙ ∇x logit.
-    InputXGradient,
-    /// Input attribution: Integrated Gradients from a constant baseline.
-    IntegratedGradients,
-    /// Input attribution: the gradient with guided rectifiers.
-    GuidedBackprop,
-    /// Input attribution: Guided Backprop × nearest-upsampled Grad-CAM.
-    GuidedGradCam,
-    /// Input attribution: mean logit drop over the sliding windows covering each pixel.
-    Occlusion,
-}
-
-impl CamMethod {
-    /// Every method, by name.
-    pub const ALL: [CamMethod; 18] = [
-        CamMethod::GradCam,
-        CamMethod::HiResCam,
-        CamMethod::GradCamPlusPlus,
-        CamMethod::XGradCam,
-        CamMethod::LayerCam,
-        CamMethod::EigenGradCam,
-        CamMethod::GradCamElementWise,
-        CamMethod::FullGrad,
-        CamMethod::EigenCam,
-        CamMethod::ScoreCam,
-        CamMethod::AblationCam,
-        CamMethod::Random,
-        CamMethod::Saliency,
-        CamMethod::InputXGradient,
-        CamMethod::IntegratedGradients,
-        CamMethod::GuidedBackprop,
-        CamMethod::GuidedGradCam,
-        CamMethod::Occlusion,
-    ];
-
-    /// The name the CLI, records and pytorch-grad-cam use.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::GradCam => "gradcam",
-            Self::HiResCam => "hirescam",
-            Self::GradCamPlusPlus => "gradcam++",
-            Self::XGradCam => "xgradcam",
-            Self::LayerCam => "layercam",
-            Self::EigenGradCam => "eigengradcam",
-            Self::GradCamElementWise => "gradcamelementwise",
-            Self::FullGrad => "fullgrad",
-            Self::EigenCam => "eigencam",
-            Self::ScoreCam => "scorecam",
-            Self::AblationCam => "ablationcam",
-            Self::Random => "random",
-            Self::Saliency => "saliency",
-            Self::InputXGradient => "inputxgradient",
-            Self::IntegratedGradients => "integratedgradients",
-            Self::GuidedBackprop => "guidedbackprop",
-            Self::GuidedGradCam => "guidedgradcam",
-            Self::Occlusion => "occlusion",
-        }
-    }
-
-    /// The name people write in papers and figure labels.
-    pub fn title(self) -> &'static str {
-        match self {
-            Self::GradCam => "Grad-CAM",
-            Self::HiResCam => "HiResCAM",
-            Self::GradCamPlusPlus => "Grad-CAM++",
-            Self::XGradCam => "XGrad-CAM",
-            Self::LayerCam => "LayerCAM",
-            Self::EigenGradCam => "EigenGrad-CAM",
-            Self::GradCamElementWise => "Grad-CAM (element-wise)",
-            Self::FullGrad => "FullGrad",
-            Self::EigenCam => "EigenCAM",
-            Self::ScoreCam => "Score-CAM",
-            Self::AblationCam => "Ablation-CAM",
-            Self::Random => "Random CAM",
-            Self::Saliency => "Saliency",
-            Self::InputXGradient => "Input × Gradient",
-            Self::IntegratedGradients => "Integrated Gradients",
-            Self::GuidedBackprop => "Guided Backprop",
-            Self::GuidedGradCam => "Guided Grad-CAM",
-            Self::Occlusion => "Occlusion",
-        }
-    }
-
-    /// Parse a method name.
-    pub fn from_name(name: &str) -> Result<Self> {
-        Self::ALL
-            .into_iter()
-            .find(|m| m.name() == name)
-            .ok_or_else(|| {
-                let names: Vec<_> = Self::ALL.iter().map(|m| m.name()).collect();
-                Error::Parameter(format!(
-                    "unknown CAM method `{name}`; available: {}",
-                    names.join(", ")
-                ))
-            })
-    }
-
-    /// Whether the method needs the gradients of the target layers.
-    pub fn uses_gradients(self) -> bool {
-        matches!(
-            self,
-            Self::GradCam
-                | Self::HiResCam
-                | Self::GradCamPlusPlus
-                | Self::XGradCam
-                | Self::LayerCam
-                | Self::EigenGradCam
-                | Self::GradCamElementWise
-                | Self::FullGrad
-        )
-    }
-
-    /// Whether the method attributes to input pixels (captum's family) rather than weighting a
-    /// layer's channels.
-    pub fn is_input_attribution(self) -> bool {
-        matches!(
-            self,
-            Self::Saliency
-                | Self::InputXGradient
-                | Self::IntegratedGradients
-                | Self::GuidedBackprop
-                | Self::GuidedGradCam
-                | Self::Occlusion
-        )
-    }
-}
-
-impl TryFrom<String> for CamMethod {
-    type Error = Error;
-    fn try_from(name: String) -> Result<Self> {
-        Self::from_name(&name)
-    }
-}
-
-impl From<CamMethod> for String {
-    fn from(method: CamMethod) -> Self {
-        method.name().to_owned()
-    }
-}
-
-/// What an ablated channel is set to.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AblationValue {
-    /// Zero, as the method is defined.
-    #[default]
-    Zero,
-    /// pytorch-grad-cam 1.5.5's `AblationLayer`: zero if the activation's minimum is 0, else
-    /// that minimum − 1e7, where the minimum is re-read after each ablation in a batch of 32
-    /// (so the k-th channel of a batch gets min − (k+1)·1e7). Offered for parity.
-    PytorchGradCam,
-}
-
-/// CAM parameters.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct CamConfig {
-    /// The method.
-    pub method: CamMethod,
-    /// Target layers (readable or tensor names); empty = the model's defaults. FullGrad ignores
-    /// them and uses every layer with a bias.
-    pub layers: Vec<String>,
-    /// Class to explain; `None` = the predicted class.
-    pub target: Option<usize>,
-    /// Ablation-CAM's ablated value.
-    pub ablation: AblationValue,
-    /// Seed of the random baseline.
-    pub seed: u64,
-    /// Images per forward chunk for Score-CAM and Ablation-CAM.
-    pub chunk: usize,
-    /// Replace each layer's weighted sum by the first principal component of its weighted
-    /// activations.
-    pub eigen_smooth: bool,
-    /// Average the map over horizontal flips × input scales {0.9, 1, 1.1} (6 passes).
-    pub aug_smooth: bool,
-    /// Keep the maps at the layers' resolution instead of resizing them to the input (the
-    /// paper's Grad-CAM copy does this; all layers must then share one resolution).
-    pub feature_resolution: bool,
-    /// Parameters of the input attributions.
-    pub attribution: AttributionConfig,
-}
-
-impl Default for CamConfig {
-    fn default() -> Self {
-        Self {
-            method: CamMethod::EigenCam,
-            layers: Vec::new(),
-            target: None,
-            ablation: AblationValue::Zero,
-            seed: 0,
-            chunk: 16,
-            eigen_smooth: false,
-            aug_smooth: false,
-            feature_resolution: false,
-            attribution: AttributionConfig::default(),
-        }
-    }
-}
-
-/// One layer's map at feature resolution and at input resolution.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct LayerCam {
-    /// Layer name.
-    pub layer: String,
-    /// ReLU'd map at the layer's resolution, before scaling.
-    pub native: CamMap,
-    /// Scaled to [0, 1] and resized to the input (or kept at the layer's resolution).
-    pub map: CamMap,
-}
-
-/// A CAM explanation: per-layer maps and their aggregate.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct CamExplanation {
-    /// The explained class.
-    pub target: usize,
-    /// Its logit on the unmodified input.
-    pub target_logit: f32,
-    /// Per target layer, in request order (empty for FullGrad, which sums every bias layer).
-    pub layers: Vec<LayerCam>,
-    /// The aggregated map in [0, 1], at input resolution unless `feature_resolution`.
-    pub map: CamMap,
-}
 
 /// Compute a CAM for a base image (already resized and cropped to the model's input).
 pub fn explain(
@@ -468,17 +214,17 @@ fn explain_once(
             other => not_per_layer(other)?,
         };
         let raw = match layer_map {
-            LayerMap::Projection(stack) => eigen_projection(stack.view()),
-            LayerMap::Elementwise(stack) if config.eigen_smooth => eigen_projection(stack.view()),
-            LayerMap::Elementwise(stack) => channel_sum(stack.view()),
+            LayerMap::Projection(stack) => eigen_projection(stack.view())?,
+            LayerMap::Elementwise(stack) if config.eigen_smooth => eigen_projection(stack.view())?,
+            LayerMap::Elementwise(stack) => channel_sum(stack.view())?,
             LayerMap::Weights(weights) if config.eigen_smooth => {
                 let mut weighted = a.to_owned();
                 for (mut channel, w) in weighted.outer_iter_mut().zip(&weights) {
                     channel.mapv_inplace(|v| v * w);
                 }
-                eigen_projection(weighted.view())
+                eigen_projection(weighted.view())?
             }
-            LayerMap::Weights(weights) => weighted_sum(a, &weights),
+            LayerMap::Weights(weights) => weighted_sum(a, &weights)?,
         };
         let native = raw.relu();
         let scaled = native.clone().scaled();
@@ -624,13 +370,9 @@ fn grad_cam_plus_plus(a: ArrayView3<f32>, g: ArrayView3<f32>) -> Vec<f32> {
 }
 
 /// Σ over channels.
-fn channel_sum(stack: ArrayView3<f32>) -> CamMap {
+fn channel_sum(stack: ArrayView3<f32>) -> Result<CamMap> {
     let (_, h, w) = stack.dim();
-    CamMap {
-        height: h,
-        width: w,
-        values: stack.sum_axis(Axis(0)).iter().copied().collect(),
-    }
+    CamMap::new(h, w, stack.sum_axis(Axis(0)).iter().copied().collect())
 }
 
 /// FullGrad (pytorch-grad-cam's): |∇x ⊙ x| per input channel and |bias ⊙ G| per channel of
@@ -714,7 +456,7 @@ fn full_grad(
         let planes = Array3::from_shape_fn((stack.len(), h, w), |(k, y, x)| {
             stack[k].values()[y * w + x]
         });
-        eigen_projection(planes.view())
+        eigen_projection(planes.view())?
             .scaled()
             .resize(height, width)
     } else {
@@ -736,7 +478,7 @@ fn full_grad(
 }
 
 /// Σ_k w_k A_k as an h×w map.
-fn weighted_sum(a: ArrayView3<f32>, weights: &[f32]) -> CamMap {
+fn weighted_sum(a: ArrayView3<f32>, weights: &[f32]) -> Result<CamMap> {
     let (_, h, w) = a.dim();
     let mut values = vec![0.0f32; h * w];
     for (channel, &weight) in a.outer_iter().zip(weights) {
@@ -744,17 +486,13 @@ fn weighted_sum(a: ArrayView3<f32>, weights: &[f32]) -> CamMap {
             *v += weight * x;
         }
     }
-    CamMap {
-        height: h,
-        width: w,
-        values,
-    }
+    CamMap::new(h, w, values)
 }
 
 /// pytorch-grad-cam's `get_2d_projection`: centre the (h·w)×K matrix per channel, project on
 /// the first right singular vector; the sign is fixed so the map correlates positively with the
 /// mean activation.
-fn eigen_projection(a: ArrayView3<f32>) -> CamMap {
+fn eigen_projection(a: ArrayView3<f32>) -> Result<CamMap> {
     let (k, h, w) = a.dim();
     let mut x = DMatrix::from_fn(h * w, k, |p, c| f64::from(a[(c, p / w, p % w)]));
     for mut column in x.column_iter_mut() {
@@ -783,11 +521,7 @@ fn eigen_projection(a: ArrayView3<f32>) -> CamMap {
     if agreement < 0.0 {
         projection.iter_mut().for_each(|p| *p = -*p);
     }
-    CamMap {
-        height: h,
-        width: w,
-        values: projection.into_iter().map(|p| p as f32).collect(),
-    }
+    CamMap::new(h, w, projection.into_iter().map(|p| p as f32).collect())
 }
 
 /// Score-CAM: the class logit for the input multiplied by each channel's upsampled (bilinear,
@@ -887,7 +621,7 @@ mod tests {
         let a = Array3::from_shape_fn((4, 2, 3), |(c, y, x)| {
             (c as f32 + 1.0) * pattern[y * 3 + x] + c as f32
         });
-        let map = eigen_projection(a.view());
+        let map = eigen_projection(a.view()).unwrap();
         let values = map.values();
         for pair in values.windows(2) {
             assert!(pair[1] > pair[0], "{values:?}");
@@ -897,7 +631,10 @@ mod tests {
     #[test]
     fn weighted_sum_and_names() {
         let a = Array3::from_shape_fn((2, 1, 2), |(c, _, x)| (c * 2 + x) as f32);
-        assert_eq!(weighted_sum(a.view(), &[1.0, -1.0]).values(), &[-2.0, -2.0]);
+        assert_eq!(
+            weighted_sum(a.view(), &[1.0, -1.0]).unwrap().values(),
+            &[-2.0, -2.0]
+        );
         for method in CamMethod::ALL {
             assert_eq!(CamMethod::from_name(method.name()).unwrap(), method);
         }

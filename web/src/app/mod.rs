@@ -9,8 +9,8 @@ mod view;
 
 use std::cell::RefCell;
 
-use camlime_core::explanation::{ExplanationRecord, Method, SampleJob};
-use camlime_core::{Manifest, ModelSpec, Prediction};
+use camlime_base::record::{ExplanationRecord, Method, SampleJob};
+use camlime_base::{Manifest, ModelSpec, Prediction};
 use camlime_web::i18n::{Lang, t};
 use camlime_web::protocol::{ModelSummary, Request, Response, decode, encode, from_js, to_js};
 use image::RgbImage;
@@ -653,7 +653,7 @@ pub fn load_bundled_model(ctx: Ctx, name: String) {
 /// A user's ONNX file: ImageNet preprocessing, ImageNet labels if it has 1000 classes.
 pub fn load_user_model(ctx: Ctx, name: String, bytes: Vec<u8>) {
     let mut spec = ModelSpec::user_model(name.trim_end_matches(".onnx"));
-    spec.labels = camlime_core::manifest::parse_labels(&ctx.labels.get_untracked());
+    spec.labels = camlime_base::manifest::parse_labels(&ctx.labels.get_untracked());
     ctx.model_choice.set(format!("user:{name}"));
     send_model(ctx, spec, bytes);
     resend_image(ctx);
@@ -677,15 +677,15 @@ pub fn set_image(ctx: Ctx, name: String, bytes: Vec<u8>) {
 }
 
 /// The explanation parameters from the controls.
-pub fn config(ctx: Ctx) -> Result<camlime_core::ExplainConfig, String> {
-    use camlime_core::cam::CamMethod;
-    use camlime_core::camlime::{CamLimeMode, Pooling};
-    let mut config = camlime_core::ExplainConfig {
+pub fn config(ctx: Ctx) -> Result<camlime_base::ExplainConfig, String> {
+    use camlime_base::cam::CamMethod;
+    use camlime_base::camlime::{CamLimeMode, Pooling};
+    let mut config = camlime_base::ExplainConfig {
         method: Method::from_name(&ctx.method.get_untracked()).map_err(|e| e.to_string())?,
         cam: CamMethod::from_name(&ctx.cam.get_untracked()).map_err(|e| e.to_string())?,
         target: ctx.target.get_untracked(),
         seed: ctx.seed.get_untracked(),
-        segmenter: camlime_core::SegmenterConfig::from_name(&ctx.segmenter.get_untracked())
+        segmenter: camlime_base::SegmenterConfig::from_name(&ctx.segmenter.get_untracked())
             .map_err(|e| e.to_string())?,
         mode: match ctx.mode.get_untracked().as_str() {
             "segment-max" => CamLimeMode::Segment {
@@ -718,7 +718,7 @@ pub fn explain(ctx: Ctx) {
 }
 
 /// Start an explanation with the given parameters.
-pub fn run(ctx: Ctx, config: camlime_core::ExplainConfig) {
+pub fn run(ctx: Ctx, config: camlime_base::ExplainConfig) {
     if ctx.running.get_untracked().is_some() {
         return;
     }

@@ -5,7 +5,7 @@
 
 use std::cell::RefCell;
 
-use camlime_core::{ExplainConfig, ExplanationRecord};
+use camlime_base::{ExplainConfig, ExplanationRecord};
 use js_sys::{Array, Uint8Array};
 use leptos::prelude::*;
 use serde_json::{Value, json};

@@ -2,8 +2,8 @@
 //! record when the view options change, never recomputed), the weight–feature chart, the
 //! comparison strip, downloads, and loading a record to show or replay it.
 
-use camlime_core::explanation::{ExplanationRecord, Method, image_sha256};
-use camlime_core::render::{MaskOptions, cam_overlay, mask_picture, weight_plot_svg};
+use camlime_base::record::{ExplanationRecord, Method, image_sha256};
+use camlime_base::render::{MaskOptions, cam_overlay, mask_picture, weight_plot_svg};
 use image::RgbImage;
 use leptos::prelude::*;
 use wasm_bindgen::{Clamped, JsCast};

@@ -1,7 +1,7 @@
 //! The page's layout and controls. Results are drawn by `result.rs`.
 
-use camlime_core::cam::CamMethod;
-use camlime_core::explanation::Method;
+use camlime_base::cam::CamMethod;
+use camlime_base::record::Method;
 use camlime_web::i18n::Lang;
 use js_sys::Uint8Array;
 use leptos::ev;

@@ -11,8 +11,8 @@ use std::io::Cursor;
 use fast_image_resize::images::Image as ResizeImage;
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 use image::{ImageDecoder, ImageReader, RgbImage};
+use ndarray::Array4;
 use serde::{Deserialize, Serialize};
-use tract_onnx::prelude::tract_ndarray::Array4;
 
 use crate::{Error, Result};
 
@@ -249,8 +249,7 @@ impl Preprocessing {
         for (n, image) in images.iter().enumerate() {
             let raw = image.as_raw();
             for c in 0..3 {
-                let mut plane =
-                    tensor.slice_mut(tract_onnx::prelude::tract_ndarray::s![n, c, .., ..]);
+                let mut plane = tensor.slice_mut(ndarray::s![n, c, .., ..]);
                 for (i, value) in plane.iter_mut().enumerate() {
                     *value = self.normalize.apply(c, f32::from(raw[i * 3 + c]) / 255.0);
                 }

@@ -5,8 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{ModelSpec, NamedLayer};
 use crate::preprocess::Preprocessing;
+use crate::spec::{ModelSpec, NamedLayer};
 use crate::{Error, Result};
 
 /// The whole manifest.

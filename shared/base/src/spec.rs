@@ -1,0 +1,86 @@
+//! What the caller knows about a model besides its graph — its name, input, preprocessing,
+//! labels and readable layer names ([`ModelSpec`]) — and what a model answers in plain data:
+//! its layers and predictions. The classifier that runs the graph is the core's `model`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::preprocess::Preprocessing;
+
+/// A readable layer name bound to an ONNX tensor name.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamedLayer {
+    /// Readable name (`features.17`).
+    pub name: String,
+    /// ONNX tensor name.
+    pub tensor: String,
+}
+
+/// What the caller knows about a model beyond its ONNX graph.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelSpec {
+    /// Short name, for display and records.
+    pub name: String,
+    /// Expected ONNX input name; `None` accepts the model's single input, whatever its name.
+    pub input: Option<String>,
+    /// Logits tensor; `None` takes the model's single graph output.
+    pub output: Option<String>,
+    /// Input `[height, width]`; a model that fixes its own spatial size overrides it.
+    pub input_size: [u32; 2],
+    /// How images become the input tensor.
+    pub preprocessing: Preprocessing,
+    /// Class names; empty means `class 0`, `class 1`, …
+    pub labels: Vec<String>,
+    /// Readable names for layers; empty means layers are addressed by tensor name.
+    pub named_layers: Vec<NamedLayer>,
+    /// Target layers used when none is given; empty means the last spatial tensor.
+    pub default_layers: Vec<String>,
+}
+
+impl ModelSpec {
+    /// A spec for a user's ONNX classifier: ImageNet preprocessing at 224², no labels or layer
+    /// names (labels default to ImageNet's when the model has 1000 classes and they are given).
+    pub fn user_model(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            input: None,
+            output: None,
+            input_size: [224, 224],
+            preprocessing: Preprocessing::default(),
+            labels: Vec::new(),
+            named_layers: Vec::new(),
+            default_layers: Vec::new(),
+        }
+    }
+}
+
+/// A layer a user can target: a 4-D tensor of the model.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Layer {
+    /// Readable name (the tensor name when the model has no named layers).
+    pub name: String,
+    /// ONNX tensor name.
+    pub tensor: String,
+    /// `[C, H, W]` at the model's input size.
+    pub shape: [usize; 3],
+}
+
+/// One class of a prediction.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Prediction {
+    /// Class index.
+    pub class: usize,
+    /// Class name.
+    pub label: String,
+    /// Softmax probability.
+    pub probability: f32,
+    /// Raw logit.
+    pub logit: f32,
+}
+
+/// Softmax of one row, stabilised by its maximum.
+pub fn softmax(logits: &[f32]) -> Vec<f32> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let exps: Vec<f32> = logits.iter().map(|&x| (x - max).exp()).collect();
+    let sum: f32 = exps.iter().sum();
+    exps.into_iter().map(|e| e / sum).collect()
+}
