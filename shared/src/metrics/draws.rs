@@ -51,19 +51,29 @@ impl Draws {
             .collect()
     }
 
-    /// `k` distinct indices of `0..n` (the `k` smallest of `n` uniform keys, in key order).
+    /// `k` distinct indices of `0..n` (the `k` smallest of `n` uniform keys, in key order). Only
+    /// the `k` chosen are sorted: FaithfulnessCorrelation draws 224 of 50,176 pixels 100 times,
+    /// and sorting every key took a third of its time.
     pub fn choice(&mut self, n: usize, k: usize) -> Vec<usize> {
-        let mut order = self.permutation(n);
-        order.truncate(k);
-        order
+        let mut keyed = self.keyed(n);
+        if k < n {
+            keyed.select_nth_unstable(k);
+            keyed.truncate(k);
+        }
+        keyed.sort_unstable();
+        keyed.into_iter().map(|(_, i)| i).collect()
     }
 
     /// A random order of `0..n` (indices sorted by `n` uniform keys).
     pub fn permutation(&mut self, n: usize) -> Vec<usize> {
-        let keys: Vec<u64> = (0..n).map(|_| self.next_u64() >> 11).collect();
-        let mut order: Vec<usize> = (0..n).collect();
-        order.sort_by_key(|&i| (keys[i], i));
-        order
+        let mut keyed = self.keyed(n);
+        keyed.sort_unstable();
+        keyed.into_iter().map(|(_, i)| i).collect()
+    }
+
+    /// `n` uniform keys, each with its index: distinct pairs, so any sort of them is one order.
+    fn keyed(&mut self, n: usize) -> Vec<(u64, usize)> {
+        (0..n).map(|i| (self.next_u64() >> 11, i)).collect()
     }
 
     /// One index of `0..n`.
@@ -95,6 +105,13 @@ mod tests {
         assert_eq!(sorted.len(), 100);
         assert!(a.iter().all(|&i| i < 1000));
         assert_ne!(a, Draws::new(6).choice(1000, 100));
+        // The first k of the whole order, whatever k (all, none, one).
+        let order = Draws::new(5).permutation(1000);
+        assert_eq!(a, order[..100]);
+        assert_eq!(Draws::new(5).choice(1000, 1000), order);
+        assert_eq!(Draws::new(5).choice(1000, 1), order[..1]);
+        assert!(Draws::new(5).choice(1000, 0).is_empty());
+        assert_eq!(Draws::new(5).choice(3, 7).len(), 3);
     }
 
     #[test]
