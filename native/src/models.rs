@@ -198,7 +198,6 @@ pub fn read_image(path: &Path) -> Result<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
 
     use super::*;
 

@@ -290,7 +290,6 @@ pub fn gaussian_noise(
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -160,7 +160,6 @@ pub fn t(lang: Lang, key: &'static str) -> &'static str {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use std::collections::HashSet;

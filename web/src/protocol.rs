@@ -179,7 +179,6 @@ pub fn decode<T: for<'de> Deserialize<'de>>(json: &str) -> Result<T, String> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use camlime_base::record::Method;

@@ -656,7 +656,6 @@ fn interrupted_detail() -> ErrorDetail {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
 
     use super::*;
 

@@ -495,7 +495,6 @@ pub fn aggregate(layers: &[CamMap]) -> Result<CamMap> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -155,7 +155,6 @@ pub(crate) fn grid_map(cam: &CamMap, rows: usize, cols: usize) -> DMatrix<f64> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

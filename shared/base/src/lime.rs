@@ -254,7 +254,6 @@ pub fn top_labels(instance_probabilities: &[f32], k: usize) -> Vec<usize> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

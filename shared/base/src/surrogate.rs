@@ -312,7 +312,6 @@ pub fn lars_lasso_path(x: &DMatrix<f64>, y: &DVector<f64>) -> Vec<Vec<f64>> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

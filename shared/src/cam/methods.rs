@@ -609,7 +609,6 @@ fn ablation_scores(
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use tract_onnx::prelude::tract_ndarray::Array3;

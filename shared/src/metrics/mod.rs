@@ -805,7 +805,6 @@ pub(crate) fn explain_one(
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

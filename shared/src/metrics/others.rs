@@ -876,7 +876,6 @@ impl InputInvariance {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use tract_onnx::prelude::tract_ndarray::Array2;

@@ -257,7 +257,6 @@ fn conjugate_gradients(
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

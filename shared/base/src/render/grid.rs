@@ -110,7 +110,6 @@ pub fn comparison_grid(
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -489,7 +489,6 @@ pub fn paint(segmentation: &Segmentation, weights: &[f64]) -> Result<CamMap> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

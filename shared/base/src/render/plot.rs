@@ -272,7 +272,6 @@ pub fn weight_plot_png(
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

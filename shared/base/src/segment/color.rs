@@ -185,7 +185,6 @@ fn convolve_axis(
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

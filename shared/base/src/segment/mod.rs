@@ -280,7 +280,6 @@ impl SegmenterConfig {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -275,7 +275,6 @@ fn enforce_connectivity(
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -4,8 +4,6 @@
 //! padding, LRN, concatenation, activations, standalone BatchNormalization, flatten + Gemm +
 //! Softmax, a cut that starts inside the graph, and pointwise + depthwise pairs run in bands.
 
-#![allow(clippy::unwrap_used)]
-
 use tract_onnx::pb::TypeProto;
 use tract_onnx::pb::tensor_proto::DataType;
 use tract_onnx::pb::type_proto::{Tensor as TensorType, Value as TypeValue};
