@@ -143,18 +143,64 @@ fn eval_writes_tables_curves_and_resumes() {
         assert_eq!(same.unwrap()["score"], row["score"], "{row}");
     }
 
-    // Other settings in the same folder are refused.
-    let (ok, _, stderr) = run(&[
-        "eval",
-        "--images",
-        &images,
-        "--metrics",
-        "Sparseness",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    // Other settings in the same folder are refused, each named: the metrics chosen, an
+    // explanation setting, a metric parameter, the model, an image's bytes.
+    let refused = |changed: &[&str], named: &str| {
+        let mut changed_args: Vec<&str> = args.to_vec();
+        for pair in changed.chunks(2) {
+            match changed_args.iter().position(|a| *a == pair[0]) {
+                Some(at) => changed_args[at + 1] = pair[1],
+                None => changed_args.extend(pair),
+            }
+        }
+        let (ok, _, stderr) = run(&changed_args);
+        assert!(
+            !ok && stderr.contains("holds a run with other settings") && stderr.contains(named),
+            "{changed:?}: {stderr}"
+        );
+    };
+    refused(
+        &[
+            "--metrics",
+            "FaithfulnessCorrelation,PixelFlipping,Sparseness",
+        ],
+        "metric.MaxSensitivity.metric: \"MaxSensitivity\" → unset",
+    );
+    refused(
+        &["--layer", "features.16"],
+        "explanation.gradcam.layers: [] → [\"features.16\"]",
+    );
+    refused(
+        &["--samples", "60"],
+        "explanation.camlime.lime.num_samples: 50 → 60",
+    );
+    let other_params = dir.join("other-params.json");
+    std::fs::write(
+        &other_params,
+        r#"{"FaithfulnessCorrelation": {"nr_runs": 11}, "PixelFlipping": {"features_in_step": 6272}}"#,
+    )
+    .unwrap();
+    refused(
+        &["--metric-params", other_params.to_str().unwrap()],
+        "metric.FaithfulnessCorrelation.nr_runs: 10 → 11",
+    );
+    refused(&["--model", "efficientnet_lite0"], "model.sha256: ");
+    let coffee = Path::new(&images).join("coffee.png");
+    let original = std::fs::read(&coffee).unwrap();
+    std::fs::copy(repo("models/samples/chelsea.png"), &coffee).unwrap();
+    refused(&[], "image coffee.png: other bytes");
+    std::fs::write(&coffee, original).unwrap();
+    assert_eq!(rows(&out).len(), 16, "nothing computed by the refused runs");
+
+    // A folder from another version (or no run at all) is refused too.
+    std::fs::write(
+        out.join("run.json"),
+        r#"{"model": "mobilenet_v2", "samples": 50}"#,
+    )
+    .unwrap();
+    let (ok, _, stderr) = run(&args);
     assert!(
-        !ok && stderr.contains("holds a run with other settings"),
+        !ok && stderr.contains("another camlime version"),
         "{stderr}"
     );
 }
@@ -180,7 +226,7 @@ fn localisation_uses_masks() {
         mask.save(masks.join(format!("{name}.png"))).unwrap();
     }
     let out = dir.join("out");
-    let (ok, stdout, stderr) = run(&[
+    let args = [
         "eval",
         "--images",
         &images,
@@ -192,7 +238,8 @@ fn localisation_uses_masks() {
         masks.to_str().unwrap(),
         "--out",
         out.to_str().unwrap(),
-    ]);
+    ];
+    let (ok, stdout, stderr) = run(&args);
     assert!(ok, "{stderr}");
     let rows = rows(&out);
     assert_eq!(rows.len(), 6, "{stdout}");
@@ -208,6 +255,28 @@ fn localisation_uses_masks() {
     assert!(
         auc.iter().all(|&a| a > 0.5),
         "Grad-CAM looks at the centre of these photos: {auc:?}"
+    );
+
+    // A changed mask is refused; a new image with its mask is resumed (only its rows computed).
+    let chelsea_mask = masks.join("chelsea.png");
+    let original = std::fs::read(&chelsea_mask).unwrap();
+    std::fs::copy(masks.join("coffee.png"), &chelsea_mask).unwrap();
+    let (ok, _, stderr) = run(&args);
+    assert!(
+        !ok && stderr.contains("mask chelsea.png: other bytes"),
+        "{stderr}"
+    );
+    std::fs::write(&chelsea_mask, original).unwrap();
+    std::fs::copy(
+        repo("models/samples/chelsea.png"),
+        Path::new(&images).join("chelsea-again.png"),
+    )
+    .unwrap();
+    std::fs::copy(masks.join("chelsea.png"), masks.join("chelsea-again.png")).unwrap();
+    let (ok, stdout, stderr) = run(&args);
+    assert!(
+        ok && stdout.contains("(3 computed now)"),
+        "{stdout}{stderr}"
     );
 }
 

@@ -24,9 +24,12 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+mod resume;
+
 use crate::explain::ExplainOptions;
 use crate::models::{Bundle, DeviceArgs};
 use crate::parallel::{Threads, available_threads};
+use resume::RunRecord;
 
 /// The paper's metrics with the paper's settings (METHOD.md §5).
 pub fn paper_metrics() -> Vec<(String, Value)> {
@@ -96,19 +99,6 @@ pub struct EvalArgs {
     /// The explanation methods' parameters.
     #[command(flatten)]
     pub options: ExplainOptions,
-}
-
-/// Everything that decides a run's results; a resumed run must match it.
-#[derive(Debug, PartialEq, Serialize, Deserialize)]
-struct RunSpec {
-    model: String,
-    model_sha256: String,
-    methods: Vec<String>,
-    metrics: Vec<(String, Value)>,
-    metric_seed: u64,
-    explain_seed: u64,
-    samples: u32,
-    segmenter: String,
 }
 
 /// One image's score of one method and metric (a line of `results.jsonl`).
@@ -696,30 +686,9 @@ pub fn eval(bundle: &Bundle, args: &EvalArgs, out: &mut dyn Write) -> Result<()>
         .load(&args.model)?
         .on_device(args.device, &EngineChoice::Auto)?;
     let classifier = &loaded.classifier;
-    let spec = RunSpec {
-        model: loaded.name.clone(),
-        model_sha256: classifier.sha256().to_owned(),
-        methods: plan.methods.iter().map(|m| m.name().to_owned()).collect(),
-        metrics: plan.metrics.clone(),
-        metric_seed: args.metric_seed,
-        explain_seed: args.options.seed,
-        samples: args.options.samples,
-        segmenter: args.options.segmenter.clone(),
-    };
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
-    let spec_path = args.out.join("run.json");
-    if spec_path.exists() {
-        let previous: RunSpec = serde_json::from_str(&std::fs::read_to_string(&spec_path)?)
-            .with_context(|| format!("{} is not a camlime eval run", spec_path.display()))?;
-        ensure!(
-            previous == spec,
-            "{} holds a run with other settings; choose another --out or delete it",
-            args.out.display()
-        );
-    } else {
-        std::fs::write(&spec_path, serde_json::to_string_pretty(&spec)? + "\n")?;
-    }
+    run_record(&loaded.name, classifier, &plan, &files, args)?.start(&args.out)?;
     let results_path = args.out.join("results.jsonl");
     let (mut rows, cut) = read_rows(&results_path)?;
     let done: HashSet<Key> = rows
@@ -787,6 +756,48 @@ pub fn eval(bundle: &Bundle, args: &EvalArgs, out: &mut dyn Write) -> Result<()>
     )?;
     write!(out, "{}", report.markdown)?;
     Ok(())
+}
+
+/// Every setting that decides this run's scores, and the digests of its images and masks.
+fn run_record(
+    model: &str,
+    classifier: &Classifier,
+    plan: &Plan,
+    files: &[PathBuf],
+    args: &EvalArgs,
+) -> Result<RunRecord> {
+    let mut record = RunRecord::default();
+    record.setting("model.name", &model)?;
+    record.setting("model.sha256", &classifier.sha256())?;
+    record.setting("model.preprocessing", &classifier.spec().preprocessing)?;
+    for method in &plan.methods {
+        let config = plan.options.config(*method)?;
+        record.setting(&format!("explanation.{}", method.name()), &config)?;
+    }
+    for metric in &plan.parsed {
+        record.setting(&format!("metric.{}", metric.name()), metric)?;
+    }
+    record.setting("metric_seed", &args.metric_seed)?;
+    for path in files {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default();
+        let bytes =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        record.image(&name, &bytes);
+        if let Some(dir) = &args.masks {
+            let stem = path
+                .file_stem()
+                .map(|s| s.to_string_lossy())
+                .unwrap_or_default();
+            let mask = dir.join(format!("{stem}.png"));
+            if let Ok(bytes) = std::fs::read(&mask) {
+                record.mask(&format!("{stem}.png"), &bytes);
+            }
+        }
+    }
+    Ok(record)
 }
 
 /// Mean and standard deviation of one method × metric over images.
