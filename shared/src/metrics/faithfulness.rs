@@ -373,7 +373,7 @@ impl PixelFlipping {
 
 /// SensitivityN (Ancona et al. 2018): per instance the chunk sums and output drops as pixels
 /// are removed cumulatively; the score of a set of instances is the mean, over the number of
-/// removed chunks, of the Pearson correlation across instances ([`SensitivityN::finish`]).
+/// removed chunks, of the Pearson correlation across instances (computed once all are scored).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SensitivityN {
