@@ -22,7 +22,11 @@
 //! description), [`model`] (the classifier: layers, predictions, gradients), [`engine`] (what
 //! runs a graph: the lowered CNN plan, tract), [`segment`], [`lime`], [`camlime`], [`cam`],
 //! [`attribution`], [`grad`] (the backward transform), [`metrics`], [`render`],
-//! [`explanation`] (one explanation end to end and its record), [`runtime`], [`surrogate`].
+//! [`explanation`] (one explanation end to end and its record), [`runtime`], [`surrogate`],
+//! [`spec`] (a model's description in plain data). The model-free modules (`preprocess`,
+//! `manifest`, `spec`, `segment`, `lime`, `camlime`, `render`, `runtime`, `surrogate`, `error`,
+//! and the data types of `cam`, `attribution` and `explanation`) live in `camlime-base`, which
+//! the browser page links without an engine; they are re-exported here under the same paths.
 
 pub mod attribution;
 pub mod cam;

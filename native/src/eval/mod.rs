@@ -260,6 +260,15 @@ pub fn prepare(
     })
 }
 
+/// The mask of an image file: `<stem>.png` in the masks folder.
+fn mask_file(masks: &Path, image: &Path) -> PathBuf {
+    let stem = image
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    masks.join(format!("{stem}.png"))
+}
+
 /// Read and prepare one image file of the folder, with its mask `<stem>.png` from `masks`.
 fn prepare_file(
     classifier: &Classifier,
@@ -271,11 +280,7 @@ fn prepare_file(
     let mask = match masks {
         None => None,
         Some(dir) => {
-            let stem = path
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let file = dir.join(format!("{stem}.png"));
+            let file = mask_file(dir, path);
             Some(std::fs::read(&file).with_context(|| {
                 format!(
                     "no mask for {}: cannot read {}",
@@ -688,19 +693,19 @@ pub fn eval(bundle: &Bundle, args: &EvalArgs, out: &mut dyn Write) -> Result<()>
     let classifier = &loaded.classifier;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
-    run_record(&loaded.name, classifier, &plan, &files, args)?.start(&args.out)?;
-    let results_path = args.out.join("results.jsonl");
-    let (mut rows, cut) = read_rows(&results_path)?;
-    let done: HashSet<Key> = rows
-        .iter()
-        .map(|r| (r.image.clone(), r.method.clone(), r.metric.clone()))
-        .collect();
     let names: Vec<String> = files
         .iter()
         .map(|p| {
             p.file_name()
                 .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
         })
+        .collect();
+    run_record(&loaded.name, classifier, &plan, &files, &names, args)?.start(&args.out)?;
+    let results_path = args.out.join("results.jsonl");
+    let (mut rows, cut) = read_rows(&results_path)?;
+    let done: HashSet<Key> = rows
+        .iter()
+        .map(|r| (r.image.clone(), r.method.clone(), r.metric.clone()))
         .collect();
     let pending = plan.pending(&names, &done);
     let threads = Threads::new(args.options.threads.unwrap_or_else(available_threads));
@@ -758,12 +763,15 @@ pub fn eval(bundle: &Bundle, args: &EvalArgs, out: &mut dyn Write) -> Result<()>
     Ok(())
 }
 
-/// Every setting that decides this run's scores, and the digests of its images and masks.
+/// Every setting that decides this run's scores, and the digests of its images and masks. The
+/// files are read here although the loop reads them again: an image whose rows are all done is
+/// never prepared, yet a changed one must still be refused before anything is computed.
 fn run_record(
     model: &str,
     classifier: &Classifier,
     plan: &Plan,
     files: &[PathBuf],
+    names: &[String],
     args: &EvalArgs,
 ) -> Result<RunRecord> {
     let mut record = RunRecord::default();
@@ -778,22 +786,15 @@ fn run_record(
         record.setting(&format!("metric.{}", metric.name()), metric)?;
     }
     record.setting("metric_seed", &args.metric_seed)?;
-    for path in files {
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy())
-            .unwrap_or_default();
+    for (path, name) in files.iter().zip(names) {
         let bytes =
             std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-        record.image(&name, &bytes);
+        record.image(name, &bytes);
         if let Some(dir) = &args.masks {
-            let stem = path
-                .file_stem()
-                .map(|s| s.to_string_lossy())
-                .unwrap_or_default();
-            let mask = dir.join(format!("{stem}.png"));
-            if let Ok(bytes) = std::fs::read(&mask) {
-                record.mask(&format!("{stem}.png"), &bytes);
+            let mask = mask_file(dir, path);
+            // A missing mask is `prepare_file`'s error, where the metric needs it.
+            if let (Ok(bytes), Some(mask_name)) = (std::fs::read(&mask), mask.file_name()) {
+                record.mask(&mask_name.to_string_lossy(), &bytes);
             }
         }
     }
