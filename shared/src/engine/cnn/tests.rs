@@ -30,6 +30,7 @@ fn values(seed: u64, count: usize) -> Vec<f32> {
 }
 
 /// A one-input graph built node by node.
+#[derive(Clone)]
 struct Builder {
     graph: GraphProto,
     seed: u64,
@@ -186,12 +187,39 @@ fn check(what: &str, proto: ModelProto, dims: [usize; 3], outputs: &[&str], star
 
 #[test]
 fn depthwise_paths_match_tract() {
-    let cases: [(&str, usize, usize, Vec<AttributeProto>); 5] = [
+    let cases: [(&str, usize, usize, Vec<AttributeProto>); 9] = [
         (
             "3×3, 40 channels (a remainder of 8)",
             40,
             3,
             vec![attr_ints("pads", &[1, 1, 1, 1])],
+        ),
+        (
+            "3×3, 48 channels",
+            48,
+            3,
+            vec![attr_ints("pads", &[1, 1, 1, 1])],
+        ),
+        (
+            "3×3, stride 2, 32 channels",
+            32,
+            3,
+            vec![
+                attr_ints("pads", &[1, 1, 1, 1]),
+                attr_ints("strides", &[2, 2]),
+            ],
+        ),
+        (
+            "5×5, 16 channels",
+            16,
+            5,
+            vec![attr_ints("pads", &[2, 2, 2, 2])],
+        ),
+        (
+            "5×5, padding wider than the map",
+            16,
+            5,
+            vec![attr_ints("pads", &[4, 4, 4, 4])],
         ),
         (
             "5×5, stride 2, SAME_UPPER",
@@ -232,7 +260,15 @@ fn depthwise_paths_match_tract() {
         let mut g = Builder::new();
         let y = g.conv("x", "y", channels, channels, kernel, attributes);
         g.node("Clip", &[&y], "z", vec![]);
-        check(what, g.finish(&["z"]), [channels, 13, 11], &["z"], None);
+        for [h, w] in [[13, 11], [3, 2]] {
+            check(
+                what,
+                g.clone().finish(&["z"]),
+                [channels, h, w],
+                &["z"],
+                None,
+            );
+        }
     }
 }
 
@@ -346,6 +382,44 @@ fn grouped_small_and_general_convolutions_match_tract() {
         &["a.act", "c.act"],
         None,
     );
+}
+
+#[test]
+fn small_convolutions_match_tract() {
+    let cases: [(&str, usize, usize, Vec<AttributeProto>); 3] = [
+        (
+            "3×3 stem, stride 2, 48 outputs",
+            48,
+            3,
+            vec![
+                attr_ints("pads", &[1, 1, 1, 1]),
+                attr_ints("strides", &[2, 2]),
+            ],
+        ),
+        (
+            "3×3, 16 outputs, asymmetric padding",
+            16,
+            3,
+            vec![attr_ints("pads", &[2, 0, 1, 3])],
+        ),
+        (
+            "3×3, dilation 2, 32 outputs",
+            32,
+            3,
+            vec![
+                attr_ints("pads", &[2, 2, 2, 2]),
+                attr_ints("dilations", &[2, 2]),
+            ],
+        ),
+    ];
+    for (what, outputs, kernel, attributes) in cases {
+        let mut g = Builder::new();
+        let y = g.conv("x", "y", 3, outputs, kernel, attributes);
+        g.node("Relu", &[&y], "z", vec![]);
+        for [h, w] in [[13, 11], [3, 2]] {
+            check(what, g.clone().finish(&["z"]), [3, h, w], &["z"], None);
+        }
+    }
 }
 
 #[test]

@@ -10,7 +10,9 @@
 //! channels cost more than the product), dense layers on one vector and pooling are written
 //! here: loops over contiguous channels that the compiler vectorises, built for AVX-512 and AVX2
 //! with FMA and chosen at run time (as `segment::quickshift` does), with a portable build
-//! (wasm32's simd128 included) that multiplies and adds separately.
+//! (wasm32's simd128 included) that multiplies and adds separately. On AVX-512 the depthwise and
+//! small convolutions' fast paths are written in intrinsics ([`avx512`]): the compiler's code for
+//! them reloaded weights per multiply-add.
 //!
 //! A pointwise convolution feeding a depthwise one runs band by band ([`Op::Expanded`]): the
 //! expanded rows a band of output rows needs are computed into an L2-sized scratch and read
@@ -23,6 +25,9 @@
 
 use super::lower::{Act, Conv, ConvKind, Dims, Op, Pool, TensorId, TensorInfo};
 use crate::{Error, Result};
+
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 
 /// Rows of output one matrix product covers, so a block (and its image-to-rows scratch) stays in
 /// the core's L2 cache while its epilogue (bias, residual, activation) runs.
@@ -595,6 +600,30 @@ fn window_rows(conv: &Conv, in_dims: Dims, oy: usize) -> (usize, usize) {
 /// Multiply-add as the build allows: fused where the CPU has FMA, separate in the portable build.
 trait MulAdd {
     fn mul_add(a: f32, b: f32, c: f32) -> f32;
+
+    /// The fast path of [`depthwise_with`] (`c` a multiple of 16 where a build has its own).
+    #[inline(always)]
+    fn depthwise_row<const K: usize, const S: usize>(row: &DepthwiseRow, out: &mut [f32])
+    where
+        Self: Sized,
+    {
+        depthwise_row::<Self, K, S>(row, out);
+    }
+
+    /// Output row `oy` of a small convolution.
+    #[inline(always)]
+    fn small_row(
+        conv: &Conv,
+        input: &[f32],
+        in_dims: Dims,
+        out: &mut [f32],
+        out_dims: Dims,
+        oy: usize,
+    ) where
+        Self: Sized,
+    {
+        small_with::<Self>(conv, input, in_dims, out, out_dims, oy);
+    }
 }
 
 /// `a·b + c` rounded once (FMA builds).
@@ -606,6 +635,48 @@ impl MulAdd for Fused {
     #[inline(always)]
     fn mul_add(a: f32, b: f32, c: f32) -> f32 {
         a.mul_add(b, c)
+    }
+}
+
+/// [`Fused`] with the AVX-512 depthwise kernel ([`avx512`]).
+#[cfg(target_arch = "x86_64")]
+struct Avx512;
+
+#[cfg(target_arch = "x86_64")]
+impl MulAdd for Avx512 {
+    #[inline(always)]
+    fn mul_add(a: f32, b: f32, c: f32) -> f32 {
+        a.mul_add(b, c)
+    }
+
+    #[inline(always)]
+    #[allow(unsafe_code)]
+    fn depthwise_row<const K: usize, const S: usize>(row: &DepthwiseRow, out: &mut [f32]) {
+        if row.out_dims.c.is_multiple_of(LANES) {
+            // SAFETY: `Avx512` is only used inside `wide::avx512`, which `direct` calls after
+            // detecting AVX-512F.
+            unsafe { avx512::depthwise_row::<K, S>(row, out) };
+        } else {
+            depthwise_row::<Self, K, S>(row, out);
+        }
+    }
+
+    #[inline(always)]
+    #[allow(unsafe_code)]
+    fn small_row(
+        conv: &Conv,
+        input: &[f32],
+        in_dims: Dims,
+        out: &mut [f32],
+        out_dims: Dims,
+        oy: usize,
+    ) {
+        if conv.groups == 1 && out_dims.c.is_multiple_of(LANES) {
+            // SAFETY: as in `depthwise_row`.
+            unsafe { avx512::small_row(conv, input, in_dims, out, out_dims, oy) };
+        } else {
+            small_with::<Self>(conv, input, in_dims, out, out_dims, oy);
+        }
     }
 }
 
@@ -668,10 +739,10 @@ struct DepthwiseRow<'a> {
 #[inline(always)]
 fn depthwise_with<F: MulAdd>(row: &DepthwiseRow, out: &mut [f32]) {
     match (row.conv.kernel, row.conv.dilation, row.conv.stride[1]) {
-        ([3, 3], [1, 1], 1) => depthwise_row::<F, 3, 1>(row, out),
-        ([3, 3], [1, 1], 2) => depthwise_row::<F, 3, 2>(row, out),
-        ([5, 5], [1, 1], 1) => depthwise_row::<F, 5, 1>(row, out),
-        ([5, 5], [1, 1], 2) => depthwise_row::<F, 5, 2>(row, out),
+        ([3, 3], [1, 1], 1) => F::depthwise_row::<3, 1>(row, out),
+        ([3, 3], [1, 1], 2) => F::depthwise_row::<3, 2>(row, out),
+        ([5, 5], [1, 1], 1) => F::depthwise_row::<5, 1>(row, out),
+        ([5, 5], [1, 1], 2) => F::depthwise_row::<5, 2>(row, out),
         _ => {
             for ox in 0..row.out_dims.w {
                 depthwise_pixel::<F>(row, ox, 0, out);
@@ -883,7 +954,7 @@ fn direct_with<F: MulAdd>(job: Direct) {
                         },
                         out,
                     ),
-                    _ => small_with::<F>(conv, source.data, source.dims, out, out_dims, oy),
+                    _ => F::small_row(conv, source.data, source.dims, out, out_dims, oy),
                 }
                 let residual = residual.map(|r| &r[oy * row..(oy + 1) * row]);
                 epilogue_with(&mut out[oy * row..(oy + 1) * row], None, residual, conv.act);
@@ -922,11 +993,11 @@ fn direct(job: Direct) {
 /// [`direct_with`] compiled for wider vectors with fused multiply-add.
 #[cfg(target_arch = "x86_64")]
 mod wide {
-    use super::{Direct, Fused, direct_with};
+    use super::{Avx512, Direct, Fused, direct_with};
 
     #[target_feature(enable = "avx512f,fma")]
     pub(super) fn avx512(job: Direct) {
-        direct_with::<Fused>(job);
+        direct_with::<Avx512>(job);
     }
 
     #[target_feature(enable = "avx2,fma")]
