@@ -10,7 +10,7 @@ use tract_onnx::pb::type_proto::{Tensor as TensorType, Value as TypeValue};
 use tract_onnx::pb::{
     AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, ValueInfoProto,
 };
-use tract_onnx::prelude::tract_ndarray::{ArrayD, IxDyn};
+use tract_onnx::prelude::tract_ndarray::{ArrayD, Axis, IxDyn};
 
 use super::Cnn;
 use crate::engine::tract::Tract;
@@ -504,4 +504,67 @@ fn pooling_lrn_concat_and_heads_match_tract() {
         &["prob"],
         Some("bn.relu"),
     );
+}
+
+#[test]
+fn dense_tails_run_by_group_as_each_image_alone() {
+    let mut g = Builder::new();
+    let conv = g.conv(
+        "x",
+        "conv",
+        3,
+        16,
+        3,
+        vec![attr_ints("pads", &[1, 1, 1, 1])],
+    );
+    let relu = g.node("Relu", &[&conv], "relu", vec![]);
+    let pool = g.node("GlobalAveragePool", &[&relu], "pool", vec![]);
+    let flat = g.node("Flatten", &[&pool], "flat", vec![attr_int("axis", 1)]);
+    let w1 = g.weight("fc1.w", &[70, 16], 0.3);
+    let b1 = g.weight("fc1.b", &[70], 0.1);
+    let fc1 = g.node(
+        "Gemm",
+        &[&flat, &w1, &b1],
+        "fc1",
+        vec![attr_int("transB", 1)],
+    );
+    let act = g.node("Relu", &[&fc1], "fc1.relu", vec![]);
+    let w2 = g.weight("fc2.w", &[70, 9], 0.3);
+    let b2 = g.weight("fc2.b", &[9], 0.1);
+    let fc2 = g.node("Gemm", &[&act, &w2, &b2], "fc2", vec![]);
+    g.node("Softmax", &[&fc2], "prob", vec![attr_int("axis", 1)]);
+    let outputs = ["relu", "fc1.relu", "prob"];
+    let graph = graph(g.finish(&["prob"]), [3, 6, 5]);
+    let request = |batch| PlanRequest {
+        batch,
+        start: None,
+        outputs: outputs.iter().map(|s| (*s).to_owned()).collect(),
+    };
+    // 19 images: a full group of 16 and a partial one.
+    let n = 19;
+    let input = ArrayD::from_shape_vec(IxDyn(&[n, 3, 6, 5]), values(5, n * 90)).unwrap();
+    let batched = Cnn
+        .compile(&graph, &request(n))
+        .unwrap()
+        .run(&[input.view()])
+        .unwrap();
+    let theirs = Tract
+        .compile(&graph, &request(n))
+        .unwrap()
+        .run(&[input.view()])
+        .unwrap();
+    let alone = Cnn.compile(&graph, &request(1)).unwrap();
+    for image in 0..n {
+        let one = input.slice_axis(Axis(0), (image..image + 1).into());
+        let single = alone.run(&[one]).unwrap();
+        for ((all, one), name) in batched.iter().zip(&single).zip(outputs) {
+            let all = all.index_axis(Axis(0), image);
+            let one = one.index_axis(Axis(0), 0);
+            assert_eq!(all, one, "{name} of image {image}");
+        }
+    }
+    for ((x, y), name) in batched.iter().zip(&theirs).zip(outputs) {
+        let gap = x.iter().zip(y).fold(0f32, |m, (p, q)| m.max((p - q).abs()));
+        assert!(gap < 1e-5, "{name} differs from tract by {gap}");
+    }
 }
