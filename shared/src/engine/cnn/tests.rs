@@ -568,3 +568,18 @@ fn dense_tails_run_by_group_as_each_image_alone() {
         assert!(gap < 1e-5, "{name} differs from tract by {gap}");
     }
 }
+
+#[test]
+fn pointwise_products_match_tract() {
+    // Depths on both sides of the hand-written product's limit (32), widths with and without a
+    // remainder of its 96-column blocks, 15 and 2 pixels (remainders of its 4-row blocks).
+    for (cin, cout) in [(24, 112), (32, 80), (33, 32), (7, 16)] {
+        let mut g = Builder::new();
+        let y = g.conv("x", "y", cin, cout, 1, vec![]);
+        g.node("Relu", &[&y], "z", vec![]);
+        for [h, w] in [[5, 3], [1, 2]] {
+            let what = format!("1×1, {cin} → {cout}, {h}×{w}");
+            check(&what, g.clone().finish(&["z"]), [cin, h, w], &["z"], None);
+        }
+    }
+}

@@ -12,7 +12,8 @@
 //! with FMA and chosen at run time (as `segment::quickshift` does), with a portable build
 //! (wasm32's simd128 included) that multiplies and adds separately. On AVX-512 the depthwise and
 //! small convolutions' fast paths are written in intrinsics ([`avx512`]): the compiler's code for
-//! them reloaded weights per multiply-add.
+//! them reloaded weights per multiply-add; so are matrix products of depth ≤ 32, where `gemm`'s
+//! set-up and packing cost as much as its multiplying.
 //!
 //! A pointwise convolution feeding a depthwise one runs band by band ([`Op::Expanded`]): the
 //! expanded rows a band of output rows needs are computed into an L2-sized scratch and read
@@ -398,6 +399,15 @@ fn matmul(
         return Err(Error::Inference(format!(
             "matrix product {m}×{k}×{n} does not fit its buffers"
         )));
+    }
+    #[cfg(target_arch = "x86_64")]
+    if k <= avx512::PRODUCT_DEPTH
+        && n.is_multiple_of(LANES)
+        && std::arch::is_x86_feature_detected!("avx512f")
+    {
+        // SAFETY: the CPU supports AVX-512F, the function's only requirement.
+        unsafe { avx512::product(m, k, n, a, a_stride, b, c, c_stride) };
+        return Ok(());
     }
     // SAFETY: the checks above keep every element gemm reads (a: m rows of k at a_stride; b: k
     // rows of n) and writes (c: m rows of n at c_stride) inside the slices, and `c` is borrowed
