@@ -236,9 +236,10 @@ fn small_pixels<const V: usize, const P: usize>(
 /// multiply-adds per second through it).
 pub(super) const PRODUCT_DEPTH: usize = 32;
 
-/// `c[i][j] = Σ_p a[i][p]·b[p][j]`, `p` ascending from zero, for `m` rows (`a` rows `a_stride`
-/// apart, `b` `k × n` row-major, `c` rows `c_stride` apart; `n` a multiple of 16): 4 rows ×
-/// 96 columns of accumulators in registers, each weight row loaded once for the 4 rows.
+/// `c[i][j] = Σ_p a[i][p]·b[p][j]`, `p` ascending from zero, for `m` rows and `n` columns (`a`
+/// rows `a_stride` apart, `b` rows `b_stride` apart, `c` rows `c_stride` apart; `n` a multiple
+/// of 16): 4 rows × 96 columns of accumulators in registers, each weight row loaded once for the
+/// 4 rows.
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
 pub(super) fn product(
@@ -248,6 +249,7 @@ pub(super) fn product(
     a: &[f32],
     a_stride: usize,
     b: &[f32],
+    b_stride: usize,
     c: &mut [f32],
     c_stride: usize,
 ) {
@@ -259,6 +261,7 @@ pub(super) fn product(
             &a[row * a_stride..],
             a_stride,
             b,
+            b_stride,
             &mut c[row * c_stride..],
             c_stride,
         );
@@ -272,6 +275,7 @@ pub(super) fn product(
             &a[row * a_stride..],
             a_stride,
             b,
+            b_stride,
             &mut c[row * c_stride..],
             c_stride,
         ),
@@ -281,6 +285,7 @@ pub(super) fn product(
             &a[row * a_stride..],
             a_stride,
             b,
+            b_stride,
             &mut c[row * c_stride..],
             c_stride,
         ),
@@ -290,6 +295,7 @@ pub(super) fn product(
             &a[row * a_stride..],
             a_stride,
             b,
+            b_stride,
             &mut c[row * c_stride..],
             c_stride,
         ),
@@ -299,27 +305,29 @@ pub(super) fn product(
 /// `R` rows of [`product`], every column.
 #[target_feature(enable = "avx512f")]
 #[inline]
+#[allow(clippy::too_many_arguments)]
 fn product_rows<const R: usize>(
     k: usize,
     n: usize,
     a: &[f32],
     a_stride: usize,
     b: &[f32],
+    b_stride: usize,
     c: &mut [f32],
     c_stride: usize,
 ) {
     let mut first = 0;
     while first + 6 * LANES <= n {
-        product_block::<R, 6>(k, n, a, a_stride, b, c, c_stride, first);
+        product_block::<R, 6>(k, b_stride, a, a_stride, b, c, c_stride, first);
         first += 6 * LANES;
     }
     match (n - first) / LANES {
         0 => {}
-        1 => product_block::<R, 1>(k, n, a, a_stride, b, c, c_stride, first),
-        2 => product_block::<R, 2>(k, n, a, a_stride, b, c, c_stride, first),
-        3 => product_block::<R, 3>(k, n, a, a_stride, b, c, c_stride, first),
-        4 => product_block::<R, 4>(k, n, a, a_stride, b, c, c_stride, first),
-        _ => product_block::<R, 5>(k, n, a, a_stride, b, c, c_stride, first),
+        1 => product_block::<R, 1>(k, b_stride, a, a_stride, b, c, c_stride, first),
+        2 => product_block::<R, 2>(k, b_stride, a, a_stride, b, c, c_stride, first),
+        3 => product_block::<R, 3>(k, b_stride, a, a_stride, b, c, c_stride, first),
+        4 => product_block::<R, 4>(k, b_stride, a, a_stride, b, c, c_stride, first),
+        _ => product_block::<R, 5>(k, b_stride, a, a_stride, b, c, c_stride, first),
     }
 }
 
@@ -329,7 +337,7 @@ fn product_rows<const R: usize>(
 #[allow(unsafe_code, clippy::too_many_arguments)]
 fn product_block<const R: usize, const V: usize>(
     k: usize,
-    n: usize,
+    b_stride: usize,
     a: &[f32],
     a_stride: usize,
     b: &[f32],
@@ -338,13 +346,13 @@ fn product_block<const R: usize, const V: usize>(
     first: usize,
 ) {
     let rows = &a[..(R - 1) * a_stride + k];
-    let weights = &b[first..][..(k - 1) * n + V * LANES];
+    let weights = &b[first..][..(k - 1) * b_stride + V * LANES];
     let mut acc = [[_mm512_setzero_ps(); V]; R];
     for p in 0..k {
         let mut w = [_mm512_setzero_ps(); V];
         for (v, lanes) in w.iter_mut().enumerate() {
-            // SAFETY: `p·n + v·16 + 16 ≤ weights.len()` for `p < k`, `v < V`.
-            *lanes = unsafe { _mm512_loadu_ps(weights.as_ptr().add(p * n + v * LANES)) };
+            // SAFETY: `p·b_stride + v·16 + 16 ≤ weights.len()` for `p < k`, `v < V`.
+            *lanes = unsafe { _mm512_loadu_ps(weights.as_ptr().add(p * b_stride + v * LANES)) };
         }
         for (r, row) in acc.iter_mut().enumerate() {
             // SAFETY: `r·a_stride + p < rows.len()` for `r < R`, `p < k`.

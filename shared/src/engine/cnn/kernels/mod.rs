@@ -295,6 +295,18 @@ pub(super) fn dense_rows(op: &Op, rows: &mut [(&[f32], &mut [f32])]) -> Result<(
     {
         return Err(Error::Inference("dense weights do not fit".into()));
     }
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f")
+        && rows
+            .windows(2)
+            .all(|pair| pair[0].0.len() == pair[1].0.len() && pair[0].1.len() == pair[1].1.len())
+    {
+        dense_rows_avx512(rows, weights);
+        for (_, out) in rows.iter_mut() {
+            epilogue(out, Some(bias), None, *act);
+        }
+        return Ok(());
+    }
     let mut rows: Vec<(&[f32], &mut [f32])> =
         rows.iter_mut().map(|(x, out)| (&**x, &mut **out)).collect();
     direct(Direct::DenseRows {
@@ -304,6 +316,35 @@ pub(super) fn dense_rows(op: &Op, rows: &mut [(&[f32], &mut [f32])]) -> Result<(
         act: *act,
     });
     Ok(())
+}
+
+/// [`dense_rows`] on AVX-512: the images' vectors gathered into one matrix for
+/// [`avx512::product`] (the weights stream once per 4 images; the portable loop, which kept its
+/// outputs in L1 rather than registers, took 0.25 ms per MobileNetV2 image), the last `n mod 16`
+/// columns summed one by one. Both add the terms `k` ascending from zero with fused
+/// multiply-adds, as [`dense_with`] does.
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+fn dense_rows_avx512(rows: &mut [(&[f32], &mut [f32])], weights: &[f32]) {
+    let Some((k, n)) = rows.first().map(|(x, out)| (x.len(), out.len())) else {
+        return;
+    };
+    let x: Vec<f32> = rows.iter().flat_map(|(x, _)| x.iter().copied()).collect();
+    let mut y = vec![0f32; rows.len() * n];
+    let wide = n - n % LANES;
+    if k > 0 && wide > 0 {
+        // SAFETY: the caller detected AVX-512F, the function's only requirement.
+        unsafe { avx512::product(rows.len(), k, wide, &x, k, weights, n, &mut y, n) };
+    }
+    for ((x, out), y) in rows.iter_mut().zip(y.chunks_exact(n)) {
+        out[..wide].copy_from_slice(&y[..wide]);
+        for (j, o) in out.iter_mut().enumerate().skip(wide) {
+            *o = x
+                .iter()
+                .zip(weights[j..].iter().step_by(n))
+                .fold(0.0, |acc, (&v, &w)| v.mul_add(w, acc));
+        }
+    }
 }
 
 /// Images whose dense outputs [`dense_rows`] accumulates together.
@@ -406,7 +447,7 @@ fn matmul(
         && std::arch::is_x86_feature_detected!("avx512f")
     {
         // SAFETY: the CPU supports AVX-512F, the function's only requirement.
-        unsafe { avx512::product(m, k, n, a, a_stride, b, c, c_stride) };
+        unsafe { avx512::product(m, k, n, a, a_stride, b, n, c, c_stride) };
         return Ok(());
     }
     // SAFETY: the checks above keep every element gemm reads (a: m rows of k at a_stride; b: k
