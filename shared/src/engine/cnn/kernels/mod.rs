@@ -722,7 +722,7 @@ impl MulAdd for Fused {
     }
 }
 
-/// [`Fused`] with the AVX-512 depthwise kernel ([`avx512`]).
+/// [`Fused`] with the AVX-512 depthwise and small-convolution kernels ([`avx512`]).
 #[cfg(target_arch = "x86_64")]
 struct Avx512;
 
