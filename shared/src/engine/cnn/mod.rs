@@ -65,6 +65,8 @@ struct Tail {
     len: usize,
     /// Tensors the tail reads and the body (or the input) writes.
     carried: Vec<lower::TensorId>,
+    /// Tensors the tail writes.
+    written: Vec<lower::TensorId>,
 }
 
 impl Tail {
@@ -103,14 +105,13 @@ impl Tail {
             tensors,
             len,
             carried,
+            written,
         }
     }
 
     /// Whether the tail writes `tensor` (else the body or the input does).
-    fn writes(&self, program: &Program, tensor: lower::TensorId) -> bool {
-        program.ops[self.start..]
-            .iter()
-            .any(|op| op.output() == tensor)
+    fn writes(&self, tensor: lower::TensorId) -> bool {
+        self.written.contains(&tensor)
     }
 }
 
@@ -187,6 +188,28 @@ impl CnnPlan {
         }
         Ok(())
     }
+
+    /// Copy image `image`'s requested tensors that `source` holds (its floats and their layout)
+    /// into `outputs`.
+    fn copy_outputs<'a>(
+        &self,
+        outputs: &mut [ArrayD<f32>],
+        image: usize,
+        source: impl Fn(lower::TensorId) -> Option<(&'a [f32], &'a lower::TensorInfo)>,
+    ) -> Result<()> {
+        for (output, &tensor) in outputs.iter_mut().zip(&self.program.outputs) {
+            let Some((floats, info)) = source(tensor) else {
+                continue;
+            };
+            let values = &floats[info.offset..info.offset + info.dims.len()];
+            let mut row = output.index_axis_mut(Axis(0), image);
+            let row = row
+                .as_slice_mut()
+                .ok_or_else(|| Error::Inference("output not contiguous".into()))?;
+            from_nhwc(values, info, row);
+        }
+        Ok(())
+    }
 }
 
 impl Plan for CnnPlan {
@@ -208,8 +231,8 @@ impl Plan for CnnPlan {
             let group = first..(first + TAIL_GROUP).min(n);
             blocks.clear();
             blocks.resize(group.len() * self.tail.len, 0.0);
-            for (slot, image) in group.clone().enumerate() {
-                let block = &mut blocks[slot * self.tail.len..(slot + 1) * self.tail.len];
+            for (member, image) in group.clone().enumerate() {
+                let block = &mut blocks[member * self.tail.len..(member + 1) * self.tail.len];
                 let row = input.index_axis(Axis(0), image);
                 let row = row.as_standard_layout();
                 let info = &self.program.tensors[self.program.input];
@@ -226,16 +249,16 @@ impl Plan for CnnPlan {
                     );
                 }
                 self.copy_outputs(&mut outputs, image, |tensor| {
-                    (!self.tail.writes(&self.program, tensor))
+                    (!self.tail.writes(tensor))
                         .then(|| (&workspace.arena[..], &self.program.tensors[tensor]))
                 })?;
             }
             self.execute_tail(&mut blocks, &mut workspace.scratch)?;
-            for (slot, image) in group.enumerate() {
-                let block = &blocks[slot * self.tail.len..(slot + 1) * self.tail.len];
+            for (member, image) in group.enumerate() {
+                let block = &blocks[member * self.tail.len..(member + 1) * self.tail.len];
                 self.copy_outputs(&mut outputs, image, |tensor| {
                     self.tail
-                        .writes(&self.program, tensor)
+                        .writes(tensor)
                         .then(|| (block, &self.tail.tensors[tensor]))
                 })?;
             }
@@ -243,30 +266,6 @@ impl Plan for CnnPlan {
         });
         self.give_back(workspace);
         result.map(|()| outputs)
-    }
-}
-
-impl CnnPlan {
-    /// Copy image `image`'s requested tensors that `source` holds (its floats and their layout)
-    /// into `outputs`.
-    fn copy_outputs<'a>(
-        &self,
-        outputs: &mut [ArrayD<f32>],
-        image: usize,
-        source: impl Fn(lower::TensorId) -> Option<(&'a [f32], &'a lower::TensorInfo)>,
-    ) -> Result<()> {
-        for (output, &tensor) in outputs.iter_mut().zip(&self.program.outputs) {
-            let Some((floats, info)) = source(tensor) else {
-                continue;
-            };
-            let values = &floats[info.offset..info.offset + info.dims.len()];
-            let mut row = output.index_axis_mut(Axis(0), image);
-            let row = row
-                .as_slice_mut()
-                .ok_or_else(|| Error::Inference("output not contiguous".into()))?;
-            from_nhwc(values, info, row);
-        }
-        Ok(())
     }
 }
 
