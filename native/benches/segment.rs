@@ -20,7 +20,7 @@ fn segmenters(c: &mut Criterion) {
     let mut group = c.benchmark_group("segment/224");
     group.sample_size(10);
     for name in ["quickshift", "slic", "felzenszwalb", "grid"] {
-        let config = SegmenterConfig::from_name(name).unwrap();
+        let config = name.parse::<SegmenterConfig>().unwrap();
         group.bench_function(name, |b| b.iter(|| config.segment(&image, 0).unwrap()));
     }
     let threads = Threads::new(available_threads());

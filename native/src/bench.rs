@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Result, ensure};
-use camlime_core::cam::{self, CamConfig, CamMethod};
+use camlime_core::cam::{self, CamMethod};
 use camlime_core::engine::EngineChoice;
 use camlime_core::explanation::Timings;
 use camlime_core::ndarray::Array4;
@@ -95,7 +95,7 @@ pub fn bench(bundle: &Bundle, args: &BenchArgs, out: &mut dyn Write) -> Result<(
     writeln!(
         out,
         "CamLIME ({} @ {}, {} samples, quickshift) on {}, {} image, {threads} threads, median of {}:",
-        config.cam.name(),
+        config.cam.method,
         model.classifier.default_layers().join("+"),
         args.samples,
         model.name,
@@ -186,13 +186,12 @@ fn gradient_methods(
         CamMethod::Random,
     ];
     for method in CamMethod::ALL.into_iter().filter(|m| !slow.contains(m)) {
-        let config = CamConfig {
-            method,
+        let config = ExplainConfig {
             target: Some(target),
             ..Default::default()
         };
         let ms = time(&|| {
-            cam::explain_tensor(classifier, input.view(), &config, &Sequential)
+            cam::explain_tensor(classifier, input.view(), method, &config, &Sequential)
                 .map(|_| ())
                 .map_err(Into::into)
         })?;

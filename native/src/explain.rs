@@ -9,11 +9,11 @@ use anyhow::{Context, Result, bail, ensure};
 use camlime_core::attribution::{
     AttributionConfig, Integration, NoiseKind, NoiseTunnel, Occlusion,
 };
-use camlime_core::cam::{AblationValue, CamMethod};
+use camlime_core::cam::{AblationValue, CamConfig, CamMethod};
 use camlime_core::camlime::CamLimeMode;
 use camlime_core::engine::EngineChoice;
 use camlime_core::explanation::image_sha256;
-use camlime_core::lime::{HideColor, MAX_SAMPLES};
+use camlime_core::lime::{HideColor, LimeConfig};
 use camlime_core::preprocess::DecodeLimits;
 use camlime_core::render::{
     GridCell, MaskOptions, cam_overlay, comparison_grid, mask_picture, weight_plot_png,
@@ -21,59 +21,60 @@ use camlime_core::render::{
 };
 use camlime_core::surrogate::FeatureSelection;
 use camlime_core::{ExplainConfig, ExplanationRecord, Method, SegmenterConfig, decode_image};
-use clap::{Args, Parser};
+use clap::{Args, CommandFactory, Parser};
 use image::RgbImage;
-use serde::Deserialize;
-use utoipa::ToSchema;
 
 use crate::models::{Bundle, DeviceArgs, LoadedModel, read_image};
 use crate::parallel::{Threads, available_threads};
 
-/// Parameters shared by `explain`, `compare` and the server's `params` (JSON names are the field
-/// names; defaults are the flags' defaults; `features`, `threads` and `max_pixels` are the
-/// command line's own).
-#[derive(Clone, Debug, Args, Deserialize, ToSchema)]
-#[serde(default, deny_unknown_fields)]
-pub struct ExplainOptions {
+/// The explanation's settings as flags, shared by `explain`, `compare`, `eval` and the server's
+/// multipart form fields: each flag is typed by the core's own parser and its default is
+/// `ExplainConfig::default()`'s, so a new setting is added to the schema and, at most, here.
+#[derive(Clone, Debug, Args)]
+pub struct ConfigFlags {
     /// Target layer(s) for CAMs (repeat for multi-layer fusion); default: the model's.
     #[arg(long = "layer", value_name = "NAME")]
     pub layers: Vec<String>,
     /// The CAM that CamLIME reweights with.
-    #[arg(long, default_value = "eigencam", value_name = "METHOD")]
-    pub cam: String,
+    #[arg(long, default_value_t = defaults().cam.method, value_name = "METHOD")]
+    pub cam: CamMethod,
     /// Perturbed samples for LIME and CamLIME.
-    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(2..=MAX_SAMPLES as i64))]
-    pub samples: u32,
-    /// Superpixel algorithm: quickshift, slic, felzenszwalb or grid.
-    #[arg(long, default_value = "quickshift")]
-    pub segmenter: String,
+    #[arg(long, default_value_t = defaults().lime.num_samples)]
+    pub samples: usize,
+    /// Superpixels: quickshift, slic, felzenszwalb or grid, with changed parameters as
+    /// `name:key=value,…` (e.g. `slic:n_segments=50`).
+    #[arg(long, default_value_t = defaults().segmenter)]
+    pub segmenter: SegmenterConfig,
     /// CamLIME mode: segment (mean pooling), segment-max, grid (the paper's code) or vector.
-    #[arg(long, default_value = "segment")]
-    pub mode: String,
-    /// Seed of segmentation noise, sampling and random CAMs.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = defaults().mode)]
+    pub mode: CamLimeMode,
+    /// Seed of segmentation noise, sampling, random CAMs and attribution noise.
+    #[arg(long, default_value_t = defaults().seed)]
     pub seed: u64,
     /// Class to explain (index); default: the predicted class.
     #[arg(long)]
     pub target: Option<usize>,
+    /// Images per classification chunk (the unit of progress and cancellation).
+    #[arg(long, default_value_t = defaults().chunk)]
+    pub chunk: usize,
     /// Fill of hidden segments: `mean` or a grey level 0–255.
-    #[arg(long, default_value = "0")]
-    pub hide_color: String,
+    #[arg(long, default_value_t = defaults().lime.hide_color)]
+    pub hide_color: HideColor,
     /// LIME kernel width on cosine distances.
-    #[arg(long, default_value_t = 0.25)]
+    #[arg(long, default_value_t = defaults().lime.kernel_width)]
     pub kernel_width: f64,
     /// Feature selection: auto, highest_weights, forward_selection, lasso_path or none.
-    #[arg(long, default_value = "auto")]
-    pub selection: String,
+    #[arg(long, default_value_t = defaults().lime.feature_selection)]
+    pub selection: FeatureSelection,
     /// Features the selection keeps.
-    #[arg(long, default_value_t = 100_000)]
+    #[arg(long, default_value_t = defaults().lime.num_features)]
     pub selection_features: usize,
     /// Classes LIME explains (the top ones).
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=1000))]
-    pub top_labels: u16,
+    #[arg(long, default_value_t = defaults().lime.top_labels)]
+    pub top_labels: usize,
     /// Ablation-CAM's ablated value: zero, or pytorch-grad-cam's (for parity).
-    #[arg(long, default_value = "zero", value_parser = ["zero", "pytorch-grad-cam"])]
-    pub ablation: String,
+    #[arg(long, default_value_t = defaults().cam.ablation)]
+    pub ablation: AblationValue,
     /// CAMs: principal component of the weighted activations instead of their sum.
     #[arg(long)]
     pub eigen_smooth: bool,
@@ -87,19 +88,19 @@ pub struct ExplainOptions {
     #[arg(long)]
     pub signed: bool,
     /// Integrated Gradients: steps.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = defaults().cam.attribution.steps)]
     pub steps: usize,
     /// Integrated Gradients: gausslegendre, riemann_trapezoid, riemann_left, riemann_right or
     /// riemann_middle.
-    #[arg(long, default_value = "gausslegendre")]
-    pub integration: String,
+    #[arg(long, default_value_t = defaults().cam.attribution.integration)]
+    pub integration: Integration,
     /// Integrated Gradients: constant baseline in input-tensor units.
-    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = defaults().cam.attribution.baseline, allow_negative_numbers = true)]
     pub ig_baseline: f32,
     /// Occlusion: window as channels,height,width.
     #[arg(
         long,
-        default_value = "3,16,16",
+        default_values_t = defaults().cam.attribution.occlusion.window,
         value_delimiter = ',',
         value_name = "C,H,W"
     )]
@@ -107,114 +108,148 @@ pub struct ExplainOptions {
     /// Occlusion: strides as channels,height,width.
     #[arg(
         long,
-        default_value = "3,8,8",
+        default_values_t = defaults().cam.attribution.occlusion.strides,
         value_delimiter = ',',
         value_name = "C,H,W"
     )]
     pub occlusion_stride: Vec<usize>,
     /// Occlusion: the occluded value in input-tensor units.
-    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    #[arg(
+        long,
+        default_value_t = defaults().cam.attribution.occlusion.baseline,
+        allow_negative_numbers = true
+    )]
     pub occlusion_baseline: f32,
     /// Input attributions: average over noisy inputs (smoothgrad, smoothgrad_sq or vargrad).
     #[arg(long, value_name = "KIND")]
-    pub noise_tunnel: Option<String>,
+    pub noise_tunnel: Option<NoiseKind>,
     /// Noise tunnel: noisy samples.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = NoiseTunnel::default().samples)]
     pub noise_samples: usize,
     /// Noise tunnel: noise standard deviation in input-tensor units.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = NoiseTunnel::default().stdev)]
     pub noise_stdev: f32,
-    /// Segments shown in masks.
-    #[arg(long, default_value_t = 5)]
-    #[serde(skip)]
-    pub features: usize,
-    /// Threads (default: every core).
-    #[arg(long)]
-    #[serde(skip)]
-    pub threads: Option<usize>,
-    /// Largest accepted image, in pixels (decompression-bomb guard).
-    #[arg(long, default_value_t = DecodeLimits::default().max_pixels)]
-    #[serde(skip)]
-    pub max_pixels: u64,
 }
 
-impl Default for ExplainOptions {
-    /// The command line's defaults, so that the server's defaults cannot drift from them.
+/// [`ConfigFlags`] alone, parsed from flags without a program name.
+#[derive(Parser)]
+#[command(no_binary_name = true, disable_help_flag = true)]
+struct Flags {
+    #[command(flatten)]
+    flags: ConfigFlags,
+}
+
+fn defaults() -> ExplainConfig {
+    ExplainConfig::default()
+}
+
+impl Default for ConfigFlags {
+    /// No flags given: every default is `ExplainConfig::default()`'s.
     fn default() -> Self {
-        #[derive(Parser)]
-        struct Defaults {
-            #[command(flatten)]
-            options: ExplainOptions,
-        }
-        Defaults::parse_from(["camlime"]).options
+        Flags::parse_from(std::iter::empty::<String>()).flags
     }
 }
 
-impl ExplainOptions {
-    /// The core configuration for one method.
-    pub fn config(&self, method: Method) -> Result<ExplainConfig> {
-        let mut config = ExplainConfig {
-            method,
-            cam: CamMethod::from_name(&self.cam)?,
-            layers: self.layers.clone(),
-            target: self.target,
-            seed: self.seed,
-            segmenter: SegmenterConfig::from_name(&self.segmenter)?,
-            mode: CamLimeMode::from_name(&self.mode)?,
-            ablation: match self.ablation.as_str() {
-                "pytorch-grad-cam" => AblationValue::PytorchGradCam,
-                "zero" => AblationValue::Zero,
-                other => bail!("ablation must be `zero` or `pytorch-grad-cam`, got `{other}`"),
-            },
-            eigen_smooth: self.eigen_smooth,
-            aug_smooth: self.aug_smooth,
-            feature_resolution: self.feature_resolution,
-            attribution: self.attribution()?,
-            ..Default::default()
-        };
-        config.lime.num_samples = self.samples as usize;
-        config.lime.hide_color =
-            match self.hide_color.as_str() {
-                "mean" => HideColor::Mean,
-                level => HideColor::Value(level.parse().with_context(|| {
-                    format!("--hide-color must be `mean` or 0–255, got `{level}`")
-                })?),
-            };
-        config.lime.kernel_width = self.kernel_width;
-        config.lime.feature_selection = FeatureSelection::from_name(&self.selection)?;
-        config.lime.num_features = self.selection_features;
-        config.lime.top_labels = usize::from(self.top_labels);
-        config.lime.validate()?;
-        Ok(config)
+impl ConfigFlags {
+    /// Parse flags given as `(name, value)` pairs without the leading `--` (the server's
+    /// multipart fields: `samples=500`, `layer=features.18`, `eigen_smooth=true`); flags that
+    /// take no value accept `true` or `false`.
+    pub fn parse_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Self> {
+        let mut argv = Vec::new();
+        for (name, value) in pairs {
+            let flag = format!("--{}", name.replace('_', "-"));
+            let switch = Flags::command()
+                .get_arguments()
+                .find(|a| a.get_long() == Some(&flag[2..]))
+                .is_some_and(|a| !a.get_action().takes_values());
+            match (switch, value) {
+                (true, "true") => argv.push(flag),
+                (true, "false") => {}
+                (true, other) => bail!("`{name}` is true or false, got `{other}`"),
+                (false, _) => argv.extend([flag, value.to_owned()]),
+            }
+        }
+        let parsed = Flags::try_parse_from(argv).map_err(|e| {
+            let message = e.render().to_string();
+            anyhow::anyhow!(
+                "{}",
+                message
+                    .lines()
+                    .next()
+                    .unwrap_or("invalid field")
+                    .trim_start_matches("error: ")
+            )
+        })?;
+        Ok(parsed.flags)
     }
 
-    fn attribution(&self) -> Result<AttributionConfig> {
+    /// The configuration of one method, checked without a model ([`ExplainConfig::check`]).
+    pub fn config(&self, method: Method) -> Result<ExplainConfig> {
         let triple = |values: &[usize], what: &str| -> Result<[usize; 3]> {
             values
                 .try_into()
                 .map_err(|_| anyhow::anyhow!("--{what} takes channels,height,width"))
         };
-        Ok(AttributionConfig {
-            absolute: !self.signed,
-            steps: self.steps,
-            integration: Integration::from_name(&self.integration)?,
-            baseline: self.ig_baseline,
-            occlusion: Occlusion {
-                window: triple(&self.occlusion_window, "occlusion-window")?,
-                strides: triple(&self.occlusion_stride, "occlusion-stride")?,
-                baseline: self.occlusion_baseline,
+        let config = ExplainConfig {
+            method,
+            target: self.target,
+            seed: self.seed,
+            chunk: self.chunk,
+            cam: CamConfig {
+                method: self.cam,
+                layers: self.layers.clone(),
+                ablation: self.ablation,
+                eigen_smooth: self.eigen_smooth,
+                aug_smooth: self.aug_smooth,
+                feature_resolution: self.feature_resolution,
+                attribution: AttributionConfig {
+                    absolute: !self.signed,
+                    steps: self.steps,
+                    integration: self.integration,
+                    baseline: self.ig_baseline,
+                    occlusion: Occlusion {
+                        window: triple(&self.occlusion_window, "occlusion-window")?,
+                        strides: triple(&self.occlusion_stride, "occlusion-stride")?,
+                        baseline: self.occlusion_baseline,
+                    },
+                    noise_tunnel: self.noise_tunnel.map(|kind| NoiseTunnel {
+                        kind,
+                        samples: self.noise_samples,
+                        stdev: self.noise_stdev,
+                    }),
+                },
             },
-            noise_tunnel: match &self.noise_tunnel {
-                None => None,
-                Some(kind) => Some(NoiseTunnel {
-                    kind: NoiseKind::from_name(kind)?,
-                    samples: self.noise_samples,
-                    stdev: self.noise_stdev,
-                }),
+            segmenter: self.segmenter.clone(),
+            lime: LimeConfig {
+                num_samples: self.samples,
+                hide_color: self.hide_color,
+                kernel_width: self.kernel_width,
+                feature_selection: self.selection,
+                num_features: self.selection_features,
+                top_labels: self.top_labels,
             },
-        })
+            mode: self.mode,
+        };
+        config.check()?;
+        Ok(config)
     }
+}
 
+/// What the command line adds to the settings: threads, the decode limit, the mask's size.
+#[derive(Clone, Debug, Args)]
+pub struct RunFlags {
+    /// Segments shown in masks.
+    #[arg(long, default_value_t = MaskOptions::default().num_features)]
+    pub features: usize,
+    /// Threads (default: every core).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Largest accepted image, in pixels (decompression-bomb guard).
+    #[arg(long, default_value_t = DecodeLimits::default().max_pixels)]
+    pub max_pixels: u64,
+}
+
+impl RunFlags {
     fn runtime(&self) -> Threads {
         Threads::new(self.threads.unwrap_or_else(available_threads)).with_progress_bar()
     }
@@ -240,8 +275,8 @@ pub struct ExplainArgs {
     /// eigengradcam, gradcamelementwise, fullgrad, eigencam, scorecam, ablationcam, random) or an
     /// input attribution (saliency, inputxgradient, integratedgradients, guidedbackprop,
     /// guidedgradcam, occlusion).
-    #[arg(long, default_value = "camlime")]
-    pub method: String,
+    #[arg(long, default_value_t = defaults().method)]
+    pub method: Method,
     /// Where the record and pictures go.
     #[arg(long, default_value = "camlime-out", value_name = "DIR")]
     pub out: PathBuf,
@@ -258,9 +293,12 @@ pub struct ExplainArgs {
     /// Where forward passes run, and the GPU's arithmetic.
     #[command(flatten)]
     pub device: DeviceArgs,
-    /// Explanation parameters.
+    /// Explanation settings.
     #[command(flatten)]
-    pub options: ExplainOptions,
+    pub config: ConfigFlags,
+    /// Threads, decode limit, mask size.
+    #[command(flatten)]
+    pub run: RunFlags,
 }
 
 /// Arguments of `compare`.
@@ -271,16 +309,19 @@ pub struct CompareArgs {
     pub images: Vec<PathBuf>,
     /// Methods, comma-separated: one grid column each.
     #[arg(long, default_value = "lime,camlime,eigencam", value_delimiter = ',')]
-    pub methods: Vec<String>,
+    pub methods: Vec<Method>,
     /// Models, comma-separated (bundled names or ONNX paths).
     #[arg(long, default_value = "mobilenet_v2", value_delimiter = ',')]
     pub models: Vec<String>,
     /// The grid PNG to write.
     #[arg(long, default_value = "camlime-out/compare.png", value_name = "FILE")]
     pub out: PathBuf,
-    /// Explanation parameters.
+    /// Explanation settings.
     #[command(flatten)]
-    pub options: ExplainOptions,
+    pub config: ConfigFlags,
+    /// Threads, decode limit, mask size.
+    #[command(flatten)]
+    pub run: RunFlags,
 }
 
 fn load_image(path: &Path, max_pixels: u64) -> Result<RgbImage> {
@@ -302,9 +343,9 @@ pub fn explain(bundle: &Bundle, args: &ExplainArgs, out: &mut dyn Write) -> Resu
             let model = bundle
                 .load(&args.model)?
                 .on_device(args.device, &args.engine)?;
-            let config = args.options.config(Method::from_name(&args.method)?)?;
-            let image = load_image(&image_path, args.options.max_pixels)?;
-            let runtime = args.options.runtime();
+            let config = args.config.config(args.method)?;
+            let image = load_image(&image_path, args.run.max_pixels)?;
+            let runtime = args.run.runtime();
             let record = camlime_core::explain(
                 &model.classifier,
                 &image,
@@ -317,7 +358,7 @@ pub fn explain(bundle: &Bundle, args: &ExplainArgs, out: &mut dyn Write) -> Resu
         }
     };
     let base = model.classifier.spec().preprocessing.base_image(&image)?;
-    let written = write_outputs(&record, &base, &stem(&image_path), &args.out, &args.options)?;
+    let written = write_outputs(&record, &base, &stem(&image_path), &args.out, &args.run)?;
     if args.json {
         serde_json::to_writer(&mut *out, &record)?;
         writeln!(out)?;
@@ -355,14 +396,14 @@ fn replay(
         (None, Some(source)) => PathBuf::from(source),
         (None, None) => bail!("the record names no image: pass one"),
     };
-    let image = load_image(&image_path, args.options.max_pixels)?;
+    let image = load_image(&image_path, args.run.max_pixels)?;
     let base = model.classifier.spec().preprocessing.base_image(&image)?;
     ensure!(
         image_sha256(&base) == recorded.image.sha256,
         "{} is not the recorded image (its base image's sha256 differs)",
         image_path.display()
     );
-    let runtime = args.options.runtime();
+    let runtime = args.run.runtime();
     let record = camlime_core::explain(
         &model.classifier,
         &image,
@@ -400,7 +441,7 @@ fn write_outputs(
     base: &RgbImage,
     stem: &str,
     dir: &Path,
-    options: &ExplainOptions,
+    run: &RunFlags,
 ) -> Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let prefix = format!("{stem}.{}", record.config.method.name());
@@ -426,7 +467,7 @@ fn write_outputs(
     if record.segments.is_some() {
         save(
             format!("{prefix}.mask.png"),
-            &picture(record, base, &options.mask_options())?,
+            &picture(record, base, &run.mask_options())?,
         )?;
         let curves = record.weight_curves();
         let title = format!("{} — {}", stem, record.target.label);
@@ -447,11 +488,9 @@ fn summary(record: &ExplanationRecord, written: &[PathBuf], out: &mut dyn Write)
     let method = match config.method {
         Method::CamLime => format!(
             "camlime ({} @ {}, {} mode)",
-            config.cam.name(),
+            config.cam.method,
             record.layers.join("+"),
-            serde_json::to_value(config.mode)?["mode"]
-                .as_str()
-                .unwrap_or("segment")
+            config.mode
         ),
         Method::Cam(m) => format!("{} @ {}", m.name(), record.layers.join("+")),
         Method::Lime => "lime".into(),
@@ -501,18 +540,18 @@ fn summary(record: &ExplanationRecord, written: &[PathBuf], out: &mut dyn Write)
 
 /// Run `compare`.
 pub fn compare(bundle: &Bundle, args: &CompareArgs, out: &mut dyn Write) -> Result<()> {
-    let methods = args
-        .methods
-        .iter()
-        .map(|m| Method::from_name(m.trim()))
-        .collect::<Result<Vec<_>, _>>()?;
+    let methods = &args.methods;
     ensure!(!methods.is_empty(), "--methods lists no method");
+    let configs = methods
+        .iter()
+        .map(|&method| args.config.config(method))
+        .collect::<Result<Vec<_>>>()?;
     let images = args
         .images
         .iter()
-        .map(|p| load_image(p, args.options.max_pixels))
+        .map(|p| load_image(p, args.run.max_pixels))
         .collect::<Result<Vec<_>>>()?;
-    let runtime = args.options.runtime();
+    let runtime = args.run.runtime();
     let mut rows = Vec::new();
     let mut row_labels = Vec::new();
     for model_name in &args.models {
@@ -520,12 +559,12 @@ pub fn compare(bundle: &Bundle, args: &CompareArgs, out: &mut dyn Write) -> Resu
         for (path, image) in args.images.iter().zip(&images) {
             let base = model.classifier.spec().preprocessing.base_image(image)?;
             let mut row = Vec::with_capacity(methods.len());
-            for &method in &methods {
+            for config in &configs {
                 let record = camlime_core::explain(
                     &model.classifier,
                     image,
                     Some(path.display().to_string()),
-                    &args.options.config(method)?,
+                    config,
                     &runtime,
                 )?;
                 let caption = match record.main_explanation() {
@@ -533,7 +572,7 @@ pub fn compare(bundle: &Bundle, args: &CompareArgs, out: &mut dyn Write) -> Resu
                     None => format!("p={:.2}", record.target.probability),
                 };
                 row.push(GridCell {
-                    image: picture(&record, &base, &args.options.mask_options())?,
+                    image: picture(&record, &base, &args.run.mask_options())?,
                     caption,
                 });
             }
@@ -562,4 +601,143 @@ pub fn compare(bundle: &Bundle, args: &CompareArgs, out: &mut dyn Write) -> Resu
         methods.len()
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::commands::{Cli, Command};
+    use crate::serve::input::{ExplainRequest, WithImage};
+    use serde_json::Value;
+
+    /// `shared/tests/fixtures/config/every_setting.json`: every setting off its default.
+    fn every_setting() -> (ExplainConfig, Vec<String>) {
+        let fixture: Value = serde_json::from_str(include_str!(
+            "../../shared/tests/fixtures/config/every_setting.json"
+        ))
+        .unwrap();
+        let config = serde_json::from_value(fixture["config"].clone()).unwrap();
+        let flags = serde_json::from_value(fixture["flags"].clone()).unwrap();
+        (config, flags)
+    }
+
+    /// Every leaf of a JSON value by path (`cam.attribution.steps`, `cam.layers.0`).
+    fn leaves(value: &Value, path: String, out: &mut Vec<(String, Value)>) {
+        let join = |key: &str| {
+            if path.is_empty() {
+                key.to_owned()
+            } else {
+                format!("{path}.{key}")
+            }
+        };
+        match value {
+            Value::Object(fields) => fields.iter().for_each(|(k, v)| leaves(v, join(k), out)),
+            Value::Array(items) if !items.is_empty() => items
+                .iter()
+                .enumerate()
+                .for_each(|(i, v)| leaves(v, join(&i.to_string()), out)),
+            other => out.push((path, other.clone())),
+        }
+    }
+
+    /// The form fields of command-line flags: names without `--`, switches as `true`.
+    fn fields(flags: &[String]) -> Vec<(String, String)> {
+        let mut fields = Vec::new();
+        let mut iter = flags.iter().peekable();
+        while let Some(flag) = iter.next() {
+            let name = flag.trim_start_matches("--").replace('-', "_");
+            match iter.peek() {
+                Some(value) if !value.starts_with("--") => {
+                    fields.push((name, iter.next().unwrap().clone()));
+                }
+                _ => fields.push((name, "true".to_owned())),
+            }
+        }
+        fields
+    }
+
+    fn cli_config(flags: &[String]) -> ExplainConfig {
+        let argv = ["camlime", "explain", "image.png"]
+            .into_iter()
+            .map(str::to_owned)
+            .chain(flags.iter().cloned());
+        let Command::Explain(args) = Cli::try_parse_from(argv).unwrap().command else {
+            panic!("not an explain command");
+        };
+        args.config.config(args.method).unwrap()
+    }
+
+    #[test]
+    fn the_fixture_moves_every_setting_off_its_default() {
+        let (config, _) = every_setting();
+        let (mut custom, mut default) = (Vec::new(), Vec::new());
+        leaves(
+            &serde_json::to_value(&config).unwrap(),
+            String::new(),
+            &mut custom,
+        );
+        leaves(
+            &serde_json::to_value(ExplainConfig::default()).unwrap(),
+            String::new(),
+            &mut default,
+        );
+        // The one tag shared by both: `mode` is `segment` in each, with another pooling.
+        let same: Vec<_> = default
+            .iter()
+            .filter(|(path, value)| {
+                path != "mode.mode" && custom.iter().any(|(p, v)| p == path && v == value)
+            })
+            .collect();
+        assert!(
+            same.is_empty(),
+            "settings at their default in the fixture: {same:?}"
+        );
+        assert!(custom.len() >= 38, "{} settings", custom.len());
+    }
+
+    #[test]
+    fn every_setting_reaches_the_config_from_flags_and_form_fields() {
+        let (config, flags) = every_setting();
+        assert_eq!(cli_config(&flags), config);
+        let request = ExplainRequest::from_fields(&fields(&flags)).unwrap();
+        assert_eq!(request.config, config);
+        let json = serde_json::json!({ "config": config });
+        let request: ExplainRequest = serde_json::from_value(json).unwrap();
+        assert_eq!(request.config, config);
+    }
+
+    #[test]
+    fn defaults_are_the_schemas_everywhere() {
+        assert_eq!(cli_config(&[]), ExplainConfig::default());
+        assert_eq!(
+            ConfigFlags::default().config(Method::CamLime).unwrap(),
+            ExplainConfig::default()
+        );
+        assert_eq!(
+            ExplainRequest::from_fields(&[]).unwrap().config,
+            ExplainConfig::default()
+        );
+        let empty: ExplainRequest = serde_json::from_str("{}").unwrap();
+        assert_eq!(empty.config, ExplainConfig::default());
+    }
+
+    #[test]
+    fn form_fields_are_checked_as_flags() {
+        let error = |pairs: &[(&str, &str)]| {
+            let owned: Vec<(String, String)> = pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect();
+            ExplainRequest::from_fields(&owned)
+                .unwrap_err()
+                .detail
+                .message
+        };
+        assert!(error(&[("samples", "many")]).contains("many"));
+        assert!(error(&[("samples", "1")]).contains("num_samples"));
+        assert!(error(&[("smaples", "10")]).contains("smaples"));
+        assert!(error(&[("cam", "nope")]).contains("available"));
+        assert!(error(&[("method", "nope")]).contains("unknown method"));
+        assert!(error(&[("eigen_smooth", "maybe")]).contains("true or false"));
+    }
 }

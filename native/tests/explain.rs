@@ -48,7 +48,7 @@ fn camlime_writes_a_full_record_and_its_pictures() {
         out_arg,
         "--json",
     ]);
-    assert_eq!(r["format"], "camlime-explanation/1");
+    assert_eq!(r["format"], "camlime-explanation/2");
     let manifest: Value =
         serde_json::from_str(&std::fs::read_to_string(repo("models/manifest.json")).unwrap())
             .unwrap();
@@ -280,8 +280,8 @@ fn bad_input_is_one_clear_error_line() {
             vec!["--layer", "features.99"],
             "unknown layer `features.99`",
         ),
-        (vec!["--samples", "0"], "0 is not in 2..=100000"),
-        (vec!["--samples", "5000000"], "not in 2..=100000"),
+        (vec!["--samples", "0"], "must be in 2..=100000, got 0"),
+        (vec!["--samples", "5000000"], "must be in 2..=100000"),
         (
             vec!["--segmenter", "watershed"],
             "unknown segmenter `watershed`",
@@ -292,7 +292,7 @@ fn bad_input_is_one_clear_error_line() {
         ),
         (
             vec!["--hide-color", "300"],
-            "--hide-color must be `mean` or 0–255",
+            "hide colour must be `mean` or 0–255",
         ),
         (vec!["--cam", "grad-cam"], "unknown CAM method `grad-cam`"),
         (

@@ -117,6 +117,19 @@ fn post_form(server: &Server, path: &str, image: &[u8], request: &Value) -> (u16
     post_raw(server, path, &content_type, body)
 }
 
+/// A multipart form with an `image` part and plain fields, as `curl -F name=value` sends them.
+fn post_fields(server: &Server, path: &str, fields: &[(&str, &str)]) -> (u16, Value) {
+    let image = chelsea();
+    let mut parts: Vec<(&str, Option<&str>, &[u8])> = vec![("image", Some("chelsea.png"), &image)];
+    parts.extend(
+        fields
+            .iter()
+            .map(|(name, value)| (*name, None, value.as_bytes())),
+    );
+    let (content_type, body) = common::serve::form(&parts);
+    post_raw(server, path, &content_type, body)
+}
+
 fn chelsea() -> Vec<u8> {
     std::fs::read(repo("models/samples/chelsea.png")).unwrap()
 }
@@ -202,16 +215,16 @@ fn every_endpoint_answers() {
         &server,
         "/v1/explain",
         &chelsea(),
-        &json!({"method": "gradcam", "source": "chelsea.png"}),
+        &json!({"config": {"method": "gradcam"}, "source": "chelsea.png"}),
     );
     assert_eq!(status, 200, "{record}");
-    assert_eq!(record["format"], "camlime-explanation/1");
+    assert_eq!(record["format"], "camlime-explanation/2");
     assert_eq!(record["config"]["method"], "gradcam");
     assert_eq!(record["target"]["label"], "Egyptian cat");
     assert_eq!(record["image"]["source"], "chelsea.png");
     assert!(record["cam"]["map"].is_object());
 
-    let id = submit(&server, &json!({"method": "eigencam"}));
+    let id = submit(&server, &json!({"config": {"method": "eigencam"}}));
     let job = wait_for_job(&server, &id);
     assert_eq!(job["status"], "done");
     assert_eq!(job["result"]["config"]["method"], "eigencam");
@@ -237,8 +250,29 @@ fn every_endpoint_answers() {
     ] {
         assert!(openapi["paths"][path].is_object(), "OpenAPI lacks {path}");
     }
-    let params = &openapi["components"]["schemas"]["ExplainOptions"]["properties"];
-    assert!(params["samples"].is_object() && params["seed"].is_object());
+    // The request's `config` is the record's schema, described field by field.
+    let schemas = &openapi["components"]["schemas"];
+    let config = &schemas["ExplainRequest"]["properties"]["config"];
+    assert!(config.to_string().contains("ExplainConfig"), "{config}");
+    let fields = &schemas["ExplainConfig"]["properties"];
+    for field in [
+        "method",
+        "target",
+        "seed",
+        "chunk",
+        "cam",
+        "segmenter",
+        "lime",
+        "mode",
+    ] {
+        assert!(
+            fields[field].is_object(),
+            "ExplainConfig lacks {field}: {fields}"
+        );
+    }
+    let methods = schemas["Method"]["enum"].as_array().unwrap();
+    assert!(methods.iter().any(|m| m == "gradcam++"), "{methods:?}");
+    assert!(schemas["LimeConfig"]["properties"]["num_samples"].is_object());
 
     assert_healthy(&server);
     let (status, metrics) = get(&server, "/metrics");
@@ -261,26 +295,88 @@ fn every_endpoint_answers() {
     assert_eq!(missing["error"]["code"], "not_found");
 }
 
+/// Every explanation setting off its default (`shared/tests/fixtures/config/every_setting.json`)
+/// reaches the core from the command line's flags, the server's JSON `config` and its form
+/// fields: the three records carry the fixture's configuration and the same results.
+#[test]
+fn every_setting_reaches_the_core_from_the_cli_and_the_server() {
+    let fixture: Value = serde_json::from_slice(
+        &std::fs::read(repo("shared/tests/fixtures/config/every_setting.json")).unwrap(),
+    )
+    .unwrap();
+    let config = &fixture["config"];
+    let flags: Vec<String> = serde_json::from_value(fixture["flags"].clone()).unwrap();
+    let dir = scratch("every-setting");
+    let server = Server::start(&dir, &["--threads", "2"]);
+    let image = repo("models/samples/chelsea.png");
+    let out = dir.join("cli");
+    let mut args = vec![
+        "explain",
+        image.to_str().unwrap(),
+        "--json",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend(flags.iter().map(String::as_str));
+    let output = camlime(&args);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let cli: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(&cli["config"], config, "the command line");
+    let by_json = wait_for_job(&server, &submit(&server, &json!({ "config": config })));
+    assert_eq!(by_json["status"], "done", "{by_json}");
+    let mut fields = Vec::new();
+    let mut iter = flags.iter().peekable();
+    while let Some(flag) = iter.next() {
+        let name = flag.trim_start_matches("--").to_owned();
+        let value = match iter.peek() {
+            Some(value) if !value.starts_with("--") => iter.next().unwrap().clone(),
+            _ => "true".to_owned(),
+        };
+        fields.push((name, value));
+    }
+    let fields: Vec<(&str, &str)> = fields
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    let (status, accepted) = post_fields(&server, "/v1/jobs", &fields);
+    assert_eq!(status, 202, "{accepted}");
+    let by_fields = wait_for_job(&server, accepted["id"].as_str().unwrap());
+    assert_eq!(by_fields["status"], "done", "{by_fields}");
+    for (what, job) in [("JSON", by_json), ("form fields", by_fields)] {
+        assert_eq!(&job["result"]["config"], config, "{what}");
+        assert_eq!(
+            results_only(job["result"].clone()),
+            results_only(cli.clone()),
+            "{what}"
+        );
+    }
+}
+
 #[test]
 fn server_results_equal_the_command_line() {
     let dir = scratch("parity");
     let server = Server::start(&dir, &["--threads", "2"]);
     let image = repo("models/samples/chelsea.png");
-    for (method, flags, params) in [
+    for (method, flags, config) in [
         (
             "camlime",
             vec!["--samples", "120", "--seed", "7"],
-            json!({"samples": 120, "seed": 7}),
+            json!({"method": "camlime", "lime": {"num_samples": 120}, "seed": 7}),
         ),
         (
             "lime",
-            vec!["--samples", "100", "--segmenter", "slic"],
-            json!({"samples": 100, "segmenter": "slic"}),
+            vec!["--samples", "100", "--segmenter", "slic:n_segments=60"],
+            json!({"method": "lime", "lime": {"num_samples": 100},
+                   "segmenter": {"algorithm": "slic", "n_segments": 60}}),
         ),
         (
             "layercam",
             vec!["--layer", "features.16"],
-            json!({"layers": ["features.16"]}),
+            json!({"method": "layercam", "cam": {"layers": ["features.16"]}}),
         ),
     ] {
         let out = dir.join(format!("cli-{method}"));
@@ -295,7 +391,7 @@ fn server_results_equal_the_command_line() {
             "--out",
             out.to_str().unwrap(),
         ];
-        args.extend(flags);
+        args.extend(flags.iter().copied());
         let output = camlime(&args);
         assert!(
             output.status.success(),
@@ -303,7 +399,7 @@ fn server_results_equal_the_command_line() {
             String::from_utf8_lossy(&output.stderr)
         );
         let cli: Value = serde_json::from_slice(&output.stdout).unwrap();
-        let request = json!({"method": method, "params": params});
+        let request = json!({ "config": config });
         let (status, sync) = post_form(&server, "/v1/explain", &chelsea(), &request);
         assert_eq!(status, 200, "{sync}");
         assert_eq!(
@@ -317,6 +413,20 @@ fn server_results_equal_the_command_line() {
             results_only(job["result"].clone()),
             results_only(cli.clone()),
             "{method}: /v1/jobs"
+        );
+        // The command line's flags as plain form fields (`curl -F samples=120`).
+        let mut fields = vec![("method", method)];
+        fields.extend(
+            flags
+                .chunks(2)
+                .map(|pair| (pair[0].trim_start_matches("--"), pair[1])),
+        );
+        let (status, by_fields) = post_fields(&server, "/v1/explain", &fields);
+        assert_eq!(status, 200, "{by_fields}");
+        assert_eq!(
+            results_only(by_fields),
+            results_only(cli.clone()),
+            "{method}: form fields"
         );
         // A record's config replays to the same results.
         let replay = json!({"config": cli["config"]});
@@ -347,6 +457,16 @@ fn bad_input_is_a_clear_4xx_and_the_server_stays_healthy() {
     let bad =
         |name: &str| std::fs::read(repo(&format!("shared/tests/fixtures/bad/{name}"))).unwrap();
     let form = |image: &[u8], request: Value| multipart(image, &request);
+    let fields = |fields: &[(&str, &str)]| {
+        let image = chelsea();
+        let mut parts: Vec<(&str, Option<&str>, &[u8])> = vec![("image", Some("x.png"), &image)];
+        parts.extend(
+            fields
+                .iter()
+                .map(|(name, value)| (*name, None, value.as_bytes())),
+        );
+        common::serve::form(&parts)
+    };
     let cases: Vec<BadCase> = {
         let mut cases = Vec::new();
         let mut add = |what, path, (content_type, body): (String, Vec<u8>), status, code| {
@@ -369,7 +489,7 @@ fn bad_input_is_a_clear_4xx_and_the_server_stays_healthy() {
         add(
             "empty image",
             "/v1/explain",
-            form(&bad("empty.png"), json!({"method": "gradcam"})),
+            form(&bad("empty.png"), json!({"config": {"method": "gradcam"}})),
             400,
             "invalid_image",
         );
@@ -399,7 +519,7 @@ fn bad_input_is_a_clear_4xx_and_the_server_stays_healthy() {
             "/v1/explain",
             form(
                 &chelsea(),
-                json!({"method": "gradcam", "params": {"layers": ["features.99"]}}),
+                json!({"config": {"method": "gradcam", "cam": {"layers": ["features.99"]}}}),
             ),
             400,
             "unknown_layer",
@@ -407,21 +527,63 @@ fn bad_input_is_a_clear_4xx_and_the_server_stays_healthy() {
         add(
             "unknown method",
             "/v1/jobs",
-            form(&chelsea(), json!({"method": "gradcam2"})),
+            form(&chelsea(), json!({"config": {"method": "gradcam2"}})),
+            400,
+            "invalid_json",
+        );
+        add(
+            "unknown method as a form field",
+            "/v1/jobs",
+            fields(&[("method", "gradcam2")]),
             400,
             "unknown_method",
         );
         add(
             "unknown CAM for CamLIME",
             "/v1/jobs",
-            form(&chelsea(), json!({"params": {"cam": "nope"}})),
+            form(&chelsea(), json!({"config": {"cam": {"method": "nope"}}})),
+            400,
+            "invalid_json",
+        );
+        add(
+            "unknown CAM as a form field",
+            "/v1/jobs",
+            fields(&[("cam", "nope")]),
             400,
             "invalid_parameter",
         );
         add(
+            "samples as a word",
+            "/v1/jobs",
+            fields(&[("samples", "many")]),
+            400,
+            "invalid_parameter",
+        );
+        add(
+            "a misspelt form field",
+            "/v1/jobs",
+            fields(&[("smaples", "10")]),
+            400,
+            "invalid_parameter",
+        );
+        add(
+            "a request part and plain fields",
+            "/v1/jobs",
+            {
+                let image = chelsea();
+                common::serve::form(&[
+                    ("image", Some("x.png"), &image),
+                    ("request", None, b"{}"),
+                    ("samples", None, b"100"),
+                ])
+            },
+            400,
+            "invalid_multipart",
+        );
+        add(
             "negative samples",
             "/v1/jobs",
-            form(&chelsea(), json!({"params": {"samples": -5}})),
+            form(&chelsea(), json!({"config": {"lime": {"num_samples": -5}}})),
             400,
             "invalid_json",
         );
@@ -430,7 +592,7 @@ fn bad_input_is_a_clear_4xx_and_the_server_stays_healthy() {
             "/v1/jobs",
             form(
                 &chelsea(),
-                json!({"params": {"samples": 4_000_000_000_u64}}),
+                json!({"config": {"lime": {"num_samples": 4_000_000_000_u64}}}),
             ),
             400,
             "invalid_parameter",
@@ -438,14 +600,17 @@ fn bad_input_is_a_clear_4xx_and_the_server_stays_healthy() {
         add(
             "samples over the server's limit",
             "/v1/jobs",
-            form(&chelsea(), json!({"params": {"samples": 5001}})),
+            form(
+                &chelsea(),
+                json!({"config": {"lime": {"num_samples": 5001}}}),
+            ),
             400,
             "invalid_parameter",
         );
         add(
             "one sample",
             "/v1/jobs",
-            form(&chelsea(), json!({"params": {"samples": 1}})),
+            form(&chelsea(), json!({"config": {"lime": {"num_samples": 1}}})),
             400,
             "invalid_parameter",
         );
@@ -454,7 +619,8 @@ fn bad_input_is_a_clear_4xx_and_the_server_stays_healthy() {
             "/v1/jobs",
             form(
                 &chelsea(),
-                json!({"method": "integratedgradients", "params": {"steps": 1_000_000}}),
+                json!({"config": {"method": "integratedgradients",
+                                  "cam": {"attribution": {"steps": 1_000_000}}}}),
             ),
             400,
             "invalid_parameter",
@@ -464,7 +630,7 @@ fn bad_input_is_a_clear_4xx_and_the_server_stays_healthy() {
             "/v1/explain",
             form(
                 &chelsea(),
-                json!({"method": "gradcam", "params": {"target": 1000}}),
+                json!({"config": {"method": "gradcam", "target": 1000}}),
             ),
             400,
             "invalid_parameter",
@@ -472,21 +638,21 @@ fn bad_input_is_a_clear_4xx_and_the_server_stays_healthy() {
         add(
             "misspelt parameter",
             "/v1/jobs",
-            form(&chelsea(), json!({"params": {"smaples": 10}})),
+            form(&chelsea(), json!({"config": {"lime": {"smaples": 10}}})),
             400,
             "invalid_json",
         );
         add(
-            "config and method",
+            "a setting outside `config`",
             "/v1/jobs",
             form(&chelsea(), json!({"method": "lime", "config": {}})),
             400,
-            "invalid_parameter",
+            "invalid_json",
         );
         add(
             "heavy work synchronously",
             "/v1/explain",
-            form(&chelsea(), json!({"method": "scorecam"})),
+            form(&chelsea(), json!({"config": {"method": "scorecam"}})),
             422,
             "use_jobs",
         );
@@ -529,10 +695,12 @@ fn bad_input_is_a_clear_4xx_and_the_server_stays_healthy() {
             400,
             "missing_image",
         );
+        // 50 kB over: the server answers at the limit, and what the client still has to send
+        // fits the socket buffers, so it reads the 413 instead of a broken pipe.
         add(
             "body over the limit",
             "/v1/predict",
-            form(&vec![0_u8; 9_000_000], json!({})),
+            form(&vec![0_u8; 8_050_000], json!({})),
             413,
             "payload_too_large",
         );
@@ -612,7 +780,7 @@ fn follow(server: &Server, id: &str, mut stop: impl FnMut(&Value) -> bool) -> Ve
 fn jobs_stream_progress_cancel_and_refuse_when_the_queue_is_full() {
     let dir = scratch("jobs");
     let server = Server::start(&dir, &["--jobs", "1", "--queue", "1"]);
-    let long = json!({"params": {"samples": 20000}});
+    let long = json!({"config": {"lime": {"num_samples": 20000}}});
     let running = submit(&server, &long);
     let progressed = follow(&server, &running, |s| {
         s["status"] == "running" && s["progress"]["done"].as_u64().unwrap_or(0) > 0
@@ -649,7 +817,7 @@ fn jobs_stream_progress_cancel_and_refuse_when_the_queue_is_full() {
     assert!(done < 20000, "cancelled after {done} samples");
 
     // The worker is free again, and a finished job can be deleted.
-    let next = submit(&server, &json!({"method": "gradcam"}));
+    let next = submit(&server, &json!({"config": {"method": "gradcam"}}));
     assert_eq!(wait_for_job(&server, &next)["status"], "done");
     let (status, _) = answer(
         agent()
@@ -665,8 +833,11 @@ fn jobs_stream_progress_cancel_and_refuse_when_the_queue_is_full() {
 fn jobs_time_out_and_results_expire() {
     let dir = scratch("limits");
     let server = Server::start(&dir, &["--job-timeout", "1", "--result-ttl", "3"]);
-    let slow = submit(&server, &json!({"params": {"samples": 20000}}));
-    let quick = submit(&server, &json!({"method": "gradcam"}));
+    let slow = submit(
+        &server,
+        &json!({"config": {"lime": {"num_samples": 20000}}}),
+    );
+    let quick = submit(&server, &json!({"config": {"method": "gradcam"}}));
     let job = wait_for_job(&server, &slow);
     assert_eq!(job["status"], "failed", "{job}");
     assert_eq!(job["error"]["code"], "timeout");
@@ -689,10 +860,13 @@ fn jobs_time_out_and_results_expire() {
 fn finished_results_survive_restarts_and_unfinished_jobs_say_so() {
     let dir = scratch("restart");
     let server = Server::start(&dir, &[]);
-    let finished = submit(&server, &json!({"params": {"samples": 60}}));
+    let finished = submit(&server, &json!({"config": {"lime": {"num_samples": 60}}}));
     let record = wait_for_job(&server, &finished)["result"].clone();
     assert_eq!(record["config"]["lime"]["num_samples"], 60);
-    let running = submit(&server, &json!({"params": {"samples": 20000}}));
+    let running = submit(
+        &server,
+        &json!({"config": {"lime": {"num_samples": 20000}}}),
+    );
     follow(&server, &running, |s| s["status"] == "running");
     // A graceful stop (SIGTERM) ends the running job as interrupted and exits cleanly.
     let exit = server.stop();
@@ -707,7 +881,10 @@ fn finished_results_survive_restarts_and_unfinished_jobs_say_so() {
     assert_eq!(job["error"]["code"], "interrupted");
 
     // A hard kill mid-job: the next start still serves the finished result.
-    let killed = submit(&server, &json!({"params": {"samples": 20000}}));
+    let killed = submit(
+        &server,
+        &json!({"config": {"lime": {"num_samples": 20000}}}),
+    );
     follow(&server, &killed, |s| s["status"] == "running");
     drop(server);
     let server = Server::start(&dir, &[]);
@@ -724,7 +901,7 @@ fn fifty_concurrent_predicts_and_five_jobs_without_errors_in_bounded_memory() {
         post_form(&server, "/v1/predict", &chelsea(), &json!({})).0,
         200
     );
-    let id = submit(&server, &json!({"params": {"samples": 64}}));
+    let id = submit(&server, &json!({"config": {"lime": {"num_samples": 64}}}));
     assert_eq!(wait_for_job(&server, &id)["status"], "done");
     let baseline = server.resident_peak_bytes();
 
@@ -733,7 +910,7 @@ fn fifty_concurrent_predicts_and_five_jobs_without_errors_in_bounded_memory() {
             .map(|seed| {
                 submit(
                     &server,
-                    &json!({"params": {"samples": 200, "seed": round * 5 + seed}}),
+                    &json!({"config": {"lime": {"num_samples": 200}, "seed": round * 5 + seed}}),
                 )
             })
             .collect();
@@ -967,11 +1144,7 @@ fn evaluations_run_as_jobs_and_equal_the_command_line() {
             "invalid_parameter",
             "masks",
         ),
-        (
-            r#"{"methods": ["nomethod"]}"#,
-            "invalid_parameter",
-            "nomethod",
-        ),
+        (r#"{"methods": ["nomethod"]}"#, "invalid_json", "nomethod"),
         (
             r#"{"methods": ["gradcam"], "metric_params": {"ROAD": {}}}"#,
             "invalid_parameter",
@@ -983,7 +1156,7 @@ fn evaluations_run_as_jobs_and_equal_the_command_line() {
             "features_in_step",
         ),
         (
-            r#"{"methods": ["camlime"], "params": {"samples": 999999}}"#,
+            r#"{"methods": ["camlime"], "config": {"lime": {"num_samples": 999999}}}"#,
             "invalid_parameter",
             "samples",
         ),

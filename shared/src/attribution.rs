@@ -269,15 +269,7 @@ pub fn gaussian_noise(
     tunnel: &NoiseTunnel,
     seed: u64,
 ) -> Result<Vec<Array3<f32>>> {
-    if tunnel.samples == 0
-        || tunnel.samples > 1000
-        || !(tunnel.stdev >= 0.0 && tunnel.stdev.is_finite())
-    {
-        return Err(Error::Parameter(format!(
-            "the noise tunnel needs 1..=1000 samples and a finite stdev ≥ 0, got {} and {}",
-            tunnel.samples, tunnel.stdev
-        )));
-    }
+    tunnel.check()?;
     let mut rng = Pcg64::seed_from_u64(seed);
     Ok((0..tunnel.samples)
         .map(|_| {

@@ -8,7 +8,7 @@ use image::RgbImage;
 use nalgebra::DMatrix;
 use tract_onnx::prelude::tract_ndarray::{Array2, Axis};
 
-use crate::cam::{self, CamConfig, CamExplanation, CamMethod, LayerCam};
+use crate::cam::{self, CamExplanation, CamMethod, LayerCam};
 use crate::engine::Composed;
 use crate::lime::{
     LabelExplanation, cosine_distances, explain_label, fill_image, kernel, sample_design,
@@ -80,13 +80,7 @@ pub fn start(
     runtime: &impl Runtime,
 ) -> Result<Started> {
     let started = runtime.clock();
-    config.lime.validate()?;
-    if config.chunk == 0 || config.chunk > 1024 {
-        return Err(Error::Parameter(format!(
-            "chunk must lie in 1..=1024, got {}",
-            config.chunk
-        )));
-    }
+    validate(classifier, config)?;
     let preprocessing = classifier.spec().preprocessing.clone();
     let base = preprocessing.base_image(image)?;
     let logits = classifier
@@ -99,7 +93,7 @@ pub fn start(
         .to_vec();
     let probabilities = softmax(&logits);
     let class = classifier.target_class(&logits, config.target)?;
-    let layers = classifier.target_layers(&config.layers)?;
+    let layers = classifier.target_layers(&config.cam.layers)?;
     let mut record = ExplanationRecord {
         format: RECORD_FORMAT.into(),
         version: env!("CARGO_PKG_VERSION").into(),
@@ -136,10 +130,8 @@ pub fn start(
             let explanation = cam::explain(
                 classifier,
                 &base,
-                &CamConfig {
-                    method,
-                    ..cam_config(config, &layers, class)
-                },
+                method,
+                &resolved(config, &layers, class),
                 runtime,
             )?;
             record.timings.cam_ms = since(runtime, t);
@@ -240,8 +232,9 @@ impl Pending {
         };
         if config.method == Method::CamLime {
             let t = runtime.clock();
-            let cam_config = cam_config(&config, &layers, record.target.class);
-            let explanation = cam::explain(classifier, &base, &cam_config, runtime)?;
+            let resolved = resolved(&config, &layers, record.target.class);
+            let explanation =
+                cam::explain(classifier, &base, config.cam.method, &resolved, runtime)?;
             record.timings.cam_ms = since(runtime, t);
             let t = runtime.clock();
             record.explanations = fit(&config.mode.design(&z, &explanation.map, &segmentation)?)?;
@@ -257,7 +250,7 @@ impl Pending {
             }
             record.timings.surrogate_ms = since(runtime, t);
             record.layers = layers;
-            record.cam = Some(cam_record(explanation, config.cam));
+            record.cam = Some(cam_record(explanation, config.cam.method));
         } else {
             let t = runtime.clock();
             record.explanations = fit(&z)?;
@@ -268,19 +261,28 @@ impl Pending {
     }
 }
 
-fn cam_config(config: &ExplainConfig, layers: &[String], class: usize) -> CamConfig {
-    CamConfig {
-        method: config.cam,
-        layers: layers.to_vec(),
-        target: Some(class),
-        ablation: config.ablation,
-        seed: config.seed,
-        chunk: config.chunk.min(64),
-        eigen_smooth: config.eigen_smooth,
-        aug_smooth: config.aug_smooth,
-        feature_resolution: config.feature_resolution,
-        attribution: config.attribution.clone(),
+/// Every check of a configuration against a model before any work: the model-free ones
+/// ([`ExplainConfig::check`]), the class and the target layers. `start` calls it; the CLI, the
+/// server and the page call it (or `check`, without a model) as soon as they hold a config.
+pub fn validate(classifier: &Classifier, config: &ExplainConfig) -> Result<()> {
+    config.check()?;
+    if let Some(class) = config.target {
+        classifier.check_class(class)?;
     }
+    if config.cam_method().is_some() {
+        classifier.target_layers(&config.cam.layers)?;
+    }
+    Ok(())
+}
+
+/// The configuration a CAM of this explanation runs with: the layers resolved, the class
+/// decided, forward chunks of at most 64 images (Score-CAM's batches hold a full input each).
+fn resolved(config: &ExplainConfig, layers: &[String], class: usize) -> ExplainConfig {
+    let mut resolved = config.clone();
+    resolved.cam.layers = layers.to_vec();
+    resolved.target = Some(class);
+    resolved.chunk = config.chunk.min(64);
+    resolved
 }
 
 fn cam_record(explanation: CamExplanation, method: CamMethod) -> CamRecord {

@@ -21,7 +21,8 @@
 //! Modules: [`preprocess`] (decode, resize, crop, normalise), [`manifest`] (the bundled models'
 //! description), [`model`] (the classifier: layers, predictions, gradients), [`engine`] (what
 //! runs a graph: the lowered CNN plan, tract), [`segment`], [`lime`], [`camlime`], [`cam`],
-//! [`attribution`], [`grad`] (the backward transform), [`metrics`], [`render`],
+//! [`attribution`], [`grad`] (the backward transform), [`metrics`], [`evaluation`] (metrics for
+//! several methods over images: plan, rows, report), [`render`],
 //! [`explanation`] (one explanation end to end and its record), [`runtime`], [`surrogate`],
 //! [`spec`] (a model's description in plain data). The model-free modules (`preprocess`,
 //! `manifest`, `spec`, `segment`, `lime`, `camlime`, `render`, `runtime`, `surrogate`, `error`,
@@ -31,6 +32,7 @@
 pub mod attribution;
 pub mod cam;
 pub mod engine;
+pub mod evaluation;
 pub mod explanation;
 pub mod grad;
 pub mod metrics;

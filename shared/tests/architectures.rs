@@ -9,11 +9,11 @@
 mod common;
 
 use camlime_core::Sequential;
-use camlime_core::cam::{CamConfig, CamMethod, explain_tensor};
+use camlime_core::cam::{CamMethod, explain_tensor};
 use camlime_core::engine::EngineChoice;
 use camlime_core::grad::BackwardRule;
 use camlime_core::ndarray::{Array2, Array4};
-use camlime_core::{Classifier, ModelSpec};
+use camlime_core::{Classifier, ExplainConfig, ModelSpec};
 use common::{fixture, map_agreement, png16_map, shared_normal};
 use prost::Message;
 use tract_onnx::pb::ModelProto;
@@ -140,13 +140,12 @@ fn check(arch: &str) {
         .gradient_model(&[], true, BackwardRule::Standard)
         .unwrap();
     for method in CamMethod::ALL.into_iter().filter(|m| m.uses_gradients()) {
-        let config = CamConfig {
-            method,
-            layers: vec!["target_layer".into()],
+        let mut config = ExplainConfig {
             target: Some(target),
             ..Default::default()
         };
-        let map = explain_tensor(&classifier, input.view(), &config, &Sequential)
+        config.cam.layers = vec!["target_layer".into()];
+        let map = explain_tensor(&classifier, input.view(), method, &config, &Sequential)
             .unwrap()
             .map;
         assert!(

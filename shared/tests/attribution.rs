@@ -9,12 +9,12 @@
 
 mod common;
 
-use camlime_core::Sequential;
 use camlime_core::attribution::{
     self, AttributionConfig, Integration, NoiseKind, NoiseTunnel, Occlusion,
 };
-use camlime_core::cam::{CamConfig, CamMethod, attribute};
+use camlime_core::cam::{CamMethod, attribute};
 use camlime_core::ndarray::{Array3, Axis, Ix4};
+use camlime_core::{ExplainConfig, Sequential};
 use common::{bundled, fixture, npy, shared_normal};
 
 fn compare(name: &str, ours: &Array3<f32>) -> f64 {
@@ -69,13 +69,10 @@ fn run(method: CamMethod, params: AttributionConfig) -> Array3<f32> {
     let input = npy("reference/mobilenet_v2/chelsea.input.npy")
         .into_dimensionality::<Ix4>()
         .unwrap();
-    let config = CamConfig {
-        method,
-        layers: vec!["features.17".into()],
-        attribution: params,
-        ..Default::default()
-    };
-    attribute(&classifier, input.view(), &config, &Sequential)
+    let mut config = ExplainConfig::default();
+    config.cam.layers = vec!["features.17".into()];
+    config.cam.attribution = params;
+    attribute(&classifier, input.view(), method, &config, &Sequential)
         .unwrap()
         .2
 }

@@ -5,8 +5,9 @@
 
 mod common;
 
+use camlime_core::ExplainConfig;
 use camlime_core::Sequential;
-use camlime_core::cam::{AblationValue, CamConfig, CamMap, CamMethod, explain_tensor};
+use camlime_core::cam::{AblationValue, CamMap, CamMethod, explain_tensor};
 use camlime_core::ndarray::Ix4;
 use common::{SAMPLES, bundled, map_agreement, npy, png16_map, stem};
 
@@ -21,13 +22,10 @@ fn check(method: CamMethod, ablation: AblationValue, samples: &[&str]) {
         let input = npy(&format!("reference/mobilenet_v2/{stem}.input.npy"))
             .into_dimensionality::<Ix4>()
             .unwrap();
-        let config = CamConfig {
-            method,
-            layers: vec!["features.17".into()],
-            ablation,
-            ..Default::default()
-        };
-        let ours = explain_tensor(&classifier, input.view(), &config, &Sequential).unwrap();
+        let mut config = ExplainConfig::default();
+        config.cam.layers = vec!["features.17".into()];
+        config.cam.ablation = ablation;
+        let ours = explain_tensor(&classifier, input.view(), method, &config, &Sequential).unwrap();
         let reference = reference_map(stem, method.name());
         let (pearson, max_abs) = map_agreement(&ours.map, &reference);
         eprintln!(
@@ -94,27 +92,25 @@ fn random_cam_is_seeded_and_bad_targets_are_errors() {
     let input = npy("reference/mobilenet_v2/chelsea.input.npy")
         .into_dimensionality::<Ix4>()
         .unwrap();
-    let config = |seed| CamConfig {
-        method: CamMethod::Random,
+    let config = |seed| ExplainConfig {
         seed,
         ..Default::default()
     };
-    let a = explain_tensor(&classifier, input.view(), &config(1), &Sequential).unwrap();
-    let b = explain_tensor(&classifier, input.view(), &config(1), &Sequential).unwrap();
-    let c = explain_tensor(&classifier, input.view(), &config(2), &Sequential).unwrap();
+    let random = CamMethod::Random;
+    let a = explain_tensor(&classifier, input.view(), random, &config(1), &Sequential).unwrap();
+    let b = explain_tensor(&classifier, input.view(), random, &config(1), &Sequential).unwrap();
+    let c = explain_tensor(&classifier, input.view(), random, &config(2), &Sequential).unwrap();
     assert_eq!(a, b);
     assert_ne!(a.map, c.map);
     assert_eq!(a.target, 285);
-    let bad = CamConfig {
+    let bad = ExplainConfig {
         target: Some(1000),
         ..Default::default()
     };
-    assert!(explain_tensor(&classifier, input.view(), &bad, &Sequential).is_err());
-    let bad_layer = CamConfig {
-        layers: vec!["features.99".into()],
-        ..Default::default()
-    };
-    assert!(explain_tensor(&classifier, input.view(), &bad_layer, &Sequential).is_err());
+    assert!(explain_tensor(&classifier, input.view(), random, &bad, &Sequential).is_err());
+    let mut bad_layer = ExplainConfig::default();
+    bad_layer.cam.layers = vec!["features.99".into()];
+    assert!(explain_tensor(&classifier, input.view(), random, &bad_layer, &Sequential).is_err());
 }
 
 /// Score-CAM's batch as a device receives it (the image and the small maps): the masks are the

@@ -7,8 +7,9 @@
 
 mod common;
 
+use camlime_core::ExplainConfig;
 use camlime_core::Sequential;
-use camlime_core::cam::{CamConfig, CamMap, CamMethod, explain_tensor};
+use camlime_core::cam::{CamMap, CamMethod, explain_tensor};
 use camlime_core::ndarray::Ix4;
 use common::{bundled, map_agreement, npy, png16_map};
 
@@ -25,14 +26,12 @@ fn check(model: &str, layer: &str, stems: &[&str], variant: &str) {
             .into_dimensionality::<Ix4>()
             .unwrap();
         for method in gradient_methods() {
-            let config = CamConfig {
-                method,
-                layers: vec![layer.into()],
-                eigen_smooth: variant == ".eigen",
-                aug_smooth: variant == ".aug",
-                ..Default::default()
-            };
-            let ours = explain_tensor(&classifier, input.view(), &config, &Sequential).unwrap();
+            let mut config = ExplainConfig::default();
+            config.cam.layers = vec![layer.into()];
+            config.cam.eigen_smooth = variant == ".eigen";
+            config.cam.aug_smooth = variant == ".aug";
+            let ours =
+                explain_tensor(&classifier, input.view(), method, &config, &Sequential).unwrap();
             let reference = png16_map(&format!(
                 "gradcam/{model}.{stem}.{}{variant}.png",
                 method.name()
@@ -112,13 +111,17 @@ fn feature_resolution_and_multi_layer_targets() {
         .into_dimensionality::<Ix4>()
         .unwrap();
     let run = |layers: &[&str], feature_resolution: bool| {
-        let config = CamConfig {
-            method: CamMethod::GradCam,
-            layers: layers.iter().map(|l| (*l).to_owned()).collect(),
-            feature_resolution,
-            ..Default::default()
-        };
-        explain_tensor(&classifier, input.view(), &config, &Sequential).unwrap()
+        let mut config = ExplainConfig::default();
+        config.cam.layers = layers.iter().map(|l| (*l).to_owned()).collect();
+        config.cam.feature_resolution = feature_resolution;
+        explain_tensor(
+            &classifier,
+            input.view(),
+            CamMethod::GradCam,
+            &config,
+            &Sequential,
+        )
+        .unwrap()
     };
     // The paper's Grad-CAM quirk: the map stays 7×7, the scaled native map; resized and
     // rescaled it is the regular map.
@@ -156,11 +159,9 @@ fn feature_resolution_and_multi_layer_targets() {
         .collect();
     close(&fused.map, &CamMap::new(224, 224, mean).unwrap().scaled());
     // Layers at different resolutions cannot stay at feature resolution together.
-    let config = CamConfig {
-        method: CamMethod::GradCam,
-        layers: vec!["features.7".into(), "features.17".into()],
-        feature_resolution: true,
-        ..Default::default()
-    };
-    assert!(explain_tensor(&classifier, input.view(), &config, &Sequential).is_err());
+    let mut config = ExplainConfig::default();
+    config.cam.layers = vec!["features.7".into(), "features.17".into()];
+    config.cam.feature_resolution = true;
+    let grad_cam = CamMethod::GradCam;
+    assert!(explain_tensor(&classifier, input.view(), grad_cam, &config, &Sequential).is_err());
 }

@@ -82,7 +82,11 @@ fn surrogates_match_lime_for_every_mode_label_and_design() {
     let cases = f.record["explanations"].as_array().unwrap();
     for case in cases {
         let label_index = case["label_index"].as_u64().unwrap() as usize;
-        let mode = FeatureSelection::from_name(case["mode"].as_str().unwrap()).unwrap();
+        let mode = case["mode"]
+            .as_str()
+            .unwrap()
+            .parse::<FeatureSelection>()
+            .unwrap();
         let num_features = case["num_features"].as_u64().unwrap() as usize;
         let design = if case["design"] == "grid" {
             &grid

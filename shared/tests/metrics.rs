@@ -292,16 +292,23 @@ fn edited_models_shift_their_input_and_reinitialise_layers() {
 
 #[test]
 fn mprt_and_input_invariance_with_a_real_method() {
-    use camlime_core::cam::{CamConfig, CamMethod};
+    use camlime_core::ExplainConfig;
+    use camlime_core::cam::CamMethod;
     use camlime_core::metrics::{MethodExplainer, Mprt, method_map, mprt};
     let classifier = bundled("mobilenet_v2");
     let x = chelsea();
-    let config = CamConfig {
-        method: CamMethod::Saliency,
-        ..Default::default()
-    };
+    let config = ExplainConfig::default();
+    let saliency = CamMethod::Saliency;
     let target = 285;
-    let a = method_map(&classifier, x.view(), target, &config, &Sequential).unwrap();
+    let a = method_map(
+        &classifier,
+        x.view(),
+        target,
+        saliency,
+        &config,
+        &Sequential,
+    )
+    .unwrap();
     let instance = Instance {
         input: x.view(),
         target,
@@ -321,6 +328,7 @@ fn mprt_and_input_invariance_with_a_real_method() {
             model.as_ref().unwrap_or(&classifier),
             x.view(),
             target,
+            saliency,
             &config,
             &Sequential,
         )
@@ -339,7 +347,8 @@ fn mprt_and_input_invariance_with_a_real_method() {
 
     let explainer = MethodExplainer {
         classifier: &classifier,
-        config,
+        method: saliency,
+        config: config.clone(),
         runtime: &Sequential,
     };
     let forward = Forward {
@@ -359,16 +368,15 @@ fn mprt_and_input_invariance_with_a_real_method() {
     );
     let times_input = MethodExplainer {
         classifier: &classifier,
-        config: CamConfig {
-            method: CamMethod::InputXGradient,
-            ..Default::default()
-        },
+        method: CamMethod::InputXGradient,
+        config,
         runtime: &Sequential,
     };
     let a = method_map(
         &classifier,
         x.view(),
         target,
+        times_input.method,
         &times_input.config,
         &Sequential,
     )

@@ -58,7 +58,7 @@ fn cams_finish_at_once_and_bad_shares_are_errors() {
     let classifier = bundled("mobilenet_v2");
     let image = chelsea();
     let cam = ExplainConfig {
-        method: Method::from_name("eigencam").unwrap(),
+        method: "eigencam".parse::<Method>().unwrap(),
         ..ExplainConfig::default()
     };
     assert!(matches!(

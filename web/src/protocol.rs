@@ -184,9 +184,32 @@ mod tests {
     use camlime_base::record::Method;
 
     #[test]
+    fn every_setting_reaches_the_worker() {
+        // The page's settings store is the core's `ExplainConfig`; its message to the worker
+        // carries each setting of `shared/tests/fixtures/config/every_setting.json`.
+        let fixture: serde_json::Value = serde_json::from_str(include_str!(
+            "../../shared/tests/fixtures/config/every_setting.json"
+        ))
+        .unwrap();
+        let config: ExplainConfig = serde_json::from_value(fixture["config"].clone()).unwrap();
+        assert_ne!(config, ExplainConfig::default());
+        let request = Request::Explain {
+            id: 1,
+            config: Box::new(config.clone()),
+            source: None,
+            workers: 1,
+        };
+        let Request::Explain { config: sent, .. } = decode::<Request>(&encode(&request)).unwrap()
+        else {
+            panic!("not an explanation");
+        };
+        assert_eq!(*sent, config);
+    }
+
+    #[test]
     fn requests_round_trip() {
         let config = ExplainConfig {
-            method: Method::from_name("gradcam").unwrap(),
+            method: "gradcam".parse::<Method>().unwrap(),
             seed: 7,
             ..ExplainConfig::default()
         };

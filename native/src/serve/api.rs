@@ -10,21 +10,19 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use camlime_core::evaluation::{self, Evaluation, Plan, Report, Row, paper_methods};
 use camlime_core::{ExplainConfig, ExplanationRecord, Runtime};
 use futures_util::Stream;
 use serde::Serialize;
-use serde_json::Value;
 use utoipa::{OpenApi, ToSchema};
 
 use super::error::{ApiError, ErrorBody, ErrorDetail};
 use super::input::{
     EvalImage, EvalRequest, EvalSubmission, ExplainRequest, PredictRequest, Submission,
-    check_config, explain_config, find_model, heavy,
+    check_config, find_model, heavy,
 };
 use super::jobs::{JobCounts, JobKind, JobResult, JobStatus, Progress, Status};
 use super::{AppState, ServedModel};
-use crate::eval::{self, PAPER_METHODS, Plan, Report, Row};
-use crate::explain::ExplainOptions;
 use crate::parallel::Threads;
 
 /// The OpenAPI document of `/v1`.
@@ -57,7 +55,6 @@ use crate::parallel::Threads;
         PredictResponse,
         PredictionInfo,
         ExplainRequest,
-        ExplainOptions,
         EvalRequest,
         EvalImage,
         JobStatus,
@@ -288,10 +285,10 @@ struct Prepared {
 
 fn prepare(state: &AppState, request: &ExplainRequest) -> Result<Prepared, ApiError> {
     let model = find_model(state, &request.model)?;
-    let config = explain_config(request, &model, &state.limits)?;
+    check_config(&request.config, &model, &state.limits)?;
     Ok(Prepared {
         model,
-        config,
+        config: request.config.clone(),
         source: request.source.clone(),
     })
 }
@@ -397,30 +394,6 @@ fn accepted(status: JobStatus) -> Response {
     (StatusCode::ACCEPTED, headers, Json(status)).into_response()
 }
 
-/// An evaluation's result: `result` of its job.
-#[derive(Debug, Serialize)]
-pub struct Evaluation {
-    /// The model's name.
-    pub model: String,
-    /// sha256 of its ONNX file.
-    pub model_sha256: String,
-    /// The images' names, in the order sent.
-    pub images: Vec<String>,
-    /// The methods.
-    pub methods: Vec<String>,
-    /// The metrics with their parameters.
-    pub metrics: Vec<(String, Value)>,
-    /// Seed of the metrics' random draws.
-    pub metric_seed: u64,
-    /// Tables and mean curves.
-    #[serde(flatten)]
-    pub report: Report,
-    /// Every image's score of every method and metric.
-    pub rows: Vec<Row>,
-    /// Seconds the job computed.
-    pub seconds: f64,
-}
-
 /// Evaluate explanation methods with metrics over images, as `camlime eval`, as a job: follow
 /// it with `/v1/jobs/{id}/events` (the stage names the image, method and metric; `done` counts
 /// the scores of `total`); its `result` is the summary table, the mean curves and every score.
@@ -452,14 +425,7 @@ pub async fn submit_evaluation(
             ),
         ));
     }
-    let mut options = request.params.unwrap_or_default();
-    options.max_pixels = limits.max_pixels;
-    let methods = request.methods.unwrap_or_else(|| {
-        PAPER_METHODS
-            .split(',')
-            .map(str::to_owned)
-            .collect::<Vec<_>>()
-    });
+    let methods = request.methods.unwrap_or_else(paper_methods);
     let metrics = request.metrics.unwrap_or_else(|| vec!["paper".to_owned()]);
     let have_masks = images.iter().any(|(_, _, mask)| mask.is_some());
     let plan = Plan::new(
@@ -467,10 +433,10 @@ pub async fn submit_evaluation(
         &metrics,
         &request.metric_params,
         have_masks,
-        options,
+        request.config,
         request.metric_seed,
     )
-    .map_err(|e| ApiError::bad_request("invalid_parameter", format!("{e:#}")))?;
+    .map_err(|e| ApiError::bad_request("invalid_parameter", e.to_string()))?;
     if let Some(metric) = plan.mask_metric() {
         if !have_masks {
             return Err(ApiError::bad_request(
@@ -486,11 +452,7 @@ pub async fn submit_evaluation(
         }
     }
     for method in plan.methods() {
-        let config = plan
-            .options()
-            .config(*method)
-            .map_err(|e| ApiError::bad_request("invalid_parameter", format!("{e:#}")))?;
-        check_config(&config, &model, limits)?;
+        check_config(&plan.method_config(*method), &model, limits)?;
     }
     // Decode now, so that a corrupt image or mask is the client's 400 rather than a failed job.
     let max_pixels = limits.max_pixels;
@@ -522,12 +484,13 @@ pub async fn submit_evaluation(
         .join(",");
     let name = model.name.clone();
     let metric_seed = request.metric_seed;
+    let limits = camlime_core::preprocess::DecodeLimits { max_pixels };
     let status = state.jobs.submit(
         JobKind::Eval,
         &name,
         &method,
         Box::new(move |runtime| {
-            evaluate(&model, &plan, &images, runtime).map(|(report, rows, seconds)| {
+            evaluate(&model, &plan, &images, &limits, runtime).map(|(report, rows, seconds)| {
                 JobResult::Evaluation(Box::new(Evaluation {
                     model: model.name.clone(),
                     model_sha256: model.classifier.sha256().to_owned(),
@@ -557,6 +520,7 @@ fn evaluate(
     model: &ServedModel,
     plan: &Plan,
     images: &[(String, axum::body::Bytes, Option<axum::body::Bytes>)],
+    limits: &camlime_core::preprocess::DecodeLimits,
     runtime: &Threads,
 ) -> Result<(Report, Vec<Row>, f64), ApiError> {
     let clock = std::time::Instant::now();
@@ -567,17 +531,23 @@ fn evaluate(
     let total = plan.pending(&names, &done);
     let scored = std::cell::Cell::new(0);
     let mut rows = Vec::new();
-    let failed = |e: anyhow::Error| {
+    let failed = |e: camlime_core::Error| {
         ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "evaluation_failed",
-            format!("{e:#}"),
+            e.to_string(),
         )
     };
     for (name, image, mask) in images {
         runtime.progress(&format!("{name} · preparing"), scored.get(), total);
-        let prepared = eval::prepare(classifier, image, mask.as_deref(), plan.options())
-            .map_err(|e| failed(e.context(format!("`{name}`"))))?;
+        let prepared = evaluation::prepare(
+            classifier,
+            image,
+            mask.as_deref(),
+            plan.config().target,
+            limits,
+        )
+        .map_err(|e| named(name, failed(e)))?;
         plan.evaluate_image(
             classifier,
             name,
@@ -585,7 +555,7 @@ fn evaluate(
             &done,
             &inner,
             &mut |step| runtime.progress(step, scored.get(), total),
-            &mut |row| {
+            &mut |row| -> camlime_core::Result<()> {
                 rows.push(row);
                 scored.set(scored.get() + 1);
                 Ok(())

@@ -1,5 +1,7 @@
 //! Request bodies: JSON with the image as base64, or `multipart/form-data` with the image as a
-//! file part and the rest as a `request` part holding the same JSON. Anything else is 415.
+//! file part and the rest either as a `request` part holding the same JSON or as plain fields
+//! (`-F model=mobilenet_v2 -F method=gradcam -F samples=500`: the command line's flag names,
+//! parsed by its parser). Anything else is 415.
 //! The parsed request becomes a [`Prepared`] explanation only after every check the work would
 //! make later: the image decodes within the pixel limit, the model, method, layers, target and
 //! parameters exist and lie within the server's limits.
@@ -21,7 +23,7 @@ use utoipa::ToSchema;
 
 use super::error::ApiError;
 use super::{AppState, Limits, ServedModel};
-use crate::explain::ExplainOptions;
+use crate::explain::ConfigFlags;
 
 /// `POST /v1/predict`.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -51,17 +53,10 @@ pub struct ExplainRequest {
     /// What the record calls the image (e.g. its file name).
     #[serde(default)]
     pub source: Option<String>,
-    /// `camlime` (default), `lime`, a CAM or an input attribution, as `camlime explain --method`.
+    /// The explanation's settings, the schema of a record's `config` (so a record's `config`
+    /// replays it): any subset of the fields, the rest at their defaults.
     #[serde(default)]
-    pub method: Option<String>,
-    /// The command line's explanation flags, by field name (`samples`, `seed`, `layers`, `cam`…).
-    #[serde(default)]
-    pub params: Option<ExplainOptions>,
-    /// Instead of `method` and `params`: a whole explanation configuration, e.g. a record's
-    /// `config` to replay it.
-    #[serde(default)]
-    #[schema(value_type = Option<Object>)]
-    pub config: Option<ExplainConfig>,
+    pub config: ExplainConfig,
 }
 
 /// `POST /v1/evaluations`: the command line's `eval` over the images sent with it.
@@ -74,7 +69,8 @@ pub struct EvalRequest {
     /// Explanation methods (default: the paper's `lime`, `camlime`, `gradcam`, `gradcam++`,
     /// `layercam`, `eigencam`).
     #[serde(default)]
-    pub methods: Option<Vec<String>>,
+    #[schema(value_type = Option<Vec<String>>)]
+    pub methods: Option<Vec<Method>>,
     /// Quantus metric names, `paper` (the paper's eight with its settings, the default) or `all`.
     #[serde(default)]
     pub metrics: Option<Vec<String>>,
@@ -85,12 +81,77 @@ pub struct EvalRequest {
     /// Seed of the metrics' random draws.
     #[serde(default)]
     pub metric_seed: u64,
-    /// The methods' parameters, as `/v1/explain`'s `params`.
+    /// The methods' settings, as `/v1/explain`'s `config` (its `method` is replaced by each of
+    /// `methods`).
     #[serde(default)]
-    pub params: Option<ExplainOptions>,
+    pub config: ExplainConfig,
     /// JSON bodies: the images (multipart sends them as `image` parts, masks as `mask` parts).
     #[serde(default)]
     pub images: Vec<EvalImage>,
+}
+
+impl EvalRequest {
+    /// The request from a form's plain fields: `model`, `methods` and `metrics` (comma-separated),
+    /// `metric_seed`, and the explanation settings as `/v1/explain`'s fields (no `method`).
+    fn from_fields(fields: &[(String, String)]) -> Result<Self, ApiError> {
+        let list = |value: &str| value.split(',').map(|v| v.trim().to_owned()).collect();
+        let mut request = Self {
+            model: default_model(),
+            methods: None,
+            metrics: None,
+            metric_params: BTreeMap::new(),
+            metric_seed: 0,
+            config: ExplainConfig::default(),
+            images: Vec::new(),
+        };
+        let mut failed = None;
+        let (method, flags) = split_fields(fields, &mut |name, value| match name {
+            "model" => {
+                request.model = value.to_owned();
+                true
+            }
+            "methods" => {
+                let methods: Result<Vec<Method>, _> =
+                    value.split(',').map(|m| m.trim().parse()).collect();
+                match methods {
+                    Ok(methods) => request.methods = Some(methods),
+                    Err(e) => failed = Some(ApiError::bad_request("unknown_method", e.to_string())),
+                }
+                true
+            }
+            "metrics" => {
+                request.metrics = Some(list(value));
+                true
+            }
+            "metric_params" => {
+                match serde_json::from_str(value) {
+                    Ok(params) => request.metric_params = params,
+                    Err(e) => {
+                        failed = Some(ApiError::bad_request(
+                            "invalid_json",
+                            format!("field `metric_params`: {e}"),
+                        ))
+                    }
+                }
+                true
+            }
+            "metric_seed" => {
+                match parse_field(name, value) {
+                    Ok(seed) => request.metric_seed = seed,
+                    Err(e) => failed = Some(e),
+                }
+                true
+            }
+            _ => false,
+        })?;
+        if let Some(error) = failed {
+            return Err(error);
+        }
+        request.config = flags
+            .config(method)
+            .map_err(|e| ApiError::bad_request("invalid_parameter", format!("{e:#}")))?;
+        Ok(request)
+    }
 }
 
 /// An image of a JSON evaluation request.
@@ -133,14 +194,33 @@ pub struct Submission<T> {
 }
 
 /// Request types that carry a base64 image.
-pub trait WithImage {
+pub trait WithImage: Sized {
     /// Take the base64 image out of the request.
     fn take_image(&mut self) -> Option<String>;
+
+    /// The request from a form's plain fields (name, value), in the order sent.
+    fn from_fields(fields: &[(String, String)]) -> Result<Self, ApiError>;
 }
 
 impl WithImage for PredictRequest {
     fn take_image(&mut self) -> Option<String> {
         self.image.take()
+    }
+
+    fn from_fields(fields: &[(String, String)]) -> Result<Self, ApiError> {
+        let mut request = Self {
+            model: default_model(),
+            image: None,
+            top: default_top(),
+        };
+        for (name, value) in fields {
+            match name.as_str() {
+                "model" => request.model = value.clone(),
+                "top" => request.top = parse_field(name, value)?,
+                other => return Err(unknown_field(other, "`model` and `top`")),
+            }
+        }
+        Ok(request)
     }
 }
 
@@ -148,6 +228,78 @@ impl WithImage for ExplainRequest {
     fn take_image(&mut self) -> Option<String> {
         self.image.take()
     }
+
+    fn from_fields(fields: &[(String, String)]) -> Result<Self, ApiError> {
+        let mut request = Self {
+            model: default_model(),
+            image: None,
+            source: None,
+            config: ExplainConfig::default(),
+        };
+        let (method, flags) = split_fields(fields, &mut |name, value| match name {
+            "model" => {
+                request.model = value.to_owned();
+                true
+            }
+            "source" => {
+                request.source = Some(value.to_owned());
+                true
+            }
+            _ => false,
+        })?;
+        request.config = flags
+            .config(method)
+            .map_err(|e| ApiError::bad_request("invalid_parameter", format!("{e:#}")))?;
+        Ok(request)
+    }
+}
+
+/// A plain field's value as a number or other typed value.
+fn parse_field<T: std::str::FromStr>(name: &str, value: &str) -> Result<T, ApiError>
+where
+    T::Err: std::fmt::Display,
+{
+    value.trim().parse().map_err(|e| {
+        ApiError::bad_request(
+            "invalid_parameter",
+            format!("field `{name}`: `{value}`: {e}"),
+        )
+    })
+}
+
+fn unknown_field(name: &str, known: &str) -> ApiError {
+    ApiError::bad_request(
+        "invalid_multipart",
+        format!("unexpected field `{name}`: this form takes `image` and {known}"),
+    )
+}
+
+/// The explanation fields of a form: `method`, and the command line's settings flags by name
+/// (`samples`, `layer`, `eigen_smooth=true`, …) parsed by its parser, so that a value is read
+/// and checked as `camlime explain` reads it; `own` takes the request's other fields first.
+fn split_fields(
+    fields: &[(String, String)],
+    own: &mut dyn FnMut(&str, &str) -> bool,
+) -> Result<(Method, ConfigFlags), ApiError> {
+    let mut method = Method::CamLime;
+    let mut flags = Vec::new();
+    for (name, value) in fields {
+        if own(name, value) {
+            continue;
+        }
+        match name.as_str() {
+            "method" => {
+                method = value.trim().parse().map_err(|e: camlime_core::Error| {
+                    ApiError::bad_request("unknown_method", e.to_string())
+                })?;
+            }
+            "image" | "request" => {}
+            _ => flags.push((name.as_str(), value.as_str())),
+        }
+    }
+    let flags = ConfigFlags::parse_pairs(flags)
+        .map_err(|e| ApiError::bad_request("invalid_parameter", format!("{e:#}")))?;
+    Ok((method, flags))
 }
 
 fn decode_base64(encoded: &str, what: &str) -> Result<Bytes, ApiError> {
@@ -183,24 +335,32 @@ where
         if content_type.starts_with("multipart/form-data") {
             let mut image = None;
             let mut request = None;
-            for (name, _, bytes) in read_parts(req, state).await? {
+            let mut fields = Vec::new();
+            for (name, file, bytes) in read_parts(req, state).await? {
                 match name.as_str() {
                     "image" => image = Some(bytes),
                     "request" => request = Some(parse_json::<T>(&bytes)?),
-                    other => {
+                    _ if file.is_some() => {
                         return Err(ApiError::bad_request(
                             "invalid_multipart",
-                            format!("unexpected part `{other}`: send `image` and `request`"),
+                            format!("unexpected file part `{name}`: the image is the `image` part"),
                         ));
                     }
+                    _ => fields.push((name, plain_text(&bytes)?)),
                 }
             }
             let image = image.ok_or_else(|| {
                 ApiError::bad_request("missing_image", "the form has no `image` part")
             })?;
-            let mut request = match request {
-                Some(r) => r,
-                None => parse_json(b"{}")?,
+            let mut request = match (request, fields.is_empty()) {
+                (Some(_), false) => {
+                    return Err(ApiError::bad_request(
+                        "invalid_multipart",
+                        "send the settings either as a `request` part or as plain fields, not both",
+                    ));
+                }
+                (Some(r), true) => r,
+                (None, _) => T::from_fields(&fields)?,
             };
             if request.take_image().is_some() {
                 return Err(ApiError::bad_request(
@@ -212,6 +372,12 @@ where
         }
         Err(unsupported(&content_type))
     }
+}
+
+/// A plain field's value as text.
+fn plain_text(bytes: &[u8]) -> Result<String, ApiError> {
+    String::from_utf8(bytes.to_vec())
+        .map_err(|_| ApiError::bad_request("invalid_multipart", "a form field is not UTF-8 text"))
 }
 
 /// Every part of a multipart body as (part name, file name, content). The whole body (bounded by
@@ -300,6 +466,7 @@ impl<S: Send + Sync> FromRequest<S> for EvalSubmission {
         } else if content_type.starts_with("multipart/form-data") {
             let mut request = None;
             let mut masks = Vec::new();
+            let mut fields = Vec::new();
             for (part, file, bytes) in read_parts(req, state).await? {
                 let named = || {
                     file.clone().filter(|f| !f.is_empty()).ok_or_else(|| {
@@ -313,20 +480,27 @@ impl<S: Send + Sync> FromRequest<S> for EvalSubmission {
                     "image" => images.push((named()?, bytes, None)),
                     "mask" => masks.push((named()?, bytes)),
                     "request" => request = Some(parse_json::<EvalRequest>(&bytes)?),
-                    other => {
+                    other if file.is_some() => {
                         return Err(ApiError::bad_request(
                             "invalid_multipart",
                             format!(
-                                "unexpected part `{other}`: send `request`, `image` parts and \
-                                 `mask` parts"
+                                "unexpected file part `{other}`: send `image` parts and `mask` \
+                                 parts"
                             ),
                         ));
                     }
+                    _ => fields.push((part, plain_text(&bytes)?)),
                 }
             }
-            let request = match request {
-                Some(r) => r,
-                None => parse_json(b"{}")?,
+            let request = match (request, fields.is_empty()) {
+                (Some(_), false) => {
+                    return Err(ApiError::bad_request(
+                        "invalid_multipart",
+                        "send the settings either as a `request` part or as plain fields, not both",
+                    ));
+                }
+                (Some(r), true) => r,
+                (None, _) => EvalRequest::from_fields(&fields)?,
             };
             if !request.images.is_empty() {
                 return Err(ApiError::bad_request(
@@ -409,43 +583,15 @@ pub fn find_model(state: &AppState, name: &str) -> Result<Arc<ServedModel>, ApiE
         })
 }
 
-/// The explanation configuration of a request, checked against the model and the limits.
-pub fn explain_config(
-    request: &ExplainRequest,
-    model: &ServedModel,
-    limits: &Limits,
-) -> Result<ExplainConfig, ApiError> {
-    let config = match (&request.config, &request.method, &request.params) {
-        (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
-            return Err(ApiError::bad_request(
-                "invalid_parameter",
-                "send either `config` or `method` and `params`, not both",
-            ));
-        }
-        (Some(config), None, None) => config.clone(),
-        (None, method, params) => {
-            let method = Method::from_name(method.as_deref().unwrap_or("camlime"))
-                .map_err(|e| ApiError::bad_request("unknown_method", e.to_string()))?;
-            let default = ExplainOptions::default();
-            params
-                .as_ref()
-                .unwrap_or(&default)
-                .config(method)
-                .map_err(|e| ApiError::bad_request("invalid_parameter", format!("{e:#}")))?
-        }
-    };
-    check_config(&config, model, limits)?;
-    Ok(config)
-}
-
-/// Check a configuration against the model and the server's limits.
+/// Check a configuration against the model ([`camlime_core::explanation::validate`]) and the
+/// server's limits.
 pub fn check_config(
     config: &ExplainConfig,
     model: &ServedModel,
     limits: &Limits,
 ) -> Result<(), ApiError> {
     let samples = config.lime.num_samples;
-    if matches!(config.method, Method::Lime | Method::CamLime) && samples > limits.max_samples {
+    if config.method.samples() && samples > limits.max_samples {
         return Err(ApiError::bad_request(
             "invalid_parameter",
             format!(
@@ -454,8 +600,7 @@ pub fn check_config(
             ),
         ));
     }
-    config.lime.validate()?;
-    let attribution = &config.attribution;
+    let attribution = &config.cam.attribution;
     let noise = attribution.noise_tunnel.as_ref().map_or(0, |n| n.samples);
     if attribution.steps > limits.max_steps || noise > limits.max_steps {
         return Err(ApiError::bad_request(
@@ -466,11 +611,7 @@ pub fn check_config(
             ),
         ));
     }
-    let classifier = &model.classifier;
-    classifier.target_layers(&config.layers)?;
-    if let Some(target) = config.target {
-        classifier.check_class(target)?;
-    }
+    camlime_core::explanation::validate(&model.classifier, config)?;
     Ok(())
 }
 
@@ -482,7 +623,7 @@ pub fn heavy(config: &ExplainConfig, limits: &Limits) -> Option<String> {
             CamMethod::ScoreCam | CamMethod::AblationCam | CamMethod::Occlusion
         ) || noise.is_some()
     };
-    let noise = &config.attribution.noise_tunnel;
+    let noise = &config.cam.attribution.noise_tunnel;
     match config.method {
         Method::Lime | Method::CamLime if config.lime.num_samples > limits.sync_samples => {
             Some(format!(
@@ -490,8 +631,8 @@ pub fn heavy(config: &ExplainConfig, limits: &Limits) -> Option<String> {
                 config.lime.num_samples, limits.sync_samples
             ))
         }
-        Method::CamLime if cam_is_heavy(config.cam, noise) => {
-            Some(format!("CamLIME guided by {}", config.cam.name()))
+        Method::CamLime if cam_is_heavy(config.cam.method, noise) => {
+            Some(format!("CamLIME guided by {}", config.cam.method))
         }
         Method::Cam(cam) if cam_is_heavy(cam, noise) => Some(cam.name().to_owned()),
         _ => None,

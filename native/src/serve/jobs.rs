@@ -18,12 +18,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result};
 use axum::http::StatusCode;
 use camlime_core::ExplanationRecord;
+use camlime_core::evaluation::Evaluation;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use utoipa::ToSchema;
 
-use super::api::Evaluation;
 use super::error::{ApiError, ErrorDetail};
 use crate::parallel::Threads;
 

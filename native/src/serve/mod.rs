@@ -9,7 +9,7 @@
 
 mod api;
 mod error;
-mod input;
+pub(crate) mod input;
 mod jobs;
 mod metrics;
 

@@ -7,8 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::{Error, Result};
 
 /// Integrated Gradients' quadrature (captum's `method`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Integration {
     /// Gauss–Legendre nodes on [0, 1] (captum's default).
     #[default]
@@ -23,49 +22,29 @@ pub enum Integration {
     RiemannMiddle,
 }
 
+crate::names::named!(Integration, "integration", {
+    GaussLegendre => "gausslegendre",
+    RiemannTrapezoid => "riemann_trapezoid",
+    RiemannLeft => "riemann_left",
+    RiemannRight => "riemann_right",
+    RiemannMiddle => "riemann_middle",
+});
+
 impl Integration {
-    /// Every quadrature, by name.
-    pub const ALL: [Integration; 5] = [
-        Self::GaussLegendre,
-        Self::RiemannTrapezoid,
-        Self::RiemannLeft,
-        Self::RiemannRight,
-        Self::RiemannMiddle,
-    ];
-
-    /// The name captum and the CLI use.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::GaussLegendre => "gausslegendre",
-            Self::RiemannTrapezoid => "riemann_trapezoid",
-            Self::RiemannLeft => "riemann_left",
-            Self::RiemannRight => "riemann_right",
-            Self::RiemannMiddle => "riemann_middle",
-        }
-    }
-
-    /// Parse a quadrature name.
-    pub fn from_name(name: &str) -> Result<Self> {
-        Self::ALL
-            .into_iter()
-            .find(|m| m.name() == name)
-            .ok_or_else(|| {
-                let names: Vec<_> = Self::ALL.iter().map(|m| m.name()).collect();
-                Error::Parameter(format!(
-                    "unknown integration `{name}`; available: {}",
-                    names.join(", ")
-                ))
-            })
-    }
-
-    /// Path positions α and weights for `n` steps, as captum builds them.
-    pub fn nodes(self, n: usize) -> Result<(Vec<f64>, Vec<f64>)> {
+    /// Whether `n` steps are possible: 1..=4096 (2 for the Riemann sums).
+    pub fn check_steps(self, n: usize) -> Result<()> {
         let minimum = if self == Self::GaussLegendre { 1 } else { 2 };
         if !(minimum..=4096).contains(&n) {
             return Err(Error::Parameter(format!(
                 "integrated gradients needs {minimum}..=4096 steps, got {n}"
             )));
         }
+        Ok(())
+    }
+
+    /// Path positions α and weights for `n` steps, as captum builds them.
+    pub fn nodes(self, n: usize) -> Result<(Vec<f64>, Vec<f64>)> {
+        self.check_steps(n)?;
         let nf = n as f64;
         let linspace = |start: f64, end: f64| -> Vec<f64> {
             // torch.linspace in float32, as captum's alphas are.
@@ -141,9 +120,8 @@ fn gauss_legendre(n: usize) -> (Vec<f64>, Vec<f64>) {
     (nodes, weights)
 }
 
-/// NoiseTunnel's aggregation.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+/// NoiseTunnel's aggregation (captum's `nt_type` names).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum NoiseKind {
     /// Mean of the noisy attributions.
     #[default]
@@ -154,21 +132,14 @@ pub enum NoiseKind {
     VarGrad,
 }
 
-impl NoiseKind {
-    /// Parse captum's `nt_type` name.
-    pub fn from_name(name: &str) -> Result<Self> {
-        match name {
-            "smoothgrad" => Ok(Self::SmoothGrad),
-            "smoothgrad_sq" => Ok(Self::SmoothGradSq),
-            "vargrad" => Ok(Self::VarGrad),
-            other => Err(Error::Parameter(format!(
-                "unknown noise tunnel `{other}`; available: smoothgrad, smoothgrad_sq, vargrad"
-            ))),
-        }
-    }
-}
+crate::names::named!(NoiseKind, "noise tunnel", {
+    SmoothGrad => "smoothgrad",
+    SmoothGradSq => "smoothgrad_sq",
+    VarGrad => "vargrad",
+});
 
 /// NoiseTunnel parameters (captum's `nt_type`, `nt_samples`, `stdevs`).
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NoiseTunnel {
@@ -178,6 +149,22 @@ pub struct NoiseTunnel {
     pub samples: usize,
     /// Standard deviation of the Gaussian noise, in input-tensor units.
     pub stdev: f32,
+}
+
+impl NoiseTunnel {
+    /// 1..=1000 samples and a finite standard deviation ≥ 0.
+    pub fn check(&self) -> Result<()> {
+        if self.samples == 0
+            || self.samples > 1000
+            || !(self.stdev >= 0.0 && self.stdev.is_finite())
+        {
+            return Err(Error::Parameter(format!(
+                "the noise tunnel needs 1..=1000 samples and a finite stdev ≥ 0, got {} and {}",
+                self.samples, self.stdev
+            )));
+        }
+        Ok(())
+    }
 }
 
 impl Default for NoiseTunnel {
@@ -191,6 +178,7 @@ impl Default for NoiseTunnel {
 }
 
 /// Occlusion parameters (captum's `sliding_window_shapes`, `strides`, `baselines`).
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Occlusion {
@@ -214,6 +202,7 @@ impl Default for Occlusion {
 
 /// Parameters of the input attributions; `Default` is captum's defaults (Occlusion's window
 /// excepted: captum has none).
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AttributionConfig {
@@ -230,6 +219,30 @@ pub struct AttributionConfig {
     /// Average over noisy copies of the input (SmoothGrad and kin), seeded by the
     /// explanation's seed.
     pub noise_tunnel: Option<NoiseTunnel>,
+}
+
+impl AttributionConfig {
+    /// Every check that needs no input: steps, finite baselines, non-zero windows and
+    /// strides, the noise tunnel (the window's fit to the input is checked by Occlusion).
+    pub fn check(&self) -> Result<()> {
+        self.integration.check_steps(self.steps)?;
+        let occlusion = &self.occlusion;
+        if !self.baseline.is_finite() || !occlusion.baseline.is_finite() {
+            return Err(Error::Parameter(format!(
+                "baselines must be finite, got {} and {}",
+                self.baseline, occlusion.baseline
+            )));
+        }
+        if occlusion.window.contains(&0) || occlusion.strides.contains(&0) {
+            return Err(Error::Parameter(format!(
+                "occlusion windows and strides must be at least 1, got {:?} and {:?}",
+                occlusion.window, occlusion.strides
+            )));
+        }
+        self.noise_tunnel
+            .as_ref()
+            .map_or(Ok(()), NoiseTunnel::check)
+    }
 }
 
 impl Default for AttributionConfig {

@@ -9,8 +9,7 @@ use crate::attribution::AttributionConfig;
 use crate::{Error, Result};
 
 /// Which CAM.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CamMethod {
     /// Channel weights = mean gradient.
     GradCam,
@@ -50,53 +49,28 @@ pub enum CamMethod {
     Occlusion,
 }
 
+crate::names::named!(CamMethod, "CAM method", {
+    GradCam => "gradcam",
+    HiResCam => "hirescam",
+    GradCamPlusPlus => "gradcam++",
+    XGradCam => "xgradcam",
+    LayerCam => "layercam",
+    EigenGradCam => "eigengradcam",
+    GradCamElementWise => "gradcamelementwise",
+    FullGrad => "fullgrad",
+    EigenCam => "eigencam",
+    ScoreCam => "scorecam",
+    AblationCam => "ablationcam",
+    Random => "random",
+    Saliency => "saliency",
+    InputXGradient => "inputxgradient",
+    IntegratedGradients => "integratedgradients",
+    GuidedBackprop => "guidedbackprop",
+    GuidedGradCam => "guidedgradcam",
+    Occlusion => "occlusion",
+});
+
 impl CamMethod {
-    /// Every method, by name.
-    pub const ALL: [CamMethod; 18] = [
-        CamMethod::GradCam,
-        CamMethod::HiResCam,
-        CamMethod::GradCamPlusPlus,
-        CamMethod::XGradCam,
-        CamMethod::LayerCam,
-        CamMethod::EigenGradCam,
-        CamMethod::GradCamElementWise,
-        CamMethod::FullGrad,
-        CamMethod::EigenCam,
-        CamMethod::ScoreCam,
-        CamMethod::AblationCam,
-        CamMethod::Random,
-        CamMethod::Saliency,
-        CamMethod::InputXGradient,
-        CamMethod::IntegratedGradients,
-        CamMethod::GuidedBackprop,
-        CamMethod::GuidedGradCam,
-        CamMethod::Occlusion,
-    ];
-
-    /// The name the CLI, records and pytorch-grad-cam use.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::GradCam => "gradcam",
-            Self::HiResCam => "hirescam",
-            Self::GradCamPlusPlus => "gradcam++",
-            Self::XGradCam => "xgradcam",
-            Self::LayerCam => "layercam",
-            Self::EigenGradCam => "eigengradcam",
-            Self::GradCamElementWise => "gradcamelementwise",
-            Self::FullGrad => "fullgrad",
-            Self::EigenCam => "eigencam",
-            Self::ScoreCam => "scorecam",
-            Self::AblationCam => "ablationcam",
-            Self::Random => "random",
-            Self::Saliency => "saliency",
-            Self::InputXGradient => "inputxgradient",
-            Self::IntegratedGradients => "integratedgradients",
-            Self::GuidedBackprop => "guidedbackprop",
-            Self::GuidedGradCam => "guidedgradcam",
-            Self::Occlusion => "occlusion",
-        }
-    }
-
     /// The name people write in papers and figure labels.
     pub fn title(self) -> &'static str {
         match self {
@@ -119,20 +93,6 @@ impl CamMethod {
             Self::GuidedGradCam => "Guided Grad-CAM",
             Self::Occlusion => "Occlusion",
         }
-    }
-
-    /// Parse a method name.
-    pub fn from_name(name: &str) -> Result<Self> {
-        Self::ALL
-            .into_iter()
-            .find(|m| m.name() == name)
-            .ok_or_else(|| {
-                let names: Vec<_> = Self::ALL.iter().map(|m| m.name()).collect();
-                Error::Parameter(format!(
-                    "unknown CAM method `{name}`; available: {}",
-                    names.join(", ")
-                ))
-            })
     }
 
     /// Whether the method needs the gradients of the target layers.
@@ -165,22 +125,8 @@ impl CamMethod {
     }
 }
 
-impl TryFrom<String> for CamMethod {
-    type Error = Error;
-    fn try_from(name: String) -> Result<Self> {
-        Self::from_name(&name)
-    }
-}
-
-impl From<CamMethod> for String {
-    fn from(method: CamMethod) -> Self {
-        method.name().to_owned()
-    }
-}
-
 /// What an ablated channel is set to.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum AblationValue {
     /// Zero, as the method is defined.
     #[default]
@@ -191,23 +137,25 @@ pub enum AblationValue {
     PytorchGradCam,
 }
 
-/// CAM parameters.
+crate::names::named!(AblationValue, "ablation value", {
+    Zero => "zero",
+    PytorchGradCam => "pytorch-grad-cam",
+});
+
+/// A CAM's settings: an explanation's `cam` (the CAM that CamLIME reweights with, and the
+/// settings every CAM and input attribution reads; the class, seed and chunk are the
+/// explanation's own).
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CamConfig {
-    /// The method.
+    /// The CAM that CamLIME reweights with (a CAM-only explanation names its CAM as its method).
     pub method: CamMethod,
-    /// Target layers (readable or tensor names); empty = the model's defaults. FullGrad ignores
-    /// them and uses every layer with a bias.
+    /// Target layers (readable or tensor names), several for fusion; empty = the model's
+    /// defaults. FullGrad ignores them and uses every layer with a bias.
     pub layers: Vec<String>,
-    /// Class to explain; `None` = the predicted class.
-    pub target: Option<usize>,
     /// Ablation-CAM's ablated value.
     pub ablation: AblationValue,
-    /// Seed of the random baseline.
-    pub seed: u64,
-    /// Images per forward chunk for Score-CAM and Ablation-CAM.
-    pub chunk: usize,
     /// Replace each layer's weighted sum by the first principal component of its weighted
     /// activations.
     pub eigen_smooth: bool,
@@ -225,10 +173,7 @@ impl Default for CamConfig {
         Self {
             method: CamMethod::EigenCam,
             layers: Vec::new(),
-            target: None,
             ablation: AblationValue::Zero,
-            seed: 0,
-            chunk: 16,
             eigen_smooth: false,
             aug_smooth: false,
             feature_resolution: false,

@@ -10,6 +10,7 @@ use crate::segment::Segmentation;
 use crate::{Error, Result};
 
 /// How a segment's CAM weight is pooled from the pixels it covers.
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Pooling {
@@ -21,6 +22,7 @@ pub enum Pooling {
 }
 
 /// How the CAM enters the design matrix.
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "mode", rename_all = "snake_case")]
 pub enum CamLimeMode {
@@ -47,9 +49,10 @@ impl Default for CamLimeMode {
     }
 }
 
-impl CamLimeMode {
-    /// Parse `segment`, `segment-max`, `grid` or `vector`.
-    pub fn from_name(name: &str) -> Result<Self> {
+impl std::str::FromStr for CamLimeMode {
+    type Err = Error;
+    /// `segment` (or `segment-mean`), `segment-max`, `grid` or `vector`.
+    fn from_str(name: &str) -> Result<Self> {
         Ok(match name {
             "segment" | "segment-mean" => Self::Segment {
                 pooling: Pooling::Mean,
@@ -61,12 +64,29 @@ impl CamLimeMode {
             "vector" => Self::Vector,
             other => {
                 return Err(Error::Parameter(format!(
-                    "unknown CamLIME mode `{other}`; expected segment, segment-max, grid or vector"
+                    "unknown CamLIME mode `{other}`; available: segment, segment-max, grid, vector"
                 )));
             }
         })
     }
+}
 
+impl std::fmt::Display for CamLimeMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Segment {
+                pooling: Pooling::Mean,
+            } => "segment",
+            Self::Segment {
+                pooling: Pooling::Max,
+            } => "segment-max",
+            Self::Grid => "grid",
+            Self::Vector => "vector",
+        })
+    }
+}
+
+impl CamLimeMode {
     /// The CamLIME design for binary samples `z` (N×F), the explained class's CAM and the
     /// segmentation that defined the features.
     pub fn design(

@@ -19,6 +19,7 @@ pub mod camlime;
 pub mod error;
 pub mod lime;
 pub mod manifest;
+mod names;
 pub mod preprocess;
 pub mod record;
 pub mod render;

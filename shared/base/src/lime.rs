@@ -16,6 +16,7 @@ use crate::surrogate::{FeatureSelection, Problem};
 use crate::{Error, Result};
 
 /// What replaces a switched-off segment.
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum HideColor {
@@ -31,8 +32,33 @@ impl Default for HideColor {
     }
 }
 
+impl std::str::FromStr for HideColor {
+    type Err = Error;
+    /// `mean` or a grey level 0–255.
+    fn from_str(name: &str) -> Result<Self> {
+        match name {
+            "mean" => Ok(Self::Mean),
+            level => level.parse().map(Self::Value).map_err(|_| {
+                Error::Parameter(format!(
+                    "hide colour must be `mean` or 0–255, got `{level}`"
+                ))
+            }),
+        }
+    }
+}
+
+impl std::fmt::Display for HideColor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Mean => f.write_str("mean"),
+            Self::Value(level) => write!(f, "{level}"),
+        }
+    }
+}
+
 /// LIME's parameters; `Default` is the reference's (`explain_instance` defaults, black fill as
 /// in the paper's scripts).
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LimeConfig {

@@ -7,8 +7,7 @@ use image::RgbImage;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::attribution::AttributionConfig;
-use crate::cam::{AblationValue, CamMap, CamMethod};
+use crate::cam::{CamConfig, CamMap, CamMethod};
 use crate::camlime::CamLimeMode;
 use crate::lime::{HideColor, LabelExplanation, LimeConfig};
 use crate::preprocess::Preprocessing;
@@ -47,26 +46,58 @@ impl Method {
         }
     }
 
-    /// Parse `camlime`, `lime` or a CAM method's name.
-    pub fn from_name(name: &str) -> Result<Self> {
+    /// Every method: CamLIME, LIME, then each CAM and input attribution.
+    pub fn all() -> impl Iterator<Item = Method> {
+        [Self::CamLime, Self::Lime]
+            .into_iter()
+            .chain(CamMethod::ALL.into_iter().map(Self::Cam))
+    }
+
+    /// Whether the method classifies perturbed samples (LIME and CamLIME).
+    pub fn samples(self) -> bool {
+        matches!(self, Self::CamLime | Self::Lime)
+    }
+}
+
+impl std::str::FromStr for Method {
+    type Err = Error;
+    /// `camlime`, `lime` or a CAM method's name.
+    fn from_str(name: &str) -> Result<Self> {
         match name {
             "camlime" => Ok(Self::CamLime),
             "lime" => Ok(Self::Lime),
-            other => CamMethod::from_name(other).map(Self::Cam).map_err(|_| {
-                let cams: Vec<_> = CamMethod::ALL.iter().map(|m| m.name()).collect();
+            other => other.parse().map(Self::Cam).map_err(|_| {
+                let names: Vec<_> = Self::all().map(Method::name).collect();
                 Error::Parameter(format!(
-                    "unknown method `{other}`; available: camlime, lime, {}",
-                    cams.join(", ")
+                    "unknown method `{other}`; available: {}",
+                    names.join(", ")
                 ))
             }),
         }
     }
 }
 
+impl std::fmt::Display for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[cfg(feature = "schema")]
+impl utoipa::PartialSchema for Method {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        let names: Vec<&str> = Self::all().map(Method::name).collect();
+        crate::names::string_schema(&names)
+    }
+}
+
+#[cfg(feature = "schema")]
+impl utoipa::ToSchema for Method {}
+
 impl TryFrom<String> for Method {
     type Error = Error;
     fn try_from(name: String) -> Result<Self> {
-        Self::from_name(&name)
+        name.parse()
     }
 }
 
@@ -76,57 +107,70 @@ impl From<Method> for String {
     }
 }
 
-/// Every parameter of an explanation; `Default` is the project's defaults (METHOD.md).
+/// Every parameter of an explanation: the one typed description that the CLI's flags, the
+/// server's requests, the page's controls and records share. `Default` is the project's
+/// defaults (METHOD.md); missing JSON fields take their defaults.
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ExplainConfig {
     /// The method.
     pub method: Method,
-    /// The CAM CamLIME reweights with.
-    pub cam: CamMethod,
-    /// Target layers; empty = the model's defaults.
-    pub layers: Vec<String>,
     /// The explained class; `None` = the predicted one.
     pub target: Option<usize>,
-    /// Seeds segmentation noise, sampling and random CAMs.
+    /// Seeds segmentation noise, sampling, random CAMs and attribution noise.
     pub seed: u64,
+    /// Images per classification chunk: a unit of progress and of cancellation (results do
+    /// not depend on it).
+    pub chunk: usize,
+    /// The CAM's settings: CamLIME's CAM, target layers, smoothing, input attributions.
+    pub cam: CamConfig,
     /// Superpixels.
     pub segmenter: SegmenterConfig,
     /// LIME's sampling and surrogate.
     pub lime: LimeConfig,
     /// How CamLIME applies the CAM.
     pub mode: CamLimeMode,
-    /// Ablation-CAM's ablated value.
-    pub ablation: AblationValue,
-    /// CAMs: principal component of the weighted activations instead of their sum.
-    pub eigen_smooth: bool,
-    /// CAMs: average over flips × scales (6 passes).
-    pub aug_smooth: bool,
-    /// CAMs: keep maps at the layers' resolution (the paper's Grad-CAM quirk).
-    pub feature_resolution: bool,
-    /// Input attributions' parameters.
-    pub attribution: AttributionConfig,
-    /// Images per classification chunk (a unit of progress and of cancellation).
-    pub chunk: usize,
 }
 
 impl Default for ExplainConfig {
     fn default() -> Self {
         Self {
             method: Method::CamLime,
-            cam: CamMethod::EigenCam,
-            layers: Vec::new(),
             target: None,
             seed: 0,
+            chunk: 64,
+            cam: CamConfig::default(),
             segmenter: SegmenterConfig::default(),
             lime: LimeConfig::default(),
             mode: CamLimeMode::default(),
-            ablation: AblationValue::Zero,
-            eigen_smooth: false,
-            aug_smooth: false,
-            feature_resolution: false,
-            attribution: AttributionConfig::default(),
-            chunk: 64,
+        }
+    }
+}
+
+/// Largest classification chunk.
+pub const MAX_CHUNK: usize = 1024;
+
+impl ExplainConfig {
+    /// Every check that needs no model (the core's `explanation::validate` adds the model's:
+    /// the class and the layers).
+    pub fn check(&self) -> Result<()> {
+        self.lime.validate()?;
+        if !(1..=MAX_CHUNK).contains(&self.chunk) {
+            return Err(Error::Parameter(format!(
+                "chunk must lie in 1..={MAX_CHUNK}, got {}",
+                self.chunk
+            )));
+        }
+        self.cam.attribution.check()
+    }
+
+    /// The CAM this explanation computes: its method for a CAM, `cam.method` for CamLIME.
+    pub fn cam_method(&self) -> Option<CamMethod> {
+        match self.method {
+            Method::Cam(method) => Some(method),
+            Method::CamLime => Some(self.cam.method),
+            Method::Lime => None,
         }
     }
 }
@@ -271,7 +315,7 @@ pub struct ExplanationRecord {
 }
 
 /// The record's format tag.
-pub const RECORD_FORMAT: &str = "camlime-explanation/1";
+pub const RECORD_FORMAT: &str = "camlime-explanation/2";
 
 impl ExplanationRecord {
     /// The explanation of the target class (the first one for LIME and CamLIME).

@@ -6,13 +6,11 @@
 //! defined by the support sets at the path's breakpoints.
 
 use nalgebra::{DMatrix, DVector};
-use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
 
 /// How `lime` picks the features the final surrogate is fitted on.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum FeatureSelection {
     /// `forward_selection` when at most 6 features are wanted, else `highest_weights`.
     #[default]
@@ -27,17 +25,13 @@ pub enum FeatureSelection {
     None,
 }
 
-impl FeatureSelection {
-    /// Parse the name `lime` uses.
-    pub fn from_name(name: &str) -> Result<Self> {
-        serde_json::from_value(serde_json::Value::String(name.to_owned())).map_err(|_| {
-            Error::Parameter(format!(
-                "unknown feature selection `{name}`; expected auto, highest_weights, \
-                 forward_selection, lasso_path or none"
-            ))
-        })
-    }
-}
+crate::names::named!(FeatureSelection, "feature selection", {
+    Auto => "auto",
+    HighestWeights => "highest_weights",
+    ForwardSelection => "forward_selection",
+    LassoPath => "lasso_path",
+    None => "none",
+});
 
 /// A fitted weighted ridge model.
 #[derive(Clone, Debug, PartialEq)]
@@ -347,10 +341,12 @@ mod tests {
             weights: &[0.0, 0.0, 0.0],
         };
         assert!(problem.ridge(&[0], 1.0).is_err());
-        assert!(FeatureSelection::from_name("best").is_err());
+        assert!("best".parse::<FeatureSelection>().is_err());
         assert_eq!(
-            FeatureSelection::from_name("lasso_path").unwrap(),
+            "lasso_path".parse::<FeatureSelection>().unwrap(),
             FeatureSelection::LassoPath
         );
+        let json = serde_json::to_string(&FeatureSelection::ForwardSelection).unwrap();
+        assert_eq!(json, "\"forward_selection\"");
     }
 }

@@ -10,9 +10,10 @@ use tract_onnx::prelude::tract_ndarray::{
     Array2, Array3, Array4, ArrayView3, ArrayView4, Axis, Ix4, s,
 };
 
-use super::{AblationValue, CamConfig, CamExplanation, CamMap, CamMethod, LayerCam, aggregate};
+use super::{AblationValue, CamExplanation, CamMap, CamMethod, LayerCam, aggregate};
 use crate::attribution;
 use crate::engine::Masked;
+use crate::explanation::ExplainConfig;
 use crate::grad::BackwardRule;
 use crate::model::{Classifier, softmax};
 use crate::runtime::{self, Runtime, check_cancelled};
@@ -22,21 +23,23 @@ use crate::{Error, Result};
 pub fn explain(
     classifier: &Classifier,
     image: &RgbImage,
-    config: &CamConfig,
+    method: CamMethod,
+    config: &ExplainConfig,
     runtime: &impl Runtime,
 ) -> Result<CamExplanation> {
     let input = classifier
         .spec()
         .preprocessing
         .tensor(std::slice::from_ref(image))?;
-    explain_tensor(classifier, input.view(), config, runtime)
+    explain_tensor(classifier, input.view(), method, config, runtime)
 }
 
 /// Compute a CAM for one preprocessed `1 × 3 × H × W` input tensor.
 pub fn explain_tensor(
     classifier: &Classifier,
     input: ArrayView4<f32>,
-    config: &CamConfig,
+    method: CamMethod,
+    config: &ExplainConfig,
     runtime: &impl Runtime,
 ) -> Result<CamExplanation> {
     if input.dim().0 != 1 {
@@ -45,24 +48,17 @@ pub fn explain_tensor(
             input.dim().0
         )));
     }
-    if config.chunk == 0 || config.chunk > 1024 {
-        return Err(Error::Parameter(format!(
-            "chunk must lie in 1..=1024, got {}",
-            config.chunk
-        )));
-    }
-    if !config.aug_smooth {
-        return explain_once(classifier, input, config, runtime);
+    config.check()?;
+    if !config.cam.aug_smooth {
+        return explain_once(classifier, input, method, config, runtime);
     }
     // pytorch-grad-cam's test-time augmentation: each pass explains the augmented input (same
     // target), its map is flipped back, and the six maps are averaged.
     let logits = classifier.forward(input, &[])?.logits.row(0).to_vec();
     let target = classifier.target_class(&logits, config.target)?;
-    let single = CamConfig {
-        aug_smooth: false,
-        target: Some(target),
-        ..config.clone()
-    };
+    let mut single = config.clone();
+    single.cam.aug_smooth = false;
+    single.target = Some(target);
     let mut first: Option<CamExplanation> = None;
     let mut sum: Vec<f32> = Vec::new();
     for flip in [false, true] {
@@ -74,7 +70,7 @@ pub fn explain_tensor(
                 augmented = augmented.as_standard_layout().to_owned();
             }
             augmented.mapv_inplace(|v| v * factor);
-            let pass = explain_once(classifier, augmented.view(), &single, runtime)?;
+            let pass = explain_once(classifier, augmented.view(), method, &single, runtime)?;
             let map = if flip {
                 pass.map.flipped()
             } else {
@@ -108,14 +104,15 @@ enum LayerMap {
 fn explain_once(
     classifier: &Classifier,
     input: ArrayView4<f32>,
-    config: &CamConfig,
+    method: CamMethod,
+    config: &ExplainConfig,
     runtime: &impl Runtime,
 ) -> Result<CamExplanation> {
-    if config.method == CamMethod::FullGrad {
+    if method == CamMethod::FullGrad {
         return full_grad(classifier, input, config);
     }
-    if config.method.is_input_attribution() {
-        let (target, target_logit, values) = attribute(classifier, input, config, runtime)?;
+    if method.is_input_attribution() {
+        let (target, target_logit, values) = attribute(classifier, input, method, config, runtime)?;
         let (c, h, w) = values.dim();
         let summed: Vec<f32> = (0..h * w)
             .map(|p| (0..c).map(|k| values[(k, p / w, p % w)]).sum::<f32>().abs())
@@ -127,9 +124,9 @@ fn explain_once(
             map: CamMap::new(h, w, summed)?.scaled(),
         });
     }
-    let layer_names = classifier.target_layers(&config.layers)?;
+    let layer_names = classifier.target_layers(&config.cam.layers)?;
     let layer_refs: Vec<&str> = layer_names.iter().map(String::as_str).collect();
-    let (logits, activations, gradients) = if config.method.uses_gradients() {
+    let (logits, activations, gradients) = if method.uses_gradients() {
         let target = target_without_forward(classifier, input, config.target)?;
         let seeds = one_hot(1, classifier.num_classes(), target);
         let out = classifier.gradients(
@@ -168,7 +165,7 @@ fn explain_once(
                 .as_ref()
                 .ok_or_else(|| Error::Inference("missing gradient".into()))
         };
-        let layer_map = match config.method {
+        let layer_map = match method {
             CamMethod::GradCam => LayerMap::Weights(
                 g()?.outer_iter()
                     .map(|c| c.iter().sum::<f32>() / c.len() as f32)
@@ -215,9 +212,11 @@ fn explain_once(
         };
         let raw = match layer_map {
             LayerMap::Projection(stack) => eigen_projection(stack.view())?,
-            LayerMap::Elementwise(stack) if config.eigen_smooth => eigen_projection(stack.view())?,
+            LayerMap::Elementwise(stack) if config.cam.eigen_smooth => {
+                eigen_projection(stack.view())?
+            }
             LayerMap::Elementwise(stack) => channel_sum(stack.view())?,
-            LayerMap::Weights(weights) if config.eigen_smooth => {
+            LayerMap::Weights(weights) if config.cam.eigen_smooth => {
                 let mut weighted = a.to_owned();
                 for (mut channel, w) in weighted.outer_iter_mut().zip(&weights) {
                     channel.mapv_inplace(|v| v * w);
@@ -228,7 +227,7 @@ fn explain_once(
         };
         let native = raw.relu();
         let scaled = native.clone().scaled();
-        let map = if config.feature_resolution {
+        let map = if config.cam.feature_resolution {
             scaled
         } else {
             scaled.resize(height, width)
@@ -253,14 +252,15 @@ fn explain_once(
 pub fn attribute(
     classifier: &Classifier,
     input: ArrayView4<f32>,
-    config: &CamConfig,
+    method: CamMethod,
+    config: &ExplainConfig,
     runtime: &impl Runtime,
 ) -> Result<(usize, f32, Array3<f32>)> {
     let logits = classifier.forward(input, &[])?.logits.row(0).to_vec();
     let target = classifier.target_class(&logits, config.target)?;
-    let params = &config.attribution;
+    let params = &config.cam.attribution;
     let single = |x: ArrayView4<f32>| -> Result<Array3<f32>> {
-        match config.method {
+        match method {
             CamMethod::Saliency => {
                 attribution::saliency(classifier, x, target, params.absolute, runtime)
             }
@@ -284,7 +284,7 @@ pub fn attribute(
                 attribution::guided_backprop(classifier, x, target, runtime)
             }
             CamMethod::GuidedGradCam => {
-                let layers = classifier.target_layers(&config.layers)?;
+                let layers = classifier.target_layers(&config.cam.layers)?;
                 let [layer] = layers.as_slice() else {
                     return Err(Error::Parameter(format!(
                         "Guided Grad-CAM takes one layer, got {}",
@@ -380,9 +380,9 @@ fn channel_sum(stack: ArrayView3<f32>) -> Result<CamMap> {
 fn full_grad(
     classifier: &Classifier,
     input: ArrayView4<f32>,
-    config: &CamConfig,
+    config: &ExplainConfig,
 ) -> Result<CamExplanation> {
-    if config.feature_resolution {
+    if config.cam.feature_resolution {
         return Err(Error::Parameter(
             "FullGrad works at input resolution; feature_resolution does not apply".into(),
         ));
@@ -407,7 +407,7 @@ fn full_grad(
             .collect();
         maps.push(CamMap::new(height, width, values)?.scaled());
     }
-    let size = if config.eigen_smooth {
+    let size = if config.cam.eigen_smooth {
         (height / 8, width / 8)
     } else {
         (height, width)
@@ -415,7 +415,7 @@ fn full_grad(
     let mut stack: Vec<CamMap> = maps
         .into_iter()
         .map(|m| {
-            if config.eigen_smooth {
+            if config.cam.eigen_smooth {
                 m.resize(size.0, size.1)
             } else {
                 m
@@ -445,13 +445,13 @@ fn full_grad(
             .values()
             .to_vec();
         let layer = CamMap::new(height, width, layer_sum)?;
-        stack.push(if config.eigen_smooth {
+        stack.push(if config.cam.eigen_smooth {
             layer.scaled().resize(size.0, size.1)
         } else {
             layer
         });
     }
-    let combined = if config.eigen_smooth {
+    let combined = if config.cam.eigen_smooth {
         let (h, w) = size;
         let planes = Array3::from_shape_fn((stack.len(), h, w), |(k, y, x)| {
             stack[k].values()[y * w + x]
@@ -531,7 +531,7 @@ fn score_cam_scores(
     input: ArrayView4<f32>,
     a: ArrayView3<f32>,
     target: usize,
-    config: &CamConfig,
+    config: &ExplainConfig,
     runtime: &impl Runtime,
 ) -> Result<Vec<f32>> {
     let k = a.dim().0;
@@ -567,14 +567,14 @@ fn ablation_scores(
     layer: &str,
     a: ArrayView3<f32>,
     target: usize,
-    config: &CamConfig,
+    config: &ExplainConfig,
     runtime: &impl Runtime,
 ) -> Result<Vec<f32>> {
     let (k, h, w) = a.dim();
     let tail = classifier.tail(layer, 1)?;
     let min = a.iter().copied().fold(f32::INFINITY, f32::min);
     let ablated_value = |channel: usize| -> f32 {
-        match config.ablation {
+        match config.cam.ablation {
             AblationValue::Zero => 0.0,
             AblationValue::PytorchGradCam if min == 0.0 => 0.0,
             AblationValue::PytorchGradCam => {
@@ -635,9 +635,16 @@ mod tests {
             &[-2.0, -2.0]
         );
         for method in CamMethod::ALL {
-            assert_eq!(CamMethod::from_name(method.name()).unwrap(), method);
+            assert_eq!(method.name().parse::<CamMethod>().unwrap(), method);
         }
-        assert!(CamMethod::from_name("gradcam++").is_ok());
-        assert!(CamMethod::from_name("grad-cam").is_err());
+        assert_eq!(
+            "gradcam++".parse::<CamMethod>().unwrap(),
+            CamMethod::GradCamPlusPlus
+        );
+        let unknown = "grad-cam".parse::<CamMethod>().unwrap_err().to_string();
+        assert!(
+            unknown.contains("`grad-cam`") && unknown.contains("gradcam++"),
+            "{unknown}"
+        );
     }
 }

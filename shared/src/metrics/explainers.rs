@@ -5,7 +5,8 @@
 use tract_onnx::prelude::tract_ndarray::{Array2, Array3, ArrayView3, ArrayView4, Axis};
 
 use super::Explainer;
-use crate::cam::{CamConfig, attribute, explain_tensor};
+use crate::cam::{CamMethod, attribute, explain_tensor};
+use crate::explanation::ExplainConfig;
 use crate::model::Classifier;
 use crate::runtime::Runtime;
 use crate::{Error, Result};
@@ -17,18 +18,19 @@ pub fn method_map(
     classifier: &Classifier,
     input: ArrayView3<f32>,
     target: usize,
-    config: &CamConfig,
+    method: CamMethod,
+    config: &ExplainConfig,
     runtime: &impl Runtime,
 ) -> Result<Array2<f32>> {
     let x = input.insert_axis(Axis(0));
     let mut config = config.clone();
     config.target = Some(target);
-    config.feature_resolution = false;
-    if config.method.is_input_attribution() {
-        let (_, _, attribution) = attribute(classifier, x, &config, runtime)?;
+    config.cam.feature_resolution = false;
+    if method.is_input_attribution() {
+        let (_, _, attribution) = attribute(classifier, x, method, &config, runtime)?;
         Ok(attribution.sum_axis(Axis(0)))
     } else {
-        let map = explain_tensor(classifier, x, &config, runtime)?.map;
+        let map = explain_tensor(classifier, x, method, &config, runtime)?.map;
         Array2::from_shape_vec((map.height(), map.width()), map.values().to_vec())
             .map_err(|e| Error::Inference(e.to_string()))
     }
@@ -36,7 +38,8 @@ pub fn method_map(
 
 fn explain_all(
     classifier: &Classifier,
-    config: &CamConfig,
+    method: CamMethod,
+    config: &ExplainConfig,
     runtime: &impl Runtime,
     inputs: ArrayView4<f32>,
     targets: &[usize],
@@ -51,7 +54,7 @@ fn explain_all(
     let (n, _, h, w) = inputs.dim();
     let mut out = Array3::zeros((n, h, w));
     for (i, (input, &target)) in inputs.axis_iter(Axis(0)).zip(targets).enumerate() {
-        let map = method_map(classifier, input, target, config, runtime)?;
+        let map = method_map(classifier, input, target, method, config, runtime)?;
         if map.dim() != (h, w) {
             return Err(Error::Inference(format!(
                 "the map is {:?}, the input {h}×{w}",
@@ -67,20 +70,30 @@ fn explain_all(
 pub struct MethodExplainer<'a, R: Runtime> {
     /// The classifier explained.
     pub classifier: &'a Classifier,
-    /// The method and its parameters (the target is set per input).
-    pub config: CamConfig,
+    /// The method.
+    pub method: CamMethod,
+    /// Its parameters (the target is set per input).
+    pub config: ExplainConfig,
     /// Where the work runs.
     pub runtime: &'a R,
 }
 
 impl<R: Runtime> Explainer for MethodExplainer<'_, R> {
     fn explain(&self, inputs: ArrayView4<f32>, targets: &[usize]) -> Result<Array3<f32>> {
-        explain_all(self.classifier, &self.config, self.runtime, inputs, targets)
+        explain_all(
+            self.classifier,
+            self.method,
+            &self.config,
+            self.runtime,
+            inputs,
+            targets,
+        )
     }
 
     fn shifted(&self, shift: f32) -> Result<Box<dyn Explainer + '_>> {
         Ok(Box::new(ShiftedExplainer {
             classifier: self.classifier.with_input_offset(shift)?,
+            method: self.method,
             config: self.config.clone(),
             runtime: self.runtime,
         }))
@@ -90,7 +103,8 @@ impl<R: Runtime> Explainer for MethodExplainer<'_, R> {
 /// The same method on a classifier whose input absorbs a shift.
 struct ShiftedExplainer<'a, R: Runtime> {
     classifier: Classifier,
-    config: CamConfig,
+    method: CamMethod,
+    config: ExplainConfig,
     runtime: &'a R,
 }
 
@@ -98,6 +112,7 @@ impl<R: Runtime> Explainer for ShiftedExplainer<'_, R> {
     fn explain(&self, inputs: ArrayView4<f32>, targets: &[usize]) -> Result<Array3<f32>> {
         explain_all(
             &self.classifier,
+            self.method,
             &self.config,
             self.runtime,
             inputs,

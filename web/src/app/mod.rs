@@ -9,7 +9,8 @@ mod view;
 
 use std::cell::RefCell;
 
-use camlime_base::record::{ExplanationRecord, Method, SampleJob};
+use camlime_base::cam::CamMethod;
+use camlime_base::record::{ExplainConfig, ExplanationRecord, Method, SampleJob};
 use camlime_base::{Manifest, ModelSpec, Prediction};
 use camlime_web::i18n::{Lang, t};
 use camlime_web::protocol::{ModelSummary, Request, Response, decode, encode, from_js, to_js};
@@ -83,6 +84,22 @@ impl Running {
     }
 }
 
+/// The settings the page starts with: the core's defaults, `?method=` and `?samples=` over
+/// them; an embedded explanation runs by itself, so a fast method unless the page asks.
+fn initial_config(embed: bool) -> ExplainConfig {
+    let mut config = ExplainConfig::default();
+    if embed {
+        config.method = Method::Cam(CamMethod::GradCam);
+    }
+    if let Some(method) = url_param("method").and_then(|m| m.parse().ok()) {
+        config.method = method;
+    }
+    if let Some(samples) = url_param("samples").and_then(|n| n.parse().ok()) {
+        config.lime.num_samples = samples;
+    }
+    config
+}
+
 /// The page's state: every field a signal, so `Ctx` is `Copy` and closures capture it freely.
 #[derive(Clone, Copy)]
 pub struct Ctx {
@@ -95,15 +112,8 @@ pub struct Ctx {
     pub image_name: RwSignal<Option<String>>,
     pub base: RwSignal<Option<RgbImage>>,
     pub predictions: RwSignal<Vec<Prediction>>,
-    pub target: RwSignal<Option<usize>>,
-    pub method: RwSignal<String>,
-    pub cam: RwSignal<String>,
-    pub layer: RwSignal<String>,
-    pub samples: RwSignal<usize>,
-    pub segmenter: RwSignal<String>,
-    pub kernel_width: RwSignal<f64>,
-    pub mode: RwSignal<String>,
-    pub seed: RwSignal<u64>,
+    /// The explanation's settings: the core's one schema, edited by the controls in place.
+    pub config: RwSignal<ExplainConfig>,
     /// A `camlime serve` URL (remembered; `?server=URL` too).
     pub server: RwSignal<String>,
     /// Explanations go to the server instead of the workers.
@@ -146,23 +156,7 @@ impl Ctx {
             image_name: RwSignal::new(None),
             base: RwSignal::new(None),
             predictions: RwSignal::new(Vec::new()),
-            target: RwSignal::new(None),
-            // An embedded explanation runs by itself: a fast method unless the page asks.
-            method: RwSignal::new(
-                url_param("method")
-                    .unwrap_or_else(|| if embed { "gradcam" } else { "camlime" }.into()),
-            ),
-            cam: RwSignal::new("eigencam".into()),
-            layer: RwSignal::new(String::new()),
-            samples: RwSignal::new(
-                url_param("samples")
-                    .and_then(|n| n.parse().ok())
-                    .unwrap_or(1000),
-            ),
-            segmenter: RwSignal::new("quickshift".into()),
-            kernel_width: RwSignal::new(0.25),
-            mode: RwSignal::new("segment-mean".into()),
-            seed: RwSignal::new(0),
+            config: RwSignal::new(initial_config(embed)),
             server: RwSignal::new(
                 url_param("server")
                     .or_else(|| local_storage().and_then(|s| s.get_item(SERVER_KEY).ok().flatten()))
@@ -471,12 +465,12 @@ fn on_response(ctx: Ctx, slot: usize, response: Response, bytes: Option<Vec<u8>>
         Response::ModelLoaded(_) if slot > 0 => {}
         Response::ModelLoaded(summary) => {
             ctx.timing("model_load_ms", summary.load_ms);
-            if !summary
-                .layers
-                .iter()
-                .any(|l| l.name == ctx.layer.get_untracked())
+            let known = |layer: &String| summary.layers.iter().any(|l| &l.name == layer);
+            if !ctx
+                .config
+                .with_untracked(|c| c.cam.layers.iter().all(known))
             {
-                ctx.layer.set(String::new());
+                ctx.config.update(|c| c.cam.layers.clear());
             }
             ctx.model.set(ModelState::Ready(summary));
         }
@@ -492,7 +486,8 @@ fn on_response(ctx: Ctx, slot: usize, response: Response, bytes: Option<Vec<u8>>
             ctx.base.set(base);
             // A fresh worker after a cancel predicts the same image again: keep the target.
             if ctx.predictions.get_untracked() != predictions {
-                ctx.target.set(predictions.first().map(|p| p.class));
+                ctx.config
+                    .update(|c| c.target = predictions.first().map(|p| p.class));
                 ctx.predictions.set(predictions);
             }
             if ctx.embed && ctx.record.get_untracked().is_none() {
@@ -676,36 +671,10 @@ pub fn set_image(ctx: Ctx, name: String, bytes: Vec<u8>) {
     send_image(bytes);
 }
 
-/// The explanation parameters from the controls.
-pub fn config(ctx: Ctx) -> Result<camlime_base::ExplainConfig, String> {
-    use camlime_base::cam::CamMethod;
-    use camlime_base::camlime::{CamLimeMode, Pooling};
-    let mut config = camlime_base::ExplainConfig {
-        method: Method::from_name(&ctx.method.get_untracked()).map_err(|e| e.to_string())?,
-        cam: CamMethod::from_name(&ctx.cam.get_untracked()).map_err(|e| e.to_string())?,
-        target: ctx.target.get_untracked(),
-        seed: ctx.seed.get_untracked(),
-        segmenter: camlime_base::SegmenterConfig::from_name(&ctx.segmenter.get_untracked())
-            .map_err(|e| e.to_string())?,
-        mode: match ctx.mode.get_untracked().as_str() {
-            "segment-max" => CamLimeMode::Segment {
-                pooling: Pooling::Max,
-            },
-            "grid" => CamLimeMode::Grid,
-            "vector" => CamLimeMode::Vector,
-            _ => CamLimeMode::Segment {
-                pooling: Pooling::Mean,
-            },
-        },
-        ..Default::default()
-    };
-    let layer = ctx.layer.get_untracked();
-    if !layer.is_empty() {
-        config.layers = vec![layer];
-    }
-    config.lime.num_samples = ctx.samples.get_untracked();
-    config.lime.kernel_width = ctx.kernel_width.get_untracked();
-    config.lime.validate().map_err(|e| e.to_string())?;
+/// The explanation settings of the controls, checked.
+pub fn config(ctx: Ctx) -> Result<ExplainConfig, String> {
+    let config = ctx.config.get_untracked();
+    config.check().map_err(|e| e.to_string())?;
     Ok(config)
 }
 
@@ -718,7 +687,7 @@ pub fn explain(ctx: Ctx) {
 }
 
 /// Start an explanation with the given parameters.
-pub fn run(ctx: Ctx, config: camlime_base::ExplainConfig) {
+pub fn run(ctx: Ctx, config: ExplainConfig) {
     if ctx.running.get_untracked().is_some() {
         return;
     }

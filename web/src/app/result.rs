@@ -85,7 +85,7 @@ fn title(record: &ExplanationRecord) -> String {
     let method = record.config.method;
     let layers = record.layers.join(" + ");
     match method {
-        Method::CamLime => format!("CamLIME · {} · {layers}", record.config.cam.title()),
+        Method::CamLime => format!("CamLIME · {} · {layers}", record.config.cam.method.title()),
         Method::Lime => format!("LIME · {}", record.config.segmenter.name()),
         Method::Cam(m) => format!("{} · {layers}", m.title()),
     }
@@ -178,7 +178,7 @@ fn load_record(ctx: Ctx, bytes: &[u8]) -> Result<(), String> {
             record.image.source.as_deref().unwrap_or("unnamed")
         ));
     }
-    ctx.target.set(Some(record.target.class));
+    ctx.config.update(|c| c.target = Some(record.target.class));
     ctx.record.set(Some(record));
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! The page's layout and controls. Results are drawn by `result.rs`.
 
 use camlime_base::cam::CamMethod;
-use camlime_base::record::Method;
+use camlime_base::record::{ExplainConfig, Method};
 use camlime_web::i18n::Lang;
 use js_sys::Uint8Array;
 use leptos::ev;
@@ -240,8 +240,8 @@ fn Predictions() -> impl IntoView {
                                 let class = p.class;
                                 let width = format!("width: {:.1}%", 100.0 * p.probability);
                                 view! {
-                                    <li class:chosen=move || ctx.target.get() == Some(class)
-                                        on:click=move |_| if !ctx.embed { ctx.target.set(Some(class)) }>
+                                    <li class:chosen=move || ctx.config.with(|c| c.target == Some(class))
+                                        on:click=move |_| if !ctx.embed { ctx.config.update(|c| c.target = Some(class)) }>
                                         <span class="label">{p.label.clone()}</span>
                                         <span class="prob">{format!("{:.1}%", 100.0 * p.probability)}</span>
                                         <span class="bar" style=width></span>
@@ -257,17 +257,27 @@ fn Predictions() -> impl IntoView {
 }
 
 fn method_options() -> Vec<(String, String)> {
-    [Method::CamLime, Method::Lime]
-        .into_iter()
-        .chain(CamMethod::ALL.into_iter().map(Method::Cam))
+    Method::all()
         .map(|m| (m.name().to_owned(), m.title().to_owned()))
         .collect()
+}
+
+/// A control's change: the parsed value written into the settings, or the parse error shown.
+fn set<T: std::str::FromStr>(ctx: Ctx, value: String, apply: impl FnOnce(&mut ExplainConfig, T))
+where
+    T::Err: std::fmt::Display,
+{
+    match value.trim().parse() {
+        Ok(parsed) => ctx.config.update(|c| apply(c, parsed)),
+        Err(e) => ctx.fail(e.to_string()),
+    }
 }
 
 #[component]
 fn MethodControls() -> impl IntoView {
     let ctx = expect_context::<Ctx>();
-    let is_sampling = move || matches!(ctx.method.get().as_str(), "camlime" | "lime");
+    let is_sampling = move || ctx.config.with(|c| c.method.samples());
+    let is_camlime = move || ctx.config.with(|c| c.method == Method::CamLime);
     let layers = move || match ctx.model.get() {
         ModelState::Ready(summary) => summary.layers.clone(),
         _ => Vec::new(),
@@ -286,24 +296,27 @@ fn MethodControls() -> impl IntoView {
             <h2>{move || ctx.tr("method")}</h2>
             <label class="field">
                 <span>{move || ctx.tr("method")}</span>
-                <select id="method-select" prop:value=move || ctx.method.get()
-                    on:change=move |e| ctx.method.set(event_target_value(&e))>
+                <select id="method-select" prop:value=move || ctx.config.with(|c| c.method.name())
+                    on:change=move |e| set(ctx, event_target_value(&e), |c, m| c.method = m)>
                     {method_options().into_iter().map(|(name, title)| view! { <option value=name>{title}</option> }).collect_view()}
                 </select>
             </label>
-            <Show when=move || ctx.method.get() == "camlime">
+            <Show when=is_camlime>
                 <label class="field">
                     <span>{move || ctx.tr("cam_for_camlime")}</span>
-                    <select id="cam-select" prop:value=move || ctx.cam.get()
-                        on:change=move |e| ctx.cam.set(event_target_value(&e))>
+                    <select id="cam-select" prop:value=move || ctx.config.with(|c| c.cam.method.name())
+                        on:change=move |e| set(ctx, event_target_value(&e), |c, m| c.cam.method = m)>
                         {CamMethod::ALL.into_iter().map(|m| view! { <option value=m.name()>{m.title()}</option> }).collect_view()}
                     </select>
                 </label>
             </Show>
             <label class="field">
                 <span>{move || ctx.tr("layer")}</span>
-                <select id="layer-select" prop:value=move || ctx.layer.get()
-                    on:change=move |e| ctx.layer.set(event_target_value(&e))>
+                <select id="layer-select" prop:value=move || ctx.config.with(|c| c.cam.layers.first().cloned().unwrap_or_default())
+                    on:change=move |e| {
+                        let layer = event_target_value(&e);
+                        ctx.config.update(|c| c.cam.layers = Some(layer).filter(|l| !l.is_empty()).into_iter().collect());
+                    }>
                     <option value="">{move || format!("{} ({})", ctx.tr("default_layer"), default_layers())}</option>
                     <For each=layers key=|l| l.name.clone() children=move |l| {
                         let label = format!("{}  [{}×{}×{}]", l.name, l.shape[0], l.shape[1], l.shape[2]);
@@ -316,35 +329,35 @@ fn MethodControls() -> impl IntoView {
                     <label class="field">
                         <span>{move || ctx.tr("num_samples")}</span>
                         <input id="samples-input" type="number" min="2" max="100000" step="50"
-                            prop:value=move || ctx.samples.get().to_string()
-                            on:change=move |e| if let Ok(n) = event_target_value(&e).parse() { ctx.samples.set(n) }/>
+                            prop:value=move || ctx.config.with(|c| c.lime.num_samples.to_string())
+                            on:change=move |e| set(ctx, event_target_value(&e), |c, n| c.lime.num_samples = n)/>
                     </label>
                     <label class="field">
                         <span>{move || ctx.tr("seed")}</span>
                         <input id="seed-input" type="number" min="0"
-                            prop:value=move || ctx.seed.get().to_string()
-                            on:change=move |e| if let Ok(n) = event_target_value(&e).parse() { ctx.seed.set(n) }/>
+                            prop:value=move || ctx.config.with(|c| c.seed.to_string())
+                            on:change=move |e| set(ctx, event_target_value(&e), |c, n| c.seed = n)/>
                     </label>
                     <label class="field">
                         <span>{move || ctx.tr("segmenter")}</span>
-                        <select id="segmenter-select" prop:value=move || ctx.segmenter.get()
-                            on:change=move |e| ctx.segmenter.set(event_target_value(&e))>
+                        <select id="segmenter-select" prop:value=move || ctx.config.with(|c| c.segmenter.name())
+                            on:change=move |e| set(ctx, event_target_value(&e), |c, s| c.segmenter = s)>
                             {["quickshift", "slic", "felzenszwalb", "grid"].into_iter().map(|s| view! { <option value=s>{s}</option> }).collect_view()}
                         </select>
                     </label>
                     <label class="field">
                         <span>{move || ctx.tr("kernel_width")}</span>
                         <input id="kernel-input" type="number" min="0.01" step="0.05"
-                            prop:value=move || ctx.kernel_width.get().to_string()
-                            on:change=move |e| if let Ok(w) = event_target_value(&e).parse() { ctx.kernel_width.set(w) }/>
+                            prop:value=move || ctx.config.with(|c| c.lime.kernel_width.to_string())
+                            on:change=move |e| set(ctx, event_target_value(&e), |c, w| c.lime.kernel_width = w)/>
                     </label>
                 </div>
-                <Show when=move || ctx.method.get() == "camlime">
+                <Show when=is_camlime>
                     <label class="field">
                         <span>{move || ctx.tr("mode")}</span>
-                        <select id="mode-select" prop:value=move || ctx.mode.get()
-                            on:change=move |e| ctx.mode.set(event_target_value(&e))>
-                            <option value="segment-mean">"segment · mean"</option>
+                        <select id="mode-select" prop:value=move || ctx.config.with(|c| c.mode.to_string())
+                            on:change=move |e| set(ctx, event_target_value(&e), |c, m| c.mode = m)>
+                            <option value="segment">"segment · mean"</option>
                             <option value="segment-max">"segment · max"</option>
                             <option value="grid">"grid (paper)"</option>
                             <option value="vector">"vector"</option>

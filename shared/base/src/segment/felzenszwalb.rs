@@ -11,6 +11,7 @@ use super::color::FloatImage;
 use crate::{Error, Result};
 
 /// Felzenszwalb parameters; `Default` is scikit-image's (scale 1, sigma 0.8, min_size 20).
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FelzenszwalbConfig {

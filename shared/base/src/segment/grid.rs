@@ -8,6 +8,7 @@ use super::Segmentation;
 use crate::{Error, Result};
 
 /// Grid shape; cells are as equal as integer division allows.
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GridConfig {

@@ -210,6 +210,7 @@ impl Segmentation {
 }
 
 /// Which segmenter, with its parameters. Serialised as `{"algorithm": "quickshift", …}`.
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "algorithm", rename_all = "lowercase")]
 pub enum SegmenterConfig {
@@ -229,6 +230,63 @@ impl Default for SegmenterConfig {
     }
 }
 
+/// The names of the segmenters.
+const SEGMENTERS: [&str; 4] = ["quickshift", "slic", "felzenszwalb", "grid"];
+
+impl std::str::FromStr for SegmenterConfig {
+    type Err = Error;
+    /// A segmenter by name with its defaults, or with parameters changed as
+    /// `name:key=value,key=value` (the JSON form's keys: `slic:n_segments=50,compactness=20`).
+    fn from_str(text: &str) -> Result<Self> {
+        let (name, parameters) = text.split_once(':').unwrap_or((text, ""));
+        if !SEGMENTERS.contains(&name) {
+            return Err(Error::Parameter(format!(
+                "unknown segmenter `{name}`; available: {}",
+                SEGMENTERS.join(", ")
+            )));
+        }
+        let mut object = serde_json::Map::new();
+        object.insert("algorithm".into(), name.into());
+        for pair in parameters.split(',').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').ok_or_else(|| {
+                Error::Parameter(format!(
+                    "segmenter parameters are `key=value`, got `{pair}` in `{text}`"
+                ))
+            })?;
+            let value = serde_json::from_str(value).unwrap_or_else(|_| value.into());
+            object.insert(key.trim().to_owned(), value);
+        }
+        serde_json::from_value(object.into())
+            .map_err(|e| Error::Parameter(format!("segmenter `{text}`: {e}")))
+    }
+}
+
+/// The name, then the parameters that differ from the segmenter's defaults
+/// (`slic:n_segments=50`): what [`FromStr`](std::str::FromStr) reads back.
+impl std::fmt::Display for SegmenterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let fields = |config: &Self| match serde_json::to_value(config) {
+            Ok(serde_json::Value::Object(fields)) => fields,
+            _ => serde_json::Map::new(),
+        };
+        let defaults = self
+            .name()
+            .parse::<Self>()
+            .map(|d| fields(&d))
+            .unwrap_or_default();
+        let changed: Vec<String> = fields(self)
+            .into_iter()
+            .filter(|(key, value)| key != "algorithm" && defaults.get(key) != Some(value))
+            .map(|(key, value)| format!("{key}={value}"))
+            .collect();
+        f.write_str(self.name())?;
+        if !changed.is_empty() {
+            write!(f, ":{}", changed.join(","))?;
+        }
+        Ok(())
+    }
+}
+
 impl SegmenterConfig {
     /// The algorithm's name as the CLI and records spell it.
     pub fn name(&self) -> &'static str {
@@ -238,21 +296,6 @@ impl SegmenterConfig {
             Self::Felzenszwalb(_) => "felzenszwalb",
             Self::Grid(_) => "grid",
         }
-    }
-
-    /// The default configuration of a segmenter named on the command line.
-    pub fn from_name(name: &str) -> Result<Self> {
-        Ok(match name {
-            "quickshift" => Self::Quickshift(QuickshiftConfig::default()),
-            "slic" => Self::Slic(SlicConfig::default()),
-            "felzenszwalb" => Self::Felzenszwalb(FelzenszwalbConfig::default()),
-            "grid" => Self::Grid(GridConfig::default()),
-            other => {
-                return Err(Error::Parameter(format!(
-                    "unknown segmenter `{other}`; expected quickshift, slic, felzenszwalb or grid"
-                )));
-            }
-        })
     }
 
     /// Segment an image; `seed` feeds quickshift's tie-break noise (the others are deterministic).
@@ -316,8 +359,40 @@ mod tests {
     }
 
     #[test]
-    fn unknown_segmenter_is_an_error() {
-        assert!(SegmenterConfig::from_name("watershed").is_err());
+    fn segmenters_parse_their_names_and_changed_parameters() {
+        let unknown = "watershed"
+            .parse::<SegmenterConfig>()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            unknown.contains("`watershed`") && unknown.contains("slic"),
+            "{unknown}"
+        );
+        assert!("slic:n_segment=5".parse::<SegmenterConfig>().is_err());
+        assert!("slic:n_segments".parse::<SegmenterConfig>().is_err());
+        assert!("grid:rows=x".parse::<SegmenterConfig>().is_err());
+        let slic: SegmenterConfig = "slic:n_segments=50,enforce_connectivity=false"
+            .parse()
+            .unwrap();
+        let SegmenterConfig::Slic(config) = &slic else {
+            panic!("{slic:?}");
+        };
+        assert_eq!(
+            (config.n_segments, config.enforce_connectivity),
+            (50, false)
+        );
+        assert_eq!(config.compactness, SlicConfig::default().compactness);
+        assert_eq!(
+            slic.to_string(),
+            "slic:enforce_connectivity=false,n_segments=50"
+        );
+        assert_eq!(slic.to_string().parse::<SegmenterConfig>().unwrap(), slic);
+        assert_eq!(SegmenterConfig::default().to_string(), "quickshift");
+        let quickshift: SegmenterConfig = "quickshift:ratio=0.5".parse().unwrap();
+        assert_eq!(
+            quickshift.to_string().parse::<SegmenterConfig>().unwrap(),
+            quickshift
+        );
         let json = serde_json::to_string(&SegmenterConfig::default()).unwrap();
         assert!(json.contains("\"algorithm\":\"quickshift\""), "{json}");
         let back: SegmenterConfig = serde_json::from_str(&json).unwrap();

@@ -15,6 +15,7 @@ use crate::runtime::{Runtime, Sequential};
 use crate::{Error, Result};
 
 /// Quickshift parameters; `Default` is `lime`'s (kernel 4, max distance 200, ratio 0.2).
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct QuickshiftConfig {

@@ -12,6 +12,7 @@ use super::color::FloatImage;
 use crate::{Error, Result};
 
 /// SLIC parameters; `Default` is scikit-image's.
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SlicConfig {
