@@ -26,6 +26,7 @@
 //! [`explanation`] (one explanation end to end and its record), [`runtime`], [`surrogate`],
 //! [`spec`] (a model's description in plain data). The model-free modules (`preprocess`,
 //! `manifest`, `spec`, `segment`, `lime`, `camlime`, `render`, `runtime`, `surrogate`, `error`,
+//! `draws`,
 //! and the data types of `cam`, `attribution` and `explanation`) live in `camlime-base`, which
 //! the browser page links without an engine; they are re-exported here under the same paths.
 
@@ -41,7 +42,7 @@ mod model_edit;
 mod onnx;
 
 pub use camlime_base::{
-    camlime, error, lime, manifest, preprocess, render, runtime, segment, spec, surrogate,
+    camlime, draws, error, lime, manifest, preprocess, render, runtime, segment, spec, surrogate,
 };
 pub use error::{Error, Result};
 pub use explanation::{ExplainConfig, ExplanationRecord, Method, explain};

@@ -7,7 +7,7 @@ use prost::Message;
 use tract_onnx::pb::tensor_proto::DataType;
 use tract_onnx::pb::{NodeProto, TensorProto};
 
-use crate::metrics::Draws;
+use crate::draws::Draws;
 use crate::model::Classifier;
 use crate::{Error, Result};
 

@@ -37,6 +37,7 @@ pub(super) fn report(
     let markdown = markdown(&summary, methods, metrics);
     let curves = metrics
         .iter()
+        .filter(|metric| metric.has_curve())
         .filter_map(|metric| {
             let series: Vec<Curve> = methods
                 .iter()
@@ -236,8 +237,9 @@ fn markdown(summary: &Summary, methods: &[Method], metrics: &[Metric]) -> String
     text
 }
 
-/// The mean curve of a method × metric over images, each curve placed on [0, 1] and sampled
-/// at 101 points by linear interpolation (curves may differ in length: IROF's segments).
+/// The mean curve of a method × metric (one with perturbation curves) over images, each curve
+/// placed on [0, 1] and sampled at 101 points by linear interpolation (curves may differ in
+/// length: IROF's segments).
 fn mean_curve(
     rows: &[Row],
     images: &[String],
@@ -256,20 +258,7 @@ fn mean_curve(
         .map(|o| &o.curve)
         .filter(|c| c.len() >= 2 && c.iter().all(|v| v.is_finite()))
         .collect();
-    if curves.is_empty()
-        || !matches!(
-            metric,
-            "PixelFlipping"
-                | "RegionPerturbation"
-                | "Selectivity"
-                | "IROF"
-                | "ROAD"
-                | "Deletion"
-                | "Insertion"
-                | "MonotonicityArya"
-                | "Infidelity"
-        )
-    {
+    if curves.is_empty() {
         return None;
     }
     let sample = |curve: &[f64], t: f64| {

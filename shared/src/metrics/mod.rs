@@ -12,12 +12,15 @@
 //! code, quirks included (the first input value is never noised; "black" is the input's
 //! minimum; attributions are divided by their largest magnitude before scoring).
 
-pub mod draws;
+mod axiomatic;
+mod complexity;
 mod explainers;
 mod faithfulness;
-mod others;
+mod localisation;
 pub mod perturb;
 pub mod randomisation;
+mod registry;
+mod robustness;
 pub mod stats;
 
 use serde::{Deserialize, Serialize};
@@ -26,16 +29,21 @@ use tract_onnx::prelude::tract_ndarray::{
     Array2, Array3, ArrayView1, ArrayView2, ArrayView3, ArrayView4, Axis, s,
 };
 
-pub use draws::Draws;
+pub use axiomatic::*;
+pub use complexity::*;
 pub use explainers::{MethodExplainer, method_map};
 pub use faithfulness::*;
-pub use others::*;
+pub use localisation::*;
 pub use perturb::Baseline;
 pub use randomisation::{LayerOrder, Mprt, RandomLogit, Similarity, mprt};
+pub use registry::{Declared, Input, Needs};
+pub use robustness::*;
 
+use crate::draws::Draws;
 use crate::model::Classifier;
 use crate::runtime::{self, Runtime};
 use crate::{Error, Result};
+use registry::metrics;
 
 /// Classifier outputs for batches of model inputs.
 pub trait Model: Sync {
@@ -168,150 +176,67 @@ impl Preparation {
     }
 }
 
-/// Every metric, with its parameters (`Default` = Quantus's defaults).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "metric")]
-pub enum Metric {
-    /// Pearson correlation between the attribution of random pixel subsets and the output drop
-    /// when they are removed (Bhatt et al. 2020).
-    FaithfulnessCorrelation(FaithfulnessCorrelation),
-    /// Pearson correlation between each pixel chunk's attribution and the output drop when it
-    /// alone is removed (Alvarez-Melis & Jaakkola 2018).
-    FaithfulnessEstimate(FaithfulnessEstimate),
-    /// Whether the output rises monotonically as pixels are added to a baseline in order of
-    /// increasing attribution (Arya et al. 2019).
-    MonotonicityArya(MonotonicityArya),
-    /// Spearman correlation between chunk attributions and the output variance when the chunk
-    /// is replaced (Nguyen & Martínez 2020).
-    MonotonicityCorrelation(MonotonicityCorrelation),
-    /// Output curve as pixels are removed cumulatively, most relevant first (Bach et al. 2015).
-    PixelFlipping(PixelFlipping),
-    /// Output drop curve as non-overlapping patches are removed in attribution order
-    /// (Samek et al. 2015).
-    RegionPerturbation(RegionPerturbation),
-    /// Output curve as every non-overlapping patch is removed, most relevant first
-    /// (Montavon et al. 2018).
-    Selectivity(Selectivity),
-    /// Correlation, across instances, between removed attribution and output drop for each
-    /// number of removed pixels (Ancona et al. 2018).
-    SensitivityN(SensitivityN),
-    /// Area over the output curve as superpixels are removed in order of mean attribution
-    /// (Rieger & Hansen 2020).
-    #[serde(rename = "IROF")]
-    Irof(Irof),
-    /// Mean squared gap between output drops and attribution-weighted input changes for patch
-    /// perturbations (Yeh et al. 2019).
-    Infidelity(Infidelity),
-    /// Whether the class survives as growing shares of the most relevant pixels are imputed
-    /// (Rong et al. 2022).
-    #[serde(rename = "ROAD")]
-    Road(Road),
-    /// Area under the probability curve as pixels are deleted, most relevant first
-    /// (Petsiuk et al. 2018).
-    Deletion(Deletion),
-    /// Area under the probability curve as pixels are inserted into a baseline, most relevant
-    /// first (Petsiuk et al. 2018).
-    Insertion(Insertion),
-    /// Gini index of the attribution magnitudes (Chalasani et al. 2020).
-    Sparseness(Sparseness),
-    /// Entropy of the attribution's share per pixel (Bhatt et al. 2020).
-    Complexity(Complexity),
-    /// Number of pixels with attribution above `eps` (Nguyen & Martínez 2020).
-    EffectiveComplexity(EffectiveComplexity),
-    /// Largest relative change of the attribution under uniform input noise (Yeh et al. 2019).
-    MaxSensitivity(MaxSensitivity),
-    /// Mean relative change of the attribution under uniform input noise (Yeh et al. 2019).
-    AvgSensitivity(AvgSensitivity),
-    /// Largest ratio of attribution change to input change under Gaussian noise
-    /// (Alvarez-Melis & Jaakkola 2018).
-    LocalLipschitzEstimate(LocalLipschitzEstimate),
-    /// Patch attributions and the output along a horizontal translation (Montavon et al. 2018).
-    Continuity(Continuity),
-    /// Largest relative attribution change over relative input change (Agarwal et al. 2022).
-    RelativeInputStability(RelativeInputStability),
-    /// Largest relative attribution change over logit change (Agarwal et al. 2022).
-    RelativeOutputStability(RelativeOutputStability),
-    /// Similarity of the attribution to those of models whose layers are re-initialised from
-    /// the top (Adebayo et al. 2018).
-    #[serde(rename = "MPRT")]
-    Mprt(Mprt),
-    /// SSIM between the attribution and that of a random other class (Sixt et al. 2020).
-    RandomLogit(RandomLogit),
-    /// Whether the attributions sum to the output difference from a baseline (Sundararajan et
-    /// al. 2017).
-    Completeness(Completeness),
-    /// Pixels whose attribution is zero exactly when perturbing them changes nothing
-    /// (Nguyen & Martínez 2020).
-    NonSensitivity(NonSensitivity),
-    /// Whether the attribution survives a constant input shift absorbed by the first layer
-    /// (Kindermans et al. 2017).
-    InputInvariance(InputInvariance),
-    /// Whether the attribution's maximum falls in the mask (Zhang et al. 2018).
-    PointingGame(PointingGame),
-    /// Share of positive attribution inside the mask (Kohlbrenner et al. 2020).
-    AttributionLocalisation(AttributionLocalisation),
-    /// Share of the k most relevant pixels inside the mask (Theiner et al. 2021).
-    TopKIntersection(TopKIntersection),
-    /// Share of the mask among the |mask| most relevant pixels (Arras et al. 2021).
-    RelevanceRankAccuracy(RelevanceRankAccuracy),
-    /// Share of attribution inside the mask (Arras et al. 2021).
-    RelevanceMassAccuracy(RelevanceMassAccuracy),
-    /// ROC AUC of the attribution as a detector of the mask (Fawcett 2006).
-    #[serde(rename = "AUC")]
-    Auc(Auc),
+metrics!(
+    FaithfulnessCorrelation,
+    FaithfulnessEstimate,
+    MonotonicityArya,
+    MonotonicityCorrelation,
+    PixelFlipping,
+    RegionPerturbation,
+    Selectivity,
+    SensitivityN,
+    Irof,
+    Infidelity,
+    Road,
+    Deletion,
+    Insertion,
+    Sparseness,
+    Complexity,
+    EffectiveComplexity,
+    MaxSensitivity,
+    AvgSensitivity,
+    LocalLipschitzEstimate,
+    Continuity,
+    RelativeInputStability,
+    RelativeOutputStability,
+    Mprt,
+    RandomLogit,
+    Completeness,
+    NonSensitivity,
+    InputInvariance,
+    PointingGame,
+    AttributionLocalisation,
+    TopKIntersection,
+    RelevanceRankAccuracy,
+    RelevanceMassAccuracy,
+    Auc,
+);
+
+impl Serialize for Metric {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut params = match self.params() {
+            Value::Object(map) => map,
+            _ => serde_json::Map::new(),
+        };
+        params.insert("metric".into(), Value::String(self.name().into()));
+        params.serialize(serializer)
+    }
 }
 
-/// What a metric needs besides the instance's input and attribution.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Needs {
-    /// Model calls.
-    pub model: bool,
-    /// Re-explanations of perturbed inputs.
-    pub explainer: bool,
-    /// A ground-truth mask.
-    pub mask: bool,
+impl<'de> Deserialize<'de> for Metric {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let mut object = serde_json::Map::<String, Value>::deserialize(deserializer)?;
+        let name = match object.remove("metric") {
+            Some(Value::String(name)) => name,
+            _ => return Err(serde::de::Error::missing_field("metric")),
+        };
+        Self::from_params(&name, Value::Object(object)).map_err(serde::de::Error::custom)
+    }
 }
 
 impl Metric {
-    /// Every metric's name, as Quantus spells it.
-    pub const NAMES: [&'static str; 33] = [
-        "FaithfulnessCorrelation",
-        "FaithfulnessEstimate",
-        "MonotonicityArya",
-        "MonotonicityCorrelation",
-        "PixelFlipping",
-        "RegionPerturbation",
-        "Selectivity",
-        "SensitivityN",
-        "IROF",
-        "Infidelity",
-        "ROAD",
-        "Deletion",
-        "Insertion",
-        "Sparseness",
-        "Complexity",
-        "EffectiveComplexity",
-        "MaxSensitivity",
-        "AvgSensitivity",
-        "LocalLipschitzEstimate",
-        "Continuity",
-        "RelativeInputStability",
-        "RelativeOutputStability",
-        "MPRT",
-        "RandomLogit",
-        "Completeness",
-        "NonSensitivity",
-        "InputInvariance",
-        "PointingGame",
-        "AttributionLocalisation",
-        "TopKIntersection",
-        "RelevanceRankAccuracy",
-        "RelevanceMassAccuracy",
-        "AUC",
-    ];
-
     /// A metric by name (case-insensitive; `Monotonicity` = MonotonicityArya,
-    /// `ModelParameterRandomisation` = MPRT) with parameters over its defaults.
+    /// `ModelParameterRandomisation` = MPRT) with parameters over its defaults, checked.
     pub fn parse(name: &str, params: &Value) -> Result<Self> {
         let lower = name.to_ascii_lowercase();
         let canonical = match lower.as_str() {
@@ -327,189 +252,18 @@ impl Metric {
                     ))
                 })?,
         };
-        let mut object = match params {
-            Value::Null => serde_json::Map::new(),
-            Value::Object(map) => map.clone(),
+        let params = match params {
+            Value::Null => Value::Object(serde_json::Map::new()),
+            Value::Object(map) => Value::Object(map.clone()),
             other => {
                 return Err(Error::Parameter(format!(
                     "parameters of {canonical} must be a JSON object, found {other}"
                 )));
             }
         };
-        object.insert("metric".into(), Value::String(canonical.into()));
-        let metric: Self = serde_json::from_value(Value::Object(object))
-            .map_err(|e| Error::Parameter(format!("{canonical}: {e}")))?;
+        let metric = Self::from_params(canonical, params)?;
         metric.validate()?;
         Ok(metric)
-    }
-
-    /// The name Quantus gives it.
-    pub fn name(&self) -> &'static str {
-        let value = serde_json::to_value(self).ok();
-        let tag = value
-            .as_ref()
-            .and_then(|v| v.get("metric"))
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        Self::NAMES
-            .iter()
-            .find(|n| **n == tag)
-            .copied()
-            .unwrap_or("?")
-    }
-
-    /// Its parameters as JSON (the tag removed).
-    pub fn params(&self) -> Value {
-        let mut value = serde_json::to_value(self).unwrap_or(Value::Null);
-        if let Value::Object(map) = &mut value {
-            map.remove("metric");
-        }
-        value
-    }
-
-    /// Whether a higher score is better (`None` where neither is: curves, counts of agreement
-    /// with an axiom are reported as they are).
-    pub fn higher_is_better(&self) -> Option<bool> {
-        use Metric::*;
-        match self {
-            FaithfulnessCorrelation(_)
-            | FaithfulnessEstimate(_)
-            | MonotonicityArya(_)
-            | MonotonicityCorrelation(_)
-            | SensitivityN(_)
-            | Irof(_)
-            | Road(_)
-            | Insertion(_)
-            | RegionPerturbation(_)
-            | Sparseness(_)
-            | Completeness(_)
-            | InputInvariance(_)
-            | PointingGame(_)
-            | AttributionLocalisation(_)
-            | TopKIntersection(_)
-            | RelevanceRankAccuracy(_)
-            | RelevanceMassAccuracy(_)
-            | Auc(_)
-            | Continuity(_) => Some(true),
-            PixelFlipping(_)
-            | Selectivity(_)
-            | Deletion(_)
-            | Infidelity(_)
-            | Complexity(_)
-            | EffectiveComplexity(_)
-            | MaxSensitivity(_)
-            | AvgSensitivity(_)
-            | LocalLipschitzEstimate(_)
-            | RelativeInputStability(_)
-            | RelativeOutputStability(_)
-            | Mprt(_)
-            | RandomLogit(_)
-            | NonSensitivity(_) => Some(false),
-        }
-    }
-
-    /// What the metric needs.
-    pub fn needs(&self) -> Needs {
-        use Metric::*;
-        let (model, explainer, mask) = match self {
-            Sparseness(_) | Complexity(_) | EffectiveComplexity(_) => (false, false, false),
-            PointingGame(_)
-            | AttributionLocalisation(_)
-            | TopKIntersection(_)
-            | RelevanceRankAccuracy(_)
-            | RelevanceMassAccuracy(_)
-            | Auc(_) => (false, false, true),
-            MaxSensitivity(_)
-            | AvgSensitivity(_)
-            | LocalLipschitzEstimate(_)
-            | Continuity(_)
-            | RelativeInputStability(_)
-            | RelativeOutputStability(_)
-            | RandomLogit(_)
-            | InputInvariance(_)
-            | Mprt(_) => (true, true, false),
-            _ => (true, false, false),
-        };
-        Needs {
-            model,
-            explainer,
-            mask,
-        }
-    }
-
-    /// Parameter checks before any work.
-    pub fn validate(&self) -> Result<()> {
-        use Metric::*;
-        let check = |ok: bool, what: &str| {
-            if ok {
-                Ok(())
-            } else {
-                Err(Error::Parameter(format!("{}: {what}", self.name())))
-            }
-        };
-        match self {
-            FaithfulnessCorrelation(m) => {
-                check(
-                    m.nr_runs >= 2 && m.nr_runs <= 100_000,
-                    "nr_runs must be 2..=100000",
-                )?;
-                check(m.subset_size >= 1, "subset_size must be at least 1")
-            }
-            FaithfulnessEstimate(m) => check(m.features_in_step >= 1, "features_in_step ≥ 1"),
-            MonotonicityArya(m) => check(m.features_in_step >= 1, "features_in_step ≥ 1"),
-            MonotonicityCorrelation(m) => check(
-                m.features_in_step >= 1 && (1..=10_000).contains(&m.nr_samples),
-                "features_in_step ≥ 1 and nr_samples 1..=10000",
-            ),
-            PixelFlipping(m) => check(m.features_in_step >= 1, "features_in_step ≥ 1"),
-            RegionPerturbation(m) => check(
-                m.patch_size >= 1 && m.regions_evaluation >= 1,
-                "patch_size and regions_evaluation ≥ 1",
-            ),
-            Selectivity(m) => check(m.patch_size >= 1, "patch_size ≥ 1"),
-            SensitivityN(m) => check(
-                m.features_in_step >= 1 && m.n_max_percentage > 0.0 && m.n_max_percentage <= 1.0,
-                "features_in_step ≥ 1 and n_max_percentage in (0, 1]",
-            ),
-            Infidelity(m) => check(
-                !m.perturb_patch_sizes.is_empty()
-                    && m.perturb_patch_sizes.iter().all(|&p| p >= 1)
-                    && (1..=1000).contains(&m.n_perturb_samples),
-                "perturb_patch_sizes ≥ 1 and n_perturb_samples 1..=1000",
-            ),
-            Road(m) => check(
-                !m.percentages.is_empty()
-                    && m.percentages.iter().all(|p| (0.0..=100.0).contains(p)),
-                "percentages in 0..=100",
-            ),
-            Deletion(m) => check(m.step >= 1, "step ≥ 1"),
-            Insertion(m) => check(m.step >= 1, "step ≥ 1"),
-            MaxSensitivity(m) => {
-                check((1..=10_000).contains(&m.nr_samples), "nr_samples 1..=10000")
-            }
-            AvgSensitivity(m) => {
-                check((1..=10_000).contains(&m.nr_samples), "nr_samples 1..=10000")
-            }
-            LocalLipschitzEstimate(m) => {
-                check((1..=10_000).contains(&m.nr_samples), "nr_samples 1..=10000")
-            }
-            RelativeInputStability(m) => {
-                check((1..=10_000).contains(&m.nr_samples), "nr_samples 1..=10000")
-            }
-            RelativeOutputStability(m) => {
-                check((1..=10_000).contains(&m.nr_samples), "nr_samples 1..=10000")
-            }
-            Continuity(m) => check(
-                m.nr_steps >= 1 && m.patch_size >= 1,
-                "nr_steps and patch_size ≥ 1",
-            ),
-            NonSensitivity(m) => check(
-                m.features_in_step >= 1 && (1..=10_000).contains(&m.n_samples),
-                "features_in_step ≥ 1 and n_samples 1..=10000",
-            ),
-            TopKIntersection(m) => check(m.k >= 1, "k ≥ 1"),
-            _ => Ok(()),
-        }
     }
 
     /// Score one instance. `explainer` is required by the metrics that re-explain (see
@@ -521,7 +275,6 @@ impl Metric {
         explainer: Option<&dyn Explainer>,
         seed: u64,
     ) -> Result<Outcome> {
-        use Metric::*;
         let (_, height, width) = instance.input.dim();
         if instance.attribution.dim() != (height, width) {
             return Err(Error::Parameter(format!(
@@ -529,8 +282,7 @@ impl Metric {
                 instance.attribution.dim()
             )));
         }
-        let needs = self.needs();
-        let mask = match (needs.mask, instance.mask) {
+        let mask = match (self.needs().mask, instance.mask) {
             (true, None) => {
                 return Err(Error::Parameter(format!(
                     "{} needs a ground-truth mask",
@@ -545,61 +297,16 @@ impl Metric {
             }
             (_, mask) => mask,
         };
-        let explainer = || {
-            explainer.ok_or_else(|| {
-                Error::Parameter(format!("{} needs an explanation method", self.name()))
-            })
-        };
-        let draws = &mut Draws::new(seed);
-        let x = instance.input;
-        let y = instance.target;
-        let a = instance.attribution;
-        match self {
-            FaithfulnessCorrelation(m) => m.evaluate(x, y, a, model, draws),
-            FaithfulnessEstimate(m) => m.evaluate(x, y, a, model, draws),
-            MonotonicityArya(m) => m.evaluate(x, y, a, model, draws),
-            MonotonicityCorrelation(m) => m.evaluate(x, y, a, model, draws),
-            PixelFlipping(m) => m.evaluate(x, y, a, model, draws),
-            RegionPerturbation(m) => m.evaluate(x, y, a, model, draws),
-            Selectivity(m) => m.evaluate(x, y, a, model, draws),
-            SensitivityN(m) => m.evaluate(x, y, a, model, draws),
-            Irof(m) => m.evaluate(x, y, a, model, draws),
-            Infidelity(m) => m.evaluate(x, y, a, model, draws),
-            Road(m) => m.evaluate(x, y, a, model, draws),
-            Deletion(m) => m.evaluate(x, y, a, model, draws),
-            Insertion(m) => m.evaluate(x, y, a, model, draws),
-            Sparseness(m) => Ok(m.evaluate(a)),
-            Complexity(m) => Ok(m.evaluate(a)),
-            EffectiveComplexity(m) => Ok(m.evaluate(a)),
-            MaxSensitivity(m) => m.evaluate(x, y, a, model, explainer()?, draws),
-            AvgSensitivity(m) => m.evaluate(x, y, a, model, explainer()?, draws),
-            LocalLipschitzEstimate(m) => m.evaluate(x, y, a, model, explainer()?, draws),
-            Continuity(m) => m.evaluate(x, y, model, explainer()?, draws),
-            RelativeInputStability(m) => m.evaluate(x, y, a, model, explainer()?, draws),
-            RelativeOutputStability(m) => m.evaluate(x, y, a, model, explainer()?, draws),
-            RandomLogit(m) => m.evaluate(x, y, a, explainer()?),
-            Completeness(m) => m.evaluate(x, y, a, model, draws),
-            NonSensitivity(m) => m.evaluate(x, y, a, model, draws),
-            InputInvariance(m) => m.evaluate(x, y, a, explainer()?),
-            Mprt(_) => Err(Error::Parameter(
-                "MPRT re-initialises the model's layers: score it with metrics::randomisation::mprt"
-                    .into(),
-            )),
-            PointingGame(m) => Ok(m.evaluate(a, mask)),
-            AttributionLocalisation(m) => Ok(m.evaluate(a, mask)),
-            TopKIntersection(m) => Ok(m.evaluate(a, mask)),
-            RelevanceRankAccuracy(m) => Ok(m.evaluate(a, mask)),
-            RelevanceMassAccuracy(m) => Ok(m.evaluate(a, mask)),
-            Auc(m) => Ok(m.evaluate(a, mask)),
-        }
-    }
-
-    /// Scores that only exist across instances (SensitivityN's per-size correlations): the
-    /// instances' outcomes in, their final scores out (unchanged for every other metric).
-    pub fn finish(&self, outcomes: &mut [Outcome]) {
-        if let Metric::SensitivityN(m) = self {
-            m.finish(outcomes);
-        }
+        let input = Input::new(
+            instance.input,
+            instance.target,
+            instance.attribution,
+            mask,
+            model,
+            explainer,
+            self.name(),
+        );
+        self.score(&input, &mut Draws::new(seed))
     }
 }
 
@@ -847,5 +554,49 @@ mod tests {
             Metric::parse("PixelFlipping", &serde_json::json!({"features_in_step": 0})).is_err()
         );
         assert!(Metric::parse("Nope", &Value::Null).is_err());
+    }
+
+    #[test]
+    fn the_registry_names_each_metric_once_and_round_trips_it() {
+        let mut names = std::collections::HashSet::new();
+        for name in Metric::NAMES {
+            assert!(names.insert(name), "{name} twice");
+            let metric = Metric::parse(name, &Value::Null).unwrap();
+            let json = serde_json::to_value(&metric).unwrap();
+            assert_eq!(json["metric"], name);
+            let back: Metric = serde_json::from_value(json).unwrap();
+            assert_eq!(back, metric);
+            let needs = metric.needs();
+            assert!(
+                !(needs.mask && needs.model),
+                "{name}: a mask metric calls no model"
+            );
+            assert!(!needs.explainer || needs.model, "{name}");
+        }
+        assert_eq!(names.len(), 33);
+        let curves: Vec<&str> = Metric::NAMES
+            .iter()
+            .filter(|n| Metric::parse(n, &Value::Null).unwrap().has_curve())
+            .copied()
+            .collect();
+        assert_eq!(
+            curves,
+            [
+                "MonotonicityArya",
+                "PixelFlipping",
+                "RegionPerturbation",
+                "Selectivity",
+                "IROF",
+                "Infidelity",
+                "ROAD",
+                "Deletion",
+                "Insertion"
+            ]
+        );
+        let untagged: Result<Metric, _> = serde_json::from_value(serde_json::json!({"k": 3}));
+        assert!(untagged.unwrap_err().to_string().contains("metric"));
+        let unknown: Result<Metric, _> =
+            serde_json::from_value(serde_json::json!({"metric": "Nope"}));
+        assert!(unknown.unwrap_err().to_string().contains("unknown metric"));
     }
 }

@@ -6,8 +6,8 @@ use nalgebra::DMatrix;
 use serde::{Deserialize, Serialize};
 use tract_onnx::prelude::tract_ndarray::{Array3, ArrayView3, Axis};
 
-use super::draws::Draws;
 use super::stats::mean_f32;
+use crate::draws::Draws;
 use crate::{Error, Result};
 
 /// What replaced values become (Quantus's `perturb_baseline`).

@@ -5,9 +5,9 @@
 use serde::{Deserialize, Serialize};
 use tract_onnx::prelude::tract_ndarray::{Array2, ArrayView2, ArrayView3};
 
-use super::draws::Draws;
 use super::stats::{pearson, spearman, ssim};
-use super::{Explainer, Instance, Outcome, Preparation, explain_one, flat};
+use super::{Declared, Explainer, Input, Instance, Needs, Outcome, Preparation, explain_one, flat};
+use crate::draws::Draws;
 use crate::{Error, Result};
 
 /// RandomLogit (Sixt et al. 2020): SSIM between the attribution and the same method's
@@ -189,4 +189,25 @@ pub fn mprt(
         steps.iter().sum::<f64>() / steps.len() as f64,
         curve,
     ))
+}
+
+impl Declared for RandomLogit {
+    const NAME: &'static str = "RandomLogit";
+    const HIGHER_IS_BETTER: Option<bool> = Some(false);
+    const NEEDS: Needs = Needs::EXPLAINER;
+    fn score(&self, input: &Input, _: &mut Draws) -> Result<Outcome> {
+        self.evaluate(input.x, input.y, input.a, input.explainer()?)
+    }
+}
+
+impl Declared for Mprt {
+    const NAME: &'static str = "MPRT";
+    const HIGHER_IS_BETTER: Option<bool> = Some(false);
+    const NEEDS: Needs = Needs::EXPLAINER;
+    fn score(&self, _: &Input, _: &mut Draws) -> Result<Outcome> {
+        Err(Error::Parameter(
+            "MPRT re-initialises the model's layers: score it with metrics::randomisation::mprt"
+                .into(),
+        ))
+    }
 }

@@ -1,227 +1,19 @@
-//! Complexity, localisation, robustness and axiomatic metrics.
+//! Robustness metrics: how an attribution changes when the input is perturbed a little
+//! (MaxSensitivity, AvgSensitivity, LocalLipschitzEstimate, RelativeInputStability,
+//! RelativeOutputStability, Continuity). They re-explain noisy copies through the [`Explainer`].
 
 use serde::{Deserialize, Serialize};
-use tract_onnx::prelude::tract_ndarray::{Array3, ArrayView2, ArrayView3, Axis};
+use tract_onnx::prelude::tract_ndarray::{ArrayView2, ArrayView3, Axis};
 
-use super::draws::Draws;
 use super::perturb::{Baseline, add_noise, translate_columns};
-use super::stats::{entropy, gini, pearson, roc_auc};
+use super::registry::check;
+use super::stats::pearson;
 use super::{
-    Batch, Explainer, Model, Outcome, Preparation, argmax, ascending, explain_one, flat, output_of,
-    prepare,
+    Batch, Declared, Explainer, Input, Model, Needs, Outcome, Preparation, argmax, explain_one,
+    flat,
 };
+use crate::draws::Draws;
 use crate::{Error, Result};
-
-macro_rules! attribution_only {
-    ($(#[$doc:meta])* $name:ident { abs: $abs:expr, normalise: $normalise:expr $(, $(#[$fdoc:meta])* $field:ident: $ty:ty = $default:expr)* }) => {
-        $(#[$doc])*
-        #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-        #[serde(default, deny_unknown_fields)]
-        pub struct $name {
-            $($(#[$fdoc])* pub $field: $ty,)*
-            /// Magnitudes of the attribution.
-            pub abs: bool,
-            /// Attribution divided by its largest magnitude.
-            pub normalise: bool,
-        }
-
-        impl Default for $name {
-            fn default() -> Self {
-                Self { $($field: $default,)* abs: $abs, normalise: $normalise }
-            }
-        }
-    };
-}
-
-attribution_only!(
-    /// Sparseness (Chalasani et al. 2020): Gini index of the prepared attribution.
-    Sparseness { abs: true, normalise: true }
-);
-attribution_only!(
-    /// Complexity (Bhatt et al. 2020): entropy of each pixel's share of the attribution.
-    Complexity { abs: true, normalise: true }
-);
-attribution_only!(
-    /// EffectiveComplexity (Nguyen & Martínez 2020): pixels with attribution above `eps`.
-    EffectiveComplexity { abs: true, normalise: true,
-        /// The threshold.
-        eps: f64 = 1e-5 }
-);
-
-impl Sparseness {
-    pub(crate) fn evaluate(&self, a: ArrayView2<f32>) -> Outcome {
-        let a = prepare(a, self.normalise, self.abs);
-        let values: Vec<f64> = a.iter().map(|&v| f64::from(v)).collect();
-        Outcome::score(gini(&values))
-    }
-}
-
-impl Complexity {
-    pub(crate) fn evaluate(&self, a: ArrayView2<f32>) -> Outcome {
-        let a = prepare(a, self.normalise, self.abs);
-        let values: Vec<f64> = a.iter().map(|&v| f64::from(v)).collect();
-        let total: f64 = values.iter().map(|v| v.abs()).sum();
-        let shares: Vec<f64> = values.iter().map(|v| v / total).collect();
-        Outcome::score(entropy(&shares))
-    }
-}
-
-impl EffectiveComplexity {
-    pub(crate) fn evaluate(&self, a: ArrayView2<f32>) -> Outcome {
-        let a = prepare(a, self.normalise, self.abs);
-        Outcome::score(a.iter().filter(|&&v| f64::from(v) > self.eps).count() as f64)
-    }
-}
-
-/// The mask as flat booleans, or `None` when it marks nothing (the score is then NaN).
-fn mask_of(mask: Option<ArrayView2<bool>>) -> Option<Vec<bool>> {
-    let mask: Vec<bool> = mask?.iter().copied().collect();
-    mask.iter().any(|&m| m).then_some(mask)
-}
-
-attribution_only!(
-    /// PointingGame (Zhang et al. 2018): 1 if a maximum of the attribution lies in the mask
-    /// (`weighted`: 1 − the mask's share of the image).
-    PointingGame { abs: false, normalise: true,
-        /// Weight hits by how small the mask is.
-        weighted: bool = false }
-);
-attribution_only!(
-    /// AttributionLocalisation (Kohlbrenner et al. 2020): attribution inside the mask over the
-    /// total (`weighted`: times the mask's share of the image).
-    AttributionLocalisation { abs: true, normalise: true,
-        /// Weight by the mask's share.
-        weighted: bool = false,
-        /// Masks above this share of the image only warn in Quantus; kept for its parameters.
-        max_size: f64 = 1.0 }
-);
-attribution_only!(
-    /// TopKIntersection (Theiner et al. 2021): share of the `k` most relevant pixels that lie
-    /// in the mask (`concept_influence`: divided by the mask's share).
-    TopKIntersection { abs: false, normalise: true,
-        /// Pixels taken.
-        k: usize = 1000,
-        /// Divide by the mask's share of the image.
-        concept_influence: bool = false }
-);
-attribution_only!(
-    /// RelevanceRankAccuracy (Arras et al. 2021): share of the mask among the |mask| most
-    /// relevant pixels.
-    RelevanceRankAccuracy { abs: false, normalise: true }
-);
-attribution_only!(
-    /// RelevanceMassAccuracy (Arras et al. 2021): attribution inside the mask over the total.
-    RelevanceMassAccuracy { abs: false, normalise: true }
-);
-attribution_only!(
-    /// AUC (Fawcett 2006): ROC AUC of the attribution as a detector of mask pixels.
-    Auc { abs: false, normalise: true }
-);
-
-/// The `k` largest values' indices (ties: later index first, as NumPy's `argsort(...)[-k:]`
-/// of a stable sort).
-fn top_k(a: &[f32], k: usize) -> Vec<usize> {
-    let order = ascending(a);
-    order[order.len().saturating_sub(k)..].to_vec()
-}
-
-impl PointingGame {
-    pub(crate) fn evaluate(&self, a: ArrayView2<f32>, mask: Option<ArrayView2<bool>>) -> Outcome {
-        let Some(mask) = mask_of(mask) else {
-            return Outcome::score(f64::NAN);
-        };
-        let a = flat(&prepare(a, self.normalise, self.abs));
-        let max = a.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let hit = a.iter().zip(&mask).any(|(&v, &m)| v == max && m);
-        let score = match (hit, self.weighted) {
-            (false, _) => 0.0,
-            (true, false) => 1.0,
-            (true, true) => 1.0 - mask.iter().filter(|&&m| m).count() as f64 / mask.len() as f64,
-        };
-        Outcome::score(score)
-    }
-}
-
-impl AttributionLocalisation {
-    pub(crate) fn evaluate(&self, a: ArrayView2<f32>, mask: Option<ArrayView2<bool>>) -> Outcome {
-        let Some(mask) = mask_of(mask) else {
-            return Outcome::score(f64::NAN);
-        };
-        let a = flat(&prepare(a, self.normalise, self.abs));
-        let inside: f64 = a
-            .iter()
-            .zip(&mask)
-            .filter(|(_, m)| **m)
-            .map(|(&v, _)| f64::from(v))
-            .sum();
-        let total: f64 = a.iter().map(|&v| f64::from(v)).sum();
-        let ratio = inside / total;
-        let share = mask.iter().filter(|&&m| m).count() as f64 / mask.len() as f64;
-        let score = if ratio > 1.0 {
-            f64::NAN
-        } else if self.weighted {
-            ratio * share
-        } else {
-            ratio
-        };
-        Outcome::score(score)
-    }
-}
-
-impl TopKIntersection {
-    pub(crate) fn evaluate(&self, a: ArrayView2<f32>, mask: Option<ArrayView2<bool>>) -> Outcome {
-        let Some(mask) = mask_of(mask) else {
-            return Outcome::score(f64::NAN);
-        };
-        let a = flat(&prepare(a, self.normalise, self.abs));
-        let hits = top_k(&a, self.k).iter().filter(|&&i| mask[i]).count();
-        let mut score = hits as f64 / self.k as f64;
-        if self.concept_influence {
-            score *= mask.len() as f64 / mask.iter().filter(|&&m| m).count() as f64;
-        }
-        Outcome::score(score)
-    }
-}
-
-impl RelevanceRankAccuracy {
-    pub(crate) fn evaluate(&self, a: ArrayView2<f32>, mask: Option<ArrayView2<bool>>) -> Outcome {
-        let Some(mask) = mask_of(mask) else {
-            return Outcome::score(f64::NAN);
-        };
-        let a = flat(&prepare(a, self.normalise, self.abs));
-        let k = mask.iter().filter(|&&m| m).count();
-        let hits = top_k(&a, k).iter().filter(|&&i| mask[i]).count();
-        Outcome::score(hits as f64 / k as f64)
-    }
-}
-
-impl RelevanceMassAccuracy {
-    pub(crate) fn evaluate(&self, a: ArrayView2<f32>, mask: Option<ArrayView2<bool>>) -> Outcome {
-        let Some(mask) = mask_of(mask) else {
-            return Outcome::score(f64::NAN);
-        };
-        let a = flat(&prepare(a, self.normalise, self.abs));
-        let inside: f64 = a
-            .iter()
-            .zip(&mask)
-            .filter(|(_, m)| **m)
-            .map(|(&v, _)| f64::from(v))
-            .sum();
-        let total: f64 = a.iter().map(|&v| f64::from(v)).sum();
-        Outcome::score(inside / total)
-    }
-}
-
-impl Auc {
-    pub(crate) fn evaluate(&self, a: ArrayView2<f32>, mask: Option<ArrayView2<bool>>) -> Outcome {
-        let Some(mask) = mask_of(mask) else {
-            return Outcome::score(f64::NAN);
-        };
-        let a = flat(&prepare(a, self.normalise, self.abs));
-        let scores: Vec<f64> = a.iter().map(|&v| f64::from(v)).collect();
-        Outcome::score(roc_auc(&mask, &scores))
-    }
-}
 
 /// Inputs re-explained per chunk of perturbed copies (bounds memory; one explainer call each).
 const EXPLAIN_CHUNK: usize = 16;
@@ -683,202 +475,141 @@ impl Continuity {
     }
 }
 
-/// Completeness (Sundararajan et al. 2017): 1 if the attributions sum exactly to the target
-/// logit's drop from the input to the all-baseline image (Quantus compares with `==`); `curve`
-/// holds [Σa, drop] so the gap can be read.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Completeness {
-    /// The reference image's value.
-    pub perturb_baseline: Baseline,
-    /// Magnitudes of the attribution.
-    pub abs: bool,
-    /// Attribution divided by its largest magnitude.
-    pub normalise: bool,
-    /// Score softmax probabilities instead of logits (Quantus's default for this metric).
-    pub softmax: bool,
-}
-
-impl Default for Completeness {
-    fn default() -> Self {
-        Self {
-            perturb_baseline: Baseline::Black,
-            abs: false,
-            normalise: true,
-            softmax: false,
-        }
+impl Declared for MaxSensitivity {
+    const NAME: &'static str = "MaxSensitivity";
+    const HIGHER_IS_BETTER: Option<bool> = Some(false);
+    const NEEDS: Needs = Needs::EXPLAINER;
+    fn validate(&self) -> Result<()> {
+        check(
+            (1..=10_000).contains(&self.nr_samples),
+            Self::NAME,
+            "nr_samples 1..=10000",
+        )
+    }
+    fn score(&self, input: &Input, draws: &mut Draws) -> Result<Outcome> {
+        self.evaluate(
+            input.x,
+            input.y,
+            input.a,
+            input.model,
+            input.explainer()?,
+            draws,
+        )
     }
 }
 
-impl Completeness {
-    pub(crate) fn evaluate(
-        &self,
-        x: ArrayView3<f32>,
-        y: usize,
-        a: ArrayView2<f32>,
-        model: &dyn Model,
-        draws: &mut Draws,
-    ) -> Result<Outcome> {
-        let a = prepare(a, self.normalise, self.abs);
-        // One value for the whole tensor: a single draw, as Quantus's scalar baseline shape.
-        let value = match self.perturb_baseline {
-            Baseline::Uniform => draws.uniform(0.0, 1.0, 1)[0] as f32,
-            baseline => {
-                draws.uniform(0.0, 1.0, 1);
-                baseline.values(x, &mut Draws::new(0))[0]
-            }
-        };
-        let reference = Array3::from_elem(x.dim(), value);
-        let y_pred = output_of(model, x, y, self.softmax)?;
-        let y_reference = output_of(model, reference.view(), y, self.softmax)?;
-        let total = f64::from(super::stats::pairwise_sum_f32(&flat(&a)));
-        let drop = y_pred - y_reference;
-        Ok(Outcome::with_curve(
-            f64::from(u8::from(total == drop)),
-            vec![total, drop],
-        ))
+impl Declared for AvgSensitivity {
+    const NAME: &'static str = "AvgSensitivity";
+    const HIGHER_IS_BETTER: Option<bool> = Some(false);
+    const NEEDS: Needs = Needs::EXPLAINER;
+    fn validate(&self) -> Result<()> {
+        check(
+            (1..=10_000).contains(&self.nr_samples),
+            Self::NAME,
+            "nr_samples 1..=10000",
+        )
+    }
+    fn score(&self, input: &Input, draws: &mut Draws) -> Result<Outcome> {
+        self.evaluate(
+            input.x,
+            input.y,
+            input.a,
+            input.model,
+            input.explainer()?,
+            draws,
+        )
     }
 }
 
-/// NonSensitivity (Nguyen & Martínez 2020): chunks of pixels (in index order) perturbed
-/// `n_samples` times each; a chunk is *insensitive* when the output variance is below `eps` and
-/// *unattributed* when every |a| is below `eps`; the score counts chunks where exactly one
-/// holds (0 = the attribution ignores exactly what the model ignores). Quantus 0.5.3's code
-/// indexes pixels by attribution values and compares booleans, so this follows the definition.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct NonSensitivity {
-    /// Threshold for both tests.
-    pub eps: f64,
-    /// Perturbations per chunk.
-    pub n_samples: usize,
-    /// Pixels per chunk.
-    pub features_in_step: usize,
-    /// What perturbed pixels become.
-    pub perturb_baseline: Baseline,
-    /// Magnitudes of the attribution.
-    pub abs: bool,
-    /// Attribution divided by its largest magnitude.
-    pub normalise: bool,
-    /// Score softmax probabilities instead of logits (Quantus's default for this metric).
-    pub softmax: bool,
-}
-
-impl Default for NonSensitivity {
-    fn default() -> Self {
-        Self {
-            eps: 1e-5,
-            n_samples: 100,
-            features_in_step: 1,
-            perturb_baseline: Baseline::Black,
-            abs: true,
-            normalise: true,
-            softmax: true,
-        }
+impl Declared for LocalLipschitzEstimate {
+    const NAME: &'static str = "LocalLipschitzEstimate";
+    const HIGHER_IS_BETTER: Option<bool> = Some(false);
+    const NEEDS: Needs = Needs::EXPLAINER;
+    fn validate(&self) -> Result<()> {
+        check(
+            (1..=10_000).contains(&self.nr_samples),
+            Self::NAME,
+            "nr_samples 1..=10000",
+        )
+    }
+    fn score(&self, input: &Input, draws: &mut Draws) -> Result<Outcome> {
+        self.evaluate(
+            input.x,
+            input.y,
+            input.a,
+            input.model,
+            input.explainer()?,
+            draws,
+        )
     }
 }
 
-impl NonSensitivity {
-    pub(crate) fn evaluate(
-        &self,
-        x: ArrayView3<f32>,
-        y: usize,
-        a: ArrayView2<f32>,
-        model: &dyn Model,
-        draws: &mut Draws,
-    ) -> Result<Outcome> {
-        let a = flat(&prepare(a, self.normalise, self.abs));
-        let pixels: Vec<usize> = (0..a.len()).collect();
-        let mut batch = Batch::<f64>::output(model, x.dim(), y, self.softmax);
-        for chunk in pixels.chunks(self.features_in_step) {
-            for _ in 0..self.n_samples {
-                let values = self.perturb_baseline.values(x, draws);
-                batch.push_replaced(x, chunk, &values)?;
-            }
-        }
-        let preds = batch.finish()?;
-        let mut mismatches = 0usize;
-        let mut variances = Vec::new();
-        for (chunk, outputs) in pixels
-            .chunks(self.features_in_step)
-            .zip(preds.chunks(self.n_samples))
-        {
-            let mean = outputs.iter().sum::<f64>() / outputs.len() as f64;
-            let variance =
-                outputs.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / outputs.len() as f64;
-            let insensitive = variance < self.eps;
-            let unattributed = chunk.iter().all(|&p| f64::from(a[p].abs()) < self.eps);
-            if insensitive != unattributed {
-                mismatches += 1;
-            }
-            variances.push(variance);
-        }
-        Ok(Outcome::with_curve(mismatches as f64, variances))
+impl Declared for RelativeInputStability {
+    const NAME: &'static str = "RelativeInputStability";
+    const HIGHER_IS_BETTER: Option<bool> = Some(false);
+    const NEEDS: Needs = Needs::EXPLAINER;
+    fn validate(&self) -> Result<()> {
+        check(
+            (1..=10_000).contains(&self.nr_samples),
+            Self::NAME,
+            "nr_samples 1..=10000",
+        )
+    }
+    fn score(&self, input: &Input, draws: &mut Draws) -> Result<Outcome> {
+        self.evaluate(
+            input.x,
+            input.y,
+            input.a,
+            input.model,
+            input.explainer()?,
+            draws,
+        )
     }
 }
 
-/// InputInvariance (Kindermans et al. 2017): the input shifted by `input_shift` and explained
-/// through a model whose input absorbs the shift; 1 if the attribution is unchanged
-/// (`|a − a′| ≤ atol + rtol·|a′|` everywhere, NumPy's `isclose`). A float32 network rounds
-/// `(x + s) − s` differently from `x`, and gradients jump at ReLU kinks, so gradient maps of
-/// a real CNN differ by ~1e-3 of their maximum: Quantus's atol of 1e-4 fails them all. Quantus 0.5.3 leaves the
-/// first input value unshifted (its batch helper drops index 0), which alone breaks the
-/// invariance of every gradient method; the whole input is shifted here.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct InputInvariance {
-    /// The constant added to the input.
-    pub input_shift: f32,
-    /// Absolute tolerance of the comparison (NumPy's `isclose`; Quantus's 1e-4).
-    pub atol: f64,
-    /// Relative tolerance of the comparison.
-    pub rtol: f64,
-    /// Magnitudes of the attributions.
-    pub abs: bool,
-    /// Attributions divided by their largest magnitude.
-    pub normalise: bool,
-}
-
-impl Default for InputInvariance {
-    fn default() -> Self {
-        Self {
-            input_shift: -1.0,
-            atol: 1e-4,
-            rtol: 1e-5,
-            abs: false,
-            normalise: false,
-        }
+impl Declared for RelativeOutputStability {
+    const NAME: &'static str = "RelativeOutputStability";
+    const HIGHER_IS_BETTER: Option<bool> = Some(false);
+    const NEEDS: Needs = Needs::EXPLAINER;
+    fn validate(&self) -> Result<()> {
+        check(
+            (1..=10_000).contains(&self.nr_samples),
+            Self::NAME,
+            "nr_samples 1..=10000",
+        )
+    }
+    fn score(&self, input: &Input, draws: &mut Draws) -> Result<Outcome> {
+        self.evaluate(
+            input.x,
+            input.y,
+            input.a,
+            input.model,
+            input.explainer()?,
+            draws,
+        )
     }
 }
 
-impl InputInvariance {
-    pub(crate) fn evaluate(
-        &self,
-        x: ArrayView3<f32>,
-        y: usize,
-        a: ArrayView2<f32>,
-        explainer: &dyn Explainer,
-    ) -> Result<Outcome> {
-        let preparation = Preparation {
-            normalise: self.normalise,
-            abs: self.abs,
-        };
-        let a = preparation.apply(a);
-        let shifted = x.mapv(|v| (f64::from(v) + f64::from(self.input_shift)) as f32);
-        let explainer = explainer.shifted(self.input_shift)?;
-        let a2 = explain_one(explainer.as_ref(), shifted.view(), y, preparation)?;
-        let close = a
-            .iter()
-            .zip(a2.iter())
-            .all(|(&p, &q)| f64::from((p - q).abs()) <= self.atol + self.rtol * f64::from(q.abs()));
-        Ok(Outcome::score(f64::from(u8::from(close))))
+impl Declared for Continuity {
+    const NAME: &'static str = "Continuity";
+    const HIGHER_IS_BETTER: Option<bool> = Some(true);
+    const NEEDS: Needs = Needs::EXPLAINER;
+    fn validate(&self) -> Result<()> {
+        check(
+            self.nr_steps >= 1 && self.patch_size >= 1,
+            Self::NAME,
+            "nr_steps and patch_size ≥ 1",
+        )
+    }
+    fn score(&self, input: &Input, draws: &mut Draws) -> Result<Outcome> {
+        self.evaluate(input.x, input.y, input.model, input.explainer()?, draws)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tract_onnx::prelude::tract_ndarray::Array2;
+    use tract_onnx::prelude::tract_ndarray::{Array2, Array3};
 
     /// Logit 0 = the input's sum; logit 1 = 0.
     struct SumModel;
@@ -944,45 +675,5 @@ mod tests {
         assert!((outcome.score - mean).abs() < 1e-12);
         // The top-left patch fills with black as the outputs fall: a negative correlation.
         assert!((pearson(&top_left, &outcome.curve) - -0.8098311912155413).abs() < 1e-9);
-    }
-
-    #[test]
-    fn localisation_on_a_known_map() {
-        let a = Array2::from_shape_fn((4, 4), |(r, c)| (r * 4 + c) as f32);
-        let mask = Array2::from_shape_fn((4, 4), |(r, _)| r == 3);
-        let m = Some(mask.view());
-        assert_eq!(PointingGame::default().evaluate(a.view(), m).score, 1.0);
-        let rra = RelevanceRankAccuracy::default().evaluate(a.view(), m).score;
-        assert_eq!(rra, 1.0);
-        let rma = RelevanceMassAccuracy::default().evaluate(a.view(), m).score;
-        assert!((rma - (12.0 + 13.0 + 14.0 + 15.0) / 120.0).abs() < 1e-6);
-        assert_eq!(Auc::default().evaluate(a.view(), m).score, 1.0);
-        let top = TopKIntersection {
-            k: 8,
-            ..Default::default()
-        };
-        assert_eq!(top.evaluate(a.view(), m).score, 0.5);
-        let empty = Array2::from_elem((4, 4), false);
-        assert!(
-            PointingGame::default()
-                .evaluate(a.view(), Some(empty.view()))
-                .score
-                .is_nan()
-        );
-    }
-
-    #[test]
-    fn complexity_extremes() {
-        let flat_map = Array2::from_elem((8, 8), 1.0f32);
-        let mut spike = Array2::from_elem((8, 8), 0.0f32);
-        spike[(3, 3)] = 1.0;
-        assert!(Sparseness::default().evaluate(flat_map.view()).score.abs() < 1e-6);
-        assert!(Sparseness::default().evaluate(spike.view()).score > 0.98);
-        assert!((Complexity::default().evaluate(flat_map.view()).score - 64f64.ln()).abs() < 1e-9);
-        assert_eq!(Complexity::default().evaluate(spike.view()).score, 0.0);
-        assert_eq!(
-            EffectiveComplexity::default().evaluate(spike.view()).score,
-            1.0
-        );
     }
 }
