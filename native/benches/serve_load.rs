@@ -6,7 +6,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-#[path = "../tests/common/serve.rs"]
+#[path = "../tests/cli/common/serve.rs"]
 mod serve;
 
 use std::path::Path;

@@ -191,7 +191,7 @@ fn gradient_methods(
             ..Default::default()
         };
         let ms = time(&|| {
-            cam::explain_tensor(classifier, input.view(), method, &config, &Sequential)
+            cam::compute_tensor(classifier, input.view(), method, &config, &Sequential)
                 .map(|_| ())
                 .map_err(Into::into)
         })?;

@@ -340,11 +340,12 @@ pub fn explain(bundle: &Bundle, args: &ExplainArgs, out: &mut dyn Write) -> Resu
         Some(path) => replay(bundle, args, path)?,
         None => {
             let image_path = args.image.clone().context("an image is required")?;
+            let config = args.config.config(args.method)?;
+            let image = load_image(&image_path, args.run.max_pixels)?;
             let model = bundle
                 .load(&args.model)?
                 .on_device(args.device, &args.engine)?;
-            let config = args.config.config(args.method)?;
-            let image = load_image(&image_path, args.run.max_pixels)?;
+            camlime_core::explanation::validate(&model.classifier, &config)?;
             let runtime = args.run.runtime();
             let record = camlime_core::explain(
                 &model.classifier,
@@ -556,6 +557,9 @@ pub fn compare(bundle: &Bundle, args: &CompareArgs, out: &mut dyn Write) -> Resu
     let mut row_labels = Vec::new();
     for model_name in &args.models {
         let model = bundle.load(model_name.trim())?;
+        for config in &configs {
+            camlime_core::explanation::validate(&model.classifier, config)?;
+        }
         for (path, image) in args.images.iter().zip(&images) {
             let base = model.classifier.spec().preprocessing.base_image(image)?;
             let mut row = Vec::with_capacity(methods.len());

@@ -127,7 +127,7 @@ pub fn start(
     match config.method {
         Method::Cam(method) => {
             let t = runtime.clock();
-            let explanation = cam::explain(
+            let explanation = cam::compute(
                 classifier,
                 &base,
                 method,
@@ -234,7 +234,7 @@ impl Pending {
             let t = runtime.clock();
             let resolved = resolved(&config, &layers, record.target.class);
             let explanation =
-                cam::explain(classifier, &base, config.cam.method, &resolved, runtime)?;
+                cam::compute(classifier, &base, config.cam.method, &resolved, runtime)?;
             record.timings.cam_ms = since(runtime, t);
             let t = runtime.clock();
             record.explanations = fit(&config.mode.design(&z, &explanation.map, &segmentation)?)?;

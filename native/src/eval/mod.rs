@@ -11,9 +11,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, ensure};
 use camlime_core::engine::EngineChoice;
-use camlime_core::evaluation::{
-    Key, PAPER_METHODS, Plan, Prepared, Report, Row, SummaryCell, prepare,
-};
+use camlime_core::evaluation::{Image, Key, PAPER_METHODS, Plan, Report, Row, SummaryCell};
 use camlime_core::preprocess::DecodeLimits;
 use camlime_core::render::{Series, line_chart_png, line_chart_svg};
 use camlime_core::{Classifier, ExplainConfig, Method};
@@ -122,7 +120,7 @@ fn prepare_file(
     masks: Option<&Path>,
     config: &ExplainConfig,
     limits: &DecodeLimits,
-) -> Result<Prepared> {
+) -> Result<Image> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mask = match masks {
         None => None,
@@ -137,7 +135,7 @@ fn prepare_file(
             })?)
         }
     };
-    prepare(classifier, &bytes, mask.as_deref(), config.target, limits)
+    Image::read(classifier, &bytes, mask.as_deref(), config.target, limits)
         .with_context(|| format!("in {}", path.display()))
 }
 

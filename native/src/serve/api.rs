@@ -16,7 +16,7 @@ use futures_util::Stream;
 use serde::Serialize;
 use utoipa::{OpenApi, ToSchema};
 
-use super::error::{ApiError, ErrorBody, ErrorDetail};
+use super::error::{ApiError, ErrorBody, ErrorCode, ErrorDetail};
 use super::input::{
     EvalImage, EvalRequest, EvalSubmission, ExplainRequest, PredictRequest, Submission,
     check_config, find_model, heavy,
@@ -182,7 +182,7 @@ async fn compute<T: Send + 'static>(
         .map_err(|_| {
             ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "shutting_down",
+                ErrorCode::ShuttingDown,
                 "the server is shutting down",
             )
         })?;
@@ -201,7 +201,7 @@ async fn compute<T: Send + 'static>(
             let _ = receiver.await;
             return Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "timeout",
+                ErrorCode::Timeout,
                 format!(
                     "the request ran longer than {} s; submit it as a job (POST /v1/jobs)",
                     state.limits.request_timeout.as_secs_f64()
@@ -215,7 +215,7 @@ async fn compute<T: Send + 'static>(
             tracing::error!("a request's work panicked");
             Err(ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                "internal_error",
+                ErrorCode::InternalError,
                 "the request failed inside the server",
             ))
         }
@@ -248,7 +248,7 @@ pub async fn predict(
     let model = find_model(&state, &request.model)?;
     if !(1..=1000).contains(&request.top) {
         return Err(ApiError::bad_request(
-            "invalid_parameter",
+            ErrorCode::InvalidParameter,
             format!("top must lie in 1..=1000, got {}", request.top),
         ));
     }
@@ -277,16 +277,16 @@ pub async fn predict(
 }
 
 /// The checked pieces of an explain request.
-struct Prepared {
+struct Checked {
     model: Arc<ServedModel>,
     config: ExplainConfig,
     source: Option<String>,
 }
 
-fn prepare(state: &AppState, request: &ExplainRequest) -> Result<Prepared, ApiError> {
+fn check(state: &AppState, request: &ExplainRequest) -> Result<Checked, ApiError> {
     let model = find_model(state, &request.model)?;
     check_config(&request.config, &model, &state.limits)?;
-    Ok(Prepared {
+    Ok(Checked {
         model,
         config: request.config.clone(),
         source: request.source.clone(),
@@ -294,15 +294,15 @@ fn prepare(state: &AppState, request: &ExplainRequest) -> Result<Prepared, ApiEr
 }
 
 fn explain_with(
-    prepared: &Prepared,
+    checked: &Checked,
     image: &image::RgbImage,
     runtime: &Threads,
 ) -> Result<ExplanationRecord, ApiError> {
     Ok(camlime_core::explain(
-        &prepared.model.classifier,
+        &checked.model.classifier,
         image,
-        prepared.source.clone(),
-        &prepared.config,
+        checked.source.clone(),
+        &checked.config,
         runtime,
     )?)
 }
@@ -323,11 +323,11 @@ pub async fn explain(
     State(state): State<Arc<AppState>>,
     submission: Submission<ExplainRequest>,
 ) -> Result<Response, ApiError> {
-    let prepared = prepare(&state, &submission.request)?;
-    if let Some(reason) = heavy(&prepared.config, &state.limits) {
+    let checked = check(&state, &submission.request)?;
+    if let Some(reason) = heavy(&checked.config, &state.limits) {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
-            "use_jobs",
+            ErrorCode::UseJobs,
             format!("too heavy to answer synchronously ({reason}): POST it to /v1/jobs"),
         ));
     }
@@ -338,7 +338,7 @@ pub async fn explain(
     let record = compute(&state, permits, move |cancel| {
         let image = decode_bytes(&bytes, max_pixels)?;
         let runtime = Threads::new(threads).with_cancel_flag(cancel);
-        explain_with(&prepared, &image, &runtime)
+        explain_with(&checked, &image, &runtime)
     })
     .await?;
     Ok(Json(record).into_response())
@@ -360,25 +360,25 @@ pub async fn submit_job(
     State(state): State<Arc<AppState>>,
     submission: Submission<ExplainRequest>,
 ) -> Result<Response, ApiError> {
-    let prepared = prepare(&state, &submission.request)?;
+    let checked = check(&state, &submission.request)?;
     // Decode now, so that a corrupt image is the client's 400 rather than a failed job; the job
     // keeps the (smaller) file and decodes it again when it runs.
     let max_pixels = state.limits.max_pixels;
     let bytes = submission.image;
-    let checked = bytes.clone();
+    let copy = bytes.clone();
     compute(&state, 1, move |_| {
-        decode_bytes(&checked, max_pixels).map(drop)
+        decode_bytes(&copy, max_pixels).map(drop)
     })
     .await?;
-    let method = prepared.config.method.name().to_owned();
-    let model = prepared.model.name.clone();
+    let method = checked.config.method.name().to_owned();
+    let model = checked.model.name.clone();
     let status = state.jobs.submit(
         JobKind::Explain,
         &model,
         &method,
         Box::new(move |runtime| {
             let image = decode_bytes(&bytes, max_pixels)?;
-            let record = explain_with(&prepared, &image, runtime)?;
+            let record = explain_with(&checked, &image, runtime)?;
             Ok(JobResult::Explanation(Box::new(record)))
         }),
     )?;
@@ -417,7 +417,7 @@ pub async fn submit_evaluation(
     let limits = &state.limits;
     if images.len() > limits.max_eval_images {
         return Err(ApiError::bad_request(
-            "invalid_parameter",
+            ErrorCode::InvalidParameter,
             format!(
                 "an evaluation takes at most {} images on this server, got {}",
                 limits.max_eval_images,
@@ -436,17 +436,17 @@ pub async fn submit_evaluation(
         request.config,
         request.metric_seed,
     )
-    .map_err(|e| ApiError::bad_request("invalid_parameter", e.to_string()))?;
+    .map_err(|e| ApiError::bad_request(ErrorCode::InvalidParameter, e.to_string()))?;
     if let Some(metric) = plan.mask_metric() {
         if !have_masks {
             return Err(ApiError::bad_request(
-                "invalid_parameter",
+                ErrorCode::InvalidParameter,
                 format!("{metric} needs ground-truth masks"),
             ));
         }
         if let Some((name, _, _)) = images.iter().find(|(_, _, mask)| mask.is_none()) {
             return Err(ApiError::bad_request(
-                "missing_mask",
+                ErrorCode::MissingMask,
                 format!("localisation metrics need a mask for every image; `{name}` has none"),
             ));
         }
@@ -463,7 +463,7 @@ pub async fn submit_evaluation(
                 let mask = decode_bytes(mask, max_pixels).map_err(|e| named(name, e))?;
                 if mask.dimensions() != decoded.dimensions() {
                     return Err(ApiError::bad_request(
-                        "invalid_mask",
+                        ErrorCode::InvalidMask,
                         format!(
                             "the mask of `{name}` is {:?}, the image {:?}",
                             mask.dimensions(),
@@ -534,13 +534,13 @@ fn evaluate(
     let failed = |e: camlime_core::Error| {
         ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
-            "evaluation_failed",
+            ErrorCode::EvaluationFailed,
             e.to_string(),
         )
     };
     for (name, image, mask) in images {
         runtime.progress(&format!("{name} · preparing"), scored.get(), total);
-        let prepared = evaluation::prepare(
+        let image = evaluation::Image::read(
             classifier,
             image,
             mask.as_deref(),
@@ -551,7 +551,7 @@ fn evaluate(
         plan.evaluate_image(
             classifier,
             name,
-            &prepared,
+            &image,
             &done,
             &inner,
             &mut |step| runtime.progress(step, scored.get(), total),
@@ -595,7 +595,7 @@ pub async fn get_job(
     let mut body = serde_json::to_string(&status).map_err(|e| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "internal_error",
+            ErrorCode::InternalError,
             e.to_string(),
         )
     })?;
@@ -689,13 +689,13 @@ pub async fn health(State(state): State<Arc<AppState>>) -> Json<Health> {
 }
 
 /// The Prometheus text exposition.
-pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+pub async fn telemetry(State(state): State<Arc<AppState>>) -> Response {
     (
         [(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
         )],
-        state.metrics.encode(state.jobs.counts()),
+        state.telemetry.encode(state.jobs.counts()),
     )
         .into_response()
 }
@@ -704,7 +704,7 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
 pub async fn unknown_route(uri: axum::http::Uri) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
-        "not_found",
+        ErrorCode::NotFound,
         format!("no endpoint {}; see /v1/openapi.json", uri.path()),
     )
 }

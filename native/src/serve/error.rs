@@ -17,11 +17,109 @@ pub struct ErrorBody {
     pub error: ErrorDetail,
 }
 
+/// Every error code the server answers with (`error.code`), listed in the OpenAPI document.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The request is wrong in a way no other code names.
+    BadRequest,
+    /// The job was cancelled (DELETE), or the work stopped.
+    Cancelled,
+    /// An evaluation's method failed on an image.
+    EvaluationFailed,
+    /// The image declares more pixels than `--max-pixels`.
+    ImageTooLarge,
+    /// A fault of ours (a panic in the work).
+    InternalError,
+    /// The server stopped while the job ran.
+    Interrupted,
+    /// The body could not be read.
+    InvalidBody,
+    /// The image does not decode.
+    InvalidImage,
+    /// The JSON does not parse or does not fit the schema.
+    InvalidJson,
+    /// A mask does not decode or does not fit its image.
+    InvalidMask,
+    /// The form's parts are wrong.
+    InvalidMultipart,
+    /// A setting outside its range, or one the server's limits refuse.
+    InvalidParameter,
+    /// No job has that id.
+    JobNotFound,
+    /// The route has no such HTTP method.
+    MethodNotAllowed,
+    /// The request has no image.
+    MissingImage,
+    /// A localisation metric needs a mask the request lacks.
+    MissingMask,
+    /// The model failed.
+    ModelError,
+    /// No such route.
+    NotFound,
+    /// The body is over `--max-body`.
+    PayloadTooLarge,
+    /// The job queue is full.
+    QueueFull,
+    /// The server is stopping.
+    ShuttingDown,
+    /// The job ran past `--job-timeout`.
+    Timeout,
+    /// Synchronous work is at its limit.
+    TooManyRequests,
+    /// No such explanation method.
+    UnknownMethod,
+    /// The server serves no such model.
+    UnknownModel,
+    /// The model has no such layer.
+    UnknownLayer,
+    /// The Content-Type is neither JSON nor a form.
+    UnsupportedMediaType,
+    /// The work is too heavy to answer synchronously: submit it as a job.
+    UseJobs,
+}
+
+impl ErrorCode {
+    /// The code as JSON spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::BadRequest => "bad_request",
+            Self::Cancelled => "cancelled",
+            Self::EvaluationFailed => "evaluation_failed",
+            Self::ImageTooLarge => "image_too_large",
+            Self::InternalError => "internal_error",
+            Self::Interrupted => "interrupted",
+            Self::InvalidBody => "invalid_body",
+            Self::InvalidImage => "invalid_image",
+            Self::InvalidJson => "invalid_json",
+            Self::InvalidMask => "invalid_mask",
+            Self::InvalidMultipart => "invalid_multipart",
+            Self::InvalidParameter => "invalid_parameter",
+            Self::JobNotFound => "job_not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::MissingImage => "missing_image",
+            Self::MissingMask => "missing_mask",
+            Self::ModelError => "model_error",
+            Self::NotFound => "not_found",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::QueueFull => "queue_full",
+            Self::ShuttingDown => "shutting_down",
+            Self::Timeout => "timeout",
+            Self::TooManyRequests => "too_many_requests",
+            Self::UnknownMethod => "unknown_method",
+            Self::UnknownModel => "unknown_model",
+            Self::UnknownLayer => "unknown_layer",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::UseJobs => "use_jobs",
+        }
+    }
+}
+
 /// A machine-readable code and a message for people.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ErrorDetail {
-    /// Stable code, e.g. `invalid_image`, `image_too_large`, `unknown_layer`, `queue_full`.
-    pub code: String,
+    /// Stable code.
+    pub code: ErrorCode,
     /// What was expected and what was found.
     pub message: String,
 }
@@ -37,18 +135,18 @@ pub struct ApiError {
 
 impl ApiError {
     /// An error with a status, a code and a message.
-    pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             status,
             detail: ErrorDetail {
-                code: code.to_owned(),
+                code,
                 message: message.into(),
             },
         }
     }
 
     /// 400 with a code.
-    pub fn bad_request(code: &str, message: impl Into<String>) -> Self {
+    pub fn bad_request(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
     }
 }
@@ -58,13 +156,13 @@ impl From<camlime_core::Error> for ApiError {
         use camlime_core::Error as E;
         let message = error.to_string();
         let (status, code) = match error {
-            E::Decode(_) => (StatusCode::BAD_REQUEST, "invalid_image"),
-            E::ImageTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "image_too_large"),
-            E::UnknownLayer { .. } => (StatusCode::BAD_REQUEST, "unknown_layer"),
-            E::Parameter(_) => (StatusCode::BAD_REQUEST, "invalid_parameter"),
-            E::Cancelled => (StatusCode::SERVICE_UNAVAILABLE, "cancelled"),
+            E::Decode(_) => (StatusCode::BAD_REQUEST, ErrorCode::InvalidImage),
+            E::ImageTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::ImageTooLarge),
+            E::UnknownLayer { .. } => (StatusCode::BAD_REQUEST, ErrorCode::UnknownLayer),
+            E::Parameter(_) => (StatusCode::BAD_REQUEST, ErrorCode::InvalidParameter),
+            E::Cancelled => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Cancelled),
             E::Model(_) | E::Inference(_) | E::Manifest(_) | E::Unsupported(_) => {
-                (StatusCode::INTERNAL_SERVER_ERROR, "model_error")
+                (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::ModelError)
             }
         };
         Self::new(status, code, message)
@@ -78,16 +176,16 @@ impl IntoResponse for ApiError {
 }
 
 /// The code of a status that arrives without one.
-fn status_code_name(status: StatusCode) -> &'static str {
+fn status_code_name(status: StatusCode) -> ErrorCode {
     match status {
-        StatusCode::NOT_FOUND => "not_found",
-        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
-        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
-        StatusCode::REQUEST_TIMEOUT => "timeout",
-        StatusCode::TOO_MANY_REQUESTS => "too_many_requests",
-        s if s.is_client_error() => "bad_request",
-        _ => "internal_error",
+        StatusCode::NOT_FOUND => ErrorCode::NotFound,
+        StatusCode::METHOD_NOT_ALLOWED => ErrorCode::MethodNotAllowed,
+        StatusCode::PAYLOAD_TOO_LARGE => ErrorCode::PayloadTooLarge,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ErrorCode::UnsupportedMediaType,
+        StatusCode::REQUEST_TIMEOUT => ErrorCode::Timeout,
+        StatusCode::TOO_MANY_REQUESTS => ErrorCode::TooManyRequests,
+        s if s.is_client_error() => ErrorCode::BadRequest,
+        _ => ErrorCode::InternalError,
     }
 }
 
@@ -114,7 +212,7 @@ pub async fn json_errors(response: Response) -> Response {
     };
     let body = ErrorBody {
         error: ErrorDetail {
-            code: status_code_name(status).to_owned(),
+            code: status_code_name(status),
             message,
         },
     };

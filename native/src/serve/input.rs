@@ -21,7 +21,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 use super::{AppState, Limits, ServedModel};
 use crate::explain::ConfigFlags;
 
@@ -115,7 +115,12 @@ impl EvalRequest {
                     value.split(',').map(|m| m.trim().parse()).collect();
                 match methods {
                     Ok(methods) => request.methods = Some(methods),
-                    Err(e) => failed = Some(ApiError::bad_request("unknown_method", e.to_string())),
+                    Err(e) => {
+                        failed = Some(ApiError::bad_request(
+                            ErrorCode::UnknownMethod,
+                            e.to_string(),
+                        ))
+                    }
                 }
                 true
             }
@@ -128,7 +133,7 @@ impl EvalRequest {
                     Ok(params) => request.metric_params = params,
                     Err(e) => {
                         failed = Some(ApiError::bad_request(
-                            "invalid_json",
+                            ErrorCode::InvalidJson,
                             format!("field `metric_params`: {e}"),
                         ))
                     }
@@ -149,7 +154,7 @@ impl EvalRequest {
         }
         request.config = flags
             .config(method)
-            .map_err(|e| ApiError::bad_request("invalid_parameter", format!("{e:#}")))?;
+            .map_err(|e| ApiError::bad_request(ErrorCode::InvalidParameter, format!("{e:#}")))?;
         Ok(request)
     }
 }
@@ -249,7 +254,7 @@ impl WithImage for ExplainRequest {
         })?;
         request.config = flags
             .config(method)
-            .map_err(|e| ApiError::bad_request("invalid_parameter", format!("{e:#}")))?;
+            .map_err(|e| ApiError::bad_request(ErrorCode::InvalidParameter, format!("{e:#}")))?;
         Ok(request)
     }
 }
@@ -261,7 +266,7 @@ where
 {
     value.trim().parse().map_err(|e| {
         ApiError::bad_request(
-            "invalid_parameter",
+            ErrorCode::InvalidParameter,
             format!("field `{name}`: `{value}`: {e}"),
         )
     })
@@ -269,7 +274,7 @@ where
 
 fn unknown_field(name: &str, known: &str) -> ApiError {
     ApiError::bad_request(
-        "invalid_multipart",
+        ErrorCode::InvalidMultipart,
         format!("unexpected field `{name}`: this form takes `image` and {known}"),
     )
 }
@@ -290,7 +295,7 @@ fn split_fields(
         match name.as_str() {
             "method" => {
                 method = value.trim().parse().map_err(|e: camlime_core::Error| {
-                    ApiError::bad_request("unknown_method", e.to_string())
+                    ApiError::bad_request(ErrorCode::UnknownMethod, e.to_string())
                 })?;
             }
             "image" | "request" => {}
@@ -298,7 +303,7 @@ fn split_fields(
         }
     }
     let flags = ConfigFlags::parse_pairs(flags)
-        .map_err(|e| ApiError::bad_request("invalid_parameter", format!("{e:#}")))?;
+        .map_err(|e| ApiError::bad_request(ErrorCode::InvalidParameter, format!("{e:#}")))?;
     Ok((method, flags))
 }
 
@@ -306,12 +311,18 @@ fn decode_base64(encoded: &str, what: &str) -> Result<Bytes, ApiError> {
     base64::engine::general_purpose::STANDARD
         .decode(encoded.trim())
         .map(Bytes::from)
-        .map_err(|e| ApiError::bad_request("invalid_image", format!("{what} is not base64: {e}")))
+        .map_err(|e| {
+            ApiError::bad_request(
+                ErrorCode::InvalidImage,
+                format!("{what} is not base64: {e}"),
+            )
+        })
 }
 
 fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::bad_request("invalid_json", format!("invalid request JSON: {e}")))
+    serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::bad_request(ErrorCode::InvalidJson, format!("invalid request JSON: {e}"))
+    })
 }
 
 impl<S, T> FromRequest<S> for Submission<T>
@@ -327,7 +338,10 @@ where
             let body = Bytes::from_request(req, state).await.map_err(body_error)?;
             let mut request: T = parse_json(&body)?;
             let encoded = request.take_image().ok_or_else(|| {
-                ApiError::bad_request("missing_image", "the request has no `image` (base64)")
+                ApiError::bad_request(
+                    ErrorCode::MissingImage,
+                    "the request has no `image` (base64)",
+                )
             })?;
             let image = decode_base64(&encoded, "`image`")?;
             return Ok(Self { request, image });
@@ -342,7 +356,7 @@ where
                     "request" => request = Some(parse_json::<T>(&bytes)?),
                     _ if file.is_some() => {
                         return Err(ApiError::bad_request(
-                            "invalid_multipart",
+                            ErrorCode::InvalidMultipart,
                             format!("unexpected file part `{name}`: the image is the `image` part"),
                         ));
                     }
@@ -350,12 +364,12 @@ where
                 }
             }
             let image = image.ok_or_else(|| {
-                ApiError::bad_request("missing_image", "the form has no `image` part")
+                ApiError::bad_request(ErrorCode::MissingImage, "the form has no `image` part")
             })?;
             let mut request = match (request, fields.is_empty()) {
                 (Some(_), false) => {
                     return Err(ApiError::bad_request(
-                        "invalid_multipart",
+                        ErrorCode::InvalidMultipart,
                         "send the settings either as a `request` part or as plain fields, not both",
                     ));
                 }
@@ -364,7 +378,7 @@ where
             };
             if request.take_image().is_some() {
                 return Err(ApiError::bad_request(
-                    "invalid_multipart",
+                    ErrorCode::InvalidMultipart,
                     "send the image as the `image` part, not inside `request`",
                 ));
             }
@@ -376,8 +390,12 @@ where
 
 /// A plain field's value as text.
 fn plain_text(bytes: &[u8]) -> Result<String, ApiError> {
-    String::from_utf8(bytes.to_vec())
-        .map_err(|_| ApiError::bad_request("invalid_multipart", "a form field is not UTF-8 text"))
+    String::from_utf8(bytes.to_vec()).map_err(|_| {
+        ApiError::bad_request(
+            ErrorCode::InvalidMultipart,
+            "a form field is not UTF-8 text",
+        )
+    })
 }
 
 /// Every part of a multipart body as (part name, file name, content). The whole body (bounded by
@@ -420,7 +438,7 @@ fn content_type(req: &Request) -> String {
 fn unsupported(content_type: &str) -> ApiError {
     ApiError::new(
         StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        "unsupported_media_type",
+        ErrorCode::UnsupportedMediaType,
         format!(
             "Content-Type must be application/json or multipart/form-data, got `{}`",
             if content_type.is_empty() {
@@ -449,7 +467,7 @@ impl<S: Send + Sync> FromRequest<S> for EvalSubmission {
             for image in std::mem::take(&mut request.images) {
                 if image.name.trim().is_empty() {
                     return Err(ApiError::bad_request(
-                        "invalid_parameter",
+                        ErrorCode::InvalidParameter,
                         "every image needs a non-empty `name`",
                     ));
                 }
@@ -471,7 +489,7 @@ impl<S: Send + Sync> FromRequest<S> for EvalSubmission {
                 let named = || {
                     file.clone().filter(|f| !f.is_empty()).ok_or_else(|| {
                         ApiError::bad_request(
-                            "invalid_multipart",
+                            ErrorCode::InvalidMultipart,
                             format!("every `{part}` part needs a file name"),
                         )
                     })
@@ -482,7 +500,7 @@ impl<S: Send + Sync> FromRequest<S> for EvalSubmission {
                     "request" => request = Some(parse_json::<EvalRequest>(&bytes)?),
                     other if file.is_some() => {
                         return Err(ApiError::bad_request(
-                            "invalid_multipart",
+                            ErrorCode::InvalidMultipart,
                             format!(
                                 "unexpected file part `{other}`: send `image` parts and `mask` \
                                  parts"
@@ -495,7 +513,7 @@ impl<S: Send + Sync> FromRequest<S> for EvalSubmission {
             let request = match (request, fields.is_empty()) {
                 (Some(_), false) => {
                     return Err(ApiError::bad_request(
-                        "invalid_multipart",
+                        ErrorCode::InvalidMultipart,
                         "send the settings either as a `request` part or as plain fields, not both",
                     ));
                 }
@@ -504,7 +522,7 @@ impl<S: Send + Sync> FromRequest<S> for EvalSubmission {
             };
             if !request.images.is_empty() {
                 return Err(ApiError::bad_request(
-                    "invalid_multipart",
+                    ErrorCode::InvalidMultipart,
                     "send the images as `image` parts, not inside `request`",
                 ));
             }
@@ -514,13 +532,13 @@ impl<S: Send + Sync> FromRequest<S> for EvalSubmission {
                     .find(|(image, _, _)| stem(image) == stem(&name))
                     .ok_or_else(|| {
                         ApiError::bad_request(
-                            "invalid_multipart",
+                            ErrorCode::InvalidMultipart,
                             format!("mask `{name}` matches no image (by name without extension)"),
                         )
                     })?;
                 if image.2.replace(bytes).is_some() {
                     return Err(ApiError::bad_request(
-                        "invalid_multipart",
+                        ErrorCode::InvalidMultipart,
                         format!("two masks for image `{}`", image.0),
                     ));
                 }
@@ -531,14 +549,14 @@ impl<S: Send + Sync> FromRequest<S> for EvalSubmission {
         };
         if images.is_empty() {
             return Err(ApiError::bad_request(
-                "missing_image",
+                ErrorCode::MissingImage,
                 "the evaluation has no images",
             ));
         }
         let mut names = std::collections::HashSet::new();
         if let Some((name, _, _)) = images.iter().find(|(name, _, _)| !names.insert(name)) {
             return Err(ApiError::bad_request(
-                "invalid_parameter",
+                ErrorCode::InvalidParameter,
                 format!("two images are called `{name}`"),
             ));
         }
@@ -548,18 +566,18 @@ impl<S: Send + Sync> FromRequest<S> for EvalSubmission {
 
 fn multipart_error(status: StatusCode, text: String) -> ApiError {
     if status == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::new(status, "payload_too_large", text)
+        ApiError::new(status, ErrorCode::PayloadTooLarge, text)
     } else {
-        ApiError::new(status, "invalid_multipart", text)
+        ApiError::new(status, ErrorCode::InvalidMultipart, text)
     }
 }
 
 fn body_error(rejection: axum::extract::rejection::BytesRejection) -> ApiError {
     let status = rejection.status();
     let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
-        "payload_too_large"
+        ErrorCode::PayloadTooLarge
     } else {
-        "invalid_body"
+        ErrorCode::InvalidBody
     };
     ApiError::new(status, code, rejection.body_text())
 }
@@ -574,7 +592,7 @@ pub fn find_model(state: &AppState, name: &str) -> Result<Arc<ServedModel>, ApiE
         .ok_or_else(|| {
             let names: Vec<&str> = state.models.iter().map(|m| m.name.as_str()).collect();
             ApiError::bad_request(
-                "unknown_model",
+                ErrorCode::UnknownModel,
                 format!(
                     "unknown model `{name}`; served models: {}",
                     names.join(", ")
@@ -593,7 +611,7 @@ pub fn check_config(
     let samples = config.lime.num_samples;
     if config.method.samples() && samples > limits.max_samples {
         return Err(ApiError::bad_request(
-            "invalid_parameter",
+            ErrorCode::InvalidParameter,
             format!(
                 "samples must be at most {} on this server, got {samples}",
                 limits.max_samples
@@ -604,7 +622,7 @@ pub fn check_config(
     let noise = attribution.noise_tunnel.as_ref().map_or(0, |n| n.samples);
     if attribution.steps > limits.max_steps || noise > limits.max_steps {
         return Err(ApiError::bad_request(
-            "invalid_parameter",
+            ErrorCode::InvalidParameter,
             format!(
                 "steps and noise samples must be at most {} on this server, got {} and {noise}",
                 limits.max_steps, attribution.steps

@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use utoipa::ToSchema;
 
-use super::error::{ApiError, ErrorDetail};
+use super::error::{ApiError, ErrorCode, ErrorDetail};
 use crate::parallel::Threads;
 
 /// A job's work: given a runtime (threads, progress, cancel flag), its result.
@@ -222,7 +222,11 @@ pub fn now_ms() -> u64 {
 }
 
 fn internal(message: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", message)
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorCode::InternalError,
+        message,
+    )
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -375,14 +379,14 @@ impl Jobs {
             .ok_or_else(|| {
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "shutting_down",
+                    ErrorCode::ShuttingDown,
                     "the server is shutting down",
                 )
             })?;
         let permit = sender.try_reserve().map_err(|_| {
             ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
-                "queue_full",
+                ErrorCode::QueueFull,
                 format!(
                     "{} jobs are waiting already; try again later",
                     self.settings.queue
@@ -402,7 +406,7 @@ impl Jobs {
             .ok_or_else(|| {
                 ApiError::new(
                     StatusCode::NOT_FOUND,
-                    "job_not_found",
+                    ErrorCode::JobNotFound,
                     format!("no job `{id}` (unknown, deleted, or its result expired)"),
                 )
             })
@@ -579,7 +583,7 @@ impl Jobs {
                 StopReason::Timeout => (
                     Status::Failed,
                     Some(ErrorDetail {
-                        code: "timeout".into(),
+                        code: ErrorCode::Timeout,
                         message: format!(
                             "the job ran longer than the server's limit of {} s",
                             self.settings.timeout.as_secs_f64()
@@ -601,7 +605,7 @@ impl Jobs {
                 (
                     Status::Failed,
                     Some(ErrorDetail {
-                        code: "internal_error".into(),
+                        code: ErrorCode::InternalError,
                         message: format!("the job failed inside the server: {message}"),
                     }),
                 )
@@ -642,14 +646,14 @@ impl Jobs {
 
 fn cancelled_detail() -> ErrorDetail {
     ErrorDetail {
-        code: "cancelled".into(),
+        code: ErrorCode::Cancelled,
         message: "cancelled by a client".into(),
     }
 }
 
 fn interrupted_detail() -> ErrorDetail {
     ErrorDetail {
-        code: "interrupted".into(),
+        code: ErrorCode::Interrupted,
         message: "the server stopped before this job finished; submit it again".into(),
     }
 }
@@ -704,7 +708,7 @@ mod tests {
                 "y",
                 Box::new(|_| {
                     Err(ApiError::bad_request(
-                        "invalid_parameter",
+                        ErrorCode::InvalidParameter,
                         "after the panic",
                     ))
                 }),
@@ -713,7 +717,7 @@ mod tests {
         let failed = finished(&jobs, &panicking.id).await;
         assert_eq!(failed.status, Status::Failed);
         let error = failed.error.unwrap();
-        assert_eq!(error.code, "internal_error");
+        assert_eq!(error.code, ErrorCode::InternalError);
         assert!(error.message.contains("boom in a job"), "{}", error.message);
         let after = finished(&jobs, &next.id).await;
         assert_eq!(after.error.unwrap().message, "after the panic");

@@ -11,7 +11,7 @@ mod api;
 mod error;
 pub(crate) mod input;
 mod jobs;
-mod metrics;
+mod prometheus;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -38,10 +38,11 @@ use tracing::Level;
 pub use api::ApiDoc;
 use error::ApiError;
 use jobs::{JobSettings, Jobs};
-use metrics::Metrics;
+use prometheus::Telemetry;
 
 use crate::models::{Bundle, DeviceArgs};
 use crate::parallel::available_threads;
+use error::ErrorCode;
 
 /// Arguments of `serve`.
 #[derive(Debug, Args)]
@@ -151,7 +152,7 @@ pub struct AppState {
     compute: Arc<Semaphore>,
     waiting: AtomicUsize,
     jobs: Arc<Jobs>,
-    metrics: Arc<Metrics>,
+    telemetry: Arc<Telemetry>,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -171,7 +172,7 @@ impl AppState {
         if before >= self.limits.max_waiting {
             return Err(ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
-                "too_many_requests",
+                ErrorCode::TooManyRequests,
                 format!(
                     "{} requests are in flight already; try again later",
                     self.limits.max_waiting
@@ -268,7 +269,7 @@ fn router(state: Arc<AppState>, args: &ServeArgs) -> Result<Router> {
         .route("/v1/openapi.json", get(api::openapi))
         .route("/v1/{*rest}", any(api::unknown_route))
         .route("/healthz", get(api::health))
-        .route("/metrics", get(api::metrics))
+        .route("/metrics", get(api::telemetry))
         .layer(DefaultBodyLimit::max(args.max_body))
         .with_state(state.clone());
     let mut app = match web_dir(args.web_dir.clone()) {
@@ -290,8 +291,8 @@ fn router(state: Arc<AppState>, args: &ServeArgs) -> Result<Router> {
     Ok(app
         .layer(axum::middleware::map_response(error::json_errors))
         .layer(axum::middleware::from_fn_with_state(
-            state.metrics.clone(),
-            metrics::track,
+            state.telemetry.clone(),
+            prometheus::track,
         ))
         .layer(
             TraceLayer::new_for_http()
@@ -353,11 +354,11 @@ pub fn serve(bundle: &Bundle, args: &ServeArgs, out: &mut dyn std::io::Write) ->
         ttl: seconds(args.result_ttl, "result-ttl")?,
     };
     let models = load_models(bundle, &args.extra_models, args.device)?;
-    let metrics = Arc::new(Metrics::default());
-    let finished_metrics = metrics.clone();
+    let telemetry = Arc::new(Telemetry::default());
+    let finished = telemetry.clone();
     let jobs = Jobs::start(
         settings,
-        Box::new(move |status, code| finished_metrics.job_finished(status, code)),
+        Box::new(move |status, code| finished.job_finished(status, code)),
     )?;
     let (stop, shutdown) = watch::channel(false);
     let state = Arc::new(AppState {
@@ -372,7 +373,7 @@ pub fn serve(bundle: &Bundle, args: &ServeArgs, out: &mut dyn std::io::Write) ->
         compute: Arc::new(Semaphore::new(threads)),
         waiting: AtomicUsize::new(0),
         jobs: jobs.clone(),
-        metrics,
+        telemetry,
         shutdown,
     });
     let app = router(state, args)?;

@@ -20,7 +20,7 @@ use crate::runtime::{self, Runtime, check_cancelled};
 use crate::{Error, Result};
 
 /// Compute a CAM for a base image (already resized and cropped to the model's input).
-pub fn explain(
+pub fn compute(
     classifier: &Classifier,
     image: &RgbImage,
     method: CamMethod,
@@ -31,11 +31,11 @@ pub fn explain(
         .spec()
         .preprocessing
         .tensor(std::slice::from_ref(image))?;
-    explain_tensor(classifier, input.view(), method, config, runtime)
+    compute_tensor(classifier, input.view(), method, config, runtime)
 }
 
 /// Compute a CAM for one preprocessed `1 × 3 × H × W` input tensor.
-pub fn explain_tensor(
+pub fn compute_tensor(
     classifier: &Classifier,
     input: ArrayView4<f32>,
     method: CamMethod,
@@ -100,7 +100,7 @@ enum LayerMap {
     Projection(Array3<f32>),
 }
 
-/// One pass of [`explain_tensor`] without augmentation.
+/// One pass of [`compute_tensor`] without augmentation.
 fn explain_once(
     classifier: &Classifier,
     input: ArrayView4<f32>,

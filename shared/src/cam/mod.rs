@@ -5,4 +5,4 @@
 mod methods;
 
 pub use camlime_base::cam::*;
-pub use methods::{attribute, explain, explain_tensor};
+pub use methods::{attribute, compute, compute_tensor};

@@ -1,6 +1,6 @@
 //! An evaluation: metrics (Quantus's definitions, [`crate::metrics`]) for several explanation
 //! methods over images. A [`Plan`] is checked before any work (methods, metrics with their
-//! parameters, the explanations' settings, the metrics' seed); it scores one [`Prepared`] image
+//! parameters, the explanations' settings, the metrics' seed); it scores one [`Image`]
 //! at a time — each method's attribution map once, then every metric — handing each [`Row`] on
 //! as soon as it exists, and turns rows into a [`Report`] (tables, mean curves). It is pure: the
 //! command line adds files and resume, the server jobs and HTTP.
@@ -122,90 +122,92 @@ pub fn choose_metrics(
     Ok(chosen)
 }
 
-/// One image ready for the metrics.
-pub struct Prepared {
+/// One image of an evaluation, read: decoded, its model input, its target class and its mask.
+pub struct Image {
     image: image::RgbImage,
     input: Array3<f32>,
     target: usize,
     mask: Option<Array2<bool>>,
 }
 
-/// Decode an image (and its ground-truth mask: non-zero = relevant, at the image's size,
-/// cropped and resized as the image is), make the model input and choose the target class
-/// (`target`, else the predicted one).
-pub fn prepare(
-    classifier: &Classifier,
-    image: &[u8],
-    mask: Option<&[u8]>,
-    target: Option<usize>,
-    limits: &DecodeLimits,
-) -> Result<Prepared> {
-    let image = decode_image(image, limits)?;
-    let preprocessing = &classifier.spec().preprocessing;
-    let base = preprocessing.base_image(&image)?;
-    let input = preprocessing
-        .tensor(std::slice::from_ref(&base))?
-        .index_axis_move(Axis(0), 0);
-    let logits = classifier
-        .forward(input.view().insert_axis(Axis(0)), &[])?
-        .logits
-        .row(0)
-        .to_vec();
-    let target = classifier.target_class(&logits, target)?;
-    let mask = match mask {
-        None => None,
-        Some(bytes) => {
-            let mask = decode_image(bytes, limits).map_err(|e| match e {
-                Error::Decode(message) => Error::Decode(format!("the mask: {message}")),
-                other => other,
-            })?;
-            if mask.dimensions() != image.dimensions() {
-                return Err(invalid(format!(
-                    "the mask is {:?}, its image {:?}",
-                    mask.dimensions(),
-                    image.dimensions()
-                )));
+impl Image {
+    /// Decode an image (and its ground-truth mask: non-zero = relevant, at the image's size,
+    /// cropped and resized as the image is), make the model input and choose the target class
+    /// (`target`, else the predicted one).
+    pub fn read(
+        classifier: &Classifier,
+        image: &[u8],
+        mask: Option<&[u8]>,
+        target: Option<usize>,
+        limits: &DecodeLimits,
+    ) -> Result<Self> {
+        let image = decode_image(image, limits)?;
+        let preprocessing = &classifier.spec().preprocessing;
+        let base = preprocessing.base_image(&image)?;
+        let input = preprocessing
+            .tensor(std::slice::from_ref(&base))?
+            .index_axis_move(Axis(0), 0);
+        let logits = classifier
+            .forward(input.view().insert_axis(Axis(0)), &[])?
+            .logits
+            .row(0)
+            .to_vec();
+        let target = classifier.target_class(&logits, target)?;
+        let mask = match mask {
+            None => None,
+            Some(bytes) => {
+                let mask = decode_image(bytes, limits).map_err(|e| match e {
+                    Error::Decode(message) => Error::Decode(format!("the mask: {message}")),
+                    other => other,
+                })?;
+                if mask.dimensions() != image.dimensions() {
+                    return Err(invalid(format!(
+                        "the mask is {:?}, its image {:?}",
+                        mask.dimensions(),
+                        image.dimensions()
+                    )));
+                }
+                let base_mask = preprocessing.base_image(&mask)?;
+                let (w, h) = base_mask.dimensions();
+                Some(Array2::from_shape_fn((h as usize, w as usize), |(r, c)| {
+                    base_mask
+                        .get_pixel(c as u32, r as u32)
+                        .0
+                        .iter()
+                        .any(|&v| v >= 128)
+                }))
             }
-            let base_mask = preprocessing.base_image(&mask)?;
-            let (w, h) = base_mask.dimensions();
-            Some(Array2::from_shape_fn((h as usize, w as usize), |(r, c)| {
-                base_mask
-                    .get_pixel(c as u32, r as u32)
-                    .0
-                    .iter()
-                    .any(|&v| v >= 128)
-            }))
-        }
-    };
-    Ok(Prepared {
-        image,
-        input,
-        target,
-        mask,
-    })
+        };
+        Ok(Self {
+            image,
+            input,
+            target,
+            mask,
+        })
+    }
 }
 
 /// The attribution map of `method` for an image: a CAM's or input attribution's map, LIME's
 /// and CamLIME's segment weights painted on their segments.
 fn attribution(
     classifier: &Classifier,
-    prepared: &Prepared,
+    image: &Image,
     config: &ExplainConfig,
     runtime: &impl Runtime,
 ) -> Result<Array2<f32>> {
     let mut config = config.clone();
-    config.target = Some(prepared.target);
+    config.target = Some(image.target);
     match config.method {
         Method::Cam(cam) => method_map(
             classifier,
-            prepared.input.view(),
-            prepared.target,
+            image.input.view(),
+            image.target,
             cam,
             &config,
             runtime,
         ),
         Method::Lime | Method::CamLime => {
-            let record = crate::explain(classifier, &prepared.image, None, &config, runtime)?;
+            let record = crate::explain(classifier, &image.image, None, &config, runtime)?;
             let no_map = || Error::Inference("the record holds no explanation".into());
             let segments = record
                 .segments
@@ -337,14 +339,14 @@ impl Plan {
     pub fn evaluate_image<E: From<Error>>(
         &self,
         classifier: &Classifier,
-        image: &str,
-        prepared: &Prepared,
+        name: &str,
+        image: &Image,
         done: &HashSet<Key>,
         runtime: &impl Runtime,
         on_step: &mut dyn FnMut(&str),
         on_row: &mut dyn FnMut(Row) -> Result<(), E>,
     ) -> Result<(), E> {
-        let todo = self.todo(image, done);
+        let todo = self.todo(name, done);
         for method in &self.methods {
             let metrics: Vec<&Metric> = todo
                 .iter()
@@ -354,17 +356,17 @@ impl Plan {
             if metrics.is_empty() {
                 continue;
             }
-            on_step(&format!("{image} · {}", method.name()));
+            on_step(&format!("{name} · {}", method.name()));
             let config = self.method_config(*method);
-            let map = attribution(classifier, prepared, &config, runtime).map_err(|e| match e {
+            let map = attribution(classifier, image, &config, runtime).map_err(|e| match e {
                 Error::Cancelled => Error::Cancelled,
-                other => Error::Inference(format!("{} on {image}: {other}", method.name())),
+                other => Error::Inference(format!("{} on {name}: {other}", method.name())),
             })?;
             for metric in metrics {
-                on_step(&format!("{image} · {} · {}", method.name(), metric.name()));
+                on_step(&format!("{name} · {} · {}", method.name(), metric.name()));
                 let clock = runtime.clock();
                 let (outcome, error) =
-                    match self.score(metric, classifier, prepared, &map, &config, runtime) {
+                    match self.score(metric, classifier, image, &map, &config, runtime) {
                         Ok(outcome) => (Some(outcome), None),
                         Err(e) => {
                             runtime::check_cancelled(runtime)?;
@@ -376,7 +378,7 @@ impl Plan {
                     _ => 0.0,
                 };
                 on_row(Row {
-                    image: image.to_owned(),
+                    image: name.to_owned(),
                     method: method.name().to_owned(),
                     metric: metric.name().to_owned(),
                     outcome,
@@ -393,16 +395,16 @@ impl Plan {
         &self,
         metric: &Metric,
         classifier: &Classifier,
-        prepared: &Prepared,
+        image: &Image,
         map: &Array2<f32>,
         config: &ExplainConfig,
         runtime: &impl Runtime,
     ) -> Result<Outcome> {
         let instance = Instance {
-            input: prepared.input.view(),
-            target: prepared.target,
+            input: image.input.view(),
+            target: image.target,
             attribution: map.view(),
-            mask: prepared.mask.as_ref().map(|m| m.view()),
+            mask: image.mask.as_ref().map(|m| m.view()),
         };
         let model = Forward {
             classifier,
@@ -431,8 +433,8 @@ impl Plan {
                 };
                 method_map(
                     edited.as_ref().unwrap_or(classifier),
-                    prepared.input.view(),
-                    prepared.target,
+                    image.input.view(),
+                    image.target,
                     cam,
                     config,
                     runtime,

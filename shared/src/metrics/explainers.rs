@@ -5,7 +5,7 @@
 use tract_onnx::prelude::tract_ndarray::{Array2, Array3, ArrayView3, ArrayView4, Axis};
 
 use super::Explainer;
-use crate::cam::{CamMethod, attribute, explain_tensor};
+use crate::cam::{CamMethod, attribute, compute_tensor};
 use crate::explanation::ExplainConfig;
 use crate::model::Classifier;
 use crate::runtime::Runtime;
@@ -30,7 +30,7 @@ pub fn method_map(
         let (_, _, attribution) = attribute(classifier, x, method, &config, runtime)?;
         Ok(attribution.sum_axis(Axis(0)))
     } else {
-        let map = explain_tensor(classifier, x, method, &config, runtime)?.map;
+        let map = compute_tensor(classifier, x, method, &config, runtime)?.map;
         Array2::from_shape_vec((map.height(), map.width()), map.values().to_vec())
             .map_err(|e| Error::Inference(e.to_string()))
     }

@@ -4,17 +4,13 @@
 //! the same weights (fixtures: `fixtures/architectures/generate.py`, which commits the graphs
 //! without weights; `fill` here recomputes them).
 
-#![allow(missing_docs, clippy::unwrap_used)]
-
-mod common;
-
+use crate::common::{fixture, map_agreement, png16_map, shared_normal};
 use camlime_core::Sequential;
-use camlime_core::cam::{CamMethod, explain_tensor};
+use camlime_core::cam::{CamMethod, compute_tensor};
 use camlime_core::engine::EngineChoice;
 use camlime_core::grad::BackwardRule;
 use camlime_core::ndarray::{Array2, Array4};
 use camlime_core::{Classifier, ExplainConfig, ModelSpec};
-use common::{fixture, map_agreement, png16_map, shared_normal};
 use prost::Message;
 use tract_onnx::pb::ModelProto;
 use tract_onnx::pb::tensor_proto::DataType;
@@ -145,7 +141,7 @@ fn check(arch: &str) {
             ..Default::default()
         };
         config.cam.layers = vec!["target_layer".into()];
-        let map = explain_tensor(&classifier, input.view(), method, &config, &Sequential)
+        let map = compute_tensor(&classifier, input.view(), method, &config, &Sequential)
             .unwrap()
             .map;
         assert!(

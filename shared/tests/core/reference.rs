@@ -1,14 +1,10 @@
 //! Parity with PyTorch + torchvision: preprocessing, logits, activations and predictions of the
 //! bundled models on the sample photos (fixtures from `fixtures/reference/generate.py`).
 
-#![allow(clippy::unwrap_used)]
-
-mod common;
-
-use camlime_core::{Classifier, Preprocessing, ResizeMode, decode_image};
-use common::{
+use crate::common::{
     SAMPLES, bundled, max_abs_diff, mean_abs_diff, models_dir, npy, reference_input, stem,
 };
+use camlime_core::{Classifier, Preprocessing, ResizeMode, decode_image};
 use tract_onnx::prelude::tract_ndarray::Array4;
 
 const MODELS: [&str; 2] = ["mobilenet_v2", "efficientnet_lite0"];

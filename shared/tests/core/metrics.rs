@@ -6,17 +6,13 @@
 //! (SuperLU there, conjugate gradients here) and go through the bundled model instead; its
 //! 0/1 outcomes must be equal.
 
-#![allow(missing_docs, clippy::unwrap_used)]
-
-mod common;
-
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use crate::common::{bundled, fixture, npy};
 use camlime_core::metrics::{Explainer, Forward, Instance, Metric, Model, Outcome};
 use camlime_core::ndarray::{Array2, Array3, ArrayView4, Axis, Ix2, Ix4};
 use camlime_core::{Classifier, Result, Sequential};
-use common::{bundled, fixture, npy};
 use serde_json::Value;
 
 /// splitmix64 draw `i` (from 1) of the stream seeded `seed`, as `metrics::Draws`.

@@ -8,8 +8,6 @@
 //! three clean directions. The error is measured against the Cauchy–Schwarz scale ε‖g‖‖v‖, so
 //! a rule that mishandles even one border pixel fails.
 
-#![allow(missing_docs, clippy::unwrap_used)]
-
 use camlime_core::grad::BackwardRule;
 use camlime_core::ndarray::{Array2, Array4};
 use camlime_core::{Classifier, ModelSpec};

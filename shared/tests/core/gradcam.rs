@@ -3,15 +3,11 @@
 //! max |Δ| ≤ 1e-3 on the normalised 224² maps; the feature-resolution quirk and multi-layer
 //! fusion.
 
-#![allow(missing_docs, clippy::unwrap_used)]
-
-mod common;
-
+use crate::common::{bundled, map_agreement, npy, png16_map};
 use camlime_core::ExplainConfig;
 use camlime_core::Sequential;
-use camlime_core::cam::{CamMap, CamMethod, explain_tensor};
+use camlime_core::cam::{CamMap, CamMethod, compute_tensor};
 use camlime_core::ndarray::Ix4;
-use common::{bundled, map_agreement, npy, png16_map};
 
 /// The gradient CAMs, as the fixture script lists them.
 fn gradient_methods() -> impl Iterator<Item = CamMethod> {
@@ -31,7 +27,7 @@ fn check(model: &str, layer: &str, stems: &[&str], variant: &str) {
             config.cam.eigen_smooth = variant == ".eigen";
             config.cam.aug_smooth = variant == ".aug";
             let ours =
-                explain_tensor(&classifier, input.view(), method, &config, &Sequential).unwrap();
+                compute_tensor(&classifier, input.view(), method, &config, &Sequential).unwrap();
             let reference = png16_map(&format!(
                 "gradcam/{model}.{stem}.{}{variant}.png",
                 method.name()
@@ -114,7 +110,7 @@ fn feature_resolution_and_multi_layer_targets() {
         let mut config = ExplainConfig::default();
         config.cam.layers = layers.iter().map(|l| (*l).to_owned()).collect();
         config.cam.feature_resolution = feature_resolution;
-        explain_tensor(
+        compute_tensor(
             &classifier,
             input.view(),
             CamMethod::GradCam,
@@ -163,5 +159,5 @@ fn feature_resolution_and_multi_layer_targets() {
     config.cam.layers = vec!["features.7".into(), "features.17".into()];
     config.cam.feature_resolution = true;
     let grad_cam = CamMethod::GradCam;
-    assert!(explain_tensor(&classifier, input.view(), grad_cam, &config, &Sequential).is_err());
+    assert!(compute_tensor(&classifier, input.view(), grad_cam, &config, &Sequential).is_err());
 }

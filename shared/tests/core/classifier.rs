@@ -1,12 +1,8 @@
 //! The classifier's contract: layers, batching, manifest integrity and clean errors.
 
-#![allow(clippy::unwrap_used)]
-
-mod common;
-
+use crate::common::{bundled, manifest, models_dir, npy};
 use camlime_core::engine::EngineChoice;
 use camlime_core::{Classifier, Error, ModelSpec, decode_image};
-use common::{bundled, manifest, models_dir, npy};
 use prost::Message;
 use sha2::{Digest, Sha256};
 use tract_onnx::pb::ModelProto;

@@ -1,9 +1,5 @@
 //! `camlime serve` end to end: the real binary on a loopback port, driven over HTTP.
 
-#![allow(clippy::unwrap_used)]
-
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -12,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use ureq::Agent;
 
-use common::{camlime, repo, scratch};
+use crate::common::{camlime, repo, scratch};
 
 /// A running server, killed when dropped.
 struct Server {
@@ -31,7 +27,7 @@ impl Server {
             .append(true)
             .open(dir.join("server.log"))
             .unwrap();
-        let (child, url) = common::serve::spawn_server(&repo(""), &data, flags, log.into());
+        let (child, url) = crate::common::serve::spawn_server(&repo(""), &data, flags, log.into());
         Self { child, url, data }
     }
 
@@ -109,7 +105,7 @@ fn post_raw(server: &Server, path: &str, content_type: &str, body: Vec<u8>) -> (
 
 /// A multipart form with an `image` part and a `request` part.
 fn multipart(image: &[u8], request: &Value) -> (String, Vec<u8>) {
-    common::serve::multipart(image, &request.to_string())
+    crate::common::serve::multipart(image, &request.to_string())
 }
 
 fn post_form(server: &Server, path: &str, image: &[u8], request: &Value) -> (u16, Value) {
@@ -126,7 +122,7 @@ fn post_fields(server: &Server, path: &str, fields: &[(&str, &str)]) -> (u16, Va
             .iter()
             .map(|(name, value)| (*name, None, value.as_bytes())),
     );
-    let (content_type, body) = common::serve::form(&parts);
+    let (content_type, body) = crate::common::serve::form(&parts);
     post_raw(server, path, &content_type, body)
 }
 
@@ -273,6 +269,16 @@ fn every_endpoint_answers() {
     let methods = schemas["Method"]["enum"].as_array().unwrap();
     assert!(methods.iter().any(|m| m == "gradcam++"), "{methods:?}");
     assert!(schemas["LimeConfig"]["properties"]["num_samples"].is_object());
+    // Every error code is listed.
+    let codes = schemas["ErrorCode"]["enum"].as_array().unwrap();
+    for code in [
+        "invalid_parameter",
+        "use_jobs",
+        "queue_full",
+        "image_too_large",
+    ] {
+        assert!(codes.iter().any(|c| c == code), "{code} not in {codes:?}");
+    }
 
     assert_healthy(&server);
     let (status, metrics) = get(&server, "/metrics");
@@ -465,7 +471,7 @@ fn bad_input_is_a_clear_4xx_and_the_server_stays_healthy() {
                 .iter()
                 .map(|(name, value)| (*name, None, value.as_bytes())),
         );
-        common::serve::form(&parts)
+        crate::common::serve::form(&parts)
     };
     let cases: Vec<BadCase> = {
         let mut cases = Vec::new();
@@ -571,7 +577,7 @@ fn bad_input_is_a_clear_4xx_and_the_server_stays_healthy() {
             "/v1/jobs",
             {
                 let image = chelsea();
-                common::serve::form(&[
+                crate::common::serve::form(&[
                     ("image", Some("x.png"), &image),
                     ("request", None, b"{}"),
                     ("samples", None, b"100"),
@@ -957,7 +963,7 @@ fn coffee() -> Vec<u8> {
 }
 
 fn post_parts(server: &Server, parts: &[(&str, Option<&str>, &[u8])]) -> (u16, Value) {
-    let (content_type, body) = common::serve::form(parts);
+    let (content_type, body) = crate::common::serve::form(parts);
     post_raw(server, "/v1/evaluations", &content_type, body)
 }
 

@@ -5,13 +5,9 @@
 //! float32 and float64 gradients where that is larger: a rectifier input within float32
 //! rounding of its kink may flip between two correct float32 forwards.
 
-#![allow(missing_docs, clippy::unwrap_used)]
-
-mod common;
-
+use crate::common::{bundled, fixture, npy};
 use camlime_core::grad::BackwardRule;
 use camlime_core::ndarray::{Array2, ArrayD, Ix4};
-use common::{bundled, fixture, npy};
 
 /// ‖a − b‖ / ‖b‖.
 fn relative_norm(a: &ArrayD<f32>, b: &ArrayD<f32>) -> f64 {

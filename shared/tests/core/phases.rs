@@ -2,15 +2,11 @@
 //! `Pending::finish` — is the same explanation `explain` gives: the browser spreads the samples
 //! over its workers this way.
 
-#![allow(clippy::unwrap_used)]
-
-mod common;
-
+use crate::common::{bundled, models_dir};
 use camlime_core::explanation::{
     ExplainConfig, Method, SampleJob, Started, classify_samples, explain, start,
 };
 use camlime_core::{Error, Sequential, decode_image};
-use common::{bundled, models_dir};
 
 fn chelsea() -> image::RgbImage {
     let bytes = std::fs::read(models_dir().join("samples/chelsea.png")).unwrap();

@@ -5,17 +5,13 @@
 //! cross every ReLU6, and a unit within float32 rounding of its kink may flip between two
 //! correct float32 forwards).
 
-#![allow(missing_docs, clippy::unwrap_used)]
-
-mod common;
-
+use crate::common::{bundled, fixture, npy, shared_normal};
 use camlime_core::attribution::{
     self, AttributionConfig, Integration, NoiseKind, NoiseTunnel, Occlusion,
 };
 use camlime_core::cam::{CamMethod, attribute};
 use camlime_core::ndarray::{Array3, Axis, Ix4};
 use camlime_core::{ExplainConfig, Sequential};
-use common::{bundled, fixture, npy, shared_normal};
 
 fn compare(name: &str, ours: &Array3<f32>) -> f64 {
     let summary: serde_json::Value = serde_json::from_str(

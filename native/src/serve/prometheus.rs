@@ -39,8 +39,8 @@ struct StateLabels {
     state: String,
 }
 
-/// The server's metrics.
-pub struct Metrics {
+/// The server's Prometheus families (what `/metrics` reports).
+pub struct Telemetry {
     registry: Mutex<Registry>,
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram>,
@@ -53,7 +53,7 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.001, 2.0, 18))
 }
 
-impl Default for Metrics {
+impl Default for Telemetry {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("camlime");
         let requests = Family::<RequestLabels, Counter>::default();
@@ -90,7 +90,7 @@ impl Default for Metrics {
     }
 }
 
-impl Metrics {
+impl Telemetry {
     /// Count a finished job.
     pub fn job_finished(&self, status: Status, code: Option<&str>) {
         let status = serde_json::to_value(status)
@@ -138,7 +138,7 @@ pub fn resident_memory_bytes() -> Option<u64> {
 
 /// Middleware: count and time every request by its route template.
 pub async fn track(
-    State(metrics): State<std::sync::Arc<Metrics>>,
+    State(metrics): State<std::sync::Arc<Telemetry>>,
     request: Request,
     next: Next,
 ) -> Response {

@@ -1,15 +1,11 @@
 //! Rendering against pytorch-grad-cam's `show_cam_on_image` and lime's `get_image_and_mask` +
 //! `mark_boundaries` (fixtures: `fixtures/render/generate.py`).
 
-#![allow(missing_docs, clippy::unwrap_used)]
-
-mod common;
-
+use crate::common::{fixture, reference_labels};
 use camlime_core::Segmentation;
 use camlime_core::cam::CamMap;
 use camlime_core::ndarray;
 use camlime_core::render::{MaskOptions, YELLOW, cam_overlay, lime_mask, mark_boundaries};
-use common::{fixture, reference_labels};
 use ndarray_npy::ReadNpyExt;
 use serde_json::Value;
 

@@ -1,13 +1,9 @@
 //! Segmenters against scikit-image 0.26.0 on the sample photos' 224² base images
 //! (fixtures: `fixtures/segmentation/generate.py`).
 
-#![allow(missing_docs, clippy::unwrap_used)]
-
-mod common;
-
+use crate::common::{SAMPLES, fixture, reference_labels, stem};
 use camlime_core::segment::{FelzenszwalbConfig, QuickshiftConfig, SlicConfig};
 use camlime_core::{Segmentation, SegmenterConfig, Sequential};
-use common::{SAMPLES, fixture, reference_labels, stem};
 use image::RgbImage;
 use ndarray_npy::ReadNpyExt;
 use tract_onnx::prelude::tract_ndarray::Array2;

@@ -1,13 +1,9 @@
 //! `camlime eval` end to end: tables, per-image results, curve plots, resuming an interrupted
 //! run, localisation with masks, and clear errors for bad requests.
 
-#![allow(clippy::unwrap_used)]
-
-mod common;
-
 use std::path::Path;
 
-use common::{camlime, repo, scratch};
+use crate::common::{camlime, repo, scratch};
 use serde_json::Value;
 
 fn images(dir: &Path) -> String {

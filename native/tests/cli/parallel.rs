@@ -1,7 +1,5 @@
 //! Spreading images over threads gives exactly the single-thread results.
 
-#![allow(clippy::unwrap_used)]
-
 use camlime::models::{Bundle, models_dir};
 use camlime::parallel::Threads;
 use camlime_core::ndarray::Array4;

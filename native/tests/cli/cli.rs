@@ -1,13 +1,9 @@
 //! The `camlime` binary end to end: real predictions, JSON output, and one clear line on stderr
 //! with a non-zero exit for every kind of bad input.
 
-#![allow(clippy::unwrap_used)]
-
-mod common;
-
 use std::process::Output;
 
-use common::camlime;
+use crate::common::camlime;
 
 fn stdout(output: &Output) -> String {
     assert!(

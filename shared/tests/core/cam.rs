@@ -1,15 +1,11 @@
 //! Gradient-free CAMs against pytorch-grad-cam 1.5.5 on MobileNetV2 `features.17` for the
 //! sample photos (fixtures: `fixtures/cam/generate.py`), from the same input tensors.
 
-#![allow(missing_docs, clippy::unwrap_used)]
-
-mod common;
-
+use crate::common::{SAMPLES, bundled, map_agreement, npy, png16_map, stem};
 use camlime_core::ExplainConfig;
 use camlime_core::Sequential;
-use camlime_core::cam::{AblationValue, CamMap, CamMethod, explain_tensor};
+use camlime_core::cam::{AblationValue, CamMap, CamMethod, compute_tensor};
 use camlime_core::ndarray::Ix4;
-use common::{SAMPLES, bundled, map_agreement, npy, png16_map, stem};
 
 fn reference_map(stem: &str, method: &str) -> CamMap {
     png16_map(&format!("cam/{stem}.{method}.png"))
@@ -25,7 +21,7 @@ fn check(method: CamMethod, ablation: AblationValue, samples: &[&str]) {
         let mut config = ExplainConfig::default();
         config.cam.layers = vec!["features.17".into()];
         config.cam.ablation = ablation;
-        let ours = explain_tensor(&classifier, input.view(), method, &config, &Sequential).unwrap();
+        let ours = compute_tensor(&classifier, input.view(), method, &config, &Sequential).unwrap();
         let reference = reference_map(stem, method.name());
         let (pearson, max_abs) = map_agreement(&ours.map, &reference);
         eprintln!(
@@ -97,9 +93,9 @@ fn random_cam_is_seeded_and_bad_targets_are_errors() {
         ..Default::default()
     };
     let random = CamMethod::Random;
-    let a = explain_tensor(&classifier, input.view(), random, &config(1), &Sequential).unwrap();
-    let b = explain_tensor(&classifier, input.view(), random, &config(1), &Sequential).unwrap();
-    let c = explain_tensor(&classifier, input.view(), random, &config(2), &Sequential).unwrap();
+    let a = compute_tensor(&classifier, input.view(), random, &config(1), &Sequential).unwrap();
+    let b = compute_tensor(&classifier, input.view(), random, &config(1), &Sequential).unwrap();
+    let c = compute_tensor(&classifier, input.view(), random, &config(2), &Sequential).unwrap();
     assert_eq!(a, b);
     assert_ne!(a.map, c.map);
     assert_eq!(a.target, 285);
@@ -107,10 +103,10 @@ fn random_cam_is_seeded_and_bad_targets_are_errors() {
         target: Some(1000),
         ..Default::default()
     };
-    assert!(explain_tensor(&classifier, input.view(), random, &bad, &Sequential).is_err());
+    assert!(compute_tensor(&classifier, input.view(), random, &bad, &Sequential).is_err());
     let mut bad_layer = ExplainConfig::default();
     bad_layer.cam.layers = vec!["features.99".into()];
-    assert!(explain_tensor(&classifier, input.view(), random, &bad_layer, &Sequential).is_err());
+    assert!(compute_tensor(&classifier, input.view(), random, &bad_layer, &Sequential).is_err());
 }
 
 /// Score-CAM's batch as a device receives it (the image and the small maps): the masks are the

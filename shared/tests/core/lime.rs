@@ -2,10 +2,7 @@
 //! samples Z and labels Y (fixtures: `fixtures/lime/generate.py`), and the perturbation
 //! pipeline against the fixture's onnxruntime labels.
 
-#![allow(missing_docs, clippy::unwrap_used)]
-
-mod common;
-
+use crate::common::{bundled, fixture, reference_labels};
 use camlime_core::cam::CamMap;
 use camlime_core::camlime::CamLimeMode;
 use camlime_core::engine::Composed;
@@ -15,7 +12,6 @@ use camlime_core::lime::{
 use camlime_core::nalgebra::DMatrix;
 use camlime_core::surrogate::FeatureSelection;
 use camlime_core::{Segmentation, ndarray};
-use common::{bundled, fixture, reference_labels};
 use ndarray_npy::ReadNpyExt;
 use serde_json::Value;
 

@@ -1,14 +1,10 @@
 //! Decoding untrusted bytes: every common format becomes 8-bit RGB; bad files fail cleanly.
 
-#![allow(clippy::unwrap_used)]
-
-mod common;
-
 use std::io::Cursor;
 
+use crate::common::{fixture, models_dir};
 use camlime_core::preprocess::DecodeLimits;
 use camlime_core::{Error, decode_image};
-use common::{fixture, models_dir};
 use image::{DynamicImage, ImageBuffer, ImageFormat, Luma, LumaA, Rgba};
 
 fn encode(image: DynamicImage, format: ImageFormat) -> Vec<u8> {

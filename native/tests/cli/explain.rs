@@ -1,13 +1,9 @@
 //! `camlime explain` and `camlime compare` end to end: the record, the pictures, identical
 //! results on one and two threads, exact replay, and clean errors for bad input.
 
-#![allow(clippy::unwrap_used)]
-
-mod common;
-
 use std::path::PathBuf;
 
-use common::{camlime, repo};
+use crate::common::{camlime, repo};
 
 use serde_json::Value;
 
