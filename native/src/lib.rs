@@ -12,6 +12,7 @@ pub mod commands;
 pub mod cuda;
 pub mod eval;
 pub mod explain;
+pub mod flags;
 pub mod models;
 pub mod parallel;
 pub mod serve;

@@ -21,7 +21,8 @@ use serde_json::Value;
 
 mod resume;
 
-use crate::explain::{ConfigFlags, RunFlags};
+use crate::explain::RunFlags;
+use crate::flags::ConfigFlags;
 use crate::models::{Bundle, DeviceArgs};
 use crate::parallel::{Threads, available_threads};
 use resume::RunRecord;

@@ -23,7 +23,7 @@ use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorCode};
 use super::{AppState, Limits, ServedModel};
-use crate::explain::ConfigFlags;
+use crate::flags::ConfigFlags;
 
 /// `POST /v1/predict`.
 #[derive(Debug, Deserialize, ToSchema)]
