@@ -1,6 +1,7 @@
-//! `camlime explain` and `camlime compare`: arguments become an [`ExplainConfig`], the core
-//! explains on every core with a progress bar, and the results are written as a record (JSON),
-//! an overlay, a mask and the weight–feature plot — or, for `compare`, one labelled grid.
+//! `camlime explain` and `camlime compare`: arguments become an
+//! [`ExplainConfig`](camlime_core::ExplainConfig), checked against the model before any work; the
+//! core explains on every core with a progress bar, and the results are written as a record
+//! (JSON), an overlay, a mask and the weight–feature plot — or, for `compare`, one labelled grid.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -80,6 +80,8 @@ impl Bundle {
             .with_context(|| format!("cannot load bundled model `{}`", entry.name))?;
         Ok(LoadedModel {
             name: entry.name.clone(),
+            title: entry.title.clone(),
+            licence: entry.licence.clone(),
             classifier,
         })
     }
@@ -98,15 +100,25 @@ impl Bundle {
             let labels = self.read("imagenet_classes.txt")?;
             classifier = classifier.with_labels(parse_labels(&String::from_utf8_lossy(&labels)))?;
         }
-        Ok(LoadedModel { name, classifier })
+        Ok(LoadedModel {
+            title: format!("{name} (from {})", path.display()),
+            licence: "unknown (user model)".into(),
+            name,
+            classifier,
+        })
     }
 }
 
-/// A classifier with the name it was asked for by.
+/// A classifier with the name it was asked for by, and what the manifest says of it: what the
+/// CLI runs and the server serves.
 #[derive(Debug)]
 pub struct LoadedModel {
     /// Bundled name or file stem.
     pub name: String,
+    /// What it is (the manifest's title; a user's file names its path).
+    pub title: String,
+    /// Licence of the weights.
+    pub licence: String,
     /// The classifier.
     pub classifier: Classifier,
 }

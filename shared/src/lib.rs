@@ -47,7 +47,7 @@ pub use camlime_base::{
 pub use error::{Error, Result};
 pub use explanation::{ExplainConfig, ExplanationRecord, Method, explain};
 pub use manifest::{Manifest, ModelEntry};
-pub use model::{Classifier, ForwardOutput, Layer, ModelSpec, Prediction, Tail};
+pub use model::{Classifier, ForwardOutput, Layer, ModelSpec, ModelSummary, Prediction, Tail};
 pub use nalgebra;
 pub use preprocess::{
     DecodeLimits, Interpolation, Normalize, Preprocessing, ResizeMode, decode_image,

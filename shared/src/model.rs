@@ -30,7 +30,7 @@ use crate::grad::{self, BackwardRule, GradientRequest};
 use crate::runtime::{Runtime, map_shares};
 use crate::{Error, Result};
 
-pub use camlime_base::spec::{Layer, ModelSpec, NamedLayer, Prediction, softmax};
+pub use camlime_base::spec::{Layer, ModelSpec, ModelSummary, NamedLayer, Prediction, softmax};
 
 /// What one forward pass returns.
 #[derive(Clone, Debug)]
@@ -423,6 +423,18 @@ impl Classifier {
     /// The spec this classifier was built with.
     pub fn spec(&self) -> &ModelSpec {
         &self.spec
+    }
+
+    /// What the model offers explanations, in one value (the server's listing, the page).
+    pub fn summary(&self) -> ModelSummary {
+        ModelSummary {
+            name: self.spec().name.clone(),
+            sha256: self.sha256().to_owned(),
+            input_size: self.input_size(),
+            num_classes: self.num_classes(),
+            default_layers: self.default_layers().to_vec(),
+            layers: self.layers().to_vec(),
+        }
     }
 
     /// SHA-256 of the ONNX bytes, lower-case hex.

@@ -3,7 +3,7 @@
 //! image's pixels) moved rather than copied.
 
 use camlime_base::record::{ExplanationRecord, SampleJob};
-use camlime_base::{ExplainConfig, Layer, ModelSpec, Prediction};
+use camlime_base::{ExplainConfig, ModelSpec, ModelSummary, Prediction};
 use js_sys::{Array, Object, Reflect, Uint8Array};
 use serde::{Deserialize, Serialize};
 use wasm_bindgen::{JsCast, JsValue};
@@ -65,7 +65,12 @@ pub enum Response {
     /// The worker's wasm is running and takes requests.
     Ready,
     /// A classifier is loaded.
-    ModelLoaded(ModelSummary),
+    ModelLoaded {
+        /// What it offers.
+        summary: ModelSummary,
+        /// Milliseconds the worker took to parse and prepare it.
+        load_ms: f64,
+    },
     /// The kept image's base picture (RGB bytes attached) and predictions.
     Predicted {
         /// The request's id.
@@ -121,23 +126,6 @@ pub enum Response {
         /// What went wrong, for the user.
         message: String,
     },
-}
-
-/// What the page needs to know of a loaded model.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ModelSummary {
-    /// Model name.
-    pub name: String,
-    /// sha256 of the ONNX bytes.
-    pub sha256: String,
-    /// Number of classes.
-    pub classes: usize,
-    /// Layers a user picks from (named ones, else every 4-D tensor).
-    pub layers: Vec<Layer>,
-    /// Default target layers.
-    pub default_layers: Vec<String>,
-    /// Milliseconds the worker took to parse and prepare it.
-    pub load_ms: f64,
 }
 
 /// A message as the JS object `{ json, bytes? }` and the list of buffers to transfer with it.

@@ -11,18 +11,19 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use camlime_core::evaluation::{self, Evaluation, Plan, Report, Row, paper_methods};
-use camlime_core::{ExplainConfig, ExplanationRecord, Runtime};
+use camlime_core::{ExplainConfig, ExplanationRecord, Layer, ModelSummary, Runtime};
 use futures_util::Stream;
 use serde::Serialize;
 use utoipa::{OpenApi, ToSchema};
 
+use super::AppState;
 use super::error::{ApiError, ErrorBody, ErrorCode, ErrorDetail};
 use super::input::{
     EvalImage, EvalRequest, EvalSubmission, ExplainRequest, PredictRequest, Submission,
     check_config, find_model, heavy,
 };
 use super::jobs::{JobCounts, JobKind, JobResult, JobStatus, Progress, Status};
-use super::{AppState, ServedModel};
+use crate::models::LoadedModel;
 use crate::parallel::Threads;
 
 /// The OpenAPI document of `/v1`.
@@ -50,7 +51,8 @@ use crate::parallel::Threads;
         ErrorBody,
         ErrorDetail,
         ModelListing,
-        LayerInfo,
+        ModelSummary,
+        Layer,
         PredictRequest,
         PredictResponse,
         PredictionInfo,
@@ -67,34 +69,16 @@ use crate::parallel::Threads;
 )]
 pub struct ApiDoc;
 
-/// A target layer.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct LayerInfo {
-    /// Tensor name (PyTorch module path for the bundled models).
-    pub name: String,
-    /// Channels, height, width.
-    pub shape: [usize; 3],
-}
-
 /// A served model.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ModelListing {
-    /// Name to use in requests.
-    pub name: String,
+    /// What the model offers: name, sha256, input size, classes, layers.
+    #[serde(flatten)]
+    pub summary: ModelSummary,
     /// What it is.
     pub title: String,
     /// Licence of the weights.
     pub licence: String,
-    /// sha256 of the ONNX file (records name it).
-    pub sha256: String,
-    /// Input width and height.
-    pub input_size: [usize; 2],
-    /// Classes.
-    pub num_classes: usize,
-    /// The layers CAMs use by default.
-    pub default_layers: Vec<String>,
-    /// The named layers explanations can target.
-    pub layers: Vec<LayerInfo>,
 }
 
 /// One class.
@@ -130,24 +114,11 @@ pub struct Health {
     pub jobs: JobCounts,
 }
 
-fn listing(model: &ServedModel) -> ModelListing {
-    let c = &model.classifier;
+fn listing(model: &LoadedModel) -> ModelListing {
     ModelListing {
-        name: model.name.clone(),
+        summary: model.classifier.summary(),
         title: model.title.clone(),
         licence: model.licence.clone(),
-        sha256: c.sha256().to_owned(),
-        input_size: c.input_size(),
-        num_classes: c.num_classes(),
-        default_layers: c.default_layers().to_vec(),
-        layers: c
-            .layers()
-            .iter()
-            .map(|l| LayerInfo {
-                name: l.name.clone(),
-                shape: l.shape,
-            })
-            .collect(),
     }
 }
 
@@ -278,7 +249,7 @@ pub async fn predict(
 
 /// The checked pieces of an explain request.
 struct Checked {
-    model: Arc<ServedModel>,
+    model: Arc<LoadedModel>,
     config: ExplainConfig,
     source: Option<String>,
 }
@@ -517,7 +488,7 @@ fn named(name: &str, mut error: ApiError) -> ApiError {
 /// Run an evaluation job: the tables, the rows and the seconds. Progress names the step and
 /// counts the scores; the methods' own stages are not published.
 fn evaluate(
-    model: &ServedModel,
+    model: &LoadedModel,
     plan: &Plan,
     images: &[(String, axum::body::Bytes, Option<axum::body::Bytes>)],
     limits: &camlime_core::preprocess::DecodeLimits,

@@ -22,8 +22,9 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorCode};
-use super::{AppState, Limits, ServedModel};
+use super::{AppState, Limits};
 use crate::flags::ConfigFlags;
+use crate::models::LoadedModel;
 
 /// `POST /v1/predict`.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -583,7 +584,7 @@ fn body_error(rejection: axum::extract::rejection::BytesRejection) -> ApiError {
 }
 
 /// A model by name, or 400 naming the served ones.
-pub fn find_model(state: &AppState, name: &str) -> Result<Arc<ServedModel>, ApiError> {
+pub fn find_model(state: &AppState, name: &str) -> Result<Arc<LoadedModel>, ApiError> {
     state
         .models
         .iter()
@@ -605,7 +606,7 @@ pub fn find_model(state: &AppState, name: &str) -> Result<Arc<ServedModel>, ApiE
 /// server's limits.
 pub fn check_config(
     config: &ExplainConfig,
-    model: &ServedModel,
+    model: &LoadedModel,
     limits: &Limits,
 ) -> Result<(), ApiError> {
     let samples = config.lime.num_samples;

@@ -24,7 +24,6 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, Method, StatusCode};
 use axum::routing::{any, get};
-use camlime_core::Classifier;
 use camlime_core::engine::EngineChoice;
 use camlime_core::lime::MAX_SAMPLES;
 use camlime_core::preprocess::DecodeLimits;
@@ -40,7 +39,7 @@ use error::ApiError;
 use jobs::{JobSettings, Jobs};
 use prometheus::Telemetry;
 
-use crate::models::{Bundle, DeviceArgs};
+use crate::models::{Bundle, DeviceArgs, LoadedModel};
 use crate::parallel::available_threads;
 use error::ErrorCode;
 
@@ -126,22 +125,9 @@ pub struct Limits {
     pub request_timeout: Duration,
 }
 
-/// A model the server answers with.
-#[derive(Debug)]
-pub struct ServedModel {
-    /// Name in requests.
-    pub name: String,
-    /// Description.
-    pub title: String,
-    /// Licence of the weights.
-    pub licence: String,
-    /// The classifier.
-    pub classifier: Classifier,
-}
-
 /// Everything the handlers share.
 pub struct AppState {
-    models: Vec<Arc<ServedModel>>,
+    models: Vec<Arc<LoadedModel>>,
     limits: Limits,
     threads: usize,
     /// Fixed threads for synchronous work (decoding, predicts, explanations' coordination).
@@ -194,18 +180,13 @@ fn load_models(
     bundle: &Bundle,
     extra: &[PathBuf],
     device: DeviceArgs,
-) -> Result<Vec<Arc<ServedModel>>> {
+) -> Result<Vec<Arc<LoadedModel>>> {
     let mut models = Vec::new();
     for entry in &bundle.manifest.models {
         let loaded = bundle
             .load(&entry.name)?
             .on_device(device, &EngineChoice::Auto)?;
-        models.push(Arc::new(ServedModel {
-            name: loaded.name,
-            title: entry.title.clone(),
-            licence: entry.licence.clone(),
-            classifier: loaded.classifier,
-        }));
+        models.push(Arc::new(loaded));
     }
     for path in extra {
         let loaded = bundle
@@ -217,12 +198,7 @@ fn load_models(
             loaded.name,
             path.display()
         );
-        models.push(Arc::new(ServedModel {
-            title: format!("{} (from {})", loaded.name, path.display()),
-            licence: "unknown (user model)".into(),
-            name: loaded.name,
-            classifier: loaded.classifier,
-        }));
+        models.push(Arc::new(loaded));
     }
     Ok(models)
 }

@@ -38,4 +38,4 @@ pub use preprocess::{
 pub use record::{ExplainConfig, ExplanationRecord, Method};
 pub use runtime::{Runtime, Sequential};
 pub use segment::{Segmentation, SegmenterConfig};
-pub use spec::{Layer, ModelSpec, Prediction};
+pub use spec::{Layer, ModelSpec, ModelSummary, Prediction};

@@ -54,6 +54,7 @@ impl ModelSpec {
 }
 
 /// A layer a user can target: a 4-D tensor of the model.
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Layer {
     /// Readable name (the tensor name when the model has no named layers).
@@ -62,6 +63,25 @@ pub struct Layer {
     pub tensor: String,
     /// `[C, H, W]` at the model's input size.
     pub shape: [usize; 3],
+}
+
+/// What a loaded model offers explanations: the server lists it (`GET /v1/models`) and the
+/// page's worker reports it.
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelSummary {
+    /// Name in requests and records.
+    pub name: String,
+    /// sha256 of the ONNX bytes (records name it).
+    pub sha256: String,
+    /// Input width and height.
+    pub input_size: [usize; 2],
+    /// Classes.
+    pub num_classes: usize,
+    /// The layers CAMs use by default.
+    pub default_layers: Vec<String>,
+    /// The layers explanations can target (named ones, else every 4-D tensor).
+    pub layers: Vec<Layer>,
 }
 
 /// One class of a prediction.

@@ -11,9 +11,9 @@ use std::cell::RefCell;
 
 use camlime_base::cam::CamMethod;
 use camlime_base::record::{ExplainConfig, ExplanationRecord, Method, SampleJob};
-use camlime_base::{Manifest, ModelSpec, Prediction};
+use camlime_base::{Manifest, ModelSpec, ModelSummary, Prediction};
 use camlime_web::i18n::{Lang, t};
-use camlime_web::protocol::{ModelSummary, Request, Response, decode, encode, from_js, to_js};
+use camlime_web::protocol::{Request, Response, decode, encode, from_js, to_js};
 use image::RgbImage;
 use js_sys::Uint8Array;
 use leptos::prelude::*;
@@ -36,8 +36,8 @@ pub enum ModelState {
     None,
     /// Being fetched or parsed.
     Loading(String),
-    /// Ready in the worker.
-    Ready(ModelSummary),
+    /// Ready in the worker, with the milliseconds loading took.
+    Ready(ModelSummary, f64),
 }
 
 /// One finished explanation in the comparison strip.
@@ -462,9 +462,9 @@ fn on_response(ctx: Ctx, slot: usize, response: Response, bytes: Option<Vec<u8>>
             }
         }),
         // Every worker loads the model; the first one's answer speaks for all.
-        Response::ModelLoaded(_) if slot > 0 => {}
-        Response::ModelLoaded(summary) => {
-            ctx.timing("model_load_ms", summary.load_ms);
+        Response::ModelLoaded { .. } if slot > 0 => {}
+        Response::ModelLoaded { summary, load_ms } => {
+            ctx.timing("model_load_ms", load_ms);
             let known = |layer: &String| summary.layers.iter().any(|l| &l.name == layer);
             if !ctx
                 .config
@@ -472,7 +472,7 @@ fn on_response(ctx: Ctx, slot: usize, response: Response, bytes: Option<Vec<u8>>
             {
                 ctx.config.update(|c| c.cam.layers.clear());
             }
-            ctx.model.set(ModelState::Ready(summary));
+            ctx.model.set(ModelState::Ready(summary, load_ms));
         }
         Response::Predicted {
             width,

@@ -157,7 +157,7 @@ fn stem(record: &ExplanationRecord) -> String {
 fn load_record(ctx: Ctx, bytes: &[u8]) -> Result<(), String> {
     let record: ExplanationRecord =
         serde_json::from_slice(bytes).map_err(|e| format!("not an explanation record: {e}"))?;
-    let ModelState::Ready(model) = ctx.model.get_untracked() else {
+    let ModelState::Ready(model, _) = ctx.model.get_untracked() else {
         return Err("load the record's model first".into());
     };
     if model.sha256 != record.model.sha256 {

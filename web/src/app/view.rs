@@ -58,7 +58,7 @@ pub fn App() -> impl IntoView {
         }
     });
     let mounted = format!("{:.0}", now_ms());
-    let model_ready = move || matches!(ctx.model.get(), ModelState::Ready(_)).to_string();
+    let model_ready = move || matches!(ctx.model.get(), ModelState::Ready(..)).to_string();
     let busy = move || ctx.running.get().is_some().to_string();
     view! {
         <div class="app" class:embed=ctx.embed data-mounted-ms=mounted data-model-ready=model_ready data-busy=busy>
@@ -188,15 +188,15 @@ fn ModelPicker() -> impl IntoView {
     let status = move || match ctx.model.get() {
         ModelState::None => String::new(),
         ModelState::Loading(name) => format!("{} {name}", ctx.tr("model_loading")),
-        ModelState::Ready(summary) => format!(
+        ModelState::Ready(summary, load_ms) => format!(
             "{} · {} · {} {} · {} {} · {:.0} ms",
             ctx.tr("model_ready"),
             summary.name,
-            summary.classes,
+            summary.num_classes,
             ctx.tr("classes"),
             summary.layers.len(),
             ctx.tr("layers"),
-            summary.load_ms
+            load_ms
         ),
     };
     view! {
@@ -279,15 +279,15 @@ fn MethodControls() -> impl IntoView {
     let is_sampling = move || ctx.config.with(|c| c.method.samples());
     let is_camlime = move || ctx.config.with(|c| c.method == Method::CamLime);
     let layers = move || match ctx.model.get() {
-        ModelState::Ready(summary) => summary.layers.clone(),
+        ModelState::Ready(summary, _) => summary.layers.clone(),
         _ => Vec::new(),
     };
     let default_layers = move || match ctx.model.get() {
-        ModelState::Ready(summary) => summary.default_layers.join(", "),
+        ModelState::Ready(summary, _) => summary.default_layers.join(", "),
         _ => String::new(),
     };
     let ready = move || {
-        matches!(ctx.model.get(), ModelState::Ready(_))
+        matches!(ctx.model.get(), ModelState::Ready(..))
             && ctx.base.with(Option::is_some)
             && ctx.running.with(Option::is_none)
     };

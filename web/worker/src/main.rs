@@ -16,7 +16,7 @@ use camlime_core::explanation::{
 use camlime_core::{
     Classifier, DecodeLimits, ExplainConfig, ModelSpec, Runtime, Sequential, decode_image,
 };
-use camlime_web::protocol::{ModelSummary, Request, Response, decode, encode, from_js, to_js};
+use camlime_web::protocol::{Request, Response, decode, encode, from_js, to_js};
 use image::RgbImage;
 use js_sys::Reflect;
 use wasm_bindgen::JsCast;
@@ -124,16 +124,10 @@ fn handle(request: Request, bytes: Option<Vec<u8>>) {
             match result {
                 Ok(classifier) => {
                     warm_up(&classifier, warm_gradients);
-                    let summary = ModelSummary {
-                        name: classifier.spec().name.clone(),
-                        sha256: classifier.sha256().into(),
-                        classes: classifier.num_classes(),
-                        layers: classifier.layers().to_vec(),
-                        default_layers: classifier.default_layers().to_vec(),
-                        load_ms: now_ms() - started,
-                    };
+                    let summary = classifier.summary();
+                    let load_ms = now_ms() - started;
                     STATE.with_borrow_mut(|s| s.classifier = Some(classifier));
-                    post(&Response::ModelLoaded(summary), None);
+                    post(&Response::ModelLoaded { summary, load_ms }, None);
                 }
                 Err(message) => {
                     STATE.with_borrow_mut(|s| s.classifier = None);
