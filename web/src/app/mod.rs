@@ -86,15 +86,15 @@ impl Running {
 
 /// The settings the page starts with: the core's defaults, `?method=` and `?samples=` over
 /// them; an embedded explanation runs by itself, so a fast method unless the page asks.
-fn initial_config(embed: bool) -> ExplainConfig {
+fn initial_config(embed: bool, param: impl Fn(&str) -> Option<String>) -> ExplainConfig {
     let mut config = ExplainConfig::default();
     if embed {
         config.method = Method::Cam(CamMethod::GradCam);
     }
-    if let Some(method) = url_param("method").and_then(|m| m.parse().ok()) {
+    if let Some(method) = param("method").and_then(|m| m.parse().ok()) {
         config.method = method;
     }
-    if let Some(samples) = url_param("samples").and_then(|n| n.parse().ok()) {
+    if let Some(samples) = param("samples").and_then(|n| n.parse().ok()) {
         config.lime.num_samples = samples;
     }
     config
@@ -156,7 +156,7 @@ impl Ctx {
             image_name: RwSignal::new(None),
             base: RwSignal::new(None),
             predictions: RwSignal::new(Vec::new()),
-            config: RwSignal::new(initial_config(embed)),
+            config: RwSignal::new(initial_config(embed, url_param)),
             server: RwSignal::new(
                 url_param("server")
                     .or_else(|| local_storage().and_then(|s| s.get_item(SERVER_KEY).ok().flatten()))
@@ -745,4 +745,25 @@ pub fn cancel(ctx: Ctx) {
         ctx.fail(message);
     }
     ctx.notice.set(Some(ctx.tr("cancelled").into()));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_page_starts_from_the_schemas_defaults() {
+        assert_eq!(initial_config(false, |_| None), ExplainConfig::default());
+        let embedded = initial_config(true, |_| None);
+        assert_eq!(embedded.method, Method::Cam(CamMethod::GradCam));
+        assert_eq!(embedded.lime, ExplainConfig::default().lime);
+        let asked = initial_config(false, |name| match name {
+            "method" => Some("lime".into()),
+            "samples" => Some("300".into()),
+            _ => None,
+        });
+        assert_eq!((asked.method, asked.lime.num_samples), (Method::Lime, 300));
+        let garbled = initial_config(false, |_| Some("x".into()));
+        assert_eq!(garbled, ExplainConfig::default());
+    }
 }
