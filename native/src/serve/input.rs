@@ -367,16 +367,7 @@ where
             let image = image.ok_or_else(|| {
                 ApiError::bad_request(ErrorCode::MissingImage, "the form has no `image` part")
             })?;
-            let mut request = match (request, fields.is_empty()) {
-                (Some(_), false) => {
-                    return Err(ApiError::bad_request(
-                        ErrorCode::InvalidMultipart,
-                        "send the settings either as a `request` part or as plain fields, not both",
-                    ));
-                }
-                (Some(r), true) => r,
-                (None, _) => T::from_fields(&fields)?,
-            };
+            let mut request = one_of(request, &fields, T::from_fields)?;
             if request.take_image().is_some() {
                 return Err(ApiError::bad_request(
                     ErrorCode::InvalidMultipart,
@@ -386,6 +377,22 @@ where
             return Ok(Self { request, image });
         }
         Err(unsupported(&content_type))
+    }
+}
+
+/// A form's settings: its `request` part, or its plain fields, never both.
+fn one_of<T>(
+    request: Option<T>,
+    fields: &[(String, String)],
+    from_fields: impl FnOnce(&[(String, String)]) -> Result<T, ApiError>,
+) -> Result<T, ApiError> {
+    match (request, fields.is_empty()) {
+        (Some(_), false) => Err(ApiError::bad_request(
+            ErrorCode::InvalidMultipart,
+            "send the settings either as a `request` part or as plain fields, not both",
+        )),
+        (Some(request), true) => Ok(request),
+        (None, _) => from_fields(fields),
     }
 }
 
@@ -511,16 +518,7 @@ impl<S: Send + Sync> FromRequest<S> for EvalSubmission {
                     _ => fields.push((part, plain_text(&bytes)?)),
                 }
             }
-            let request = match (request, fields.is_empty()) {
-                (Some(_), false) => {
-                    return Err(ApiError::bad_request(
-                        ErrorCode::InvalidMultipart,
-                        "send the settings either as a `request` part or as plain fields, not both",
-                    ));
-                }
-                (Some(r), true) => r,
-                (None, _) => EvalRequest::from_fields(&fields)?,
-            };
+            let request = one_of(request, &fields, EvalRequest::from_fields)?;
             if !request.images.is_empty() {
                 return Err(ApiError::bad_request(
                     ErrorCode::InvalidMultipart,

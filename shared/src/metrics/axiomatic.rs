@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use tract_onnx::prelude::tract_ndarray::{Array3, ArrayView2, ArrayView3};
 
 use super::perturb::Baseline;
-use super::registry::check;
+use super::registry::declare;
 use super::{
     Batch, Declared, Explainer, Input, Model, Needs, Outcome, Preparation, explain_one, flat,
     output_of, prepare,
@@ -205,36 +205,14 @@ impl InputInvariance {
     }
 }
 
-impl Declared for Completeness {
-    const NAME: &'static str = "Completeness";
-    const HIGHER_IS_BETTER: Option<bool> = Some(true);
-    const NEEDS: Needs = Needs::MODEL;
-    fn score(&self, input: &Input, draws: &mut Draws) -> Result<Outcome> {
-        self.evaluate(input.x, input.y, input.a, input.model, draws)
-    }
-}
+declare! { Completeness "Completeness", better Some(true), MODEL, curve false,
+valid |_| true, "",
+score |m, input, draws| m.evaluate(input.x, input.y, input.a, input.model, draws) }
 
-impl Declared for NonSensitivity {
-    const NAME: &'static str = "NonSensitivity";
-    const HIGHER_IS_BETTER: Option<bool> = Some(false);
-    const NEEDS: Needs = Needs::MODEL;
-    fn validate(&self) -> Result<()> {
-        check(
-            self.features_in_step >= 1 && (1..=10_000).contains(&self.n_samples),
-            Self::NAME,
-            "features_in_step ≥ 1 and n_samples 1..=10000",
-        )
-    }
-    fn score(&self, input: &Input, draws: &mut Draws) -> Result<Outcome> {
-        self.evaluate(input.x, input.y, input.a, input.model, draws)
-    }
-}
+declare! { NonSensitivity "NonSensitivity", better Some(false), MODEL, curve false,
+valid |m| m.features_in_step >= 1 && (1..=10_000).contains(&m.n_samples), "features_in_step ≥ 1 and n_samples 1..=10000",
+score |m, input, draws| m.evaluate(input.x, input.y, input.a, input.model, draws) }
 
-impl Declared for InputInvariance {
-    const NAME: &'static str = "InputInvariance";
-    const HIGHER_IS_BETTER: Option<bool> = Some(true);
-    const NEEDS: Needs = Needs::EXPLAINER;
-    fn score(&self, input: &Input, _: &mut Draws) -> Result<Outcome> {
-        self.evaluate(input.x, input.y, input.a, input.explainer()?)
-    }
-}
+declare! { InputInvariance "InputInvariance", better Some(true), EXPLAINER, curve false,
+valid |_| true, "",
+score |m, input, _| m.evaluate(input.x, input.y, input.a, input.explainer()?) }

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 use tract_onnx::prelude::tract_ndarray::ArrayView2;
 
+use super::registry::declare;
 use super::stats::{entropy, gini};
 use super::{Declared, Input, Needs, Outcome, prepare};
 use crate::Result;
@@ -74,32 +75,17 @@ impl EffectiveComplexity {
     }
 }
 
-impl Declared for Sparseness {
-    const NAME: &'static str = "Sparseness";
-    const HIGHER_IS_BETTER: Option<bool> = Some(true);
-    const NEEDS: Needs = Needs::ATTRIBUTION;
-    fn score(&self, input: &Input, _: &mut Draws) -> Result<Outcome> {
-        Ok(self.evaluate(input.a))
-    }
-}
+declare! { Sparseness "Sparseness", better Some(true), ATTRIBUTION, curve false,
+valid |_| true, "",
+score |m, input, _| Ok(m.evaluate(input.a)) }
 
-impl Declared for Complexity {
-    const NAME: &'static str = "Complexity";
-    const HIGHER_IS_BETTER: Option<bool> = Some(false);
-    const NEEDS: Needs = Needs::ATTRIBUTION;
-    fn score(&self, input: &Input, _: &mut Draws) -> Result<Outcome> {
-        Ok(self.evaluate(input.a))
-    }
-}
+declare! { Complexity "Complexity", better Some(false), ATTRIBUTION, curve false,
+valid |_| true, "",
+score |m, input, _| Ok(m.evaluate(input.a)) }
 
-impl Declared for EffectiveComplexity {
-    const NAME: &'static str = "EffectiveComplexity";
-    const HIGHER_IS_BETTER: Option<bool> = Some(false);
-    const NEEDS: Needs = Needs::ATTRIBUTION;
-    fn score(&self, input: &Input, _: &mut Draws) -> Result<Outcome> {
-        Ok(self.evaluate(input.a))
-    }
-}
+declare! { EffectiveComplexity "EffectiveComplexity", better Some(false), ATTRIBUTION, curve false,
+valid |_| true, "",
+score |m, input, _| Ok(m.evaluate(input.a)) }
 
 #[cfg(test)]
 mod tests {

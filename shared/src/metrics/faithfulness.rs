@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use tract_onnx::prelude::tract_ndarray::{Array2, Array3, ArrayView2, ArrayView3};
 
 use super::perturb::{Baseline, Filler, noisy_linear_imputation, patch_pixels, replace_pixels};
-use super::registry::check;
+use super::registry::{check, declare};
 use super::stats::{pearson, spearman, trapezoid};
 use super::{
     Batch, Declared, Input, Model, Needs, Outcome, argmax, ascending, descending, flat, output_of,
@@ -1057,117 +1057,33 @@ impl Insertion {
     }
 }
 
-impl Declared for FaithfulnessCorrelation {
-    const NAME: &'static str = "FaithfulnessCorrelation";
-    const HIGHER_IS_BETTER: Option<bool> = Some(true);
-    const NEEDS: Needs = Needs::MODEL;
-    fn validate(&self) -> Result<()> {
-        check(
-            (2..=100_000).contains(&self.nr_runs) && self.subset_size >= 1,
-            Self::NAME,
-            "nr_runs 2..=100000 and subset_size ≥ 1",
-        )
-    }
-    fn score(&self, input: &Input, draws: &mut Draws) -> Result<Outcome> {
-        self.evaluate(input.x, input.y, input.a, input.model, draws)
-    }
-}
+declare! { FaithfulnessCorrelation "FaithfulnessCorrelation", better Some(true), MODEL, curve false,
+valid |m| (2..=100_000).contains(&m.nr_runs) && m.subset_size >= 1, "nr_runs 2..=100000 and subset_size ≥ 1",
+score |m, input, draws| m.evaluate(input.x, input.y, input.a, input.model, draws) }
 
-impl Declared for FaithfulnessEstimate {
-    const NAME: &'static str = "FaithfulnessEstimate";
-    const HIGHER_IS_BETTER: Option<bool> = Some(true);
-    const NEEDS: Needs = Needs::MODEL;
-    fn validate(&self) -> Result<()> {
-        check(
-            self.features_in_step >= 1,
-            Self::NAME,
-            "features_in_step ≥ 1",
-        )
-    }
-    fn score(&self, input: &Input, draws: &mut Draws) -> Result<Outcome> {
-        self.evaluate(input.x, input.y, input.a, input.model, draws)
-    }
-}
+declare! { FaithfulnessEstimate "FaithfulnessEstimate", better Some(true), MODEL, curve false,
+valid |m| m.features_in_step >= 1, "features_in_step ≥ 1",
+score |m, input, draws| m.evaluate(input.x, input.y, input.a, input.model, draws) }
 
-impl Declared for MonotonicityArya {
-    const NAME: &'static str = "MonotonicityArya";
-    const HIGHER_IS_BETTER: Option<bool> = Some(true);
-    const NEEDS: Needs = Needs::MODEL;
-    const CURVE: bool = true;
-    fn validate(&self) -> Result<()> {
-        check(
-            self.features_in_step >= 1,
-            Self::NAME,
-            "features_in_step ≥ 1",
-        )
-    }
-    fn score(&self, input: &Input, draws: &mut Draws) -> Result<Outcome> {
-        self.evaluate(input.x, input.y, input.a, input.model, draws)
-    }
-}
+declare! { MonotonicityArya "MonotonicityArya", better Some(true), MODEL, curve true,
+valid |m| m.features_in_step >= 1, "features_in_step ≥ 1",
+score |m, input, draws| m.evaluate(input.x, input.y, input.a, input.model, draws) }
 
-impl Declared for MonotonicityCorrelation {
-    const NAME: &'static str = "MonotonicityCorrelation";
-    const HIGHER_IS_BETTER: Option<bool> = Some(true);
-    const NEEDS: Needs = Needs::MODEL;
-    fn validate(&self) -> Result<()> {
-        check(
-            self.features_in_step >= 1 && (1..=10_000).contains(&self.nr_samples),
-            Self::NAME,
-            "features_in_step ≥ 1 and nr_samples 1..=10000",
-        )
-    }
-    fn score(&self, input: &Input, draws: &mut Draws) -> Result<Outcome> {
-        self.evaluate(input.x, input.y, input.a, input.model, draws)
-    }
-}
+declare! { MonotonicityCorrelation "MonotonicityCorrelation", better Some(true), MODEL, curve false,
+valid |m| m.features_in_step >= 1 && (1..=10_000).contains(&m.nr_samples), "features_in_step ≥ 1 and nr_samples 1..=10000",
+score |m, input, draws| m.evaluate(input.x, input.y, input.a, input.model, draws) }
 
-impl Declared for PixelFlipping {
-    const NAME: &'static str = "PixelFlipping";
-    const HIGHER_IS_BETTER: Option<bool> = Some(false);
-    const NEEDS: Needs = Needs::MODEL;
-    const CURVE: bool = true;
-    fn validate(&self) -> Result<()> {
-        check(
-            self.features_in_step >= 1,
-            Self::NAME,
-            "features_in_step ≥ 1",
-        )
-    }
-    fn score(&self, input: &Input, draws: &mut Draws) -> Result<Outcome> {
-        self.evaluate(input.x, input.y, input.a, input.model, draws)
-    }
-}
+declare! { PixelFlipping "PixelFlipping", better Some(false), MODEL, curve true,
+valid |m| m.features_in_step >= 1, "features_in_step ≥ 1",
+score |m, input, draws| m.evaluate(input.x, input.y, input.a, input.model, draws) }
 
-impl Declared for RegionPerturbation {
-    const NAME: &'static str = "RegionPerturbation";
-    const HIGHER_IS_BETTER: Option<bool> = Some(true);
-    const NEEDS: Needs = Needs::MODEL;
-    const CURVE: bool = true;
-    fn validate(&self) -> Result<()> {
-        check(
-            self.patch_size >= 1 && self.regions_evaluation >= 1,
-            Self::NAME,
-            "patch_size and regions_evaluation ≥ 1",
-        )
-    }
-    fn score(&self, input: &Input, draws: &mut Draws) -> Result<Outcome> {
-        self.evaluate(input.x, input.y, input.a, input.model, draws)
-    }
-}
+declare! { RegionPerturbation "RegionPerturbation", better Some(true), MODEL, curve true,
+valid |m| m.patch_size >= 1 && m.regions_evaluation >= 1, "patch_size and regions_evaluation ≥ 1",
+score |m, input, draws| m.evaluate(input.x, input.y, input.a, input.model, draws) }
 
-impl Declared for Selectivity {
-    const NAME: &'static str = "Selectivity";
-    const HIGHER_IS_BETTER: Option<bool> = Some(false);
-    const NEEDS: Needs = Needs::MODEL;
-    const CURVE: bool = true;
-    fn validate(&self) -> Result<()> {
-        check(self.patch_size >= 1, Self::NAME, "patch_size ≥ 1")
-    }
-    fn score(&self, input: &Input, draws: &mut Draws) -> Result<Outcome> {
-        self.evaluate(input.x, input.y, input.a, input.model, draws)
-    }
-}
+declare! { Selectivity "Selectivity", better Some(false), MODEL, curve true,
+valid |m| m.patch_size >= 1, "patch_size ≥ 1",
+score |m, input, draws| m.evaluate(input.x, input.y, input.a, input.model, draws) }
 
 impl Declared for SensitivityN {
     const NAME: &'static str = "SensitivityN";
@@ -1191,75 +1107,22 @@ impl Declared for SensitivityN {
     }
 }
 
-impl Declared for Irof {
-    const NAME: &'static str = "IROF";
-    const HIGHER_IS_BETTER: Option<bool> = Some(true);
-    const NEEDS: Needs = Needs::MODEL;
-    const CURVE: bool = true;
-    fn score(&self, input: &Input, draws: &mut Draws) -> Result<Outcome> {
-        self.evaluate(input.x, input.y, input.a, input.model, draws)
-    }
-}
+declare! { Irof "IROF", better Some(true), MODEL, curve true,
+valid |_| true, "",
+score |m, input, draws| m.evaluate(input.x, input.y, input.a, input.model, draws) }
 
-impl Declared for Infidelity {
-    const NAME: &'static str = "Infidelity";
-    const HIGHER_IS_BETTER: Option<bool> = Some(false);
-    const NEEDS: Needs = Needs::MODEL;
-    const CURVE: bool = true;
-    fn validate(&self) -> Result<()> {
-        check(
-            !self.perturb_patch_sizes.is_empty()
-                && self.perturb_patch_sizes.iter().all(|&p| p >= 1)
-                && (1..=1000).contains(&self.n_perturb_samples),
-            Self::NAME,
-            "perturb_patch_sizes ≥ 1 and n_perturb_samples 1..=1000",
-        )
-    }
-    fn score(&self, input: &Input, draws: &mut Draws) -> Result<Outcome> {
-        self.evaluate(input.x, input.y, input.a, input.model, draws)
-    }
-}
+declare! { Infidelity "Infidelity", better Some(false), MODEL, curve true,
+valid |m| !m.perturb_patch_sizes.is_empty() && m.perturb_patch_sizes.iter().all(|&p| p >= 1) && (1..=1000).contains(&m.n_perturb_samples), "perturb_patch_sizes ≥ 1 and n_perturb_samples 1..=1000",
+score |m, input, draws| m.evaluate(input.x, input.y, input.a, input.model, draws) }
 
-impl Declared for Road {
-    const NAME: &'static str = "ROAD";
-    const HIGHER_IS_BETTER: Option<bool> = Some(true);
-    const NEEDS: Needs = Needs::MODEL;
-    const CURVE: bool = true;
-    fn validate(&self) -> Result<()> {
-        check(
-            !self.percentages.is_empty()
-                && self.percentages.iter().all(|p| (0.0..=100.0).contains(p)),
-            Self::NAME,
-            "percentages in 0..=100",
-        )
-    }
-    fn score(&self, input: &Input, draws: &mut Draws) -> Result<Outcome> {
-        self.evaluate(input.x, input.y, input.a, input.model, draws)
-    }
-}
+declare! { Road "ROAD", better Some(true), MODEL, curve true,
+valid |m| !m.percentages.is_empty() && m.percentages.iter().all(|p| (0.0..=100.0).contains(p)), "percentages in 0..=100",
+score |m, input, draws| m.evaluate(input.x, input.y, input.a, input.model, draws) }
 
-impl Declared for Deletion {
-    const NAME: &'static str = "Deletion";
-    const HIGHER_IS_BETTER: Option<bool> = Some(false);
-    const NEEDS: Needs = Needs::MODEL;
-    const CURVE: bool = true;
-    fn validate(&self) -> Result<()> {
-        check(self.step >= 1, Self::NAME, "step ≥ 1")
-    }
-    fn score(&self, input: &Input, draws: &mut Draws) -> Result<Outcome> {
-        self.evaluate(input.x, input.y, input.a, input.model, draws)
-    }
-}
+declare! { Deletion "Deletion", better Some(false), MODEL, curve true,
+valid |m| m.step >= 1, "step ≥ 1",
+score |m, input, draws| m.evaluate(input.x, input.y, input.a, input.model, draws) }
 
-impl Declared for Insertion {
-    const NAME: &'static str = "Insertion";
-    const HIGHER_IS_BETTER: Option<bool> = Some(true);
-    const NEEDS: Needs = Needs::MODEL;
-    const CURVE: bool = true;
-    fn validate(&self) -> Result<()> {
-        check(self.step >= 1, Self::NAME, "step ≥ 1")
-    }
-    fn score(&self, input: &Input, draws: &mut Draws) -> Result<Outcome> {
-        self.evaluate(input.x, input.y, input.a, input.model, draws)
-    }
-}
+declare! { Insertion "Insertion", better Some(true), MODEL, curve true,
+valid |m| m.step >= 1, "step ≥ 1",
+score |m, input, draws| m.evaluate(input.x, input.y, input.a, input.model, draws) }

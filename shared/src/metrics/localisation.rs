@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use tract_onnx::prelude::tract_ndarray::ArrayView2;
 
 use super::complexity::attribution_only;
-use super::registry::check;
+use super::registry::declare;
 use super::stats::roc_auc;
 use super::{Declared, Input, Needs, Outcome, ascending, flat, prepare};
 use crate::Result;
@@ -161,62 +161,29 @@ impl Auc {
     }
 }
 
-impl Declared for PointingGame {
-    const NAME: &'static str = "PointingGame";
-    const HIGHER_IS_BETTER: Option<bool> = Some(true);
-    const NEEDS: Needs = Needs::MASK;
-    fn score(&self, input: &Input, _: &mut Draws) -> Result<Outcome> {
-        Ok(self.evaluate(input.a, input.mask))
-    }
-}
+declare! { PointingGame "PointingGame", better Some(true), MASK, curve false,
+valid |_| true, "",
+score |m, input, _| Ok(m.evaluate(input.a, input.mask)) }
 
-impl Declared for AttributionLocalisation {
-    const NAME: &'static str = "AttributionLocalisation";
-    const HIGHER_IS_BETTER: Option<bool> = Some(true);
-    const NEEDS: Needs = Needs::MASK;
-    fn score(&self, input: &Input, _: &mut Draws) -> Result<Outcome> {
-        Ok(self.evaluate(input.a, input.mask))
-    }
-}
+declare! { AttributionLocalisation "AttributionLocalisation", better Some(true), MASK, curve false,
+valid |_| true, "",
+score |m, input, _| Ok(m.evaluate(input.a, input.mask)) }
 
-impl Declared for TopKIntersection {
-    const NAME: &'static str = "TopKIntersection";
-    const HIGHER_IS_BETTER: Option<bool> = Some(true);
-    const NEEDS: Needs = Needs::MASK;
-    fn validate(&self) -> Result<()> {
-        check(self.k >= 1, Self::NAME, "k ≥ 1")
-    }
-    fn score(&self, input: &Input, _: &mut Draws) -> Result<Outcome> {
-        Ok(self.evaluate(input.a, input.mask))
-    }
-}
+declare! { TopKIntersection "TopKIntersection", better Some(true), MASK, curve false,
+valid |m| m.k >= 1, "k ≥ 1",
+score |m, input, _| Ok(m.evaluate(input.a, input.mask)) }
 
-impl Declared for RelevanceRankAccuracy {
-    const NAME: &'static str = "RelevanceRankAccuracy";
-    const HIGHER_IS_BETTER: Option<bool> = Some(true);
-    const NEEDS: Needs = Needs::MASK;
-    fn score(&self, input: &Input, _: &mut Draws) -> Result<Outcome> {
-        Ok(self.evaluate(input.a, input.mask))
-    }
-}
+declare! { RelevanceRankAccuracy "RelevanceRankAccuracy", better Some(true), MASK, curve false,
+valid |_| true, "",
+score |m, input, _| Ok(m.evaluate(input.a, input.mask)) }
 
-impl Declared for RelevanceMassAccuracy {
-    const NAME: &'static str = "RelevanceMassAccuracy";
-    const HIGHER_IS_BETTER: Option<bool> = Some(true);
-    const NEEDS: Needs = Needs::MASK;
-    fn score(&self, input: &Input, _: &mut Draws) -> Result<Outcome> {
-        Ok(self.evaluate(input.a, input.mask))
-    }
-}
+declare! { RelevanceMassAccuracy "RelevanceMassAccuracy", better Some(true), MASK, curve false,
+valid |_| true, "",
+score |m, input, _| Ok(m.evaluate(input.a, input.mask)) }
 
-impl Declared for Auc {
-    const NAME: &'static str = "AUC";
-    const HIGHER_IS_BETTER: Option<bool> = Some(true);
-    const NEEDS: Needs = Needs::MASK;
-    fn score(&self, input: &Input, _: &mut Draws) -> Result<Outcome> {
-        Ok(self.evaluate(input.a, input.mask))
-    }
-}
+declare! { Auc "AUC", better Some(true), MASK, curve false,
+valid |_| true, "",
+score |m, input, _| Ok(m.evaluate(input.a, input.mask)) }
 
 #[cfg(test)]
 mod tests {

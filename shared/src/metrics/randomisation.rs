@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 use tract_onnx::prelude::tract_ndarray::{Array2, ArrayView2, ArrayView3};
 
+use super::registry::declare;
 use super::stats::{pearson, spearman, ssim};
 use super::{Declared, Explainer, Input, Instance, Needs, Outcome, Preparation, explain_one, flat};
 use crate::draws::Draws;
@@ -191,23 +192,12 @@ pub fn mprt(
     ))
 }
 
-impl Declared for RandomLogit {
-    const NAME: &'static str = "RandomLogit";
-    const HIGHER_IS_BETTER: Option<bool> = Some(false);
-    const NEEDS: Needs = Needs::EXPLAINER;
-    fn score(&self, input: &Input, _: &mut Draws) -> Result<Outcome> {
-        self.evaluate(input.x, input.y, input.a, input.explainer()?)
-    }
-}
+declare! { RandomLogit "RandomLogit", better Some(false), EXPLAINER, curve false,
+valid |_| true, "",
+score |m, input, _| m.evaluate(input.x, input.y, input.a, input.explainer()?) }
 
-impl Declared for Mprt {
-    const NAME: &'static str = "MPRT";
-    const HIGHER_IS_BETTER: Option<bool> = Some(false);
-    const NEEDS: Needs = Needs::EXPLAINER;
-    fn score(&self, _: &Input, _: &mut Draws) -> Result<Outcome> {
-        Err(Error::Parameter(
-            "MPRT re-initialises the model's layers: score it with metrics::randomisation::mprt"
-                .into(),
-        ))
-    }
-}
+declare! { Mprt "MPRT", better Some(false), EXPLAINER, curve false,
+valid |_| true, "",
+score |_, _, _| Err(Error::Parameter(
+    "MPRT re-initialises the model's layers: score it with metrics::randomisation::mprt".into()
+)) }

@@ -23,30 +23,22 @@ pub struct Needs {
 }
 
 impl Needs {
+    const fn of(model: bool, explainer: bool, mask: bool) -> Self {
+        Self {
+            model,
+            explainer,
+            mask,
+        }
+    }
+
     /// The attribution alone (complexity).
-    pub const ATTRIBUTION: Self = Self {
-        model: false,
-        explainer: false,
-        mask: false,
-    };
+    pub const ATTRIBUTION: Self = Self::of(false, false, false);
     /// Model calls on perturbed inputs (faithfulness, axiomatic).
-    pub const MODEL: Self = Self {
-        model: true,
-        explainer: false,
-        mask: false,
-    };
+    pub const MODEL: Self = Self::of(true, false, false);
     /// Model calls and re-explanations (robustness, randomisation).
-    pub const EXPLAINER: Self = Self {
-        model: true,
-        explainer: true,
-        mask: false,
-    };
+    pub const EXPLAINER: Self = Self::of(true, true, false);
     /// A ground-truth mask (localisation).
-    pub const MASK: Self = Self {
-        model: false,
-        explainer: false,
-        mask: true,
-    };
+    pub const MASK: Self = Self::of(false, false, true);
 }
 
 /// One instance as a metric scores it: `x`, the target `y`, the attribution `a`, the mask
@@ -126,6 +118,31 @@ pub(super) fn check(ok: bool, name: &str, what: &str) -> Result<()> {
         Err(Error::Parameter(format!("{name}: {what}")))
     }
 }
+
+/// `declare! { Type "Name", better B, NEEDS, curve C, valid |m| OK, "what", score |m, input, draws| BODY }`:
+/// a metric's [`Declared`] in one place beside its code (every field of the trait but `finish`).
+macro_rules! declare {
+    ($ty:ident $name:literal, better $better:expr, $needs:ident, curve $curve:literal,
+     valid |$v:tt| $ok:expr, $what:literal,
+     score |$s:tt, $i:tt, $d:tt| $body:expr) => {
+        impl Declared for $ty {
+            const NAME: &'static str = $name;
+            const HIGHER_IS_BETTER: Option<bool> = $better;
+            const NEEDS: Needs = Needs::$needs;
+            const CURVE: bool = $curve;
+            fn validate(&self) -> Result<()> {
+                let $v = self;
+                super::registry::check($ok, Self::NAME, $what)
+            }
+            fn score(&self, $i: &Input, $d: &mut Draws) -> Result<Outcome> {
+                let $s = self;
+                $body
+            }
+        }
+    };
+}
+
+pub(super) use declare;
 
 /// `metrics!(Type, …)`: the [`Metric`](super::Metric) enum (one variant per type, serialised
 /// as its parameters tagged `"metric": NAME`) and its lookups.

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use tract_onnx::prelude::tract_ndarray::{ArrayView2, ArrayView3, Axis};
 
 use super::perturb::{Baseline, add_noise, translate_columns};
-use super::registry::check;
+use super::registry::declare;
 use super::stats::pearson;
 use super::{
     Batch, Declared, Explainer, Input, Model, Needs, Outcome, Preparation, argmax, explain_one,
@@ -475,136 +475,29 @@ impl Continuity {
     }
 }
 
-impl Declared for MaxSensitivity {
-    const NAME: &'static str = "MaxSensitivity";
-    const HIGHER_IS_BETTER: Option<bool> = Some(false);
-    const NEEDS: Needs = Needs::EXPLAINER;
-    fn validate(&self) -> Result<()> {
-        check(
-            (1..=10_000).contains(&self.nr_samples),
-            Self::NAME,
-            "nr_samples 1..=10000",
-        )
-    }
-    fn score(&self, input: &Input, draws: &mut Draws) -> Result<Outcome> {
-        self.evaluate(
-            input.x,
-            input.y,
-            input.a,
-            input.model,
-            input.explainer()?,
-            draws,
-        )
-    }
-}
+declare! { MaxSensitivity "MaxSensitivity", better Some(false), EXPLAINER, curve false,
+valid |m| (1..=10_000).contains(&m.nr_samples), "nr_samples 1..=10000",
+score |m, input, draws| m.evaluate( input.x, input.y, input.a, input.model, input.explainer()?, draws, ) }
 
-impl Declared for AvgSensitivity {
-    const NAME: &'static str = "AvgSensitivity";
-    const HIGHER_IS_BETTER: Option<bool> = Some(false);
-    const NEEDS: Needs = Needs::EXPLAINER;
-    fn validate(&self) -> Result<()> {
-        check(
-            (1..=10_000).contains(&self.nr_samples),
-            Self::NAME,
-            "nr_samples 1..=10000",
-        )
-    }
-    fn score(&self, input: &Input, draws: &mut Draws) -> Result<Outcome> {
-        self.evaluate(
-            input.x,
-            input.y,
-            input.a,
-            input.model,
-            input.explainer()?,
-            draws,
-        )
-    }
-}
+declare! { AvgSensitivity "AvgSensitivity", better Some(false), EXPLAINER, curve false,
+valid |m| (1..=10_000).contains(&m.nr_samples), "nr_samples 1..=10000",
+score |m, input, draws| m.evaluate( input.x, input.y, input.a, input.model, input.explainer()?, draws, ) }
 
-impl Declared for LocalLipschitzEstimate {
-    const NAME: &'static str = "LocalLipschitzEstimate";
-    const HIGHER_IS_BETTER: Option<bool> = Some(false);
-    const NEEDS: Needs = Needs::EXPLAINER;
-    fn validate(&self) -> Result<()> {
-        check(
-            (1..=10_000).contains(&self.nr_samples),
-            Self::NAME,
-            "nr_samples 1..=10000",
-        )
-    }
-    fn score(&self, input: &Input, draws: &mut Draws) -> Result<Outcome> {
-        self.evaluate(
-            input.x,
-            input.y,
-            input.a,
-            input.model,
-            input.explainer()?,
-            draws,
-        )
-    }
-}
+declare! { LocalLipschitzEstimate "LocalLipschitzEstimate", better Some(false), EXPLAINER, curve false,
+valid |m| (1..=10_000).contains(&m.nr_samples), "nr_samples 1..=10000",
+score |m, input, draws| m.evaluate( input.x, input.y, input.a, input.model, input.explainer()?, draws, ) }
 
-impl Declared for RelativeInputStability {
-    const NAME: &'static str = "RelativeInputStability";
-    const HIGHER_IS_BETTER: Option<bool> = Some(false);
-    const NEEDS: Needs = Needs::EXPLAINER;
-    fn validate(&self) -> Result<()> {
-        check(
-            (1..=10_000).contains(&self.nr_samples),
-            Self::NAME,
-            "nr_samples 1..=10000",
-        )
-    }
-    fn score(&self, input: &Input, draws: &mut Draws) -> Result<Outcome> {
-        self.evaluate(
-            input.x,
-            input.y,
-            input.a,
-            input.model,
-            input.explainer()?,
-            draws,
-        )
-    }
-}
+declare! { RelativeInputStability "RelativeInputStability", better Some(false), EXPLAINER, curve false,
+valid |m| (1..=10_000).contains(&m.nr_samples), "nr_samples 1..=10000",
+score |m, input, draws| m.evaluate( input.x, input.y, input.a, input.model, input.explainer()?, draws, ) }
 
-impl Declared for RelativeOutputStability {
-    const NAME: &'static str = "RelativeOutputStability";
-    const HIGHER_IS_BETTER: Option<bool> = Some(false);
-    const NEEDS: Needs = Needs::EXPLAINER;
-    fn validate(&self) -> Result<()> {
-        check(
-            (1..=10_000).contains(&self.nr_samples),
-            Self::NAME,
-            "nr_samples 1..=10000",
-        )
-    }
-    fn score(&self, input: &Input, draws: &mut Draws) -> Result<Outcome> {
-        self.evaluate(
-            input.x,
-            input.y,
-            input.a,
-            input.model,
-            input.explainer()?,
-            draws,
-        )
-    }
-}
+declare! { RelativeOutputStability "RelativeOutputStability", better Some(false), EXPLAINER, curve false,
+valid |m| (1..=10_000).contains(&m.nr_samples), "nr_samples 1..=10000",
+score |m, input, draws| m.evaluate( input.x, input.y, input.a, input.model, input.explainer()?, draws, ) }
 
-impl Declared for Continuity {
-    const NAME: &'static str = "Continuity";
-    const HIGHER_IS_BETTER: Option<bool> = Some(true);
-    const NEEDS: Needs = Needs::EXPLAINER;
-    fn validate(&self) -> Result<()> {
-        check(
-            self.nr_steps >= 1 && self.patch_size >= 1,
-            Self::NAME,
-            "nr_steps and patch_size ≥ 1",
-        )
-    }
-    fn score(&self, input: &Input, draws: &mut Draws) -> Result<Outcome> {
-        self.evaluate(input.x, input.y, input.model, input.explainer()?, draws)
-    }
-}
+declare! { Continuity "Continuity", better Some(true), EXPLAINER, curve false,
+valid |m| m.nr_steps >= 1 && m.patch_size >= 1, "nr_steps and patch_size ≥ 1",
+score |m, input, draws| m.evaluate(input.x, input.y, input.model, input.explainer()?, draws) }
 
 #[cfg(test)]
 mod tests {
