@@ -50,7 +50,7 @@ pub fn compute_tensor(
     }
     config.check()?;
     if !config.cam.aug_smooth {
-        return explain_once(classifier, input, method, config, runtime);
+        return compute_once(classifier, input, method, config, runtime);
     }
     // pytorch-grad-cam's test-time augmentation: each pass explains the augmented input (same
     // target), its map is flipped back, and the six maps are averaged.
@@ -70,7 +70,7 @@ pub fn compute_tensor(
                 augmented = augmented.as_standard_layout().to_owned();
             }
             augmented.mapv_inplace(|v| v * factor);
-            let pass = explain_once(classifier, augmented.view(), method, &single, runtime)?;
+            let pass = compute_once(classifier, augmented.view(), method, &single, runtime)?;
             let map = if flip {
                 pass.map.flipped()
             } else {
@@ -101,7 +101,7 @@ enum LayerMap {
 }
 
 /// One pass of [`compute_tensor`] without augmentation.
-fn explain_once(
+fn compute_once(
     classifier: &Classifier,
     input: ArrayView4<f32>,
     method: CamMethod,

@@ -7,7 +7,7 @@ use tract_onnx::prelude::tract_ndarray::{Array3, ArrayView2, ArrayView3};
 use super::perturb::Baseline;
 use super::registry::declare;
 use super::{
-    Batch, Declared, Explainer, Input, Model, Needs, Outcome, Preparation, explain_one, flat,
+    Batch, Declared, Explainer, Input, Model, Needs, Outcome, Preparation, flat, map_one,
     output_of, prepare,
 };
 use crate::Result;
@@ -196,7 +196,7 @@ impl InputInvariance {
         let a = preparation.apply(a);
         let shifted = x.mapv(|v| (f64::from(v) + f64::from(self.input_shift)) as f32);
         let explainer = explainer.shifted(self.input_shift)?;
-        let a2 = explain_one(explainer.as_ref(), shifted.view(), y, preparation)?;
+        let a2 = map_one(explainer.as_ref(), shifted.view(), y, preparation)?;
         let close = a
             .iter()
             .zip(a2.iter())

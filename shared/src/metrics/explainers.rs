@@ -36,7 +36,7 @@ pub fn method_map(
     }
 }
 
-fn explain_all(
+fn maps_of(
     classifier: &Classifier,
     method: CamMethod,
     config: &ExplainConfig,
@@ -79,8 +79,8 @@ pub struct MethodExplainer<'a, R: Runtime> {
 }
 
 impl<R: Runtime> Explainer for MethodExplainer<'_, R> {
-    fn explain(&self, inputs: ArrayView4<f32>, targets: &[usize]) -> Result<Array3<f32>> {
-        explain_all(
+    fn maps(&self, inputs: ArrayView4<f32>, targets: &[usize]) -> Result<Array3<f32>> {
+        maps_of(
             self.classifier,
             self.method,
             &self.config,
@@ -109,8 +109,8 @@ struct ShiftedExplainer<'a, R: Runtime> {
 }
 
 impl<R: Runtime> Explainer for ShiftedExplainer<'_, R> {
-    fn explain(&self, inputs: ArrayView4<f32>, targets: &[usize]) -> Result<Array3<f32>> {
-        explain_all(
+    fn maps(&self, inputs: ArrayView4<f32>, targets: &[usize]) -> Result<Array3<f32>> {
+        maps_of(
             &self.classifier,
             self.method,
             &self.config,

@@ -72,7 +72,7 @@ impl<R: Runtime> Model for Forward<'_, R> {
 /// Attribution maps for inputs, as the explanation method under evaluation makes them.
 pub trait Explainer: Sync {
     /// Raw attribution maps (`n × height × width`) of `inputs` for `targets`.
-    fn explain(&self, inputs: ArrayView4<f32>, targets: &[usize]) -> Result<Array3<f32>>;
+    fn maps(&self, inputs: ArrayView4<f32>, targets: &[usize]) -> Result<Array3<f32>>;
 
     /// The same method on the model whose input absorbs a constant `shift` (its first
     /// operation subtracts it), for InputInvariance.
@@ -493,13 +493,13 @@ pub(crate) fn sequential_sum_at(a: &[f32], indices: &[usize]) -> f64 {
 }
 
 /// The explanation of one input, prepared.
-pub(crate) fn explain_one(
+pub(crate) fn map_one(
     explainer: &dyn Explainer,
     x: ArrayView3<f32>,
     target: usize,
     preparation: Preparation,
 ) -> Result<Array2<f32>> {
-    let maps = explainer.explain(x.insert_axis(Axis(0)), &[target])?;
+    let maps = explainer.maps(x.insert_axis(Axis(0)), &[target])?;
     if maps.dim().0 != 1 || (maps.dim().1, maps.dim().2) != (x.dim().1, x.dim().2) {
         return Err(Error::Inference(format!(
             "explainer returned maps of shape {:?} for one {}×{} input",

@@ -7,7 +7,7 @@ use tract_onnx::prelude::tract_ndarray::{Array2, ArrayView2, ArrayView3};
 
 use super::registry::declare;
 use super::stats::{pearson, spearman, ssim};
-use super::{Declared, Explainer, Input, Instance, Needs, Outcome, Preparation, explain_one, flat};
+use super::{Declared, Explainer, Input, Instance, Needs, Outcome, Preparation, flat, map_one};
 use crate::draws::Draws;
 use crate::{Error, Result};
 
@@ -63,7 +63,7 @@ impl RandomLogit {
             abs: self.abs,
         };
         let a = flat(&preparation.apply(a));
-        let other = explain_one(explainer, x, self.other_class(y), preparation)?;
+        let other = map_one(explainer, x, self.other_class(y), preparation)?;
         Ok(Outcome::score(ssim(&a, &flat(&other))))
     }
 }

@@ -9,8 +9,7 @@ use super::perturb::{Baseline, add_noise, translate_columns};
 use super::registry::declare;
 use super::stats::pearson;
 use super::{
-    Batch, Declared, Explainer, Input, Model, Needs, Outcome, Preparation, argmax, explain_one,
-    flat,
+    Batch, Declared, Explainer, Input, Model, Needs, Outcome, Preparation, argmax, flat, map_one,
 };
 use crate::draws::Draws;
 use crate::{Error, Result};
@@ -58,7 +57,7 @@ fn noisy_samples(
         let views: Vec<_> = inputs.iter().map(|i| i.view()).collect();
         let stacked = tract_onnx::prelude::tract_ndarray::stack(Axis(0), &views)
             .map_err(|e| Error::Inference(e.to_string()))?;
-        let maps = explainer.explain(stacked.view(), &vec![y; n])?;
+        let maps = explainer.maps(stacked.view(), &vec![y; n])?;
         let logits = if want_logits {
             Some(model.logits(stacked.view())?)
         } else {
@@ -427,7 +426,7 @@ impl Continuity {
         for step in 0..self.nr_steps {
             let fill = self.perturb_baseline.values(x, draws)[0];
             let moved = translate_columns(x, (step + 1) * dx, fill);
-            let map = explain_one(explainer, moved.view(), y, preparation)?;
+            let map = map_one(explainer, moved.view(), y, preparation)?;
             batch.push(moved.view())?;
             for &(r, c) in &corners {
                 let patch: Vec<f32> = map
@@ -526,7 +525,7 @@ mod tests {
     struct FirstChannel;
 
     impl Explainer for FirstChannel {
-        fn explain(
+        fn maps(
             &self,
             inputs: tract_onnx::prelude::tract_ndarray::ArrayView4<f32>,
             _: &[usize],

@@ -71,7 +71,7 @@ impl Model for Replay<'_> {
 struct Toy;
 
 impl Explainer for Toy {
-    fn explain(&self, inputs: ArrayView4<f32>, targets: &[usize]) -> Result<Array3<f32>> {
+    fn maps(&self, inputs: ArrayView4<f32>, targets: &[usize]) -> Result<Array3<f32>> {
         let (n, _, h, w) = inputs.dim();
         Ok(Array3::from_shape_fn((n, h, w), |(i, r, c)| {
             let t = targets[i];
