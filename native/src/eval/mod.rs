@@ -115,7 +115,7 @@ fn mask_file(masks: &Path, image: &Path) -> PathBuf {
 }
 
 /// Read and prepare one image file of the folder, with its mask `<stem>.png` from `masks`.
-fn prepare_file(
+fn read_image_file(
     classifier: &Classifier,
     path: &Path,
     masks: Option<&Path>,
@@ -224,7 +224,7 @@ pub fn eval(bundle: &Bundle, args: &EvalArgs, out: &mut dyn Write) -> Result<()>
         let limits = DecodeLimits {
             max_pixels: args.run.max_pixels,
         };
-        let prepared = prepare_file(
+        let image = read_image_file(
             classifier,
             path,
             args.masks.as_deref(),
@@ -234,7 +234,7 @@ pub fn eval(bundle: &Bundle, args: &EvalArgs, out: &mut dyn Write) -> Result<()>
         plan.evaluate_image(
             classifier,
             name,
-            &prepared,
+            &image,
             &done,
             &threads,
             &mut |step| bar.set_message(step.to_owned()),
@@ -295,7 +295,7 @@ fn run_record(
         record.image(name, &bytes);
         if let Some(dir) = &args.masks {
             let mask = mask_file(dir, path);
-            // A missing mask is `prepare_file`'s error, where the metric needs it.
+            // A missing mask is `read_image_file`'s error, where the metric needs it.
             if let (Ok(bytes), Some(mask_name)) = (std::fs::read(&mask), mask.file_name()) {
                 record.mask(&mask_name.to_string_lossy(), &bytes);
             }
