@@ -70,6 +70,10 @@ impl Completeness {
     }
 }
 
+declare! { Completeness "Completeness", better Some(true), MODEL, curve false,
+valid |_| true, "",
+score |m, input, draws| m.evaluate(input.x, input.y, input.a, input.model, draws) }
+
 /// NonSensitivity (Nguyen & Martínez 2020): chunks of pixels (in index order) perturbed
 /// `n_samples` times each; a chunk is *insensitive* when the output variance is below `eps` and
 /// *unattributed* when every |a| is below `eps`; the score counts chunks where exactly one
@@ -147,6 +151,10 @@ impl NonSensitivity {
     }
 }
 
+declare! { NonSensitivity "NonSensitivity", better Some(false), MODEL, curve false,
+valid |m| m.features_in_step >= 1 && (1..=10_000).contains(&m.n_samples), "features_in_step ≥ 1 and n_samples 1..=10000",
+score |m, input, draws| m.evaluate(input.x, input.y, input.a, input.model, draws) }
+
 /// InputInvariance (Kindermans et al. 2017): the input shifted by `input_shift` and explained
 /// through a model whose input absorbs the shift; 1 if the attribution is unchanged
 /// (`|a − a′| ≤ atol + rtol·|a′|` everywhere, NumPy's `isclose`). A float32 network rounds
@@ -204,14 +212,6 @@ impl InputInvariance {
         Ok(Outcome::score(f64::from(u8::from(close))))
     }
 }
-
-declare! { Completeness "Completeness", better Some(true), MODEL, curve false,
-valid |_| true, "",
-score |m, input, draws| m.evaluate(input.x, input.y, input.a, input.model, draws) }
-
-declare! { NonSensitivity "NonSensitivity", better Some(false), MODEL, curve false,
-valid |m| m.features_in_step >= 1 && (1..=10_000).contains(&m.n_samples), "features_in_step ≥ 1 and n_samples 1..=10000",
-score |m, input, draws| m.evaluate(input.x, input.y, input.a, input.model, draws) }
 
 declare! { InputInvariance "InputInvariance", better Some(true), EXPLAINER, curve false,
 valid |_| true, "",

@@ -58,6 +58,10 @@ impl Sparseness {
     }
 }
 
+declare! { Sparseness "Sparseness", better Some(true), ATTRIBUTION, curve false,
+valid |_| true, "",
+score |m, input, _| Ok(m.evaluate(input.a)) }
+
 impl Complexity {
     pub(crate) fn evaluate(&self, a: ArrayView2<f32>) -> Outcome {
         let a = prepare(a, self.normalise, self.abs);
@@ -68,20 +72,16 @@ impl Complexity {
     }
 }
 
+declare! { Complexity "Complexity", better Some(false), ATTRIBUTION, curve false,
+valid |_| true, "",
+score |m, input, _| Ok(m.evaluate(input.a)) }
+
 impl EffectiveComplexity {
     pub(crate) fn evaluate(&self, a: ArrayView2<f32>) -> Outcome {
         let a = prepare(a, self.normalise, self.abs);
         Outcome::score(a.iter().filter(|&&v| f64::from(v) > self.eps).count() as f64)
     }
 }
-
-declare! { Sparseness "Sparseness", better Some(true), ATTRIBUTION, curve false,
-valid |_| true, "",
-score |m, input, _| Ok(m.evaluate(input.a)) }
-
-declare! { Complexity "Complexity", better Some(false), ATTRIBUTION, curve false,
-valid |_| true, "",
-score |m, input, _| Ok(m.evaluate(input.a)) }
 
 declare! { EffectiveComplexity "EffectiveComplexity", better Some(false), ATTRIBUTION, curve false,
 valid |_| true, "",

@@ -87,6 +87,10 @@ impl FaithfulnessCorrelation {
     }
 }
 
+declare! { FaithfulnessCorrelation "FaithfulnessCorrelation", better Some(true), MODEL, curve false,
+valid |m| (2..=100_000).contains(&m.nr_runs) && m.subset_size >= 1, "nr_runs 2..=100000 and subset_size ≥ 1",
+score |m, input, draws| m.evaluate(input.x, input.y, input.a, input.model, draws) }
+
 /// FaithfulnessEstimate (Alvarez-Melis & Jaakkola 2018).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -143,6 +147,10 @@ impl FaithfulnessEstimate {
         })
     }
 }
+
+declare! { FaithfulnessEstimate "FaithfulnessEstimate", better Some(true), MODEL, curve false,
+valid |m| m.features_in_step >= 1, "features_in_step ≥ 1",
+score |m, input, draws| m.evaluate(input.x, input.y, input.a, input.model, draws) }
 
 /// MonotonicityArya (Arya et al. 2019): start from the baseline image, put the input's pixels
 /// back chunk by chunk in order of increasing attribution; 1 if the output never falls.
@@ -213,6 +221,10 @@ impl MonotonicityArya {
         Ok(Outcome::with_curve(f64::from(u8::from(monotone)), preds))
     }
 }
+
+declare! { MonotonicityArya "MonotonicityArya", better Some(true), MODEL, curve true,
+valid |m| m.features_in_step >= 1, "features_in_step ≥ 1",
+score |m, input, draws| m.evaluate(input.x, input.y, input.a, input.model, draws) }
 
 /// MonotonicityCorrelation (Nguyen & Martínez 2020).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -288,6 +300,10 @@ impl MonotonicityCorrelation {
         })
     }
 }
+
+declare! { MonotonicityCorrelation "MonotonicityCorrelation", better Some(true), MODEL, curve false,
+valid |m| m.features_in_step >= 1 && (1..=10_000).contains(&m.nr_samples), "features_in_step ≥ 1 and nr_samples 1..=10000",
+score |m, input, draws| m.evaluate(input.x, input.y, input.a, input.model, draws) }
 
 /// PixelFlipping (Bach et al. 2015): score = area under the output curve (lower = more
 /// faithful), the curve kept for plots.
@@ -372,6 +388,10 @@ impl PixelFlipping {
     }
 }
 
+declare! { PixelFlipping "PixelFlipping", better Some(false), MODEL, curve true,
+valid |m| m.features_in_step >= 1, "features_in_step ≥ 1",
+score |m, input, draws| m.evaluate(input.x, input.y, input.a, input.model, draws) }
+
 /// SensitivityN (Ancona et al. 2018): per instance the chunk sums and output drops as pixels
 /// are removed cumulatively; the score of a set of instances is the mean, over the number of
 /// removed chunks, of the Pearson correlation across instances (computed once all are scored).
@@ -455,6 +475,28 @@ impl SensitivityN {
         for outcome in outcomes {
             outcome.score = score;
         }
+    }
+}
+
+impl Declared for SensitivityN {
+    const NAME: &'static str = "SensitivityN";
+    const HIGHER_IS_BETTER: Option<bool> = Some(true);
+    const NEEDS: Needs = Needs::MODEL;
+    fn validate(&self) -> Result<()> {
+        check(
+            self.features_in_step >= 1
+                && self.n_max_percentage > 0.0
+                && self.n_max_percentage <= 1.0,
+            Self::NAME,
+            "features_in_step ≥ 1 and n_max_percentage in (0, 1]",
+        )
+    }
+    fn score(&self, input: &Input, draws: &mut Draws) -> Result<Outcome> {
+        self.evaluate(input.x, input.y, input.a, input.model, draws)
+    }
+
+    fn finish(&self, outcomes: &mut [Outcome]) {
+        SensitivityN::finish(self, outcomes);
     }
 }
 
@@ -623,6 +665,10 @@ impl RegionPerturbation {
     }
 }
 
+declare! { RegionPerturbation "RegionPerturbation", better Some(true), MODEL, curve true,
+valid |m| m.patch_size >= 1 && m.regions_evaluation >= 1, "patch_size and regions_evaluation ≥ 1",
+score |m, input, draws| m.evaluate(input.x, input.y, input.a, input.model, draws) }
+
 /// Selectivity (Montavon et al. 2018): score = area under the output curve as every
 /// non-overlapping patch is removed, most relevant first (lower = more faithful).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -677,6 +723,10 @@ impl Selectivity {
         Ok(Outcome::with_curve(trapezoid(&curve), curve))
     }
 }
+
+declare! { Selectivity "Selectivity", better Some(false), MODEL, curve true,
+valid |m| m.patch_size >= 1, "patch_size ≥ 1",
+score |m, input, draws| m.evaluate(input.x, input.y, input.a, input.model, draws) }
 
 /// IROF (Rieger & Hansen 2020): SLIC superpixels of the input (scikit-image defaults), removed
 /// cumulatively in order of mean attribution; score = area over the curve of output ratios.
@@ -760,6 +810,10 @@ impl Irof {
         ))
     }
 }
+
+declare! { Irof "IROF", better Some(true), MODEL, curve true,
+valid |_| true, "",
+score |m, input, draws| m.evaluate(input.x, input.y, input.a, input.model, draws) }
 
 /// Infidelity (Yeh et al. 2019), as Quantus 0.5.3 computes it: square patches perturbed
 /// cumulatively on a grid (each patch ends at its grid corner: Quantus places patch corners on
@@ -874,6 +928,10 @@ impl Infidelity {
     }
 }
 
+declare! { Infidelity "Infidelity", better Some(false), MODEL, curve true,
+valid |m| !m.perturb_patch_sizes.is_empty() && m.perturb_patch_sizes.iter().all(|&p| p >= 1) && (1..=1000).contains(&m.n_perturb_samples), "perturb_patch_sizes ≥ 1 and n_perturb_samples 1..=1000",
+score |m, input, draws| m.evaluate(input.x, input.y, input.a, input.model, draws) }
+
 /// ROAD (Rong et al. 2022): for each percentage, the most relevant pixels are replaced by noisy
 /// linear imputation from their neighbours; 1 where the class survives. Score = their mean.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -929,6 +987,10 @@ impl Road {
         ))
     }
 }
+
+declare! { Road "ROAD", better Some(true), MODEL, curve true,
+valid |m| !m.percentages.is_empty() && m.percentages.iter().all(|p| (0.0..=100.0).contains(p)), "percentages in 0..=100",
+score |m, input, draws| m.evaluate(input.x, input.y, input.a, input.model, draws) }
 
 /// RISE's normalised area: the trapezoid area divided by the number of steps.
 fn rise_area(curve: &[f64]) -> f64 {
@@ -993,6 +1055,10 @@ impl Deletion {
     }
 }
 
+declare! { Deletion "Deletion", better Some(false), MODEL, curve true,
+valid |m| m.step >= 1, "step ≥ 1",
+score |m, input, draws| m.evaluate(input.x, input.y, input.a, input.model, draws) }
+
 /// Insertion (Petsiuk et al. 2018): the target's probability as the input's pixels are put
 /// into the baseline image, `step` at a time, most relevant first; score = normalised area
 /// (higher = more faithful).
@@ -1056,72 +1122,6 @@ impl Insertion {
         Ok(Outcome::with_curve(rise_area(&curve), curve))
     }
 }
-
-declare! { FaithfulnessCorrelation "FaithfulnessCorrelation", better Some(true), MODEL, curve false,
-valid |m| (2..=100_000).contains(&m.nr_runs) && m.subset_size >= 1, "nr_runs 2..=100000 and subset_size ≥ 1",
-score |m, input, draws| m.evaluate(input.x, input.y, input.a, input.model, draws) }
-
-declare! { FaithfulnessEstimate "FaithfulnessEstimate", better Some(true), MODEL, curve false,
-valid |m| m.features_in_step >= 1, "features_in_step ≥ 1",
-score |m, input, draws| m.evaluate(input.x, input.y, input.a, input.model, draws) }
-
-declare! { MonotonicityArya "MonotonicityArya", better Some(true), MODEL, curve true,
-valid |m| m.features_in_step >= 1, "features_in_step ≥ 1",
-score |m, input, draws| m.evaluate(input.x, input.y, input.a, input.model, draws) }
-
-declare! { MonotonicityCorrelation "MonotonicityCorrelation", better Some(true), MODEL, curve false,
-valid |m| m.features_in_step >= 1 && (1..=10_000).contains(&m.nr_samples), "features_in_step ≥ 1 and nr_samples 1..=10000",
-score |m, input, draws| m.evaluate(input.x, input.y, input.a, input.model, draws) }
-
-declare! { PixelFlipping "PixelFlipping", better Some(false), MODEL, curve true,
-valid |m| m.features_in_step >= 1, "features_in_step ≥ 1",
-score |m, input, draws| m.evaluate(input.x, input.y, input.a, input.model, draws) }
-
-declare! { RegionPerturbation "RegionPerturbation", better Some(true), MODEL, curve true,
-valid |m| m.patch_size >= 1 && m.regions_evaluation >= 1, "patch_size and regions_evaluation ≥ 1",
-score |m, input, draws| m.evaluate(input.x, input.y, input.a, input.model, draws) }
-
-declare! { Selectivity "Selectivity", better Some(false), MODEL, curve true,
-valid |m| m.patch_size >= 1, "patch_size ≥ 1",
-score |m, input, draws| m.evaluate(input.x, input.y, input.a, input.model, draws) }
-
-impl Declared for SensitivityN {
-    const NAME: &'static str = "SensitivityN";
-    const HIGHER_IS_BETTER: Option<bool> = Some(true);
-    const NEEDS: Needs = Needs::MODEL;
-    fn validate(&self) -> Result<()> {
-        check(
-            self.features_in_step >= 1
-                && self.n_max_percentage > 0.0
-                && self.n_max_percentage <= 1.0,
-            Self::NAME,
-            "features_in_step ≥ 1 and n_max_percentage in (0, 1]",
-        )
-    }
-    fn score(&self, input: &Input, draws: &mut Draws) -> Result<Outcome> {
-        self.evaluate(input.x, input.y, input.a, input.model, draws)
-    }
-
-    fn finish(&self, outcomes: &mut [Outcome]) {
-        SensitivityN::finish(self, outcomes);
-    }
-}
-
-declare! { Irof "IROF", better Some(true), MODEL, curve true,
-valid |_| true, "",
-score |m, input, draws| m.evaluate(input.x, input.y, input.a, input.model, draws) }
-
-declare! { Infidelity "Infidelity", better Some(false), MODEL, curve true,
-valid |m| !m.perturb_patch_sizes.is_empty() && m.perturb_patch_sizes.iter().all(|&p| p >= 1) && (1..=1000).contains(&m.n_perturb_samples), "perturb_patch_sizes ≥ 1 and n_perturb_samples 1..=1000",
-score |m, input, draws| m.evaluate(input.x, input.y, input.a, input.model, draws) }
-
-declare! { Road "ROAD", better Some(true), MODEL, curve true,
-valid |m| !m.percentages.is_empty() && m.percentages.iter().all(|p| (0.0..=100.0).contains(p)), "percentages in 0..=100",
-score |m, input, draws| m.evaluate(input.x, input.y, input.a, input.model, draws) }
-
-declare! { Deletion "Deletion", better Some(false), MODEL, curve true,
-valid |m| m.step >= 1, "step ≥ 1",
-score |m, input, draws| m.evaluate(input.x, input.y, input.a, input.model, draws) }
 
 declare! { Insertion "Insertion", better Some(true), MODEL, curve true,
 valid |m| m.step >= 1, "step ≥ 1",

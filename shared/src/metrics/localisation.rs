@@ -80,6 +80,10 @@ impl PointingGame {
     }
 }
 
+declare! { PointingGame "PointingGame", better Some(true), MASK, curve false,
+valid |_| true, "",
+score |m, input, _| Ok(m.evaluate(input.a, input.mask)) }
+
 impl AttributionLocalisation {
     pub(crate) fn evaluate(&self, a: ArrayView2<f32>, mask: Option<ArrayView2<bool>>) -> Outcome {
         let Some(mask) = mask_of(mask) else {
@@ -106,6 +110,10 @@ impl AttributionLocalisation {
     }
 }
 
+declare! { AttributionLocalisation "AttributionLocalisation", better Some(true), MASK, curve false,
+valid |_| true, "",
+score |m, input, _| Ok(m.evaluate(input.a, input.mask)) }
+
 impl TopKIntersection {
     pub(crate) fn evaluate(&self, a: ArrayView2<f32>, mask: Option<ArrayView2<bool>>) -> Outcome {
         let Some(mask) = mask_of(mask) else {
@@ -121,6 +129,10 @@ impl TopKIntersection {
     }
 }
 
+declare! { TopKIntersection "TopKIntersection", better Some(true), MASK, curve false,
+valid |m| m.k >= 1, "k ≥ 1",
+score |m, input, _| Ok(m.evaluate(input.a, input.mask)) }
+
 impl RelevanceRankAccuracy {
     pub(crate) fn evaluate(&self, a: ArrayView2<f32>, mask: Option<ArrayView2<bool>>) -> Outcome {
         let Some(mask) = mask_of(mask) else {
@@ -132,6 +144,10 @@ impl RelevanceRankAccuracy {
         Outcome::score(hits as f64 / k as f64)
     }
 }
+
+declare! { RelevanceRankAccuracy "RelevanceRankAccuracy", better Some(true), MASK, curve false,
+valid |_| true, "",
+score |m, input, _| Ok(m.evaluate(input.a, input.mask)) }
 
 impl RelevanceMassAccuracy {
     pub(crate) fn evaluate(&self, a: ArrayView2<f32>, mask: Option<ArrayView2<bool>>) -> Outcome {
@@ -150,6 +166,10 @@ impl RelevanceMassAccuracy {
     }
 }
 
+declare! { RelevanceMassAccuracy "RelevanceMassAccuracy", better Some(true), MASK, curve false,
+valid |_| true, "",
+score |m, input, _| Ok(m.evaluate(input.a, input.mask)) }
+
 impl Auc {
     pub(crate) fn evaluate(&self, a: ArrayView2<f32>, mask: Option<ArrayView2<bool>>) -> Outcome {
         let Some(mask) = mask_of(mask) else {
@@ -160,26 +180,6 @@ impl Auc {
         Outcome::score(roc_auc(&mask, &scores))
     }
 }
-
-declare! { PointingGame "PointingGame", better Some(true), MASK, curve false,
-valid |_| true, "",
-score |m, input, _| Ok(m.evaluate(input.a, input.mask)) }
-
-declare! { AttributionLocalisation "AttributionLocalisation", better Some(true), MASK, curve false,
-valid |_| true, "",
-score |m, input, _| Ok(m.evaluate(input.a, input.mask)) }
-
-declare! { TopKIntersection "TopKIntersection", better Some(true), MASK, curve false,
-valid |m| m.k >= 1, "k ≥ 1",
-score |m, input, _| Ok(m.evaluate(input.a, input.mask)) }
-
-declare! { RelevanceRankAccuracy "RelevanceRankAccuracy", better Some(true), MASK, curve false,
-valid |_| true, "",
-score |m, input, _| Ok(m.evaluate(input.a, input.mask)) }
-
-declare! { RelevanceMassAccuracy "RelevanceMassAccuracy", better Some(true), MASK, curve false,
-valid |_| true, "",
-score |m, input, _| Ok(m.evaluate(input.a, input.mask)) }
 
 declare! { Auc "AUC", better Some(true), MASK, curve false,
 valid |_| true, "",

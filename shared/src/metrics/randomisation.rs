@@ -68,6 +68,10 @@ impl RandomLogit {
     }
 }
 
+declare! { RandomLogit "RandomLogit", better Some(false), EXPLAINER, curve false,
+valid |_| true, "",
+score |m, input, _| m.evaluate(input.x, input.y, input.a, input.explainer()?) }
+
 /// Which layers MPRT re-initialises at each step.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -159,6 +163,12 @@ impl Mprt {
     }
 }
 
+declare! { Mprt "MPRT", better Some(false), EXPLAINER, curve false,
+    valid |_| true, "",
+    score |_, _, _| Err(Error::Parameter(
+    "MPRT re-initialises the model's layers: score it with metrics::randomisation::mprt".into()
+)) }
+
 /// Score MPRT on one instance: `explain_with(layers)` explains the instance's input for its
 /// target on the model with `layers` re-initialised (none = the original model).
 pub fn mprt(
@@ -191,13 +201,3 @@ pub fn mprt(
         curve,
     ))
 }
-
-declare! { RandomLogit "RandomLogit", better Some(false), EXPLAINER, curve false,
-valid |_| true, "",
-score |m, input, _| m.evaluate(input.x, input.y, input.a, input.explainer()?) }
-
-declare! { Mprt "MPRT", better Some(false), EXPLAINER, curve false,
-valid |_| true, "",
-score |_, _, _| Err(Error::Parameter(
-    "MPRT re-initialises the model's layers: score it with metrics::randomisation::mprt".into()
-)) }

@@ -176,11 +176,19 @@ sensitivity!(
     MaxSensitivity,
     nan_max
 );
+
+declare! { MaxSensitivity "MaxSensitivity", better Some(false), EXPLAINER, curve false,
+valid |m| (1..=10_000).contains(&m.nr_samples), "nr_samples 1..=10000",
+score |m, input, draws| m.evaluate( input.x, input.y, input.a, input.model, input.explainer()?, draws, ) }
 sensitivity!(
     /// AvgSensitivity (Yeh et al. 2019): the mean ‖a − a′‖ / ‖a‖ over noisy copies.
     AvgSensitivity,
     nan_mean
 );
+
+declare! { AvgSensitivity "AvgSensitivity", better Some(false), EXPLAINER, curve false,
+valid |m| (1..=10_000).contains(&m.nr_samples), "nr_samples 1..=10000",
+score |m, input, draws| m.evaluate( input.x, input.y, input.a, input.model, input.explainer()?, draws, ) }
 
 /// LocalLipschitzEstimate (Alvarez-Melis & Jaakkola 2018): the largest ‖a − a′‖₂ / ‖x − x′‖₂
 /// over Gaussian-noised copies.
@@ -255,6 +263,10 @@ impl LocalLipschitzEstimate {
         Ok(Outcome::with_curve(nan_max(&values), values))
     }
 }
+
+declare! { LocalLipschitzEstimate "LocalLipschitzEstimate", better Some(false), EXPLAINER, curve false,
+valid |m| (1..=10_000).contains(&m.nr_samples), "nr_samples 1..=10000",
+score |m, input, draws| m.evaluate( input.x, input.y, input.a, input.model, input.explainer()?, draws, ) }
 
 /// ‖(e − e′) / e‖ with zeros of `e` replaced by `eps` (Agarwal et al.'s relative change),
 /// elementwise in `f32` as Quantus computes it.
@@ -355,6 +367,10 @@ stability!(
         relative_change(&x, &input, eps)
     }
 );
+
+declare! { RelativeInputStability "RelativeInputStability", better Some(false), EXPLAINER, curve false,
+valid |m| (1..=10_000).contains(&m.nr_samples), "nr_samples 1..=10000",
+score |m, input, draws| m.evaluate( input.x, input.y, input.a, input.model, input.explainer()?, draws, ) }
 stability!(
     /// RelativeOutputStability (Agarwal et al. 2022): the largest relative attribution change
     /// over the logits' change; NaN if any copy changes the predicted class.
@@ -363,6 +379,10 @@ stability!(
         frobenius(logits.iter().zip(row).map(|(p, q)| f64::from(p - q)))
     }
 );
+
+declare! { RelativeOutputStability "RelativeOutputStability", better Some(false), EXPLAINER, curve false,
+valid |m| (1..=10_000).contains(&m.nr_samples), "nr_samples 1..=10000",
+score |m, input, draws| m.evaluate( input.x, input.y, input.a, input.model, input.explainer()?, draws, ) }
 
 /// Continuity (Montavon et al. 2018): the input translated right in `nr_steps` steps of
 /// `width / nr_steps` columns (Quantus 0.5.3 computes the step from the image *area*, which
@@ -473,26 +493,6 @@ impl Continuity {
         })
     }
 }
-
-declare! { MaxSensitivity "MaxSensitivity", better Some(false), EXPLAINER, curve false,
-valid |m| (1..=10_000).contains(&m.nr_samples), "nr_samples 1..=10000",
-score |m, input, draws| m.evaluate( input.x, input.y, input.a, input.model, input.explainer()?, draws, ) }
-
-declare! { AvgSensitivity "AvgSensitivity", better Some(false), EXPLAINER, curve false,
-valid |m| (1..=10_000).contains(&m.nr_samples), "nr_samples 1..=10000",
-score |m, input, draws| m.evaluate( input.x, input.y, input.a, input.model, input.explainer()?, draws, ) }
-
-declare! { LocalLipschitzEstimate "LocalLipschitzEstimate", better Some(false), EXPLAINER, curve false,
-valid |m| (1..=10_000).contains(&m.nr_samples), "nr_samples 1..=10000",
-score |m, input, draws| m.evaluate( input.x, input.y, input.a, input.model, input.explainer()?, draws, ) }
-
-declare! { RelativeInputStability "RelativeInputStability", better Some(false), EXPLAINER, curve false,
-valid |m| (1..=10_000).contains(&m.nr_samples), "nr_samples 1..=10000",
-score |m, input, draws| m.evaluate( input.x, input.y, input.a, input.model, input.explainer()?, draws, ) }
-
-declare! { RelativeOutputStability "RelativeOutputStability", better Some(false), EXPLAINER, curve false,
-valid |m| (1..=10_000).contains(&m.nr_samples), "nr_samples 1..=10000",
-score |m, input, draws| m.evaluate( input.x, input.y, input.a, input.model, input.explainer()?, draws, ) }
 
 declare! { Continuity "Continuity", better Some(true), EXPLAINER, curve false,
 valid |m| m.nr_steps >= 1 && m.patch_size >= 1, "nr_steps and patch_size ≥ 1",
