@@ -359,5 +359,9 @@ mod tests {
         assert!(error(&[("cam", "nope")]).contains("available"));
         assert!(error(&[("method", "nope")]).contains("unknown method"));
         assert!(error(&[("eigen_smooth", "maybe")]).contains("true or false"));
+        // Segmenter parameters are checked with the settings, before any image is read.
+        assert!(error(&[("segmenter", "slic:compactness=-1")]).contains("slic parameters"));
+        assert!(error(&[("segmenter", "grid:rows=0")]).contains("at least one row"));
+        assert!(error(&[("segmenter", "quickshift:ratio=2")]).contains("ratio"));
     }
 }

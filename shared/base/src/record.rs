@@ -156,6 +156,7 @@ impl ExplainConfig {
     /// the class and the layers).
     pub fn check(&self) -> Result<()> {
         self.lime.validate()?;
+        self.segmenter.validate()?;
         if !(1..=MAX_CHUNK).contains(&self.chunk) {
             return Err(Error::Parameter(format!(
                 "chunk must lie in 1..={MAX_CHUNK}, got {}",

@@ -59,14 +59,20 @@ impl Forest {
 }
 
 impl FelzenszwalbConfig {
-    /// Segment an 8-bit RGB image.
-    pub fn segment(&self, image: &RgbImage) -> Result<Segmentation> {
+    /// Scale > 0 and sigma in [0, 64].
+    pub fn validate(&self) -> Result<()> {
         if !(self.scale > 0.0 && self.scale.is_finite() && (0.0..=64.0).contains(&self.sigma)) {
             return Err(Error::Parameter(format!(
                 "felzenszwalb needs scale > 0 and sigma in [0, 64], got scale {} sigma {}",
                 self.scale, self.sigma
             )));
         }
+        Ok(())
+    }
+
+    /// Segment an 8-bit RGB image.
+    pub fn segment(&self, image: &RgbImage) -> Result<Segmentation> {
+        self.validate()?;
         let mut float = FloatImage::from_rgb(image);
         float.gaussian_blur(self.sigma);
         let (height, width) = (float.height, float.width);

@@ -25,6 +25,17 @@ impl Default for GridConfig {
 }
 
 impl GridConfig {
+    /// At least one row and one column (whether they fit is the image's question).
+    pub fn validate(&self) -> Result<()> {
+        if self.rows == 0 || self.cols == 0 {
+            return Err(Error::Parameter(format!(
+                "a grid needs at least one row and one column, got {}×{}",
+                self.rows, self.cols
+            )));
+        }
+        Ok(())
+    }
+
     /// Label cell (i, j) as `i·cols + j`; pixel row r falls in cell ⌊r·rows/height⌋.
     pub fn segment(&self, image: &RgbImage) -> Result<Segmentation> {
         let (height, width) = (image.height() as usize, image.width() as usize);

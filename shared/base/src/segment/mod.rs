@@ -298,6 +298,16 @@ impl SegmenterConfig {
         }
     }
 
+    /// Whether the parameters are in range (before any image is at hand).
+    pub fn validate(&self) -> Result<()> {
+        match self {
+            Self::Quickshift(config) => config.validate(),
+            Self::Slic(config) => config.validate(),
+            Self::Felzenszwalb(config) => config.validate(),
+            Self::Grid(config) => config.validate(),
+        }
+    }
+
     /// Segment an image; `seed` feeds quickshift's tie-break noise (the others are deterministic).
     pub fn segment(&self, image: &RgbImage, seed: u64) -> Result<Segmentation> {
         self.segment_with(image, seed, &Sequential)

@@ -83,7 +83,8 @@ fn regular_grid(height: usize, width: usize, n_points: usize) -> [(usize, usize)
 }
 
 impl SlicConfig {
-    fn validate(&self) -> Result<()> {
+    /// Every parameter in its range.
+    pub fn validate(&self) -> Result<()> {
         let ok = (1..=100_000).contains(&self.n_segments)
             && self.compactness > 0.0
             && self.compactness.is_finite()
