@@ -118,6 +118,25 @@ pub struct ConfigFlags {
     pub noise_stdev: f32,
 }
 
+/// A clap message with its flags (`'--noise-samples <NOISE_SAMPLES>'`) named as the form's fields
+/// (`` `noise_samples` ``).
+fn field_names(message: &str) -> String {
+    let mut named = String::new();
+    let mut rest = message;
+    while let Some(start) = rest.find("'--") {
+        let after = &rest[start + 3..];
+        let Some(end) = after.find('\'') else {
+            break;
+        };
+        let flag = after[..end].split(' ').next().unwrap_or_default();
+        named.push_str(&rest[..start]);
+        named.push_str(&format!("`{}`", flag.replace('-', "_")));
+        rest = &after[end + 1..];
+    }
+    named.push_str(rest);
+    named
+}
+
 /// [`ConfigFlags`] alone, parsed from flags without a program name.
 #[derive(Parser)]
 #[command(no_binary_name = true, disable_help_flag = true)]
@@ -159,14 +178,8 @@ impl ConfigFlags {
         }
         let parsed = Flags::try_parse_from(argv).map_err(|e| {
             let message = e.render().to_string();
-            anyhow::anyhow!(
-                "{}",
-                message
-                    .lines()
-                    .next()
-                    .unwrap_or("invalid field")
-                    .trim_start_matches("error: ")
-            )
+            let first = message.lines().next().unwrap_or("invalid field");
+            anyhow::anyhow!("{}", field_names(first.trim_start_matches("error: ")))
         })?;
         Ok(parsed.flags)
     }
@@ -353,7 +366,13 @@ mod tests {
                 .detail
                 .message
         };
-        assert!(error(&[("samples", "many")]).contains("many"));
+        let many = error(&[("samples", "many")]);
+        assert!(
+            many.contains("'many' for `samples`") && !many.contains("--"),
+            "{many}"
+        );
+        let stdev = error(&[("noise_stdev", "x")]);
+        assert!(stdev.contains("`noise_stdev`"), "{stdev}");
         assert!(error(&[("samples", "1")]).contains("num_samples"));
         assert!(error(&[("smaples", "10")]).contains("smaples"));
         assert!(error(&[("cam", "nope")]).contains("available"));
