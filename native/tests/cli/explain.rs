@@ -1,18 +1,9 @@
 //! `camlime explain` and `camlime compare` end to end: the record, the pictures, identical
 //! results on one and two threads, exact replay, and clean errors for bad input.
 
-use std::path::PathBuf;
-
-use crate::common::{camlime, repo};
+use crate::common::{camlime, repo, scratch};
 
 use serde_json::Value;
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("camlime-test-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 fn record(args: &[&str]) -> Value {
     let output = camlime(args);
@@ -33,7 +24,7 @@ const CHELSEA: &str = "models/samples/chelsea.png";
 
 #[test]
 fn camlime_writes_a_full_record_and_its_pictures() {
-    let out = scratch("full");
+    let out = scratch("explain-full");
     let out_arg = out.to_str().unwrap();
     let r = record(&[
         "explain",
@@ -266,7 +257,7 @@ fn gradient_cams_and_input_attributions_run_from_the_cli() {
 
 #[test]
 fn bad_input_is_one_clear_error_line() {
-    let out = scratch("bad");
+    let out = scratch("bad-cli");
     let out_arg = out.to_str().unwrap();
     let malformed = out.join("malformed.json");
     std::fs::write(&malformed, b"{\"format\": 3").unwrap();

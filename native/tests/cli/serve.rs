@@ -458,7 +458,7 @@ type BadCase = (
 
 #[test]
 fn bad_input_is_a_clear_4xx_and_the_server_stays_healthy() {
-    let dir = scratch("bad");
+    let dir = scratch("bad-http");
     let server = Server::start(&dir, &["--max-body", "8000000", "--max-samples", "5000"]);
     let bad =
         |name: &str| std::fs::read(repo(&format!("shared/tests/fixtures/bad/{name}"))).unwrap();

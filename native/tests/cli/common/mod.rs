@@ -39,8 +39,18 @@ impl Drop for Scratch {
     }
 }
 
-/// A fresh, empty scratch folder named after the test process and `name`.
+/// A fresh, empty scratch folder named after the test process and `name`. The tests of this
+/// binary run in one process, in parallel: a name used twice would let one test delete the
+/// other's files, so it panics.
 pub fn scratch(name: &str) -> Scratch {
+    static NAMES: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut names = NAMES.lock().unwrap();
+    assert!(
+        !names.iter().any(|n| n == name),
+        "two tests use the scratch folder `{name}`"
+    );
+    names.push(name.to_owned());
+    drop(names);
     let dir = std::env::temp_dir().join(format!("camlime-test-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
