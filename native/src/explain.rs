@@ -132,7 +132,6 @@ pub fn explain(bundle: &Bundle, args: &ExplainArgs, out: &mut dyn Write) -> Resu
             let model = bundle
                 .load(&args.model)?
                 .on_device(args.device, &args.engine)?;
-            camlime_core::explanation::validate(&model.classifier, &config)?;
             let runtime = args.run.runtime();
             let record = camlime_core::explain(
                 &model.classifier,

@@ -162,10 +162,11 @@ impl ConfigFlags {
     /// multipart fields: `samples=500`, `layer=features.18`, `eigen_smooth=true`); flags that
     /// take no value accept `true` or `false`.
     pub fn parse_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Self> {
+        let command = Flags::command();
         let mut argv = Vec::new();
         for (name, value) in pairs {
             let flag = format!("--{}", name.replace('_', "-"));
-            let switch = Flags::command()
+            let switch = command
                 .get_arguments()
                 .find(|a| a.get_long() == Some(&flag[2..]))
                 .is_some_and(|a| !a.get_action().takes_values());

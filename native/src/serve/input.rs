@@ -105,57 +105,30 @@ impl EvalRequest {
             config: ExplainConfig::default(),
             images: Vec::new(),
         };
-        let mut failed = None;
-        let (method, flags) = split_fields(fields, &mut |name, value| match name {
-            "model" => {
-                request.model = value.to_owned();
-                true
-            }
-            "methods" => {
-                let methods: Result<Vec<Method>, _> =
-                    value.split(',').map(|m| m.trim().parse()).collect();
-                match methods {
-                    Ok(methods) => request.methods = Some(methods),
-                    Err(e) => {
-                        failed = Some(ApiError::bad_request(
-                            ErrorCode::UnknownMethod,
-                            e.to_string(),
-                        ))
-                    }
+        request.config = settings(fields, &mut |name, value| {
+            match name {
+                "model" => request.model = value.to_owned(),
+                "methods" => {
+                    let methods: camlime_core::Result<Vec<Method>> =
+                        value.split(',').map(|m| m.trim().parse()).collect();
+                    request.methods = Some(methods.map_err(|e| {
+                        ApiError::bad_request(ErrorCode::UnknownMethod, e.to_string())
+                    })?);
                 }
-                true
-            }
-            "metrics" => {
-                request.metrics = Some(list(value));
-                true
-            }
-            "metric_params" => {
-                match serde_json::from_str(value) {
-                    Ok(params) => request.metric_params = params,
-                    Err(e) => {
-                        failed = Some(ApiError::bad_request(
+                "metrics" => request.metrics = Some(list(value)),
+                "metric_params" => {
+                    request.metric_params = serde_json::from_str(value).map_err(|e| {
+                        ApiError::bad_request(
                             ErrorCode::InvalidJson,
                             format!("field `metric_params`: {e}"),
-                        ))
-                    }
+                        )
+                    })?;
                 }
-                true
+                "metric_seed" => request.metric_seed = parse_field(name, value)?,
+                _ => return Ok(false),
             }
-            "metric_seed" => {
-                match parse_field(name, value) {
-                    Ok(seed) => request.metric_seed = seed,
-                    Err(e) => failed = Some(e),
-                }
-                true
-            }
-            _ => false,
+            Ok(true)
         })?;
-        if let Some(error) = failed {
-            return Err(error);
-        }
-        request.config = flags
-            .config(method)
-            .map_err(|e| ApiError::bad_request(ErrorCode::InvalidParameter, format!("{e:#}")))?;
         Ok(request)
     }
 }
@@ -242,20 +215,14 @@ impl WithImage for ExplainRequest {
             source: None,
             config: ExplainConfig::default(),
         };
-        let (method, flags) = split_fields(fields, &mut |name, value| match name {
-            "model" => {
-                request.model = value.to_owned();
-                true
+        request.config = settings(fields, &mut |name, value| {
+            match name {
+                "model" => request.model = value.to_owned(),
+                "source" => request.source = Some(value.to_owned()),
+                _ => return Ok(false),
             }
-            "source" => {
-                request.source = Some(value.to_owned());
-                true
-            }
-            _ => false,
+            Ok(true)
         })?;
-        request.config = flags
-            .config(method)
-            .map_err(|e| ApiError::bad_request(ErrorCode::InvalidParameter, format!("{e:#}")))?;
         Ok(request)
     }
 }
@@ -280,32 +247,31 @@ fn unknown_field(name: &str, known: &str) -> ApiError {
     )
 }
 
-/// The explanation fields of a form: `method`, and the command line's settings flags by name
+/// The explanation settings of a form: `method`, and the command line's settings flags by name
 /// (`samples`, `layer`, `eigen_smooth=true`, …) parsed by its parser, so that a value is read
-/// and checked as `camlime explain` reads it; `own` takes the request's other fields first.
-fn split_fields(
+/// and checked as `camlime explain` reads it; `own` takes the request's other fields first
+/// (`Ok(true)`: taken).
+fn settings(
     fields: &[(String, String)],
-    own: &mut dyn FnMut(&str, &str) -> bool,
-) -> Result<(Method, ConfigFlags), ApiError> {
+    own: &mut dyn FnMut(&str, &str) -> Result<bool, ApiError>,
+) -> Result<ExplainConfig, ApiError> {
     let mut method = Method::CamLime;
     let mut flags = Vec::new();
     for (name, value) in fields {
-        if own(name, value) {
+        if own(name, value)? {
             continue;
         }
-        match name.as_str() {
-            "method" => {
-                method = value.trim().parse().map_err(|e: camlime_core::Error| {
-                    ApiError::bad_request(ErrorCode::UnknownMethod, e.to_string())
-                })?;
-            }
-            "image" | "request" => {}
-            _ => flags.push((name.as_str(), value.as_str())),
+        if name == "method" {
+            method = value.trim().parse().map_err(|e: camlime_core::Error| {
+                ApiError::bad_request(ErrorCode::UnknownMethod, e.to_string())
+            })?;
+        } else {
+            flags.push((name.as_str(), value.as_str()));
         }
     }
-    let flags = ConfigFlags::parse_pairs(flags)
-        .map_err(|e| ApiError::bad_request(ErrorCode::InvalidParameter, format!("{e:#}")))?;
-    Ok((method, flags))
+    ConfigFlags::parse_pairs(flags)
+        .and_then(|flags| flags.config(method))
+        .map_err(|e| ApiError::bad_request(ErrorCode::InvalidParameter, format!("{e:#}")))
 }
 
 fn decode_base64(encoded: &str, what: &str) -> Result<Bytes, ApiError> {
