@@ -9,6 +9,7 @@ mod architectures;
 mod attribution;
 mod cam;
 mod classifier;
+mod corpus;
 mod decode;
 mod grad;
 mod grad_ops;

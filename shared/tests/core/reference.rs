@@ -1,9 +1,7 @@
 //! Parity with PyTorch + torchvision: preprocessing, logits, activations and predictions of the
 //! bundled models on the sample photos (fixtures from `fixtures/reference/generate.py`).
 
-use crate::common::{
-    SAMPLES, bundled, max_abs_diff, mean_abs_diff, models_dir, npy, reference_input, stem,
-};
+use crate::common::{SAMPLES, bundled, max_abs_diff, models_dir, npy, reference_input, stem};
 use camlime_core::{Classifier, Preprocessing, ResizeMode, decode_image};
 use tract_onnx::prelude::tract_ndarray::Array4;
 
@@ -23,19 +21,15 @@ fn top1(model: &Classifier, input: &Array4<f32>) -> camlime_core::Prediction {
 }
 
 #[test]
-fn preprocessing_matches_torchvision_within_1_over_255_mean_absolute_error() {
+fn preprocessing_matches_torchvision_bit_for_bit() {
     for name in MODELS {
         let model = bundled(name);
         for sample in SAMPLES {
             let ours = our_tensor(&model.spec().preprocessing, sample);
             let reference = reference_input(name, sample, "input");
             assert_eq!(ours.shape(), reference.shape());
-            let mae = mean_abs_diff(&ours, &reference);
-            println!("{name} {sample}: mean absolute error {mae:.2e}");
-            assert!(
-                mae <= 1.0 / 255.0,
-                "{name} {sample}: mean absolute error {mae}"
-            );
+            let worst = max_abs_diff(&ours, &reference);
+            assert!(worst == 0.0, "{name} {sample}: max |Δ| = {worst}");
         }
     }
 }
@@ -51,8 +45,8 @@ fn short_side_resize_matches_torchvision_too() {
         let ours = our_tensor(&preprocessing, sample);
         let reference = reference_input("mobilenet_v2", sample, "short_side.input");
         assert_eq!(ours.shape(), reference.shape());
-        let mae = mean_abs_diff(&ours, &reference);
-        assert!(mae <= 1.0 / 255.0, "{sample}: mean absolute error {mae}");
+        let worst = max_abs_diff(&ours, &reference);
+        assert!(worst == 0.0, "{sample}: max |Δ| = {worst}");
     }
 }
 

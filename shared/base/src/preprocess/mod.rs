@@ -1,20 +1,24 @@
-//! Image preprocessing that matches torchvision on PIL images.
+//! Image preprocessing that gives torchvision's tensor, bit for bit, from the user's file.
 //!
-//! `decode_image` turns any common image file into 8-bit RGB (grey, RGBA, 16-bit and palette
-//! images are converted the way PIL's `convert("RGB")` does). A [`Preprocessing`] then produces
-//! the *base image* every explanation perturbs — resize (PIL's antialiased convolution
-//! resampling, through `fast_image_resize`), centre crop — and the normalised NCHW tensor the
-//! classifier reads (`ToTensor` + `Normalize`, in `f32` in torchvision's order of operations).
+//! `decode_image` turns an image file into the bytes of Pillow 13's
+//! `Image.open(f).convert("RGB")`: JPEG through our own decoder with libjpeg-turbo's arithmetic
+//! (`jpeg/`), the other formats through the `image` crate with Pillow's conversions of grey,
+//! alpha, palette and 16-bit images. Like Pillow (and so torchvision), it ignores the EXIF
+//! orientation tag. A [`Preprocessing`] then produces the *base image* every explanation
+//! perturbs — resize (Pillow's `Image.resize`, `resample.rs`), centre crop — and the normalised
+//! NCHW tensor the classifier reads (`ToTensor` + `Normalize`, in `f32` in torchvision's order
+//! of operations). The corpus tests hold all of it to Pillow's and torchvision's bytes.
 
 use std::io::Cursor;
 
-use fast_image_resize::images::Image as ResizeImage;
-use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 use image::{ImageDecoder, ImageReader, RgbImage};
 use ndarray::Array4;
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
+
+mod jpeg;
+mod resample;
 
 /// Limits applied while decoding untrusted image bytes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,11 +35,15 @@ impl Default for DecodeLimits {
     }
 }
 
-/// Decode image bytes (PNG, JPEG, WebP, BMP, GIF, TIFF) into 8-bit RGB.
+/// Decode image bytes (PNG, JPEG, WebP, BMP, GIF first frame, TIFF) into 8-bit RGB, the bytes
+/// Pillow's `convert("RGB")` gives (JPEG inside TIFF excepted: the `image` crate's decoder).
 ///
 /// The format is guessed from the content, not a file name. Bad bytes, unsupported formats and
 /// images over `limits.max_pixels` are errors; nothing here panics on input.
 pub fn decode_image(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage> {
+    if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        return jpeg::decode(bytes, limits);
+    }
     let reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| Error::Decode(e.to_string()))?;
@@ -69,7 +77,32 @@ pub fn decode_image(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage> {
         .map_err(|e| Error::Decode(e.to_string()))?;
     let image =
         image::DynamicImage::from_decoder(decoder).map_err(|e| Error::Decode(e.to_string()))?;
-    Ok(image.to_rgb8())
+    Ok(pillow_rgb(image))
+}
+
+/// `convert("RGB")` of what Pillow opens: 16-bit colour and grey+alpha files keep each sample's
+/// high byte (Pillow's `;16B` unpackers), and 16-bit greyscale opens as mode `I;16`, whose
+/// conversion clips every value above 255 to 255 (`I16_RGB`): most such files turn white in
+/// Pillow and torchvision, and here too, so both stacks see the same pixels.
+fn pillow_rgb(image: image::DynamicImage) -> RgbImage {
+    use image::DynamicImage as D;
+    let high = |v: u16| (v >> 8) as u8;
+    match image {
+        D::ImageLuma16(grey) => RgbImage::from_fn(grey.width(), grey.height(), |x, y| {
+            image::Rgb([grey.get_pixel(x, y).0[0].min(255) as u8; 3])
+        }),
+        D::ImageLumaA16(grey) => RgbImage::from_fn(grey.width(), grey.height(), |x, y| {
+            image::Rgb([high(grey.get_pixel(x, y).0[0]); 3])
+        }),
+        D::ImageRgb16(rgb) => RgbImage::from_fn(rgb.width(), rgb.height(), |x, y| {
+            image::Rgb(rgb.get_pixel(x, y).0.map(high))
+        }),
+        D::ImageRgba16(rgba) => RgbImage::from_fn(rgba.width(), rgba.height(), |x, y| {
+            let [r, g, b, _] = rgba.get_pixel(x, y).0;
+            image::Rgb([high(r), high(g), high(b)])
+        }),
+        other => other.to_rgb8(),
+    }
 }
 
 /// How the image is resized before the centre crop.
@@ -259,7 +292,8 @@ impl Preprocessing {
     }
 }
 
-/// Resize with PIL's convolution resampling (antialiased), or return a copy at the same size.
+/// Resize as Pillow's `Image.resize` does (antialiased convolution for bilinear and bicubic,
+/// affine scaling for nearest; `resample.rs`), or return a copy at the same size.
 pub fn resize(
     image: &RgbImage,
     width: u32,
@@ -274,28 +308,7 @@ pub fn resize(
     if image.dimensions() == (width, height) {
         return Ok(image.clone());
     }
-    let source = ResizeImage::from_vec_u8(
-        image.width(),
-        image.height(),
-        image.as_raw().clone(),
-        PixelType::U8x3,
-    )
-    .map_err(|e| Error::Parameter(format!("resize source: {e}")))?;
-    let mut target = ResizeImage::new(width, height, PixelType::U8x3);
-    let algorithm = match interpolation {
-        Interpolation::Bilinear => ResizeAlg::Convolution(FilterType::Bilinear),
-        Interpolation::Bicubic => ResizeAlg::Convolution(FilterType::CatmullRom),
-        Interpolation::Nearest => ResizeAlg::Nearest,
-    };
-    Resizer::new()
-        .resize(
-            &source,
-            &mut target,
-            &ResizeOptions::new().resize_alg(algorithm),
-        )
-        .map_err(|e| Error::Parameter(format!("resize to {width}×{height}: {e}")))?;
-    RgbImage::from_raw(width, height, target.into_vec())
-        .ok_or_else(|| Error::Parameter("resize produced a buffer of the wrong size".into()))
+    Ok(resample::resize(image, width, height, interpolation))
 }
 
 /// torchvision's `CenterCrop`: zero-pad a side smaller than the crop (left/top by half the
