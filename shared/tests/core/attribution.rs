@@ -10,16 +10,17 @@ use camlime_core::attribution::{
     self, AttributionConfig, Integration, NoiseKind, NoiseTunnel, Occlusion,
 };
 use camlime_core::cam::{CamMethod, attribute};
-use camlime_core::ndarray::{Array3, Axis, Ix4};
+use camlime_core::ndarray::{Array3, Array4, ArrayView4, Axis, Ix4};
 use camlime_core::{ExplainConfig, Sequential};
 
-fn compare(name: &str, ours: &Array3<f32>) -> f64 {
+/// Compare our attribution with case `name` of the captum fixtures in `folder`.
+fn compare(folder: &str, name: &str, ours: &Array3<f32>) -> f64 {
     let summary: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(fixture("attribution/summary.json")).unwrap(),
+        &std::fs::read_to_string(fixture(&format!("{folder}/summary.json"))).unwrap(),
     )
     .unwrap();
     let case = &summary["cases"][name];
-    let reference = npy(&format!("attribution/{name}.npy"));
+    let reference = npy(&format!("{folder}/{name}.npy"));
     let summed = ours.sum_axis(Axis(0));
     let (mut diff, mut norm) = (0.0f64, 0.0f64);
     for (a, b) in summed.iter().zip(reference.iter()) {
@@ -48,7 +49,7 @@ fn compare(name: &str, ours: &Array3<f32>) -> f64 {
     }
     let bound = 1e-4f64.max(5.0 * case["conditioning"].as_f64().unwrap());
     eprintln!(
-        "{name}: channel-sum relative error {error:.2e}, norm {norm_error:.2e}, pixels \
+        "{folder} {name}: channel-sum relative error {error:.2e}, norm {norm_error:.2e}, pixels \
          {pixel_error:.2e} of max |a| (bound {bound:.1e})"
     );
     assert!(error <= bound, "{name}: {error}");
@@ -60,91 +61,117 @@ fn compare(name: &str, ours: &Array3<f32>) -> f64 {
     error
 }
 
-fn run(method: CamMethod, params: AttributionConfig) -> Array3<f32> {
-    let classifier = bundled("mobilenet_v2");
-    let input = npy("reference/mobilenet_v2/chelsea.input.npy")
+fn chelsea() -> Array4<f32> {
+    npy("reference/mobilenet_v2/chelsea.input.npy")
         .into_dimensionality::<Ix4>()
-        .unwrap();
+        .unwrap()
+}
+
+fn run(input: ArrayView4<f32>, method: CamMethod, params: AttributionConfig) -> Array3<f32> {
+    let classifier = bundled("mobilenet_v2");
     let mut config = ExplainConfig::default();
     config.cam.layers = vec!["features.17".into()];
     config.cam.attribution = params;
-    attribute(&classifier, input.view(), method, &config, &Sequential)
+    attribute(&classifier, input, method, &config, &Sequential)
         .unwrap()
         .2
 }
 
+/// The captum case `name` (as `attribution/generate.py` defines it) on `input`, compared with
+/// the fixtures in `folder`.
+pub(crate) fn captum_case(folder: &str, input: ArrayView4<f32>, name: &str) {
+    let params = match name {
+        "ig_gausslegendre" | "guided_backprop" | "guided_gradcam" | "saliency"
+        | "inputxgradient" => AttributionConfig::default(),
+        "ig_trapezoid_half" => AttributionConfig {
+            steps: 16,
+            integration: Integration::RiemannTrapezoid,
+            baseline: 0.5,
+            ..Default::default()
+        },
+        "occlusion" => AttributionConfig {
+            occlusion: Occlusion {
+                window: [3, 32, 32],
+                strides: [3, 16, 16],
+                baseline: 0.0,
+            },
+            ..Default::default()
+        },
+        "smoothgrad" | "vargrad" => {
+            let kind = if name == "smoothgrad" {
+                NoiseKind::SmoothGrad
+            } else {
+                NoiseKind::VarGrad
+            };
+            // captum's tunnel with the fixture's injected draws (`shared_normal(7, …)`).
+            let classifier = bundled("mobilenet_v2");
+            let logits = classifier.forward(input, &[]).unwrap().logits;
+            let target = classifier.top_k(&logits.row(0).to_vec(), 1).unwrap()[0].class;
+            let per_sample = 3 * 224 * 224;
+            let noises: Vec<Array3<f32>> = shared_normal(7, 3 * per_sample)
+                .chunks(per_sample)
+                .map(|chunk| {
+                    Array3::from_shape_vec(
+                        (3, 224, 224),
+                        chunk.iter().map(|z| (0.2 * z) as f32).collect(),
+                    )
+                    .unwrap()
+                })
+                .collect();
+            let ours = attribution::noise_tunnel(input, &noises, kind, |x| {
+                attribution::saliency(&classifier, x, target, true, &Sequential)
+            })
+            .unwrap();
+            compare(folder, name, &ours);
+            return;
+        }
+        other => panic!("no captum case {other}"),
+    };
+    let method = match name {
+        "ig_gausslegendre" | "ig_trapezoid_half" => CamMethod::IntegratedGradients,
+        "guided_backprop" => CamMethod::GuidedBackprop,
+        "guided_gradcam" => CamMethod::GuidedGradCam,
+        "saliency" => CamMethod::Saliency,
+        "inputxgradient" => CamMethod::InputXGradient,
+        _ => CamMethod::Occlusion,
+    };
+    compare(folder, name, &run(input, method, params));
+}
+
+/// Every case `endtoend/generate.py` writes (`attribution/generate.py`'s first seven).
+pub(crate) const CAPTUM_CASES: [&str; 9] = [
+    "ig_gausslegendre",
+    "ig_trapezoid_half",
+    "guided_backprop",
+    "guided_gradcam",
+    "occlusion",
+    "smoothgrad",
+    "vargrad",
+    "saliency",
+    "inputxgradient",
+];
+
 #[test]
 fn integrated_gradients_match_captum() {
-    compare(
-        "ig_gausslegendre",
-        &run(CamMethod::IntegratedGradients, AttributionConfig::default()),
-    );
-    let trapezoid = AttributionConfig {
-        steps: 16,
-        integration: Integration::RiemannTrapezoid,
-        baseline: 0.5,
-        ..Default::default()
-    };
-    compare(
-        "ig_trapezoid_half",
-        &run(CamMethod::IntegratedGradients, trapezoid),
-    );
+    captum_case("attribution", chelsea().view(), "ig_gausslegendre");
+    captum_case("attribution", chelsea().view(), "ig_trapezoid_half");
 }
 
 #[test]
 fn guided_methods_match_captum() {
-    compare(
-        "guided_backprop",
-        &run(CamMethod::GuidedBackprop, AttributionConfig::default()),
-    );
-    compare(
-        "guided_gradcam",
-        &run(CamMethod::GuidedGradCam, AttributionConfig::default()),
-    );
+    captum_case("attribution", chelsea().view(), "guided_backprop");
+    captum_case("attribution", chelsea().view(), "guided_gradcam");
 }
 
 #[test]
 fn occlusion_matches_captum() {
-    let params = AttributionConfig {
-        occlusion: Occlusion {
-            window: [3, 32, 32],
-            strides: [3, 16, 16],
-            baseline: 0.0,
-        },
-        ..Default::default()
-    };
-    compare("occlusion", &run(CamMethod::Occlusion, params));
+    captum_case("attribution", chelsea().view(), "occlusion");
 }
 
 #[test]
 fn noise_tunnel_matches_captum_given_the_same_draws() {
-    let classifier = bundled("mobilenet_v2");
-    let input = npy("reference/mobilenet_v2/chelsea.input.npy")
-        .into_dimensionality::<Ix4>()
-        .unwrap();
-    let target = 285;
-    let per_sample = 3 * 224 * 224;
-    let draws = shared_normal(7, 3 * per_sample);
-    let noises: Vec<Array3<f32>> = draws
-        .chunks(per_sample)
-        .map(|chunk| {
-            Array3::from_shape_vec(
-                (3, 224, 224),
-                chunk.iter().map(|z| (0.2 * z) as f32).collect(),
-            )
-            .unwrap()
-        })
-        .collect();
-    for (name, kind) in [
-        ("smoothgrad", NoiseKind::SmoothGrad),
-        ("vargrad", NoiseKind::VarGrad),
-    ] {
-        let ours = attribution::noise_tunnel(input.view(), &noises, kind, |x| {
-            attribution::saliency(&classifier, x, target, true, &Sequential)
-        })
-        .unwrap();
-        compare(name, &ours);
-    }
+    captum_case("attribution", chelsea().view(), "smoothgrad");
+    captum_case("attribution", chelsea().view(), "vargrad");
     // The seeded tunnel draws its own noise: deterministic, and different from none.
     let tunnel = AttributionConfig {
         noise_tunnel: Some(NoiseTunnel {
@@ -154,7 +181,15 @@ fn noise_tunnel_matches_captum_given_the_same_draws() {
         }),
         ..Default::default()
     };
-    let a = run(CamMethod::Saliency, tunnel.clone());
-    assert_eq!(a, run(CamMethod::Saliency, tunnel));
-    assert_ne!(a, run(CamMethod::Saliency, AttributionConfig::default()));
+    let input = chelsea();
+    let a = run(input.view(), CamMethod::Saliency, tunnel.clone());
+    assert_eq!(a, run(input.view(), CamMethod::Saliency, tunnel));
+    assert_ne!(
+        a,
+        run(
+            input.view(),
+            CamMethod::Saliency,
+            AttributionConfig::default()
+        )
+    );
 }

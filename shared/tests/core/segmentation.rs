@@ -1,7 +1,7 @@
 //! Segmenters against scikit-image 0.26.0 on the sample photos' 224² base images
 //! (fixtures: `fixtures/segmentation/generate.py`).
 
-use crate::common::{SAMPLES, fixture, reference_labels, stem};
+use crate::common::{SAMPLES, adjusted_rand_index, fixture, reference_labels, stem};
 use camlime_core::segment::{FelzenszwalbConfig, QuickshiftConfig, SlicConfig};
 use camlime_core::{Segmentation, SegmenterConfig, Sequential};
 use image::RgbImage;
@@ -12,29 +12,6 @@ fn base_image(stem: &str) -> RgbImage {
     image::open(fixture(&format!("segmentation/{stem}.png")))
         .unwrap()
         .to_rgb8()
-}
-
-/// Adjusted Rand index of two labelings (Hubert & Arabie), as scikit-learn computes it.
-fn adjusted_rand_index(a: &[u32], b: &[u32]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    let (na, nb) = (
-        *a.iter().max().unwrap() as usize + 1,
-        *b.iter().max().unwrap() as usize + 1,
-    );
-    let mut table = vec![0u64; na * nb];
-    for (&x, &y) in a.iter().zip(b) {
-        table[x as usize * nb + y as usize] += 1;
-    }
-    let pairs = |n: u64| (n * n.saturating_sub(1) / 2) as f64;
-    let sum_cells: f64 = table.iter().map(|&n| pairs(n)).sum();
-    let rows: f64 = (0..na)
-        .map(|i| pairs(table[i * nb..(i + 1) * nb].iter().sum()))
-        .sum();
-    let cols: f64 = (0..nb)
-        .map(|j| pairs((0..na).map(|i| table[i * nb + j]).sum()))
-        .sum();
-    let expected = rows * cols / pairs(a.len() as u64);
-    (sum_cells - expected) / (0.5 * (rows + cols) - expected)
 }
 
 #[test]

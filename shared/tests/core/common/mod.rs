@@ -150,3 +150,26 @@ pub fn shared_normal(seed: u64, count: usize) -> Vec<f64> {
     out.truncate(count);
     out
 }
+
+/// Adjusted Rand index of two labelings (Hubert & Arabie), as scikit-learn computes it.
+pub fn adjusted_rand_index(a: &[u32], b: &[u32]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let (na, nb) = (
+        *a.iter().max().unwrap() as usize + 1,
+        *b.iter().max().unwrap() as usize + 1,
+    );
+    let mut table = vec![0u64; na * nb];
+    for (&x, &y) in a.iter().zip(b) {
+        table[x as usize * nb + y as usize] += 1;
+    }
+    let pairs = |n: u64| (n * n.saturating_sub(1) / 2) as f64;
+    let sum_cells: f64 = table.iter().map(|&n| pairs(n)).sum();
+    let rows: f64 = (0..na)
+        .map(|i| pairs(table[i * nb..(i + 1) * nb].iter().sum()))
+        .sum();
+    let cols: f64 = (0..nb)
+        .map(|j| pairs((0..na).map(|i| table[i * nb + j]).sum()))
+        .sum();
+    let expected = rows * cols / pairs(a.len() as u64);
+    (sum_cells - expected) / (0.5 * (rows + cols) - expected)
+}
