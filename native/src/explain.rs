@@ -294,6 +294,16 @@ fn summary(record: &ExplanationRecord, written: &[PathBuf], out: &mut dyn Write)
         "target: {} {} (p={:.4})",
         record.target.class, record.target.label, record.target.probability
     )?;
+    if let Some(cam) = &record.cam
+        && let Some(stability) = cam.stability.as_ref().filter(|s| s.is_unstable())
+    {
+        writeln!(
+            out,
+            "warning: the {} map is {}; another correct implementation may show a visibly different map",
+            cam.method,
+            stability.describe()
+        )?;
+    }
     if let (Some(segments), Some(main)) = (&record.segments, record.main_explanation()) {
         writeln!(
             out,

@@ -297,6 +297,7 @@ fn cam_record(explanation: CamExplanation, method: CamMethod) -> CamRecord {
             })
             .collect(),
         map: explanation.map,
+        stability: explanation.stability,
     }
 }
 

@@ -362,3 +362,35 @@ fn bad_input_is_one_clear_error_line() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).starts_with("camlime: error:"));
 }
+
+#[test]
+fn a_fragile_cam_map_is_flagged_in_the_output_and_the_record() {
+    let out = scratch("stability");
+    let out_arg = out.to_str().unwrap();
+    // FullGrad scales every bias channel on its own: on chelsea.png a float32-level nudge of
+    // the input moves its map by about 1e-3 (endtoend.rs measures it against pytorch-grad-cam).
+    let output = camlime(&["explain", CHELSEA, "--method", "fullgrad", "--out", out_arg]);
+    assert!(output.status.success());
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        text.contains("warning: the fullgrad map is unstable:")
+            && text.contains("denominators near zero"),
+        "{text}"
+    );
+    let saved = |name: &str| -> Value {
+        serde_json::from_str(&std::fs::read_to_string(out.join(name)).unwrap()).unwrap()
+    };
+    let fullgrad = saved("chelsea.fullgrad.json");
+    assert!(
+        fullgrad["cam"]["stability"]["sensitivity"]
+            .as_f64()
+            .unwrap()
+            > 1e-3
+    );
+    // Grad-CAM's map is steady: estimated, recorded, not flagged.
+    let output = camlime(&["explain", CHELSEA, "--method", "gradcam", "--out", out_arg]);
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(!text.contains("warning"), "{text}");
+    let gradcam = saved("chelsea.gradcam.json");
+    assert!(gradcam["cam"]["stability"]["sensitivity"].as_f64().unwrap() < 1e-4);
+}

@@ -193,6 +193,49 @@ pub struct LayerCam {
     pub map: CamMap,
 }
 
+/// How far float32 rounding can move a CAM map: a first-order estimate, so a user knows when two
+/// correct tools may show different maps (XGrad-CAM divides each channel's weight by the
+/// channel's activation sum, Grad-CAM++ by `2g² + g³·ΣA`, Ablation-CAM by the target logit,
+/// FullGrad min-max scales every bias channel on its own; a denominator near zero turns the
+/// tiny differences between float32 engines into visible ones).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Stability {
+    /// Estimated largest change of the final [0, 1] map when every activation, gradient and
+    /// score moves by [`Stability::NOISE`] of its magnitude.
+    pub sensitivity: f32,
+    /// Denominators whose estimated noise is at least 1 % of their value.
+    pub near_zero: usize,
+    /// Denominators the method divides by.
+    pub denominators: usize,
+}
+
+impl Stability {
+    /// Relative noise assumed on every tensor, calibrated on the end-to-end corpus: with it the
+    /// estimates land within 1–10× of pytorch-grad-cam's own float32-vs-float64 spread for
+    /// every weighted and element-wise method on MobileNetV2 (`endtoend.rs` prints both).
+    pub const NOISE: f32 = 1e-6;
+    /// Sensitivity above which a map is reported unstable: the parity bound of the tests.
+    pub const THRESHOLD: f32 = 1e-3;
+
+    /// Whether another correct float32 implementation may visibly differ.
+    pub fn is_unstable(&self) -> bool {
+        self.sensitivity > Self::THRESHOLD
+    }
+
+    /// One line for people: what is fragile and by how much.
+    pub fn describe(&self) -> String {
+        let verdict = if self.is_unstable() {
+            "unstable"
+        } else {
+            "stable"
+        };
+        format!(
+            "{verdict}: {} of {} denominators near zero; float32 rounding may move the map by ~{:.1e} (of 1)",
+            self.near_zero, self.denominators, self.sensitivity
+        )
+    }
+}
+
 /// A CAM explanation: per-layer maps and their aggregate.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CamExplanation {
@@ -204,6 +247,11 @@ pub struct CamExplanation {
     pub layers: Vec<LayerCam>,
     /// The aggregated map in [0, 1], at input resolution unless `feature_resolution`.
     pub map: CamMap,
+    /// How far float32 rounding can move `map`, for the methods that divide or normalise
+    /// channel by channel and the other weighted and element-wise maps; `None` for the
+    /// projections (EigenCAM, EigenGrad-CAM, `eigen_smooth`) and input attributions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stability: Option<Stability>,
 }
 
 /// A single-channel map, row-major, `height × width`. Serialised compactly and exactly as

@@ -7,7 +7,7 @@ use image::RgbImage;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::cam::{CamConfig, CamMap, CamMethod};
+use crate::cam::{CamConfig, CamMap, CamMethod, Stability};
 use crate::camlime::CamLimeMode;
 use crate::lime::{HideColor, LabelExplanation, LimeConfig};
 use crate::preprocess::Preprocessing;
@@ -251,6 +251,9 @@ pub struct CamRecord {
     pub layers: Vec<LayerMap>,
     /// The fused map at input resolution, in [0, 1].
     pub map: CamMap,
+    /// How far float32 rounding can move `map` (see [`Stability`]), where it is estimated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stability: Option<Stability>,
 }
 
 /// CamLIME explained with one layer's CAM (multi-layer fusion explains the same samples with

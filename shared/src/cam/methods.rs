@@ -10,7 +10,8 @@ use tract_onnx::prelude::tract_ndarray::{
     Array2, Array3, Array4, ArrayView3, ArrayView4, Axis, Ix4, s,
 };
 
-use super::{AblationValue, CamExplanation, CamMap, CamMethod, LayerCam, aggregate};
+use super::stability::{self, FullGradNoise, WeightNoise};
+use super::{AblationValue, CamExplanation, CamMap, CamMethod, LayerCam, Stability, aggregate};
 use crate::attribution;
 use crate::engine::Masked;
 use crate::explanation::ExplainConfig;
@@ -93,9 +94,33 @@ pub fn compute_tensor(
     Ok(explanation)
 }
 
-/// A layer's map before ReLU: channel weights, or an element-wise product to sum over channels.
+/// The least stable layer's estimate (the aggregate of scaled maps is no steadier than its
+/// shakiest part), if every layer has one.
+fn least_stable(estimates: Vec<Option<Stability>>) -> Option<Stability> {
+    estimates
+        .into_iter()
+        .try_fold(None::<Stability>, |worst, estimate| {
+            let estimate = estimate?;
+            Some(Some(match worst {
+                Some(w) if w.sensitivity >= estimate.sensitivity => Stability {
+                    near_zero: w.near_zero + estimate.near_zero,
+                    denominators: w.denominators + estimate.denominators,
+                    ..w
+                },
+                Some(w) => Stability {
+                    near_zero: w.near_zero + estimate.near_zero,
+                    denominators: w.denominators + estimate.denominators,
+                    ..estimate
+                },
+                None => estimate,
+            }))
+        })?
+}
+
+/// A layer's map before ReLU: channel weights (with their noise), or an element-wise product
+/// to sum over channels, or a stack to project.
 enum LayerMap {
-    Weights(Vec<f32>),
+    Weights(Vec<f32>, WeightNoise),
     Elementwise(Array3<f32>),
     Projection(Array3<f32>),
 }
@@ -122,6 +147,7 @@ fn compute_once(
             target_logit,
             layers: Vec::new(),
             map: CamMap::new(h, w, summed)?.scaled(),
+            stability: None,
         });
     }
     let layer_names = classifier.target_layers(&config.cam.layers)?;
@@ -144,6 +170,7 @@ fn compute_once(
     let target = classifier.target_class(&logits, config.target)?;
     let (height, width) = (input.dim().2, input.dim().3);
     let mut layers = Vec::with_capacity(layer_names.len());
+    let mut estimates: Vec<Option<Stability>> = Vec::with_capacity(layer_names.len());
     for (index, (name, activation)) in layer_names.iter().zip(&activations).enumerate() {
         let activation = activation
             .view()
@@ -165,13 +192,20 @@ fn compute_once(
                 .as_ref()
                 .ok_or_else(|| Error::Inference("missing gradient".into()))
         };
+        let plain = |weights: Vec<f32>| {
+            let noise = WeightNoise::plain(&weights);
+            LayerMap::Weights(weights, noise)
+        };
         let layer_map = match method {
-            CamMethod::GradCam => LayerMap::Weights(
+            CamMethod::GradCam => plain(
                 g()?.outer_iter()
                     .map(|c| c.iter().sum::<f32>() / c.len() as f32)
                     .collect(),
             ),
-            CamMethod::GradCamPlusPlus => LayerMap::Weights(grad_cam_plus_plus(a, g()?.view())),
+            CamMethod::GradCamPlusPlus => LayerMap::Weights(
+                grad_cam_plus_plus(a, g()?.view()),
+                WeightNoise::grad_cam_plus_plus(a, g()?.view()),
+            ),
             CamMethod::XGradCam => LayerMap::Weights(
                 a.outer_iter()
                     .zip(g()?.outer_iter())
@@ -183,6 +217,7 @@ fn compute_once(
                             .sum()
                     })
                     .collect(),
+                WeightNoise::xgrad_cam(a, g()?.view()),
             ),
             CamMethod::HiResCam => LayerMap::Elementwise(g()? * &a),
             CamMethod::GradCamElementWise => {
@@ -193,7 +228,7 @@ fn compute_once(
             CamMethod::EigenCam => LayerMap::Projection(a.to_owned()),
             CamMethod::Random => {
                 let mut rng = Pcg64::seed_from_u64(config.seed);
-                LayerMap::Weights(
+                plain(
                     (0..a.dim().0)
                         .map(|_| rng.random_range(-1.0f32..1.0))
                         .collect(),
@@ -201,30 +236,42 @@ fn compute_once(
             }
             CamMethod::ScoreCam => {
                 let scores = score_cam_scores(classifier, input, a, target, config, runtime)?;
-                LayerMap::Weights(softmax(&scores))
+                plain(softmax(&scores))
             }
             CamMethod::AblationCam => {
                 let original = logits[target];
                 let scores = ablation_scores(classifier, name, a, target, config, runtime)?;
-                LayerMap::Weights(scores.iter().map(|s| (original - s) / original).collect())
+                LayerMap::Weights(
+                    scores.iter().map(|s| (original - s) / original).collect(),
+                    WeightNoise::ablation(original, &scores),
+                )
             }
             other => not_per_layer(other)?,
         };
-        let raw = match layer_map {
-            LayerMap::Projection(stack) => eigen_projection(stack.view())?,
+        let (raw, layer_stability) = match layer_map {
+            LayerMap::Projection(stack) => (eigen_projection(stack.view())?, None),
             LayerMap::Elementwise(stack) if config.cam.eigen_smooth => {
-                eigen_projection(stack.view())?
+                (eigen_projection(stack.view())?, None)
             }
-            LayerMap::Elementwise(stack) => channel_sum(stack.view())?,
-            LayerMap::Weights(weights) if config.cam.eigen_smooth => {
+            LayerMap::Elementwise(stack) => {
+                let raw = channel_sum(stack.view())?;
+                let estimate = stability::elementwise(stack.view(), raw.values());
+                (raw, Some(estimate))
+            }
+            LayerMap::Weights(weights, _) if config.cam.eigen_smooth => {
                 let mut weighted = a.to_owned();
                 for (mut channel, w) in weighted.outer_iter_mut().zip(&weights) {
                     channel.mapv_inplace(|v| v * w);
                 }
-                eigen_projection(weighted.view())?
+                (eigen_projection(weighted.view())?, None)
             }
-            LayerMap::Weights(weights) => weighted_sum(a, &weights)?,
+            LayerMap::Weights(weights, noise) => {
+                let raw = weighted_sum(a, &weights)?;
+                let estimate = stability::weighted(a, &weights, &noise, raw.values());
+                (raw, Some(estimate))
+            }
         };
+        estimates.push(layer_stability);
         let native = raw.relu();
         let scaled = native.clone().scaled();
         let map = if config.cam.feature_resolution {
@@ -244,6 +291,7 @@ fn compute_once(
         target_logit: logits[target],
         map: aggregate(&maps)?,
         layers,
+        stability: least_stable(estimates),
     })
 }
 
@@ -377,6 +425,13 @@ fn channel_sum(stack: ArrayView3<f32>) -> Result<CamMap> {
 
 /// FullGrad (pytorch-grad-cam's): |∇x ⊙ x| per input channel and |bias ⊙ G| per channel of
 /// every layer with a bias, each min-max scaled and resized to the input, all summed.
+///
+/// Every channel map is min-max scaled on its own, and a ReLU6 gate that flips between two
+/// correct float32 forwards changes a gradient map outright, which no rounding model of the
+/// arithmetic captures (pytorch-grad-cam's own float32 and float64 maps differ by 5e-3 on
+/// retina_420.jpg). So the stability is measured: the map is computed again on the input moved
+/// by a relative [`Stability::NOISE`] with fixed random signs, [`FULL_GRAD_NUDGES`] times, and
+/// the largest change is reported.
 fn full_grad(
     classifier: &Classifier,
     input: ArrayView4<f32>,
@@ -387,9 +442,46 @@ fn full_grad(
             "FullGrad works at input resolution; feature_resolution does not apply".into(),
         ));
     }
+    let target = target_without_forward(classifier, input, config.target)?;
+    let (target_logit, map, counts) = full_grad_pass(classifier, input, config, target)?;
+    let mut change = 0.0f32;
+    for seed in 0..FULL_GRAD_NUDGES {
+        let mut rng = Pcg64::seed_from_u64(seed);
+        let nudged = input.mapv(|v| {
+            let sign = if rng.random_bool(0.5) { 1.0 } else { -1.0 };
+            v * (1.0 + sign * Stability::NOISE)
+        });
+        let (_, again, _) = full_grad_pass(classifier, nudged.view(), config, target)?;
+        change = map
+            .values()
+            .iter()
+            .zip(again.values())
+            .fold(change, |m, (a, b)| m.max((a - b).abs()));
+    }
+    Ok(CamExplanation {
+        target,
+        target_logit,
+        layers: Vec::new(),
+        map,
+        stability: Some(counts.finish(change)),
+    })
+}
+
+/// How many nudged FullGrad maps measure its stability: one nudge flips fewer gates than the
+/// many differences between two engines (one found 1.4e-4 on chelsea_grey.jpg, where
+/// pytorch-grad-cam's float32 and float64 maps differ by 1.2e-3).
+const FULL_GRAD_NUDGES: u64 = 3;
+
+/// One FullGrad map for `target`: the target logit, the final map and the channel maps'
+/// near-zero ranges.
+fn full_grad_pass(
+    classifier: &Classifier,
+    input: ArrayView4<f32>,
+    config: &ExplainConfig,
+    target: usize,
+) -> Result<(f32, CamMap, FullGradNoise)> {
     let biases = classifier.bias_layers()?;
     let names: Vec<&str> = biases.iter().map(|(name, _)| name.as_str()).collect();
-    let target = target_without_forward(classifier, input, config.target)?;
     let seeds = one_hot(1, classifier.num_classes(), target);
     let out = classifier.gradients(input, seeds.view(), &names, true, BackwardRule::Standard)?;
     let target_logit = out.logits[(0, target)];
@@ -398,13 +490,15 @@ fn full_grad(
         .input_gradient
         .ok_or_else(|| Error::Inference("missing input gradient".into()))?;
     let mut maps: Vec<CamMap> = Vec::new();
+    let mut noise = FullGradNoise::new();
     for c in 0..3 {
-        let values = input
+        let values: Vec<f32> = input
             .slice(s![0, c, .., ..])
             .iter()
             .zip(input_gradient.slice(s![0, c, .., ..]).iter())
             .map(|(x, g)| (x * g).abs())
             .collect();
+        noise.add(values.iter().copied());
         maps.push(CamMap::new(height, width, values)?.scaled());
     }
     let size = if config.cam.eigen_smooth {
@@ -433,7 +527,8 @@ fn full_grad(
         let (_, h, w) = channels.dim();
         let mut native_sum = vec![0.0f32; h * w];
         for (channel, b) in channels.outer_iter().zip(bias) {
-            let values = channel.iter().map(|g| (g * b).abs()).collect();
+            let values: Vec<f32> = channel.iter().map(|g| (g * b).abs()).collect();
+            noise.add(values.iter().copied());
             let map = CamMap::new(h, w, values)?.scaled();
             native_sum
                 .iter_mut()
@@ -469,12 +564,7 @@ fn full_grad(
         }
         CamMap::new(height, width, total)?
     };
-    Ok(CamExplanation {
-        target,
-        target_logit,
-        layers: Vec::new(),
-        map: combined.scaled(),
-    })
+    Ok((target_logit, combined.scaled(), noise))
 }
 
 /// Σ_k w_k A_k as an h×w map.

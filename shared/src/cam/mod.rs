@@ -3,6 +3,7 @@
 //! re-exported here so callers see one `cam` module.
 
 mod methods;
+mod stability;
 
 pub use camlime_base::cam::*;
 pub use methods::{attribute, compute, compute_tensor};

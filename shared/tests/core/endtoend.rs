@@ -2,8 +2,9 @@
 //! preprocessing into the model, every CAM method, the input attributions and the segmenters, and
 //! is compared with what Pillow + torchvision + pytorch-grad-cam 1.5.5 / captum 0.9 /
 //! scikit-image 0.26 make of the same file (fixtures: `fixtures/endtoend/generate.py`).
-//! Bounds: maps Pearson ≥ 0.999 and max |Δ| ≤ 1e-3 (or twice pytorch-grad-cam's own
-//! float32-vs-float64 spread, recorded per map, where larger); segmentations ARI ≥ 0.99;
+//! Bounds: maps Pearson ≥ 0.999 and max |Δ| ≤ 1e-3 unless our stability estimate flags the map
+//! unstable, and never more than twice pytorch-grad-cam's own float32-vs-float64 spread
+//! (recorded per map) where that is larger; segmentations ARI ≥ 0.99;
 //! top-1 class equal and probability within 1e-4; attributions as in `attribution.rs`.
 
 use std::collections::BTreeMap;
@@ -92,7 +93,7 @@ fn every_cam_from_the_file_matches_pytorch_grad_cam() {
         &std::fs::read_to_string(fixture("endtoend/conditioning.json")).unwrap(),
     )
     .unwrap();
-    let (mut worst, mut maps) = ((1.0f64, 0.0f32), 0);
+    let (mut worst, mut maps, mut flagged) = ((1.0f64, 0.0f32), 0, 0);
     for name in CAM_FILES {
         let base = base(&classifier, name);
         let methods = CamMethod::ALL.into_iter().filter(|m| {
@@ -105,33 +106,44 @@ fn every_cam_from_the_file_matches_pytorch_grad_cam() {
             let ours = compute(&classifier, &base, method, &config, &Sequential).unwrap();
             let reference = png16_map(&format!("endtoend/{}.{}.png", stem(name), method.name()));
             let (pearson, max_abs) = map_agreement(&ours.map, &reference);
-            // 1e-3, or twice the reference's own float32-vs-float64 spread where larger.
             let spread = conditioning[name][method.name()];
-            let bound = 1e-3f32.max(2.0 * spread);
+            let estimate = ours.stability.as_ref().map_or(f32::NAN, |s| s.sensitivity);
+            let unstable = ours.stability.as_ref().is_some_and(|s| s.is_unstable());
             eprintln!(
-                "{name} {}: pearson {pearson:.6} max|Δ| {max_abs:.2e} (reference f32/f64 \
-                 spread {spread:.1e})",
-                method.name()
+                "{name} {}: pearson {pearson:.6} max|Δ| {max_abs:.2e} (pytorch-grad-cam f32/f64 \
+                 spread {spread:.1e}; our stability estimate {estimate:.1e}{})",
+                method.name(),
+                if unstable { ", unstable" } else { "" }
             );
             assert!(
                 pearson >= 0.999,
                 "{name} {}: pearson {pearson}",
                 method.name()
             );
+            // Within 1e-3, or flagged unstable by our own estimate; never further than twice
+            // the reference's own float32-vs-float64 spread.
             assert!(
-                max_abs <= bound,
+                max_abs <= 1e-3 || unstable,
+                "{name} {}: max |Δ| {max_abs} and not flagged unstable",
+                method.name()
+            );
+            assert!(
+                max_abs <= 1e-3f32.max(2.0 * spread),
                 "{name} {}: max |Δ| {max_abs}",
                 method.name()
             );
+            flagged += usize::from(unstable);
             worst = (worst.0.min(pearson), worst.1.max(max_abs));
             maps += 1;
         }
     }
     eprintln!(
-        "{maps} maps: worst pearson {:.6}, worst max|Δ| {:.2e}",
+        "{maps} maps: worst pearson {:.6}, worst max|Δ| {:.2e}, {flagged} flagged unstable",
         worst.0, worst.1
     );
     assert_eq!(maps, 7 * 9 + 2 * 2);
+    // The estimate flags the fragile maps, not every map.
+    assert!(flagged <= 5, "{flagged} maps flagged unstable");
 }
 
 #[test]
