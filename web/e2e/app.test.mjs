@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { readdir, readFile, stat, writeFile } from "node:fs/promises";
 import {
   ARTIFACTS, start, stop, open, waitModel, pickChelsea, explain, downloadRecord, canvasStats,
-  decodeMap, segmentLabels, massInBox, fixture, DIST,
+  decodeMap, segmentLabels, massInBox, fixture, DIST, readMapPng, mapAgreement, sharedFixture,
 } from "./harness.mjs";
 
 let env;
@@ -63,13 +63,15 @@ test("chelsea: top-1, Grad-CAM and CamLIME on the cat, instant re-render", async
     `Grad-CAM mass on the face ${camMass.toFixed(3)} (box area ${faceArea(224, 224).toFixed(3)})`);
   await page.screenshot({ path: join(ARTIFACTS, "gradcam.png"), fullPage: true });
 
-  timings.camlime_200 = await explain(page, { method: "camlime", samples: 200 });
+  // 500 samples: at 200 the share of positive weight on the face is a noisy 0.47 (0.51 at 300,
+  // 0.57 at 500, 0.60 at 1000 through the CLI on the same base image).
+  timings.camlime_500 = await explain(page, { method: "camlime", samples: 500 });
   const longTasks = await page.evaluate(() => window.__longTasks);
-  timings.camlime_200_longest_main_thread_task = Math.max(0, ...longTasks.map((t) => t.duration));
-  assert.ok(timings.camlime_200_longest_main_thread_task < 250, `main thread blocked: ${JSON.stringify(longTasks)}`);
+  timings.camlime_500_longest_main_thread_task = Math.max(0, ...longTasks.map((t) => t.duration));
+  assert.ok(timings.camlime_500_longest_main_thread_task < 250, `main thread blocked: ${JSON.stringify(longTasks)}`);
   const record = await downloadRecord(page);
-  assert.equal(record.config.lime.num_samples, 200);
-  timings.camlime_200_stages = record.timings;
+  assert.equal(record.config.lime.num_samples, 500);
+  timings.camlime_500_stages = record.timings;
   const labels = segmentLabels(record.segments);
   const main = record.explanations.find((e) => e.label === record.target.class);
   const weight = new Map(main.ranked);
@@ -90,6 +92,28 @@ test("chelsea: top-1, Grad-CAM and CamLIME on the cat, instant re-render", async
   assert.notEqual(redrawn.hash, drawn.hash, "the mask did not change with the slider");
   assert.equal(await page.getAttribute(".app", "data-busy"), "false");
   assert.equal(await page.$$eval("#gallery figure", (f) => f.length), 2);
+  assert.deepEqual(page.errors, []);
+  await page.context().close();
+});
+
+test("a photo file decodes in the worker as Pillow does, to PyTorch's class and Grad-CAM", async () => {
+  // The same checks as shared/tests/core/corpus.rs and endtoend.rs, on a 4:2:0 JPEG.
+  const name = "retina_420.jpg";
+  const expected = (await sharedFixture("corpus/expected.json", { json: true }))[name];
+  const predicted = (await sharedFixture("endtoend/predictions.json", { json: true }))[name].mobilenet_v2;
+  const page = await open(env);
+  await waitModel(page);
+  await page.setInputFiles("#image-file", { name, mimeType: "image/jpeg", buffer: await sharedFixture(`corpus/${name}`) });
+  await page.waitForSelector("#predictions li", { timeout: 60_000 });
+  await explain(page, { method: "gradcam" });
+  const record = await downloadRecord(page);
+  assert.equal(record.image.sha256, expected.preprocessed.mobilenet_v2.base, "base image differs from torchvision's");
+  assert.equal(record.target.class, predicted.class);
+  assert.ok(Math.abs(record.target.probability - predicted.p) <= 1e-4, `p ${record.target.probability} vs ${predicted.p}`);
+  const reference = await readMapPng(`endtoend/${name}.gradcam.png`);
+  const { pearson, maxAbs } = mapAgreement(decodeMap(record.cam.map).values, reference.values);
+  timings.browser_file_parity = { pearson, max_abs: maxAbs };
+  assert.ok(pearson >= 0.999 && maxAbs <= 1e-3, `Grad-CAM pearson ${pearson}, max |Δ| ${maxAbs}`);
   assert.deepEqual(page.errors, []);
   await page.context().close();
 });

@@ -4,6 +4,7 @@ import { chromium } from "playwright-core";
 import { mkdir, readFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { inflateSync } from "node:zlib";
 import { serve } from "./serve.mjs";
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -111,6 +112,65 @@ export function massInBox(values, width, box) {
     if (x >= box.x0 && x < box.x1 && y >= box.y0 && y < box.y1) inside += m;
   });
   return inside / all;
+}
+
+/** A 16-bit greyscale PNG of the shared fixtures (a reference CAM map) as values in [0, 1]. */
+export async function readMapPng(relative) {
+  const bytes = await readFile(join(here, "../../shared/tests/fixtures", relative));
+  let width = 0, height = 0;
+  const idat = [];
+  for (let at = 8; at < bytes.length;) {
+    const length = bytes.readUInt32BE(at);
+    const type = bytes.toString("latin1", at + 4, at + 8);
+    const body = bytes.subarray(at + 8, at + 8 + length);
+    if (type === "IHDR") {
+      [width, height] = [body.readUInt32BE(0), body.readUInt32BE(4)];
+      if (body[8] !== 16 || body[9] !== 0 || body[12] !== 0) throw new Error(`${relative}: not a 16-bit grey, non-interlaced PNG`);
+    }
+    if (type === "IDAT") idat.push(body);
+    at += 12 + length;
+  }
+  const raw = inflateSync(Buffer.concat(idat));
+  const stride = width * 2;
+  const rows = Buffer.alloc(stride * height);
+  for (let y = 0; y < height; y++) {
+    const filter = raw[y * (stride + 1)];
+    const line = raw.subarray(y * (stride + 1) + 1, (y + 1) * (stride + 1));
+    for (let x = 0; x < stride; x++) {
+      const left = x >= 2 ? rows[y * stride + x - 2] : 0;
+      const up = y > 0 ? rows[(y - 1) * stride + x] : 0;
+      const corner = x >= 2 && y > 0 ? rows[(y - 1) * stride + x - 2] : 0;
+      const paeth = () => {
+        const p = left + up - corner, pa = Math.abs(p - left), pb = Math.abs(p - up), pc = Math.abs(p - corner);
+        return pa <= pb && pa <= pc ? left : pb <= pc ? up : corner;
+      };
+      const predictor = [0, left, up, (left + up) >> 1, filter === 4 ? paeth() : 0][filter];
+      rows[y * stride + x] = (line[x] + predictor) & 255;
+    }
+  }
+  const values = new Float32Array(width * height);
+  for (let i = 0; i < values.length; i++) values[i] = rows.readUInt16BE(2 * i) / 65535;
+  return { width, height, values };
+}
+
+/** Pearson correlation and largest absolute difference of two equal-length maps. */
+export function mapAgreement(a, b) {
+  const n = a.length;
+  const mean = (v) => v.reduce((s, x) => s + x, 0) / n;
+  const [ma, mb] = [mean(a), mean(b)];
+  let [sab, saa, sbb, worst] = [0, 0, 0, 0];
+  for (let i = 0; i < n; i++) {
+    const [da, db] = [a[i] - ma, b[i] - mb];
+    sab += da * db; saa += da * da; sbb += db * db;
+    worst = Math.max(worst, Math.abs(a[i] - b[i]));
+  }
+  return { pearson: sab / Math.sqrt(saa * sbb), maxAbs: worst };
+}
+
+/** A file of the shared test fixtures, as bytes or parsed JSON. */
+export async function sharedFixture(relative, { json = false } = {}) {
+  const bytes = await readFile(join(here, "../../shared/tests/fixtures", relative));
+  return json ? JSON.parse(bytes.toString("utf8")) : bytes;
 }
 
 export async function fixture(name) {
