@@ -12,7 +12,7 @@ use camlime_core::cam::{self, CamMethod};
 use camlime_core::engine::EngineChoice;
 use camlime_core::explanation::Timings;
 use camlime_core::ndarray::Array4;
-use camlime_core::preprocess::DecodeLimits;
+use camlime_core::preprocess::DecodeOptions;
 use camlime_core::{Classifier, ExplainConfig, Method, Sequential, decode_image};
 use clap::Args;
 use image::RgbImage;
@@ -71,7 +71,7 @@ pub fn bench(bundle: &Bundle, args: &BenchArgs, out: &mut dyn Write) -> Result<(
         .load(&args.model)?
         .on_device(args.device, &args.engine)?;
     writeln!(out, "engine: {}", model.classifier.engine_report())?;
-    let image = decode_image(&read_image(&args.image)?, &DecodeLimits::default())?;
+    let image = decode_image(&read_image(&args.image)?, &DecodeOptions::default())?;
     let mut config = ExplainConfig::default();
     config.lime.num_samples = args.samples as usize;
     let threads = available_threads();

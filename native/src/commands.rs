@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use camlime_core::preprocess::DecodeLimits;
+use camlime_core::preprocess::{DecodeOptions, ExifOrientation};
 use camlime_core::{Layer, Prediction, decode_image};
 use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
@@ -92,8 +92,12 @@ pub struct PredictArgs {
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=1000))]
     pub top: u16,
     /// Largest accepted image, in pixels (decompression-bomb guard).
-    #[arg(long, default_value_t = DecodeLimits::default().max_pixels)]
+    #[arg(long, default_value_t = DecodeOptions::default().max_pixels)]
     pub max_pixels: u64,
+    /// EXIF orientation: `ignore` (as Pillow and torchvision) or `apply` (as
+    /// `ImageOps.exif_transpose`).
+    #[arg(long, default_value_t = ExifOrientation::Ignore)]
+    pub exif_orientation: ExifOrientation,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
@@ -201,8 +205,9 @@ struct ImagePredictions<'a> {
 }
 
 fn predict(bundle: &Bundle, args: &PredictArgs, out: &mut dyn Write) -> Result<()> {
-    let limits = DecodeLimits {
+    let limits = DecodeOptions {
         max_pixels: args.max_pixels,
+        exif_orientation: args.exif_orientation,
     };
     let mut inputs = Vec::with_capacity(args.images.len());
     for path in &args.images {

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail, ensure};
 use camlime_core::engine::EngineChoice;
 use camlime_core::explanation::image_sha256;
-use camlime_core::preprocess::DecodeLimits;
+use camlime_core::preprocess::{DecodeOptions, ExifOrientation};
 use camlime_core::render::{
     GridCell, MaskOptions, cam_overlay, comparison_grid, mask_picture, weight_plot_png,
     weight_plot_svg,
@@ -32,11 +32,23 @@ pub struct RunFlags {
     #[arg(long)]
     pub threads: Option<usize>,
     /// Largest accepted image, in pixels (decompression-bomb guard).
-    #[arg(long, default_value_t = DecodeLimits::default().max_pixels)]
+    #[arg(long, default_value_t = DecodeOptions::default().max_pixels)]
     pub max_pixels: u64,
+    /// EXIF orientation: `ignore` (as Pillow and torchvision) or `apply` (as
+    /// `ImageOps.exif_transpose`).
+    #[arg(long, default_value_t = ExifOrientation::Ignore)]
+    pub exif_orientation: ExifOrientation,
 }
 
 impl RunFlags {
+    /// How images are decoded.
+    pub fn decoding(&self) -> DecodeOptions {
+        DecodeOptions {
+            max_pixels: self.max_pixels,
+            exif_orientation: self.exif_orientation,
+        }
+    }
+
     fn runtime(&self) -> Threads {
         Threads::new(self.threads.unwrap_or_else(available_threads)).with_progress_bar()
     }
@@ -111,9 +123,8 @@ pub struct CompareArgs {
     pub run: RunFlags,
 }
 
-fn load_image(path: &Path, max_pixels: u64) -> Result<RgbImage> {
-    decode_image(&read_image(path)?, &DecodeLimits { max_pixels })
-        .with_context(|| format!("{}", path.display()))
+fn load_image(path: &Path, options: &DecodeOptions) -> Result<RgbImage> {
+    decode_image(&read_image(path)?, options).with_context(|| format!("{}", path.display()))
 }
 
 fn stem(path: &Path) -> String {
@@ -128,7 +139,7 @@ pub fn explain(bundle: &Bundle, args: &ExplainArgs, out: &mut dyn Write) -> Resu
         None => {
             let image_path = args.image.clone().context("an image is required")?;
             let config = args.config.config(args.method)?;
-            let image = load_image(&image_path, args.run.max_pixels)?;
+            let image = load_image(&image_path, &args.run.decoding())?;
             let model = bundle
                 .load(&args.model)?
                 .on_device(args.device, &args.engine)?;
@@ -183,7 +194,7 @@ fn replay(
         (None, Some(source)) => PathBuf::from(source),
         (None, None) => bail!("the record names no image: pass one"),
     };
-    let image = load_image(&image_path, args.run.max_pixels)?;
+    let image = load_image(&image_path, &args.run.decoding())?;
     let base = model.classifier.spec().preprocessing.base_image(&image)?;
     ensure!(
         image_sha256(&base) == recorded.image.sha256,
@@ -346,7 +357,7 @@ pub fn compare(bundle: &Bundle, args: &CompareArgs, out: &mut dyn Write) -> Resu
     let images = args
         .images
         .iter()
-        .map(|p| load_image(p, args.run.max_pixels))
+        .map(|p| load_image(p, &args.run.decoding()))
         .collect::<Result<Vec<_>>>()?;
     let runtime = args.run.runtime();
     let mut rows = Vec::new();

@@ -50,7 +50,8 @@ pub use manifest::{Manifest, ModelEntry};
 pub use model::{Classifier, ForwardOutput, Layer, ModelSpec, ModelSummary, Prediction, Tail};
 pub use nalgebra;
 pub use preprocess::{
-    DecodeLimits, Interpolation, Normalize, Preprocessing, ResizeMode, decode_image,
+    DecodeOptions, ExifOrientation, Interpolation, Normalize, Preprocessing, ResizeMode,
+    decode_image,
 };
 pub use runtime::{Runtime, Sequential};
 pub use segment::{Segmentation, SegmenterConfig};

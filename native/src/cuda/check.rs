@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use camlime_core::engine::cnn::Cnn;
 use camlime_core::engine::{Composed, Engine, Masked, Plan, PlanRequest};
 use camlime_core::ndarray::{Array2, Array3, Array4, ArrayD, Axis, concatenate};
-use camlime_core::preprocess::{DecodeLimits, decode_image};
+use camlime_core::preprocess::{DecodeOptions, decode_image};
 
 use super::{CudaEngine, Precision};
 use crate::models::Bundle;
@@ -77,7 +77,7 @@ pub fn check(bundle: &Bundle, batches: &[usize], runs: usize, out: &mut dyn Writ
         super::dnn_version(),
         super::kernels::nvrtc_version()?
     )?;
-    let limits = DecodeLimits::default();
+    let limits = DecodeOptions::default();
     let mut table = Vec::new();
     let mut failures = Vec::new();
     for entry in &bundle.manifest.models {

@@ -12,7 +12,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, ensure};
 use camlime_core::engine::EngineChoice;
 use camlime_core::evaluation::{Image, Key, PAPER_METHODS, Plan, Report, Row, SummaryCell};
-use camlime_core::preprocess::DecodeLimits;
+use camlime_core::preprocess::DecodeOptions;
 use camlime_core::render::{Series, line_chart_png, line_chart_svg};
 use camlime_core::{Classifier, ExplainConfig, Method};
 use clap::Args;
@@ -120,7 +120,7 @@ fn read_image_file(
     path: &Path,
     masks: Option<&Path>,
     config: &ExplainConfig,
-    limits: &DecodeLimits,
+    limits: &DecodeOptions,
 ) -> Result<Image> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mask = match masks {
@@ -221,9 +221,7 @@ pub fn eval(bundle: &Bundle, args: &EvalArgs, out: &mut dyn Write) -> Result<()>
         if plan.todo(name, &done).is_empty() {
             continue;
         }
-        let limits = DecodeLimits {
-            max_pixels: args.run.max_pixels,
-        };
+        let limits = args.run.decoding();
         let image = read_image_file(
             classifier,
             path,

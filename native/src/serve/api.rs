@@ -193,11 +193,11 @@ async fn compute<T: Send + 'static>(
     }
 }
 
-fn decode_bytes(bytes: &[u8], max_pixels: u64) -> Result<image::RgbImage, ApiError> {
-    Ok(camlime_core::decode_image(
-        bytes,
-        &camlime_core::preprocess::DecodeLimits { max_pixels },
-    )?)
+fn decode_bytes(
+    bytes: &[u8],
+    options: &camlime_core::preprocess::DecodeOptions,
+) -> Result<image::RgbImage, ApiError> {
+    Ok(camlime_core::decode_image(bytes, options)?)
 }
 
 /// Classify an image: the top classes.
@@ -225,10 +225,10 @@ pub async fn predict(
     }
     let top = usize::from(request.top);
     let name = model.name.clone();
-    let max_pixels = state.limits.max_pixels;
+    let decoding = state.limits.decode;
     let bytes = submission.image;
     let predictions = compute(&state, 1, move |_| {
-        let image = decode_bytes(&bytes, max_pixels)?;
+        let image = decode_bytes(&bytes, &decoding)?;
         let base = model.classifier.spec().preprocessing.base_image(&image)?;
         let mut rows = model.classifier.predict(&[base], top)?;
         Ok(rows.pop().unwrap_or_default())
@@ -304,10 +304,10 @@ pub async fn explain(
     }
     let threads = state.threads;
     let permits = u32::try_from(threads).unwrap_or(u32::MAX);
-    let max_pixels = state.limits.max_pixels;
+    let decoding = state.limits.decode;
     let bytes = submission.image;
     let record = compute(&state, permits, move |cancel| {
-        let image = decode_bytes(&bytes, max_pixels)?;
+        let image = decode_bytes(&bytes, &decoding)?;
         let runtime = Threads::new(threads).with_cancel_flag(cancel);
         explain_with(&checked, &image, &runtime)
     })
@@ -334,13 +334,10 @@ pub async fn submit_job(
     let checked = check(&state, &submission.request)?;
     // Decode now, so that a corrupt image is the client's 400 rather than a failed job; the job
     // keeps the (smaller) file and decodes it again when it runs.
-    let max_pixels = state.limits.max_pixels;
+    let decoding = state.limits.decode;
     let bytes = submission.image;
     let copy = bytes.clone();
-    compute(&state, 1, move |_| {
-        decode_bytes(&copy, max_pixels).map(drop)
-    })
-    .await?;
+    compute(&state, 1, move |_| decode_bytes(&copy, &decoding).map(drop)).await?;
     let method = checked.config.method.name().to_owned();
     let model = checked.model.name.clone();
     let status = state.jobs.submit(
@@ -348,7 +345,7 @@ pub async fn submit_job(
         &model,
         &method,
         Box::new(move |runtime| {
-            let image = decode_bytes(&bytes, max_pixels)?;
+            let image = decode_bytes(&bytes, &decoding)?;
             let record = explain_with(&checked, &image, runtime)?;
             Ok(JobResult::Explanation(Box::new(record)))
         }),
@@ -426,12 +423,12 @@ pub async fn submit_evaluation(
         check_config(&plan.method_config(*method), &model, limits)?;
     }
     // Decode now, so that a corrupt image or mask is the client's 400 rather than a failed job.
-    let max_pixels = limits.max_pixels;
+    let decoding = limits.decode;
     let images = compute(&state, 1, move |_| {
         for (name, image, mask) in &images {
-            let decoded = decode_bytes(image, max_pixels).map_err(|e| named(name, e))?;
+            let decoded = decode_bytes(image, &decoding).map_err(|e| named(name, e))?;
             if let Some(mask) = mask {
-                let mask = decode_bytes(mask, max_pixels).map_err(|e| named(name, e))?;
+                let mask = decode_bytes(mask, &decoding).map_err(|e| named(name, e))?;
                 if mask.dimensions() != decoded.dimensions() {
                     return Err(ApiError::bad_request(
                         ErrorCode::InvalidMask,
@@ -455,7 +452,7 @@ pub async fn submit_evaluation(
         .join(",");
     let name = model.name.clone();
     let metric_seed = request.metric_seed;
-    let limits = camlime_core::preprocess::DecodeLimits { max_pixels };
+    let limits = state.limits.decode;
     let status = state.jobs.submit(
         JobKind::Eval,
         &name,
@@ -491,7 +488,7 @@ fn evaluate(
     model: &LoadedModel,
     plan: &Plan,
     images: &[(String, axum::body::Bytes, Option<axum::body::Bytes>)],
-    limits: &camlime_core::preprocess::DecodeLimits,
+    limits: &camlime_core::preprocess::DecodeOptions,
     runtime: &Threads,
 ) -> Result<(Report, Vec<Row>, f64), ApiError> {
     let clock = std::time::Instant::now();

@@ -26,7 +26,7 @@ use axum::http::{HeaderValue, Method, StatusCode};
 use axum::routing::{any, get};
 use camlime_core::engine::EngineChoice;
 use camlime_core::lime::MAX_SAMPLES;
-use camlime_core::preprocess::DecodeLimits;
+use camlime_core::preprocess::{DecodeOptions, ExifOrientation};
 use clap::Args;
 use tokio::sync::{Semaphore, watch};
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -81,8 +81,12 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 32 << 20)]
     pub max_body: usize,
     /// Largest decoded image, in pixels (decompression-bomb guard).
-    #[arg(long, default_value_t = DecodeLimits::default().max_pixels)]
+    #[arg(long, default_value_t = DecodeOptions::default().max_pixels)]
     pub max_pixels: u64,
+    /// EXIF orientation of uploaded photos: `ignore` (as Pillow and torchvision) or `apply` (as
+    /// `ImageOps.exif_transpose`).
+    #[arg(long, default_value_t = ExifOrientation::Ignore)]
+    pub exif_orientation: ExifOrientation,
     /// Most LIME / CamLIME samples a request may ask for.
     #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u32).range(2..=MAX_SAMPLES as i64))]
     pub max_samples: u32,
@@ -109,8 +113,8 @@ pub struct ServeArgs {
 /// What clients may ask for.
 #[derive(Clone, Debug)]
 pub struct Limits {
-    /// Largest decoded image.
-    pub max_pixels: u64,
+    /// How uploaded images are decoded: largest image, EXIF orientation.
+    pub decode: DecodeOptions,
     /// Most samples.
     pub max_samples: usize,
     /// Most samples answered synchronously.
@@ -313,7 +317,10 @@ pub fn serve(bundle: &Bundle, args: &ServeArgs, out: &mut dyn std::io::Write) ->
         .ok();
     let threads = args.threads.unwrap_or_else(available_threads).max(1);
     let limits = Limits {
-        max_pixels: args.max_pixels,
+        decode: DecodeOptions {
+            max_pixels: args.max_pixels,
+            exif_orientation: args.exif_orientation,
+        },
         max_samples: args.max_samples as usize,
         sync_samples: args.sync_samples,
         max_steps: args.max_steps,

@@ -48,6 +48,27 @@ fn predict_json_is_machine_readable_and_respects_top() {
 }
 
 #[test]
+fn exif_orientation_is_ignored_by_default_and_applied_on_request() {
+    let photo = "shared/tests/fixtures/corpus/rocket_exif6.jpg";
+    let predict = |extra: &[&str]| -> serde_json::Value {
+        let args = [&["predict", photo, "--top", "1", "--json"][..], extra].concat();
+        serde_json::from_str(&stdout(&camlime(&args))).unwrap()
+    };
+    // The tag says "rotate 90° clockwise": turned upright, the rocket scores differently.
+    let stored = predict(&[]);
+    let upright = predict(&["--exif-orientation", "apply"]);
+    assert_eq!(stored, predict(&["--exif-orientation", "ignore"]));
+    assert_ne!(
+        stored[0]["predictions"][0]["probability"],
+        upright[0]["predictions"][0]["probability"]
+    );
+    let output = camlime(&["predict", photo, "--exif-orientation", "sideways"]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("ignore, apply"), "{stderr}");
+}
+
+#[test]
 fn a_user_onnx_file_works_like_a_bundled_model() {
     let text = stdout(&camlime(&[
         "predict",

@@ -1263,3 +1263,37 @@ fn evaluations_run_as_jobs_and_equal_the_command_line() {
     assert_eq!(ended["status"], "cancelled", "{ended}");
     assert_healthy(&server);
 }
+
+#[test]
+fn a_server_started_with_exif_orientation_apply_turns_uploads_as_the_cli_does() {
+    let dir = scratch("serve-exif");
+    let photo = std::fs::read(repo("shared/tests/fixtures/corpus/rocket_exif6.jpg")).unwrap();
+    let cli = |orientation: &str| -> (Value, Value) {
+        let output = camlime(&[
+            "predict",
+            "shared/tests/fixtures/corpus/rocket_exif6.jpg",
+            "--top",
+            "1",
+            "--json",
+            "--exif-orientation",
+            orientation,
+        ]);
+        assert!(output.status.success());
+        let top =
+            serde_json::from_slice::<Value>(&output.stdout).unwrap()[0]["predictions"][0].clone();
+        (top["class"].clone(), top["probability"].clone())
+    };
+    for orientation in ["ignore", "apply"] {
+        let folder = dir.join(orientation);
+        std::fs::create_dir_all(&folder).unwrap();
+        let server = Server::start(&folder, &["--exif-orientation", orientation]);
+        let (status, answer) = post_form(&server, "/v1/predict", &photo, &json!({"top": 1}));
+        assert_eq!(status, 200, "{answer}");
+        let top = &answer["predictions"][0];
+        assert_eq!(
+            (top["class"].clone(), top["probability"].clone()),
+            cli(orientation),
+            "{orientation}"
+        );
+    }
+}

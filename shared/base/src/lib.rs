@@ -33,7 +33,8 @@ pub mod surrogate;
 pub use error::{Error, Result};
 pub use manifest::{Manifest, ModelEntry};
 pub use preprocess::{
-    DecodeLimits, Interpolation, Normalize, Preprocessing, ResizeMode, decode_image,
+    DecodeOptions, ExifOrientation, Interpolation, Normalize, Preprocessing, ResizeMode,
+    decode_image,
 };
 pub use record::{ExplainConfig, ExplanationRecord, Method};
 pub use runtime::{Runtime, Sequential};

@@ -16,7 +16,7 @@ use crate::cam::CamMethod;
 use crate::explanation::ExplainConfig;
 use crate::metrics::{Forward, Instance, MethodExplainer, Metric, Outcome, method_map, mprt};
 use crate::model::Classifier;
-use crate::preprocess::{DecodeLimits, decode_image};
+use crate::preprocess::{DecodeOptions, decode_image};
 use crate::render::paint;
 use crate::runtime::{self, Runtime};
 use crate::{Error, Method, Result};
@@ -139,7 +139,7 @@ impl Image {
         image: &[u8],
         mask: Option<&[u8]>,
         target: Option<usize>,
-        limits: &DecodeLimits,
+        limits: &DecodeOptions,
     ) -> Result<Self> {
         let image = decode_image(image, limits)?;
         let preprocessing = &classifier.spec().preprocessing;

@@ -4,7 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use camlime_core::preprocess::{Interpolation, Normalize, Preprocessing, ResizeMode};
+use camlime_core::preprocess::{
+    DecodeOptions, ExifOrientation, Interpolation, Normalize, Preprocessing, ResizeMode,
+};
 use camlime_core::{Manifest, decode_image};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -15,6 +17,7 @@ use crate::common::{fixture, manifest};
 struct Expected {
     size: [u32; 2],
     rgb: String,
+    rgb_exif_applied: String,
     preprocessed: BTreeMap<String, Hashes>,
 }
 
@@ -67,7 +70,7 @@ fn corpus() -> BTreeMap<String, Expected> {
 #[test]
 fn every_corpus_image_decodes_to_pillows_bytes() {
     let corpus = corpus();
-    assert!(corpus.len() >= 25, "only {} corpus files", corpus.len());
+    assert!(corpus.len() >= 29, "only {} corpus files", corpus.len());
     let mut wrong = Vec::new();
     for (name, expected) in &corpus {
         let bytes = std::fs::read(fixture(&format!("corpus/{name}"))).unwrap();
@@ -84,6 +87,31 @@ fn every_corpus_image_decodes_to_pillows_bytes() {
     assert!(
         wrong.is_empty(),
         "decoded differently from Pillow: {wrong:?}"
+    );
+}
+
+#[test]
+fn exif_orientation_is_ignored_as_by_pillow_or_applied_as_by_exif_transpose() {
+    let apply = DecodeOptions {
+        exif_orientation: ExifOrientation::Apply,
+        ..Default::default()
+    };
+    let (mut wrong, mut turned) = (Vec::new(), 0);
+    for (name, expected) in corpus() {
+        let bytes = std::fs::read(fixture(&format!("corpus/{name}"))).unwrap();
+        let image = decode_image(&bytes, &apply).unwrap();
+        if sha256(image.as_raw()) != expected.rgb_exif_applied {
+            wrong.push(name.clone());
+        }
+        turned += usize::from(expected.rgb_exif_applied != expected.rgb);
+    }
+    assert!(
+        wrong.is_empty(),
+        "differs from ImageOps.exif_transpose: {wrong:?}"
+    );
+    assert_eq!(
+        turned, 3,
+        "the corpus's JPEG, PNG and WebP with orientation tags"
     );
 }
 
@@ -111,5 +139,5 @@ fn every_corpus_image_preprocesses_to_torchvisions_tensor_bit_for_bit() {
         }
     }
     assert!(wrong.is_empty(), "differs from torchvision: {wrong:#?}");
-    assert!(checked >= 125, "only {checked} tensors checked");
+    assert!(checked >= 145, "only {checked} tensors checked");
 }

@@ -14,7 +14,7 @@ use camlime_core::explanation::{
     ExplanationRecord, Method, Pending, Started, classify_samples, explain, start,
 };
 use camlime_core::{
-    Classifier, DecodeLimits, ExplainConfig, ModelSpec, Runtime, Sequential, decode_image,
+    Classifier, DecodeOptions, ExplainConfig, ModelSpec, Runtime, Sequential, decode_image,
 };
 use camlime_web::protocol::{Request, Response, decode, encode, from_js, to_js};
 use image::RgbImage;
@@ -140,7 +140,7 @@ fn handle(request: Request, bytes: Option<Vec<u8>>) {
                 let classifier = state.classifier.as_ref().ok_or("no model is loaded")?;
                 let bytes = bytes.ok_or("no image bytes were sent")?;
                 let image =
-                    decode_image(&bytes, &DecodeLimits::default()).map_err(|e| e.to_string())?;
+                    decode_image(&bytes, &DecodeOptions::default()).map_err(|e| e.to_string())?;
                 let base = classifier
                     .spec()
                     .preprocessing

@@ -4,7 +4,7 @@
 //! `Image.open(f).convert("RGB")`: JPEG through our own decoder with libjpeg-turbo's arithmetic
 //! (`jpeg/`), the other formats through the `image` crate with Pillow's conversions of grey,
 //! alpha, palette and 16-bit images. Like Pillow (and so torchvision), it ignores the EXIF
-//! orientation tag. A [`Preprocessing`] then produces the *base image* every explanation
+//! orientation tag unless asked ([`ExifOrientation::Apply`]: `ImageOps.exif_transpose`). A [`Preprocessing`] then produces the *base image* every explanation
 //! perturbs — resize (Pillow's `Image.resize`, `resample.rs`), centre crop — and the normalised
 //! NCHW tensor the classifier reads (`ToTensor` + `Normalize`, in `f32` in torchvision's order
 //! of operations). The corpus tests hold all of it to Pillow's and torchvision's bytes.
@@ -20,17 +20,37 @@ use crate::{Error, Result};
 mod jpeg;
 mod resample;
 
-/// Limits applied while decoding untrusted image bytes.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DecodeLimits {
-    /// Largest accepted width × height, checked against the header before any pixel is decoded.
-    pub max_pixels: u64,
+/// What to do with an EXIF orientation tag (a phone's "rotate 90° to view" note).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ExifOrientation {
+    /// Keep the stored pixels, as `PIL.Image.open` and so torchvision do (the default, for
+    /// parity with the Python stack).
+    #[default]
+    Ignore,
+    /// Rotate and flip as the tag says, as `PIL.ImageOps.exif_transpose` does.
+    Apply,
 }
 
-impl Default for DecodeLimits {
+crate::names::named!(ExifOrientation, "EXIF orientation", {
+    Ignore => "ignore",
+    Apply => "apply",
+});
+
+/// How untrusted image bytes are decoded: limits and the EXIF orientation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DecodeOptions {
+    /// Largest accepted width × height, checked against the header before any pixel is decoded.
+    pub max_pixels: u64,
+    /// Whether the EXIF orientation tag is applied.
+    #[serde(default)]
+    pub exif_orientation: ExifOrientation,
+}
+
+impl Default for DecodeOptions {
     fn default() -> Self {
         Self {
             max_pixels: 50_000_000,
+            exif_orientation: ExifOrientation::Ignore,
         }
     }
 }
@@ -39,11 +59,30 @@ impl Default for DecodeLimits {
 /// Pillow's `convert("RGB")` gives (JPEG inside TIFF excepted: the `image` crate's decoder).
 ///
 /// The format is guessed from the content, not a file name. Bad bytes, unsupported formats and
-/// images over `limits.max_pixels` are errors; nothing here panics on input.
-pub fn decode_image(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage> {
-    if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
-        return jpeg::decode(bytes, limits);
-    }
+/// images over `options.max_pixels` are errors; nothing here panics on input. The EXIF
+/// orientation is applied only if `options` asks.
+pub fn decode_image(bytes: &[u8], options: &DecodeOptions) -> Result<RgbImage> {
+    let (image, orientation) = if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        let decoded = jpeg::decode(bytes, options)?;
+        (decoded.image, decoded.orientation)
+    } else {
+        decode_other(bytes, options)?
+    };
+    Ok(match (options.exif_orientation, orientation) {
+        (ExifOrientation::Apply, Some(orientation)) => {
+            let mut turned = image::DynamicImage::ImageRgb8(image);
+            turned.apply_orientation(orientation);
+            turned.into_rgb8()
+        }
+        _ => image,
+    })
+}
+
+/// Every format but JPEG, through the `image` crate, with the file's EXIF orientation if any.
+fn decode_other(
+    bytes: &[u8],
+    options: &DecodeOptions,
+) -> Result<(RgbImage, Option<image::metadata::Orientation>)> {
     let reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| Error::Decode(e.to_string()))?;
@@ -57,12 +96,12 @@ pub fn decode_image(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage> {
         .map_err(|e| Error::Decode(e.to_string()))?;
     let (width, height) = decoder.dimensions();
     let pixels = u64::from(width) * u64::from(height);
-    if pixels > limits.max_pixels {
+    if pixels > options.max_pixels {
         return Err(Error::ImageTooLarge {
             width,
             height,
             pixels,
-            limit: limits.max_pixels,
+            limit: options.max_pixels,
         });
     }
     if pixels == 0 {
@@ -75,9 +114,14 @@ pub fn decode_image(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage> {
     decoder
         .set_limits(alloc)
         .map_err(|e| Error::Decode(e.to_string()))?;
+    // A malformed EXIF block only loses the tag, as in Pillow.
+    let orientation = decoder
+        .orientation()
+        .ok()
+        .filter(|o| *o != image::metadata::Orientation::NoTransforms);
     let image =
         image::DynamicImage::from_decoder(decoder).map_err(|e| Error::Decode(e.to_string()))?;
-    Ok(pillow_rgb(image))
+    Ok((pillow_rgb(image), orientation))
 }
 
 /// `convert("RGB")` of what Pillow opens: 16-bit colour and grey+alpha files keep each sample's
@@ -260,8 +304,8 @@ impl Preprocessing {
     }
 
     /// Decode, resize and crop in one step.
-    pub fn base_image_from_bytes(&self, bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage> {
-        self.base_image(&decode_image(bytes, limits)?)
+    pub fn base_image_from_bytes(&self, bytes: &[u8], options: &DecodeOptions) -> Result<RgbImage> {
+        self.base_image(&decode_image(bytes, options)?)
     }
 
     /// `ToTensor` + `Normalize` of base images of equal size: an `N×3×H×W` tensor.
@@ -379,11 +423,11 @@ mod tests {
     #[test]
     fn garbage_bytes_are_an_error() {
         assert!(matches!(
-            decode_image(b"not an image", &DecodeLimits::default()),
+            decode_image(b"not an image", &DecodeOptions::default()),
             Err(Error::Decode(_))
         ));
         assert!(matches!(
-            decode_image(&[], &DecodeLimits::default()),
+            decode_image(&[], &DecodeOptions::default()),
             Err(Error::Decode(_))
         ));
     }

@@ -2,7 +2,7 @@
 //! coefficients (libjpeg's `jdmarker.c`, `jdhuff.c` and `jdphuff.c`, without their suspension).
 
 use super::{Component, Frame, Markers};
-use crate::preprocess::DecodeLimits;
+use crate::preprocess::DecodeOptions;
 use crate::{Error, Result};
 
 /// Zig-zag position → natural (row-major) position, with libjpeg's 16 guard entries: a corrupt
@@ -368,7 +368,7 @@ fn unsupported_frame(code: u8) -> Error {
 }
 
 /// Parse the file and decode every scan.
-pub(super) fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<Decoded> {
+pub(super) fn decode(bytes: &[u8], options: &DecodeOptions) -> Result<Decoded> {
     if !bytes.starts_with(&[0xFF, 0xD8]) {
         return Err(Error::Decode(
             "not a JPEG file (no start-of-image marker)".into(),
@@ -397,12 +397,12 @@ pub(super) fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<Decoded> {
                 }
                 let parsed = frame_header(reader.segment()?, code == 0xC2)?;
                 let pixels = parsed.width as u64 * parsed.height as u64;
-                if pixels > limits.max_pixels {
+                if pixels > options.max_pixels {
                     return Err(Error::ImageTooLarge {
                         width: parsed.width as u32,
                         height: parsed.height as u32,
                         pixels,
-                        limit: limits.max_pixels,
+                        limit: options.max_pixels,
                     });
                 }
                 coefficients = parsed
@@ -464,6 +464,13 @@ pub(super) fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<Decoded> {
             0xE0 => {
                 if reader.segment()?.starts_with(b"JFIF\0") {
                     markers.jfif = true;
+                }
+            }
+            0xE1 => {
+                // A malformed EXIF block only loses the tag, as in Pillow.
+                if let Some(exif) = reader.segment()?.strip_prefix(b"Exif\0\0") {
+                    markers.orientation = image::metadata::Orientation::from_exif_chunk(exif)
+                        .filter(|o| *o != image::metadata::Orientation::NoTransforms);
                 }
             }
             0xEE => {

@@ -26,7 +26,7 @@ mod idct;
 
 use image::RgbImage;
 
-use super::DecodeLimits;
+use super::DecodeOptions;
 use crate::{Error, Result};
 
 /// One component of the frame: its id, sampling factors and quantisation table slot.
@@ -59,11 +59,13 @@ struct Frame {
     mcus_y: usize,
 }
 
-/// Colour markers: JFIF's APP0 and Adobe's APP14 transform flag.
+/// What the markers before the image data said: JFIF's APP0, Adobe's APP14 transform flag and
+/// the EXIF (APP1) orientation.
 #[derive(Clone, Copy, Debug, Default)]
 struct Markers {
     jfif: bool,
     adobe_transform: Option<u8>,
+    orientation: Option<image::metadata::Orientation>,
 }
 
 /// The colour space of the file's components, as libjpeg-turbo's `default_decompress_parms`
@@ -102,9 +104,15 @@ impl Frame {
     }
 }
 
+/// A decoded JPEG: Pillow's RGB and the EXIF orientation tag, if any.
+pub(super) struct Jpeg {
+    pub image: RgbImage,
+    pub orientation: Option<image::metadata::Orientation>,
+}
+
 /// Decode a JPEG file to 8-bit RGB as `PIL.Image.open(f).convert("RGB")` does.
-pub(super) fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage> {
-    let decoded = entropy::decode(bytes, limits)?;
+pub(super) fn decode(bytes: &[u8], options: &DecodeOptions) -> Result<Jpeg> {
+    let decoded = entropy::decode(bytes, options)?;
     let planes: Vec<Vec<u8>> = decoded
         .frame
         .components
@@ -113,5 +121,8 @@ pub(super) fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage> {
         .map(|(component, coefficients)| idct::component_plane(component, coefficients))
         .collect();
     let space = decoded.frame.color_space(decoded.markers)?;
-    color::to_rgb(&decoded.frame, &planes, space)
+    Ok(Jpeg {
+        image: color::to_rgb(&decoded.frame, &planes, space)?,
+        orientation: decoded.markers.orientation,
+    })
 }
