@@ -178,12 +178,12 @@ fn pillow_cmyk(c: u8, m: u8, y: u8, k: u8) -> [u8; 3] {
 }
 
 /// Upsample every component and convert to RGB as Pillow's `convert("RGB")` sees the file.
-pub(super) fn to_rgb(frame: &Frame, planes: &[Vec<u8>], space: ColorSpace) -> Result<RgbImage> {
+pub(super) fn to_rgb(frame: &Frame, planes: Vec<Vec<u8>>, space: ColorSpace) -> Result<RgbImage> {
     let full: Vec<Vec<u8>> = frame
         .components
         .iter()
         .zip(planes)
-        .map(|(component, plane)| upsample(frame, component, plane))
+        .map(|(component, plane)| upsample(frame, component, &plane))
         .collect::<Result<_>>()?;
     let mut rgb = vec![0u8; frame.width * frame.height * 3];
     let tables = matches!(space, ColorSpace::YCbCr | ColorSpace::Ycck).then(YccTables::new);

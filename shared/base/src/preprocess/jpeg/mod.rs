@@ -112,17 +112,22 @@ pub(super) struct Jpeg {
 
 /// Decode a JPEG file to 8-bit RGB as `PIL.Image.open(f).convert("RGB")` does.
 pub(super) fn decode(bytes: &[u8], options: &DecodeOptions) -> Result<Jpeg> {
-    let decoded = entropy::decode(bytes, options)?;
-    let planes: Vec<Vec<u8>> = decoded
-        .frame
+    let entropy::Decoded {
+        frame,
+        markers,
+        coefficients,
+    } = entropy::decode(bytes, options)?;
+    let space = frame.color_space(markers)?;
+    // Each stage's buffers are dropped as soon as the next is made (a 49-megapixel 4:2:0 file
+    // peaked at 506 MB with every stage kept to the end, 10.5 bytes per pixel).
+    let planes: Vec<Vec<u8>> = frame
         .components
         .iter()
-        .zip(&decoded.coefficients)
-        .map(|(component, coefficients)| idct::component_plane(component, coefficients))
+        .zip(coefficients)
+        .map(|(component, coefficients)| idct::component_plane(component, &coefficients))
         .collect();
-    let space = decoded.frame.color_space(decoded.markers)?;
     Ok(Jpeg {
-        image: color::to_rgb(&decoded.frame, &planes, space)?,
-        orientation: decoded.markers.orientation,
+        image: color::to_rgb(&frame, planes, space)?,
+        orientation: markers.orientation,
     })
 }
