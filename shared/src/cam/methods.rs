@@ -443,7 +443,8 @@ fn full_grad(
         ));
     }
     let target = target_without_forward(classifier, input, config.target)?;
-    let (target_logit, map, counts) = full_grad_pass(classifier, input, config, target)?;
+    let biases = classifier.bias_layers()?;
+    let (target_logit, map, counts) = full_grad_pass(classifier, input, config, target, &biases)?;
     let mut change = 0.0f32;
     for seed in 0..FULL_GRAD_NUDGES {
         let mut rng = Pcg64::seed_from_u64(seed);
@@ -451,7 +452,7 @@ fn full_grad(
             let sign = if rng.random_bool(0.5) { 1.0 } else { -1.0 };
             v * (1.0 + sign * Stability::NOISE)
         });
-        let (_, again, _) = full_grad_pass(classifier, nudged.view(), config, target)?;
+        let (_, again, _) = full_grad_pass(classifier, nudged.view(), config, target, &biases)?;
         change = map
             .values()
             .iter()
@@ -472,15 +473,15 @@ fn full_grad(
 /// pytorch-grad-cam's float32 and float64 maps differ by 1.2e-3).
 const FULL_GRAD_NUDGES: u64 = 3;
 
-/// One FullGrad map for `target`: the target logit, the final map and the channel maps'
-/// near-zero ranges.
+/// One FullGrad map for `target` from the model's bias layers (`Classifier::bias_layers`, read
+/// once per explanation): the target logit, the final map and the channel maps' near-zero ranges.
 fn full_grad_pass(
     classifier: &Classifier,
     input: ArrayView4<f32>,
     config: &ExplainConfig,
     target: usize,
+    biases: &[(String, Vec<f32>)],
 ) -> Result<(f32, CamMap, FullGradNoise)> {
-    let biases = classifier.bias_layers()?;
     let names: Vec<&str> = biases.iter().map(|(name, _)| name.as_str()).collect();
     let seeds = one_hot(1, classifier.num_classes(), target);
     let out = classifier.gradients(input, seeds.view(), &names, true, BackwardRule::Standard)?;

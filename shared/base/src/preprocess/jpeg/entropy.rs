@@ -14,6 +14,11 @@ const NATURAL: [usize; 80] = [
     63, 63, 63, 63, 63, 63,
 ];
 
+/// The file ends inside `what` (Pillow, too, refuses truncated files by default).
+fn truncated(what: &str) -> Error {
+    Error::Decode(format!("JPEG file is truncated ({what} ends early)"))
+}
+
 fn corrupt(what: impl std::fmt::Display) -> Error {
     Error::Decode(format!("corrupt JPEG: {what}"))
 }
@@ -106,9 +111,7 @@ impl<'a> Bits<'a> {
                 0
             } else {
                 let Some(&byte) = self.data.get(self.position) else {
-                    return Err(Error::Decode(
-                        "JPEG file is truncated (the image data ends early)".into(),
-                    ));
+                    return Err(truncated("the image data"));
                 };
                 if byte == 0xFF {
                     match self.data.get(self.position + 1) {
@@ -121,9 +124,7 @@ impl<'a> Bits<'a> {
                             0
                         }
                         None => {
-                            return Err(Error::Decode(
-                                "JPEG file is truncated (the image data ends early)".into(),
-                            ));
+                            return Err(truncated("the image data"));
                         }
                     }
                 } else {
@@ -256,7 +257,7 @@ impl Reader<'_> {
         let byte = *self
             .data
             .get(self.position)
-            .ok_or_else(|| Error::Decode("JPEG file is truncated (a header ends early)".into()))?;
+            .ok_or_else(|| truncated("a header"))?;
         self.position += 1;
         Ok(byte)
     }
@@ -285,9 +286,7 @@ impl Reader<'_> {
     fn segment(&mut self) -> Result<&[u8]> {
         let length = usize::from(self.u16()?);
         if length < 2 || self.position + length - 2 > self.data.len() {
-            return Err(Error::Decode(
-                "JPEG file is truncated (a marker segment ends early)".into(),
-            ));
+            return Err(truncated("a marker segment"));
         }
         let start = self.position;
         self.position += length - 2;
