@@ -3,9 +3,12 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
+use camlime_core::detection::{BoundingBox, Detection};
+use camlime_core::model::Task;
 use camlime_core::preprocess::{DecodeOptions, ExifOrientation};
-use camlime_core::{Layer, Prediction, decode_image};
+use camlime_core::render::draw_detections;
+use camlime_core::{Layer, Prediction, decode_image, task};
 use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 
@@ -34,6 +37,8 @@ pub struct Cli {
 pub enum Command {
     /// Classify images: the top classes with their probabilities.
     Predict(PredictArgs),
+    /// Detect objects with a detector: boxes, classes and scores (and the boxes drawn).
+    Detect(DetectArgs),
     /// List the bundled models.
     Models(JsonFlag),
     /// List the layers of a model that explanations can target.
@@ -103,6 +108,33 @@ pub struct PredictArgs {
     pub json: bool,
 }
 
+/// Arguments of `detect`.
+#[derive(Debug, Args)]
+pub struct DetectArgs {
+    /// Image files (PNG, JPEG, WebP, BMP, GIF, TIFF).
+    #[arg(required = true, value_name = "IMAGE")]
+    pub images: Vec<PathBuf>,
+    /// A bundled detector's name.
+    #[arg(long, default_value = "nanodet")]
+    pub model: String,
+    /// Show detections scoring above this (default: the model's threshold).
+    #[arg(long, value_name = "SCORE")]
+    pub score_threshold: Option<f32>,
+    /// Draw each image's boxes into `DIR/<stem>.detections.png`.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Largest accepted image, in pixels (decompression-bomb guard).
+    #[arg(long, default_value_t = DecodeOptions::default().max_pixels)]
+    pub max_pixels: u64,
+    /// EXIF orientation: `ignore` (as Pillow and torchvision) or `apply` (as
+    /// `ImageOps.exif_transpose`).
+    #[arg(long, default_value_t = ExifOrientation::Ignore)]
+    pub exif_orientation: ExifOrientation,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// Arguments of `layers`.
 #[derive(Debug, Args)]
 pub struct LayersArgs {
@@ -122,6 +154,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
     let bundle = Bundle::open(&models_dir(cli.models_dir.as_deref())?)?;
     match cli.command {
         Command::Predict(args) => predict(&bundle, &args, out),
+        Command::Detect(args) => detect(&bundle, &args, out),
         Command::Models(flag) => models(&bundle, flag.json, out),
         Command::Layers(args) => layers(&bundle, &args, out),
         Command::Explain(args) => explain(&bundle, &args, out),
@@ -216,6 +249,14 @@ fn predict(bundle: &Bundle, args: &PredictArgs, out: &mut dyn Write) -> Result<(
         inputs.push(image);
     }
     let model = bundle.load(&args.model)?;
+    if let Task::Detection(_) = model.classifier.spec().task {
+        bail!(
+            "`{}` is a detector: list its boxes with `camlime detect`, explain one with \
+             `camlime explain --model {} --box K`",
+            model.name,
+            model.name
+        );
+    }
     let preprocessing = &model.classifier.spec().preprocessing;
     let base_images = inputs
         .iter()
@@ -257,6 +298,89 @@ fn predict(bundle: &Bundle, args: &PredictArgs, out: &mut dyn Write) -> Result<(
                 p.class,
                 p.label,
                 p.probability
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// One detection in the JSON of `detect`: the core's, plus its box in the photo's pixels.
+#[derive(Serialize)]
+struct DetectionOutput<'a> {
+    #[serde(flatten)]
+    detection: &'a Detection,
+    /// The box in the original photo's pixels.
+    image_box: BoundingBox,
+}
+
+#[derive(Serialize)]
+struct ImageDetections<'a> {
+    image: String,
+    model: &'a str,
+    /// The photo's `[height, width]`.
+    image_size: [u32; 2],
+    /// The model input's `[height, width]` (where `box` lies).
+    input_size: [u32; 2],
+    detections: Vec<DetectionOutput<'a>>,
+}
+
+fn detect(bundle: &Bundle, args: &DetectArgs, out: &mut dyn Write) -> Result<()> {
+    let options = DecodeOptions {
+        max_pixels: args.max_pixels,
+        exif_orientation: args.exif_orientation,
+    };
+    let model = bundle.load(&args.model)?;
+    let classifier = &model.classifier;
+    let [h, w] = classifier.input_size().map(|d| d as u32);
+    for path in &args.images {
+        let image = decode_image(&read_image(path)?, &options)
+            .with_context(|| format!("{}", path.display()))?;
+        let base = classifier.spec().preprocessing.base_image(&image)?;
+        let detections = task::detect(classifier, &base, args.score_threshold)?;
+        let image_size = [image.height(), image.width()];
+        if let Some(dir) = &args.out {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            let stem = path
+                .file_stem()
+                .map_or_else(|| "image".into(), |s| s.to_string_lossy().into_owned());
+            let file = dir.join(format!("{stem}.detections.png"));
+            draw_detections(&image, &detections, [h, w], None)
+                .save(&file)
+                .with_context(|| format!("cannot write {}", file.display()))?;
+        }
+        let result = ImageDetections {
+            image: path.display().to_string(),
+            model: &model.name,
+            image_size,
+            input_size: [h, w],
+            detections: detections
+                .iter()
+                .map(|d| DetectionOutput {
+                    detection: d,
+                    image_box: d.bbox.scaled([h, w], image_size),
+                })
+                .collect(),
+        };
+        if args.json {
+            serde_json::to_writer(&mut *out, &result)?;
+            writeln!(out)?;
+            continue;
+        }
+        writeln!(
+            out,
+            "{} ({}): {} detection{}",
+            result.image,
+            result.model,
+            detections.len(),
+            if detections.len() == 1 { "" } else { "s" }
+        )?;
+        for (i, d) in result.detections.iter().enumerate() {
+            let b = d.image_box;
+            writeln!(
+                out,
+                "  box {i:>2}: {:>3} {:<16} {:.4}  [{:.0}, {:.0}, {:.0}, {:.0}]",
+                d.detection.class, d.detection.label, d.detection.score, b.x0, b.y0, b.x1, b.y1
             )?;
         }
     }

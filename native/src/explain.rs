@@ -8,11 +8,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail, ensure};
 use camlime_core::engine::EngineChoice;
-use camlime_core::explanation::image_sha256;
+use camlime_core::explanation::{TaskRecord, image_sha256};
 use camlime_core::preprocess::{DecodeOptions, ExifOrientation};
 use camlime_core::render::{
-    GridCell, MaskOptions, cam_overlay, comparison_grid, mask_picture, weight_plot_png,
-    weight_plot_svg,
+    GridCell, MaskOptions, cam_overlay, comparison_grid, draw_detections, mask_picture,
+    weight_plot_png, weight_plot_svg,
 };
 use camlime_core::{ExplanationRecord, Method, decode_image};
 use clap::Args;
@@ -256,16 +256,37 @@ fn write_outputs(
         written.push(path);
         Ok(())
     };
+    // A detection's pictures show the explained box.
+    let boxed = |image: RgbImage| match &record.task {
+        Some(TaskRecord::Detection { target, .. }) => draw_detections(
+            &image,
+            std::slice::from_ref(&target.detection),
+            [base.height(), base.width()],
+            Some(&target.detection),
+        ),
+        None => image,
+    };
+    if let Some(TaskRecord::Detection { detections, target }) = &record.task {
+        save(
+            format!("{prefix}.detections.png"),
+            &draw_detections(
+                base,
+                detections,
+                [base.height(), base.width()],
+                Some(&target.detection),
+            ),
+        )?;
+    }
     if let Some(cam) = &record.cam {
         save(
             format!("{prefix}.overlay.png"),
-            &cam_overlay(base, &cam.map, 0.5)?,
+            &boxed(cam_overlay(base, &cam.map, 0.5)?),
         )?;
     }
     if record.segments.is_some() {
         save(
             format!("{prefix}.mask.png"),
-            &picture(record, base, &run.mask_options())?,
+            &boxed(picture(record, base, &run.mask_options())?),
         )?;
         let curves = record.weight_curves();
         let title = format!("{} — {}", stem, record.target.label);

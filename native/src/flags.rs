@@ -9,6 +9,8 @@ use camlime_core::attribution::{
 };
 use camlime_core::cam::{AblationValue, CamConfig, CamMethod};
 use camlime_core::camlime::CamLimeMode;
+use camlime_core::detection::BoxChoice;
+use camlime_core::explanation::TaskConfig;
 use camlime_core::lime::{HideColor, LimeConfig};
 use camlime_core::surrogate::FeatureSelection;
 use camlime_core::{ExplainConfig, Method, SegmenterConfig};
@@ -41,6 +43,16 @@ pub struct ConfigFlags {
     /// Class to explain (index); default: the predicted class.
     #[arg(long)]
     pub target: Option<usize>,
+    /// What is explained: `classification` (a class) or `detection` (one box of a detector;
+    /// implied by --box and --class, and by a detector model).
+    #[arg(long, value_name = "TASK", value_parser = ["classification", "detection"])]
+    pub task: Option<String>,
+    /// The detection to explain, best first (with --class, among that class's); default 0.
+    #[arg(long = "box", value_name = "K")]
+    pub box_index: Option<usize>,
+    /// Explain a detection of this class (index; 0 = person for COCO detectors).
+    #[arg(long = "class", value_name = "C")]
+    pub box_class: Option<usize>,
     /// Images per classification chunk (the unit of progress and cancellation).
     #[arg(long, default_value_t = defaults().chunk)]
     pub chunk: usize,
@@ -185,6 +197,23 @@ impl ConfigFlags {
         Ok(parsed.flags)
     }
 
+    /// The task from `--task`, `--box` and `--class`.
+    fn task_config(&self) -> Result<TaskConfig> {
+        let choice = BoxChoice {
+            index: self.box_index,
+            class: self.box_class,
+        };
+        let chosen = choice != BoxChoice::default();
+        match self.task.as_deref() {
+            Some("detection") => Ok(TaskConfig::Detection(choice)),
+            None if chosen => Ok(TaskConfig::Detection(choice)),
+            Some("classification") if chosen => {
+                bail!("--box and --class choose a detection: they need --task detection")
+            }
+            _ => Ok(TaskConfig::Classification),
+        }
+    }
+
     /// The configuration of one method, checked without a model ([`ExplainConfig::check`]).
     pub fn config(&self, method: Method) -> Result<ExplainConfig> {
         let triple = |values: &[usize], what: &str| -> Result<[usize; 3]> {
@@ -231,6 +260,7 @@ impl ConfigFlags {
                 top_labels: self.top_labels,
             },
             mode: self.mode,
+            task: self.task_config()?,
         };
         config.check()?;
         Ok(config)
@@ -315,11 +345,16 @@ mod tests {
             String::new(),
             &mut default,
         );
-        // The one tag shared by both: `mode` is `segment` in each, with another pooling.
+        // The one tag shared by both: `mode` is `segment` in each, with another pooling. The
+        // task must fit the model, and the fixture's is a classifier: the detection settings
+        // are checked on the detector (`detection_settings_reach_the_config` here, the CLI's
+        // and the server's detection tests).
         let same: Vec<_> = default
             .iter()
             .filter(|(path, value)| {
-                path != "mode.mode" && custom.iter().any(|(p, v)| p == path && v == value)
+                path != "mode.mode"
+                    && path != "task.kind"
+                    && custom.iter().any(|(p, v)| p == path && v == value)
             })
             .collect();
         assert!(
@@ -338,6 +373,45 @@ mod tests {
         let json = serde_json::json!({ "config": config });
         let request: ExplainRequest = serde_json::from_value(json).unwrap();
         assert_eq!(request.config, config);
+    }
+
+    #[test]
+    fn detection_settings_reach_the_config() {
+        let flags: Vec<String> = ["--box", "2", "--class", "0"].map(String::from).to_vec();
+        let expected = TaskConfig::Detection(BoxChoice {
+            index: Some(2),
+            class: Some(0),
+        });
+        assert_eq!(cli_config(&flags).task, expected);
+        let request = ExplainRequest::from_fields(&fields(&flags)).unwrap();
+        assert_eq!(request.config.task, expected);
+        let json =
+            serde_json::json!({"config": {"task": {"kind": "detection", "box": 2, "class": 0}}});
+        let request: ExplainRequest = serde_json::from_value(json).unwrap();
+        assert_eq!(request.config.task, expected);
+        let plain = ["--task", "detection"].map(String::from).to_vec();
+        assert_eq!(
+            cli_config(&plain).task,
+            TaskConfig::Detection(BoxChoice::default())
+        );
+        let argv = [
+            "camlime",
+            "explain",
+            "x.png",
+            "--task",
+            "classification",
+            "--box",
+            "1",
+        ];
+        let Command::Explain(args) = Cli::try_parse_from(argv).unwrap().command else {
+            panic!("not an explain command");
+        };
+        let error = args.config.config(args.method).unwrap_err().to_string();
+        assert!(error.contains("--task detection"), "{error}");
+        let unknown: Result<ExplainRequest, _> = serde_json::from_value(
+            serde_json::json!({"config": {"task": {"kind": "detection", "boxes": 1}}}),
+        );
+        assert!(unknown.is_err());
     }
 
     #[test]

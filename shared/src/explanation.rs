@@ -9,14 +9,16 @@ use nalgebra::DMatrix;
 use tract_onnx::prelude::tract_ndarray::{Array2, Axis};
 
 use crate::cam::{self, CamExplanation, CamMethod, LayerCam};
+use crate::detection::BoxChoice;
 use crate::engine::Composed;
 use crate::lime::{
     LabelExplanation, cosine_distances, explain_label, fill_image, kernel, sample_design,
     top_labels,
 };
-use crate::model::{Classifier, softmax};
+use crate::model::{Classifier, Task};
 use crate::runtime::{self, Runtime, check_cancelled};
 use crate::segment::Segmentation;
+use crate::task;
 use crate::{Error, Result};
 
 pub use camlime_base::record::*;
@@ -80,9 +82,12 @@ pub fn start(
     runtime: &impl Runtime,
 ) -> Result<Started> {
     let started = runtime.clock();
+    let config = &fitted(classifier, config);
     validate(classifier, config)?;
     let preprocessing = classifier.spec().preprocessing.clone();
     let base = preprocessing.base_image(image)?;
+    let (bound, task) = task::bind(classifier, &base, &config.task)?;
+    let classifier = bound.as_ref().unwrap_or(classifier);
     let logits = classifier
         .forward(
             preprocessing.tensor(std::slice::from_ref(&base))?.view(),
@@ -91,7 +96,7 @@ pub fn start(
         .logits
         .row(0)
         .to_vec();
-    let probabilities = softmax(&logits);
+    let probabilities = classifier.lime_values(&logits);
     let class = classifier.target_class(&logits, config.target)?;
     let layers = classifier.target_layers(&config.cam.layers)?;
     let mut record = ExplanationRecord {
@@ -123,6 +128,7 @@ pub fn start(
         layer_explanations: Vec::new(),
         timings: Timings::default(),
         engine: classifier.engine_report().forward.clone(),
+        task,
     };
     match config.method {
         Method::Cam(method) => {
@@ -162,6 +168,7 @@ pub fn start(
                 hide_color: config.lime.hide_color,
                 labels,
                 chunk: config.chunk,
+                task: record.task.clone(),
             };
             return Ok(Started::Sampling(Box::new(Pending {
                 record,
@@ -203,7 +210,7 @@ impl Pending {
             started,
             sampling_from,
         } = self;
-        let labels = job.labels;
+        let labels = job.labels.clone();
         if targets.len() != labels.len() || targets.iter().any(|t| t.len() != z.nrows()) {
             return Err(Error::Parameter(format!(
                 "expected {} labels × {} sample probabilities",
@@ -213,6 +220,12 @@ impl Pending {
         }
         record.timings.sampling_ms = since(runtime, sampling_from);
         let config = record.config.clone();
+        let bound = job
+            .task
+            .as_ref()
+            .map(|t| task::headed(classifier, t))
+            .transpose()?;
+        let classifier = bound.as_ref().unwrap_or(classifier);
         let weights = kernel(&cosine_distances(&z), config.lime.kernel_width);
         let fit = |design: &DMatrix<f64>| -> Result<Vec<LabelExplanation>> {
             labels
@@ -265,14 +278,38 @@ impl Pending {
 /// ([`ExplainConfig::check`]), the class and the target layers. `start` calls it; the CLI, the
 /// server and the page call it (or `check`, without a model) as soon as they hold a config.
 pub fn validate(classifier: &Classifier, config: &ExplainConfig) -> Result<()> {
+    let config = &fitted(classifier, config);
     config.check()?;
-    if let Some(class) = config.target {
-        classifier.check_class(class)?;
+    task::check(classifier, &config.task)?;
+    match (config.target, config.task) {
+        (Some(class), TaskConfig::Classification) => {
+            classifier.check_class(class)?;
+        }
+        (Some(_), task) => {
+            return Err(Error::Parameter(format!(
+                "a {} explanation targets its own choice, not a class: leave `target` unset",
+                task.name()
+            )));
+        }
+        (None, _) => {}
     }
     if config.cam_method().is_some() {
         classifier.target_layers(&config.cam.layers)?;
     }
     Ok(())
+}
+
+/// `config` as it applies to `classifier`: a detector asked for the default task (and no class)
+/// explains its best detection. Explanations record this configuration.
+pub fn fitted(classifier: &Classifier, config: &ExplainConfig) -> ExplainConfig {
+    let mut config = config.clone();
+    if let Task::Detection(_) = classifier.spec().task
+        && config.task == TaskConfig::Classification
+        && config.target.is_none()
+    {
+        config.task = TaskConfig::Detection(BoxChoice::default());
+    }
+    config
 }
 
 /// The configuration a CAM of this explanation runs with: the layers resolved, the class
@@ -326,6 +363,12 @@ pub fn classify_samples(
             job.num_samples, job.chunk
         )));
     }
+    let bound = job
+        .task
+        .as_ref()
+        .map(|t| task::headed(classifier, t))
+        .transpose()?;
+    let classifier = bound.as_ref().unwrap_or(classifier);
     for &label in &job.labels {
         classifier.check_class(label)?;
     }
@@ -356,7 +399,7 @@ pub fn classify_samples(
             .rows()
             .into_iter()
             .map(|row| {
-                let p = softmax(&row.to_vec());
+                let p = classifier.lime_values(&row.to_vec());
                 job.labels
                     .iter()
                     .map(|&label| f64::from(p[label]))

@@ -24,8 +24,9 @@
 //! [`attribution`], [`grad`] (the backward transform), [`metrics`], [`evaluation`] (metrics for
 //! several methods over images: plan, rows, report), [`render`],
 //! [`explanation`] (one explanation end to end and its record), [`runtime`], [`surrogate`],
-//! [`spec`] (a model's description in plain data). The model-free modules (`preprocess`,
-//! `manifest`, `spec`, `segment`, `lime`, `camlime`, `render`, `runtime`, `surrogate`, `error`,
+//! [`spec`] (a model's description in plain data), [`task`] (detectors: detections and the box
+//! head explanations of one detection bind), [`detection`] (their decoding and NMS). The model-free modules (`preprocess`,
+//! `manifest`, `spec`, `detection`, `segment`, `lime`, `camlime`, `render`, `runtime`, `surrogate`, `error`,
 //! `draws`,
 //! and the data types of `cam`, `attribution` and `explanation`) live in `camlime-base`, which
 //! the browser page links without an engine; they are re-exported here under the same paths.
@@ -40,9 +41,11 @@ pub mod metrics;
 pub mod model;
 mod model_edit;
 mod onnx;
+pub mod task;
 
 pub use camlime_base::{
-    camlime, draws, error, lime, manifest, preprocess, render, runtime, segment, spec, surrogate,
+    camlime, detection, draws, error, lime, manifest, preprocess, render, runtime, segment, spec,
+    surrogate,
 };
 pub use error::{Error, Result};
 pub use explanation::{ExplainConfig, ExplanationRecord, Method, explain};

@@ -27,10 +27,13 @@ use crate::engine::{
     self, Composed, Engine, EngineChoice, Graph, GraphInput, Masked, Plan, PlanRequest,
 };
 use crate::grad::{self, BackwardRule, GradientRequest};
+use crate::onnx;
 use crate::runtime::{Runtime, map_shares};
 use crate::{Error, Result};
 
-pub use camlime_base::spec::{Layer, ModelSpec, ModelSummary, NamedLayer, Prediction, softmax};
+pub use camlime_base::spec::{
+    Layer, ModelSpec, ModelSummary, NamedLayer, Prediction, Task, softmax,
+};
 
 /// What one forward pass returns.
 #[derive(Clone, Debug)]
@@ -75,12 +78,28 @@ impl std::fmt::Display for EngineReport {
 
 type GradientKey = (usize, GradientRequest);
 
+/// What an explanation targets in a model whose outputs are not class logits (a detector's box,
+/// …): it turns one image's raw outputs (the flattened tensors of the model's task) into the
+/// values explainers see as classes, and pulls a seed on those values back onto the raw outputs
+/// for the gradients. A classifier with a head ([`Classifier::with_head`]) explains those values.
+pub trait Head: Send + Sync + std::fmt::Debug {
+    /// One name per value.
+    fn labels(&self) -> Vec<String>;
+    /// The values for one image's raw outputs.
+    fn values(&self, raw: &[f32]) -> Vec<f32>;
+    /// Σ_k seed_k · ∂value_k/∂raw for one image (the seed of the raw outputs' gradient).
+    fn pullback(&self, raw: &[f32], seed: &[f32]) -> Vec<f32>;
+}
+
+/// The tensor the flattened outputs of a multi-output task are gathered in.
+pub const TASK_OUTPUTS: &str = "camlime.outputs";
+
 /// An ONNX image classifier.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Classifier {
     spec: ModelSpec,
     sha256: String,
-    graph: Graph,
+    graph: Arc<Graph>,
     engines: Vec<Arc<dyn Engine>>,
     choice: EngineChoice,
     engine_report: EngineReport,
@@ -95,8 +114,10 @@ pub struct Classifier {
     layers: Vec<Layer>,
     tensor_layers: Vec<Layer>,
     default_layers: Vec<String>,
-    plans: Mutex<HashMap<PlanRequest, Arc<dyn Plan>>>,
-    gradient_plans: Mutex<HashMap<GradientKey, Arc<dyn Plan>>>,
+    plans: Arc<Mutex<HashMap<PlanRequest, Arc<dyn Plan>>>>,
+    gradient_plans: Arc<Mutex<HashMap<GradientKey, Arc<dyn Plan>>>>,
+    head: Option<Arc<dyn Head>>,
+    raw_outputs: usize,
 }
 
 impl Classifier {
@@ -117,9 +138,19 @@ impl Classifier {
         let onnx = tract_onnx::onnx()
             .with_ignore_output_shapes(true)
             .with_ignore_value_info(true);
-        let proto = onnx
+        let mut proto = onnx
             .proto_model_for_read(&mut &onnx_bytes[..])
             .map_err(|e| Error::Model(format!("not an ONNX model: {e}")))?;
+        if let Some(graph) = proto.graph.as_mut() {
+            onnx::fold_half_weights(graph)?;
+            let outputs = match &spec.task {
+                Task::Detection(detector) => detector.outputs(),
+                Task::Classification => Vec::new(),
+            };
+            if !outputs.is_empty() {
+                onnx::gather_outputs(graph, &outputs, TASK_OUTPUTS)?;
+            }
+        }
         let graph = proto
             .graph
             .as_ref()
@@ -132,6 +163,7 @@ impl Classifier {
             spec.preprocessing = spec.preprocessing.scaled_to(model_crop);
         }
         let logits_tensor = match (&spec.output, graph.output.as_slice()) {
+            _ if spec.task != Task::Classification => TASK_OUTPUTS.to_owned(),
             (Some(name), _) => name.clone(),
             (None, [single]) => single.name.clone(),
             (None, outputs) => {
@@ -144,13 +176,13 @@ impl Classifier {
             }
         };
         let [h, w] = signature.size;
-        let graph = Graph::new(
+        let graph = Arc::new(Graph::new(
             proto,
             vec![GraphInput {
                 name: signature.name.clone(),
                 dims: vec![3, h, w],
             }],
-        )?;
+        )?);
         let mut classifier = Self {
             sha256: format!("{:x}", Sha256::digest(onnx_bytes)),
             graph,
@@ -171,8 +203,10 @@ impl Classifier {
             layers: Vec::new(),
             tensor_layers: Vec::new(),
             default_layers: Vec::new(),
-            plans: Mutex::default(),
-            gradient_plans: Mutex::default(),
+            plans: Arc::default(),
+            gradient_plans: Arc::default(),
+            head: None,
+            raw_outputs: 0,
             spec,
         };
         classifier.discover()?;
@@ -183,14 +217,8 @@ impl Classifier {
     /// Compile the forward plan of the logits once, so the engine that runs this model is known
     /// (and reported) from the start.
     fn choose_engine(&mut self) -> Result<()> {
-        self.plans
-            .get_mut()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clear();
-        self.gradient_plans
-            .get_mut()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clear();
+        self.plans = Arc::default();
+        self.gradient_plans = Arc::default();
         let request = PlanRequest {
             batch: self.fixed_batch.unwrap_or(1),
             start: None,
@@ -278,7 +306,7 @@ impl Classifier {
             .ok()
             .and_then(|f| f.shape.as_concrete().map(<[usize]>::to_vec))
             .unwrap_or_default();
-        self.num_classes = match logits_shape.as_slice() {
+        self.raw_outputs = match logits_shape.as_slice() {
             [b, classes] if *b == batch && *classes > 0 => *classes,
             other => {
                 return Err(Error::Model(format!(
@@ -350,6 +378,18 @@ impl Classifier {
             }
             self.spec.default_layers.clone()
         };
+        self.num_classes = self.raw_outputs;
+        if let Task::Detection(detector) = &self.spec.task {
+            // The raw outputs are not classes: explanations bind a head ([`Classifier::with_head`]).
+            let classes = detector.classes(self.input_size, self.raw_outputs)?;
+            if !self.spec.labels.is_empty() && self.spec.labels.len() != classes {
+                return Err(Error::Model(format!(
+                    "the detector predicts {classes} classes but {} labels were given",
+                    self.spec.labels.len()
+                )));
+            }
+            return Ok(());
+        }
         self.labels = match self.spec.labels.len() {
             0 => (0..self.num_classes)
                 .map(|i| format!("class {i}"))
@@ -431,7 +471,13 @@ impl Classifier {
             name: self.spec().name.clone(),
             sha256: self.sha256().to_owned(),
             input_size: self.input_size(),
-            num_classes: self.num_classes(),
+            task: self.spec.task.name().to_owned(),
+            num_classes: match &self.spec.task {
+                Task::Detection(detector) => detector
+                    .classes(self.input_size, self.raw_outputs)
+                    .unwrap_or_default(),
+                Task::Classification => self.num_classes(),
+            },
             default_layers: self.default_layers().to_vec(),
             layers: self.layers().to_vec(),
         }
@@ -492,6 +538,71 @@ impl Classifier {
     /// Run the model on an `N × 3 × H × W` tensor, returning the logits and the activations of
     /// `layers` (readable or tensor names). Work is split into plans of the configured batch size.
     pub fn forward(&self, input: ArrayView4<f32>, layers: &[&str]) -> Result<ForwardOutput> {
+        let mut out = self.forward_raw(input, layers)?;
+        out.logits = self.headed(out.logits)?;
+        Ok(out)
+    }
+
+    /// The model's raw outputs for `N × 3 × H × W` images, whatever head is bound: a
+    /// classifier's logits, a task's flattened output tensors.
+    pub fn raw_outputs(&self, input: ArrayView4<f32>) -> Result<Array2<f32>> {
+        Ok(self.forward_raw(input, &[])?.logits)
+    }
+
+    /// A copy of this classifier (sharing its graph, engines and compiled plans) whose
+    /// "classes" are `head`'s values.
+    pub fn with_head(&self, head: Arc<dyn Head>) -> Result<Self> {
+        let labels = head.labels();
+        if labels.is_empty() {
+            return Err(Error::Model("a head needs at least one value".into()));
+        }
+        Ok(Self {
+            num_classes: labels.len(),
+            labels,
+            head: Some(head),
+            ..self.clone()
+        })
+    }
+
+    /// Whether a head is bound: the values are scores explained as they are, not logits whose
+    /// softmax LIME explains.
+    pub fn has_head(&self) -> bool {
+        self.head.is_some()
+    }
+
+    /// What LIME explains for one row of values: a classifier's softmax probabilities, a head's
+    /// values as they are.
+    pub fn lime_values(&self, values: &[f32]) -> Vec<f32> {
+        if self.head.is_some() {
+            values.to_vec()
+        } else {
+            softmax(values)
+        }
+    }
+
+    /// Raw outputs through the bound head (unchanged without one).
+    fn headed(&self, raw: Array2<f32>) -> Result<Array2<f32>> {
+        let Some(head) = &self.head else {
+            return Ok(raw);
+        };
+        let mut values = Array2::zeros((raw.nrows(), self.num_classes));
+        for (row, mut out) in raw.rows().into_iter().zip(values.rows_mut()) {
+            let row = row.as_standard_layout();
+            let v = head.values(row.as_slice().unwrap_or_default());
+            if v.len() != self.num_classes {
+                return Err(Error::Inference(format!(
+                    "the head returned {} values for {} labels",
+                    v.len(),
+                    self.num_classes
+                )));
+            }
+            out.assign(&ndarray_row(v));
+        }
+        Ok(values)
+    }
+
+    /// [`Classifier::forward`] without the head.
+    fn forward_raw(&self, input: ArrayView4<f32>, layers: &[&str]) -> Result<ForwardOutput> {
         self.check_input_dims(input.dim())?;
         let mut outputs = vec![self.logits_tensor.clone()];
         for name in layers {
@@ -595,7 +706,8 @@ impl Classifier {
             parts.push(logits);
         }
         let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
-        concatenate(Axis(0), &views).map_err(|e| Error::Inference(e.to_string()))
+        let raw = concatenate(Axis(0), &views).map_err(|e| Error::Inference(e.to_string()))?;
+        self.headed(raw)
     }
 
     /// Whether forward passes run on a device that wants whole batches from one caller (a GPU)
@@ -699,7 +811,7 @@ impl Classifier {
                 },
                 GraphInput {
                     name: grad::SEED.to_owned(),
-                    dims: vec![self.num_classes],
+                    dims: vec![self.raw_outputs],
                 },
             ],
         )?;
@@ -743,6 +855,30 @@ impl Classifier {
         }
         let request = self.gradient_request(layers, input_gradient, rule)?;
         let chunk = self.fixed_batch.unwrap_or(self.batch_size);
+        let pulled;
+        let seeds = match &self.head {
+            None => seeds,
+            Some(head) => {
+                // The head's seed, pulled back onto the raw outputs at this input.
+                let raw = self.forward_raw(input, &[])?.logits;
+                let mut raw_seeds = Array2::zeros((n, self.raw_outputs));
+                for ((row, seed), mut out) in raw
+                    .rows()
+                    .into_iter()
+                    .zip(seeds.rows())
+                    .zip(raw_seeds.rows_mut())
+                {
+                    let (row, seed) = (row.as_standard_layout(), seed.as_standard_layout());
+                    let pulled = head.pullback(
+                        row.as_slice().unwrap_or_default(),
+                        seed.as_slice().unwrap_or_default(),
+                    );
+                    out.assign(&ndarray_row(pulled));
+                }
+                pulled = raw_seeds;
+                pulled.view()
+            }
+        };
         let mut joined = run_in_chunks(
             &[input.into_dyn(), seeds.into_dyn()],
             chunk,
@@ -758,7 +894,7 @@ impl Classifier {
         let activations: Vec<_> = joined.by_ref().take(layers.len()).collect();
         let gradients: Vec<_> = joined.by_ref().take(layers.len()).collect();
         Ok(GradientOutput {
-            logits,
+            logits: self.headed(logits)?,
             activations,
             gradients,
             input_gradient: joined.next(),
@@ -834,6 +970,7 @@ impl Classifier {
             plan,
             shape: layer.shape,
             batch,
+            classifier: self.clone(),
         })
     }
 
@@ -857,6 +994,12 @@ impl Classifier {
 
     /// The top `k` classes of each base image, most probable first.
     pub fn predict(&self, images: &[RgbImage], k: usize) -> Result<Vec<Vec<Prediction>>> {
+        if let (Task::Detection(_), None) = (&self.spec.task, &self.head) {
+            return Err(Error::Parameter(format!(
+                "`{}` is a detector: it has no classes to predict; detect its objects instead",
+                self.spec.name
+            )));
+        }
         let logits = self.logits(images)?;
         logits
             .rows()
@@ -900,6 +1043,7 @@ pub struct Tail {
     plan: Arc<dyn Plan>,
     shape: [usize; 3],
     batch: usize,
+    classifier: Classifier,
 }
 
 impl Tail {
@@ -918,15 +1062,21 @@ impl Tail {
                 self.shape[0], self.shape[1], self.shape[2]
             )));
         }
-        run_in_chunks(&[activations.into_dyn()], self.batch, true, |_| {
+        let raw = run_in_chunks(&[activations.into_dyn()], self.batch, true, |_| {
             Ok(self.plan.clone())
         })?
         .into_iter()
         .next()
         .ok_or_else(|| Error::Inference("no logits".into()))?
         .into_dimensionality::<Ix2>()
-        .map_err(|e| Error::Inference(format!("logits: {e}")))
+        .map_err(|e| Error::Inference(format!("logits: {e}")))?;
+        self.classifier.headed(raw)
     }
+}
+
+/// One row of values as an array.
+fn ndarray_row(values: Vec<f32>) -> tract_onnx::prelude::tract_ndarray::Array1<f32> {
+    values.into()
 }
 
 /// A plan in the cache under its request, or under batch 0 when it runs any batch.

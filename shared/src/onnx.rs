@@ -128,6 +128,109 @@ pub(crate) fn f32_values(tensor: &TensorProto) -> Result<Vec<f32>> {
         .collect())
 }
 
+/// Every `Cast` to float32 of a float16 initializer replaced by a float32 initializer of its
+/// output's name (models shipped with half-size weights): everything downstream — the engines,
+/// the backward transform, model edits — then reads plain float32 weights.
+pub(crate) fn fold_half_weights(graph: &mut GraphProto) -> Result<()> {
+    let halves: HashMap<String, usize> = graph
+        .initializer
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| t.data_type == DataType::Float16 as i32)
+        .map(|(i, t)| (t.name.clone(), i))
+        .collect();
+    if halves.is_empty() {
+        return Ok(());
+    }
+    let mut folded = Vec::new();
+    let mut nodes = Vec::with_capacity(graph.node.len());
+    for node in std::mem::take(&mut graph.node) {
+        let source = node.input.first().and_then(|x| halves.get(x));
+        match (node.op_type.as_str(), source, node.output.first()) {
+            ("Cast", Some(&i), Some(output)) if int(&node, "to", 0) == DataType::Float as i64 => {
+                let half = &graph.initializer[i];
+                let bits: Vec<u16> = if half.raw_data.is_empty() {
+                    half.int32_data.iter().map(|&v| v as u16).collect()
+                } else {
+                    half.raw_data
+                        .chunks_exact(2)
+                        .map(|b| u16::from_le_bytes([b[0], b[1]]))
+                        .collect()
+                };
+                let values = bits
+                    .into_iter()
+                    .map(|b| half::f16::from_bits(b).to_f32())
+                    .collect();
+                let dims: Vec<usize> = half.dims.iter().map(|&d| d.max(0) as usize).collect();
+                folded.push(tensor_f32(output, &dims, values));
+            }
+            _ => nodes.push(node),
+        }
+    }
+    graph.node = nodes;
+    let read: std::collections::HashSet<&str> = graph
+        .node
+        .iter()
+        .flat_map(|n| n.input.iter().map(String::as_str))
+        .collect();
+    let read: std::collections::HashSet<String> = read.into_iter().map(str::to_owned).collect();
+    graph
+        .initializer
+        .retain(|t| t.data_type != DataType::Float16 as i32 || read.contains(&t.name));
+    graph.initializer.extend(folded);
+    Ok(())
+}
+
+/// The flattened `N × (Σ sizes)` concatenation of `outputs` (each reshaped to `N × rest`),
+/// appended under the name `gathered`, which becomes the graph's single output: how the core
+/// reads a model whose task has several output tensors through one "logits" tensor.
+pub(crate) fn gather_outputs(
+    graph: &mut GraphProto,
+    outputs: &[String],
+    gathered: &str,
+) -> Result<()> {
+    let produced: std::collections::HashSet<&str> = graph
+        .node
+        .iter()
+        .flat_map(|n| n.output.iter().map(String::as_str))
+        .collect();
+    if let Some(missing) = outputs.iter().find(|o| !produced.contains(o.as_str())) {
+        return Err(Error::Model(format!(
+            "the model has no tensor named `{missing}` (its task reads {})",
+            outputs.join(", ")
+        )));
+    }
+    let shape = format!("{gathered}.shape");
+    graph
+        .initializer
+        .push(tensor_i64(&shape, &[2], vec![0, -1]));
+    let mut flat = Vec::with_capacity(outputs.len());
+    for output in outputs {
+        let name = format!("{gathered}.{output}");
+        graph.node.push(NodeProto {
+            name: name.clone(),
+            op_type: "Reshape".into(),
+            input: vec![output.clone(), shape.clone()],
+            output: vec![name.clone()],
+            ..NodeProto::default()
+        });
+        flat.push(name);
+    }
+    graph.node.push(NodeProto {
+        name: gathered.to_owned(),
+        op_type: "Concat".into(),
+        input: flat,
+        output: vec![gathered.to_owned()],
+        attribute: vec![attr_int("axis", 1)],
+        ..NodeProto::default()
+    });
+    let mut output = graph.output.first().cloned().unwrap_or_default();
+    output.name = gathered.to_owned();
+    output.r#type = None;
+    graph.output = vec![output];
+    Ok(())
+}
+
 /// The constant tensors of a graph: initializers and `Constant` nodes' values, by name.
 pub(crate) fn constants(graph: &GraphProto) -> HashMap<String, TensorProto> {
     let mut map: HashMap<String, TensorProto> = graph

@@ -1,11 +1,12 @@
 //! The `camlime` binary's end-to-end tests as one test binary (each links tract): the command
-//! line, evaluations, explanations, the thread split and the server on loopback.
+//! line, detection, evaluations, explanations, the thread split and the server on loopback.
 
 #![allow(missing_docs, clippy::unwrap_used)]
 
 mod common;
 
 mod cli;
+mod detect;
 mod eval;
 mod explain;
 mod parallel;

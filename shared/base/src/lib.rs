@@ -6,7 +6,8 @@
 //! [`surrogate`] and [`lime`] (sampling, kernel, weighted ridge), [`camlime`] (the CAM's
 //! reweighting), [`cam`] (which CAM, its parameters, [`cam::CamMap`] and its post-processing),
 //! [`attribution`] (the input attributions' parameters), [`spec`] (what a model is, in plain
-//! data), [`manifest`] (the bundled models), [`draws`] (the seeded stream of the metrics' and
+//! data), [`manifest`] (the bundled models), [`detection`] (a detector's outputs decoded, NMS, the box
+//! target), [`draws`] (the seeded stream of the metrics' and
 //! model edits' random draws), [`record`] (an explanation's configuration and
 //! record), [`render`] (overlays, masks, plots), [`runtime`] and [`error`].
 //!
@@ -17,6 +18,7 @@
 pub mod attribution;
 pub mod cam;
 pub mod camlime;
+pub mod detection;
 pub mod draws;
 pub mod error;
 pub mod lime;

@@ -5,8 +5,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::detection::DetectorSpec;
 use crate::preprocess::Preprocessing;
-use crate::spec::{ModelSpec, NamedLayer};
+use crate::spec::{ModelSpec, NamedLayer, Task};
 use crate::{Error, Result};
 
 /// The whole manifest.
@@ -33,8 +34,15 @@ pub struct ModelEntry {
     pub sha256: String,
     /// The input tensor.
     pub input: InputEntry,
-    /// Name of the logits tensor.
-    pub output: String,
+    /// What the model does: `classification` (the default) or `detection`.
+    #[serde(default = "classification")]
+    pub task: String,
+    /// Name of the logits tensor (classifiers).
+    #[serde(default)]
+    pub output: Option<String>,
+    /// What a detector's outputs are and how they decode (detectors).
+    #[serde(default)]
+    pub detector: Option<DetectorSpec>,
     /// How images become the input tensor.
     pub preprocessing: Preprocessing,
     /// Labels file, relative to the manifest (one class name per line).
@@ -47,6 +55,10 @@ pub struct ModelEntry {
     pub licence: String,
     /// Where the weights came from and how the file was built.
     pub provenance: String,
+}
+
+fn classification() -> String {
+    "classification".into()
 }
 
 /// The input tensor of a model.
@@ -93,6 +105,7 @@ impl Manifest {
             serde_json::from_str(text).map_err(|e| Error::Manifest(e.to_string()))?;
         for entry in &manifest.models {
             entry.preprocessing.validate()?;
+            entry.task()?;
             for layer in &entry.default_layers {
                 if !entry.layers.iter().any(|l| &l.name == layer) {
                     return Err(Error::Manifest(format!(
@@ -118,12 +131,32 @@ impl Manifest {
 }
 
 impl ModelEntry {
+    /// What the model's outputs are, from `task` and its section.
+    pub fn task(&self) -> Result<Task> {
+        match (self.task.as_str(), &self.detector) {
+            ("classification", None) => Ok(Task::Classification),
+            ("detection", Some(detector)) => {
+                detector.validate()?;
+                Ok(Task::Detection(Box::new(detector.clone())))
+            }
+            ("classification" | "detection", _) => Err(Error::Manifest(format!(
+                "model `{}`: a `detector` section belongs to task `detection` and only to it",
+                self.name
+            ))),
+            (other, _) => Err(Error::Manifest(format!(
+                "model `{}`: unknown task `{other}` (classification, detection)",
+                self.name
+            ))),
+        }
+    }
+
     /// The [`ModelSpec`] of this model, given the text of its labels file.
     pub fn spec(&self, labels_text: &str) -> Result<ModelSpec> {
         Ok(ModelSpec {
             name: self.name.clone(),
             input: Some(self.input.name.clone()),
-            output: Some(self.output.clone()),
+            output: self.output.clone(),
+            task: self.task()?,
             input_size: self.input.size,
             preprocessing: self.preprocessing.clone(),
             labels: parse_labels(labels_text),

@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 
 use crate::cam::{CamConfig, CamMap, CamMethod, Stability};
 use crate::camlime::CamLimeMode;
+use crate::detection::{BoxChoice, BoxTarget, Detection};
 use crate::lime::{HideColor, LabelExplanation, LimeConfig};
 use crate::preprocess::Preprocessing;
 use crate::render::WeightCurve;
@@ -131,6 +132,44 @@ pub struct ExplainConfig {
     pub lime: LimeConfig,
     /// How CamLIME applies the CAM.
     pub mode: CamLimeMode,
+    /// What is explained in a model that is not a classifier (a detector's box).
+    pub task: TaskConfig,
+}
+
+/// What an explanation targets beyond a class: the model's task and its choice.
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum TaskConfig {
+    /// A classifier's class (`target`).
+    #[default]
+    Classification,
+    /// One detection of a detector: its score, followed through the perturbed images.
+    Detection(BoxChoice),
+}
+
+impl TaskConfig {
+    /// The task's name, as models name theirs (`classification`, `detection`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            TaskConfig::Classification => "classification",
+            TaskConfig::Detection(_) => "detection",
+        }
+    }
+}
+
+/// What a task explanation found and targeted, kept in its record and its sample job.
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum TaskRecord {
+    /// A detector's explanation.
+    Detection {
+        /// Every detection in the base image, best first.
+        detections: Vec<Detection>,
+        /// The explained one.
+        target: BoxTarget,
+    },
 }
 
 impl Default for ExplainConfig {
@@ -144,6 +183,7 @@ impl Default for ExplainConfig {
             segmenter: SegmenterConfig::default(),
             lime: LimeConfig::default(),
             mode: CamLimeMode::default(),
+            task: TaskConfig::default(),
         }
     }
 }
@@ -316,6 +356,9 @@ pub struct ExplanationRecord {
     /// The engine that ran the forward passes (`cnn`, `tract`, …; empty in older records).
     #[serde(default)]
     pub engine: String,
+    /// A task explanation's findings (a detector's detections and the explained box).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<TaskRecord>,
 }
 
 /// The record's format tag.
@@ -392,4 +435,7 @@ pub struct SampleJob {
     pub labels: Vec<usize>,
     /// Samples per classification chunk (the unit of progress and cancellation).
     pub chunk: usize,
+    /// The task target the samples are scored on (a detector's box), if not a class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<TaskRecord>,
 }

@@ -4,7 +4,29 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::detection::DetectorSpec;
 use crate::preprocess::Preprocessing;
+
+/// What a model's outputs are, beyond a classifier's logits.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Task {
+    /// One output of `N × classes` logits.
+    #[default]
+    Classification,
+    /// An object detector: its outputs and their decoding.
+    Detection(Box<DetectorSpec>),
+}
+
+impl Task {
+    /// The task's name (`classification`, `detection`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Task::Classification => "classification",
+            Task::Detection(_) => "detection",
+        }
+    }
+}
 
 /// A readable layer name bound to an ONNX tensor name.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,6 +56,9 @@ pub struct ModelSpec {
     pub named_layers: Vec<NamedLayer>,
     /// Target layers used when none is given; empty means the last spatial tensor.
     pub default_layers: Vec<String>,
+    /// What the outputs are (a classifier's logits unless said otherwise).
+    #[serde(default)]
+    pub task: Task,
 }
 
 impl ModelSpec {
@@ -49,6 +74,7 @@ impl ModelSpec {
             labels: Vec::new(),
             named_layers: Vec::new(),
             default_layers: Vec::new(),
+            task: Task::Classification,
         }
     }
 }
@@ -76,12 +102,19 @@ pub struct ModelSummary {
     pub sha256: String,
     /// Input width and height.
     pub input_size: [usize; 2],
-    /// Classes.
+    /// What the model does (`classification`, `detection`).
+    #[serde(default = "classification")]
+    pub task: String,
+    /// Classes (a detector's object classes).
     pub num_classes: usize,
     /// The layers CAMs use by default.
     pub default_layers: Vec<String>,
     /// The layers explanations can target (named ones, else every 4-D tensor).
     pub layers: Vec<Layer>,
+}
+
+fn classification() -> String {
+    "classification".into()
 }
 
 /// One class of a prediction.

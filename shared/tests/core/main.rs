@@ -11,6 +11,7 @@ mod cam;
 mod classifier;
 mod corpus;
 mod decode;
+mod detection;
 mod endtoend;
 mod grad;
 mod grad_ops;

