@@ -221,6 +221,26 @@ pub fn transform(
     };
 
     for (index, node) in graph.node.iter().enumerate().rev() {
+        if node.op_type == "Split" {
+            // Every output of a Split carries a part of its input's gradient.
+            let Some(x) = node.input.first().filter(|x| active(x)) else {
+                continue;
+            };
+            let gradients: Vec<Option<String>> = node
+                .output
+                .iter()
+                .map(|o| {
+                    active(o)
+                        .then(|| total(o, &mut contributions, &mut ctx))
+                        .flatten()
+                })
+                .collect();
+            if gradients.iter().any(Option::is_some) {
+                let grad = rules::split(&mut ctx, node, &gradients)?;
+                contributions.entry(x.clone()).or_default().push(grad);
+            }
+            continue;
+        }
         let Some(output) = node.output.first() else {
             continue;
         };

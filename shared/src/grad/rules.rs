@@ -71,6 +71,44 @@ impl<'a> Context<'a> {
             })
     }
 
+    /// The integer values of a constant input (int64 or int32).
+    fn constant_ints(&self, tensor: &str, what: &str) -> Result<Vec<i64>> {
+        let proto = self.constants.get(tensor).ok_or_else(|| {
+            Error::Model(format!(
+                "the gradient needs {what} `{tensor}` to be a constant of the model"
+            ))
+        })?;
+        if !proto.int64_data.is_empty() {
+            return Ok(proto.int64_data.clone());
+        }
+        if !proto.int32_data.is_empty() {
+            return Ok(proto.int32_data.iter().map(|&v| i64::from(v)).collect());
+        }
+        Ok(proto
+            .raw_data
+            .chunks_exact(8)
+            .map(|b| i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
+            .collect())
+    }
+
+    /// Zeros shaped like `tensor` (at run time: any batch).
+    fn zeros_like(&mut self, tensor: &str) -> String {
+        let shape = self.shape_node(tensor);
+        let zero = tensor_f32("value", &[1], vec![0.0]);
+        self.emit.node(
+            "ConstantOfShape",
+            &[&shape],
+            vec![attr_tensor("value", zero)],
+        )
+    }
+
+    /// `g · M` over the last axis, `M` a constant `rows × columns` matrix (`g`'s last axis has
+    /// `rows` entries).
+    fn times(&mut self, g: &str, rows: usize, columns: usize, m: Vec<f32>) -> String {
+        let m = self.emit.const_f32(&[rows, columns], m);
+        self.emit.node("MatMul", &[g, &m], vec![])
+    }
+
     /// The f32 values of a constant input.
     fn constant(&self, tensor: &str, what: &str) -> Result<Vec<f32>> {
         let proto = self.constants.get(tensor).ok_or_else(|| {
@@ -409,9 +447,191 @@ pub(super) fn adjoint(
                 .node("Transpose", &[b], vec![attr_ints("perm", &[1, 0])]);
             ctx.emit.node("MatMul", &[g, &b_t], vec![])
         }
+        ("Pad", 0) => pad(ctx, node, x, g)?,
+        ("Resize", 0) => resize(ctx, node, x, y, g)?,
         _ => return Ok(None),
     };
     Ok(Some(grad))
+}
+
+/// A constant-mode Pad's adjoint: the padded gradient cropped back to the input.
+fn pad(ctx: &mut Context, node: &NodeProto, x: &str, g: &str) -> Result<String> {
+    let mode = onnx::string(node, "mode", "constant");
+    if mode != "constant" {
+        return Err(Error::Model(format!(
+            "Pad `{}`: the gradient handles constant padding only, not `{mode}`",
+            node.name
+        )));
+    }
+    let pads = match node.input.get(1).filter(|p| !p.is_empty()) {
+        Some(pads) => ctx.constant_ints(pads, "the Pad amounts")?,
+        None => onnx::ints(node, "pads").unwrap_or_default(),
+    };
+    let shape = ctx.shape(x)?.to_vec();
+    let rank = shape.len();
+    let axes: Vec<usize> = match node.input.get(3).filter(|a| !a.is_empty()) {
+        Some(axes) => ctx
+            .constant_ints(axes, "the Pad axes")?
+            .into_iter()
+            .map(|a| if a < 0 { a + rank as i64 } else { a } as usize)
+            .collect(),
+        None => (0..rank).collect(),
+    };
+    if pads.len() != 2 * axes.len() || pads.iter().any(|&p| p < 0) {
+        return Err(Error::Model(format!(
+            "Pad `{}`: the gradient needs one non-negative begin and end pad per axis, found {pads:?}",
+            node.name
+        )));
+    }
+    let (mut starts, mut ends, mut sliced) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, &axis) in axes.iter().enumerate() {
+        let (begin, end) = (pads[i], pads[i + axes.len()]);
+        if begin == 0 && end == 0 {
+            continue;
+        }
+        if axis == 0 {
+            return Err(Error::Model(format!(
+                "Pad `{}` pads the batch axis: no gradient",
+                node.name
+            )));
+        }
+        starts.push(begin);
+        ends.push(begin + shape[axis] as i64);
+        sliced.push(axis as i64);
+    }
+    if sliced.is_empty() {
+        return Ok(g.to_owned());
+    }
+    let n = sliced.len();
+    let starts = ctx.emit.const_i64(&[n], starts);
+    let ends = ctx.emit.const_i64(&[n], ends);
+    let axes = ctx.emit.const_i64(&[n], sliced);
+    Ok(ctx.emit.node("Slice", &[g, &starts, &ends, &axes], vec![]))
+}
+
+/// The interpolation matrix (`output × input`, row-major) of one axis of an ONNX Resize.
+fn resize_matrix(node: &NodeProto, input: usize, output: usize, scale: f32) -> Result<Vec<f32>> {
+    let mode = onnx::string(node, "mode", "nearest");
+    let default_transform = if node.input.len() <= 2 {
+        "asymmetric" // opset 10's Resize
+    } else {
+        "half_pixel"
+    };
+    let transform = onnx::string(node, "coordinate_transformation_mode", default_transform);
+    let nearest = onnx::string(node, "nearest_mode", "round_prefer_floor");
+    let scale = f64::from(scale);
+    let mut m = vec![0f32; output * input];
+    let last = (input - 1) as f64;
+    // ONNX's reference (and tract) measure the output as scale × input, unrounded.
+    let width = scale * input as f64;
+    for o in 0..output {
+        let of = o as f64;
+        let x = match transform.as_str() {
+            "half_pixel" => (of + 0.5) / scale - 0.5,
+            "pytorch_half_pixel" if width > 1.0 => (of + 0.5) / scale - 0.5,
+            "pytorch_half_pixel" => 0.0,
+            "align_corners" if width != 1.0 => of * last / (width - 1.0),
+            "align_corners" => 0.0,
+            "asymmetric" => of / scale,
+            "tf_half_pixel_for_nn" => (of + 0.5) / scale,
+            other => {
+                return Err(Error::Model(format!(
+                    "Resize `{}`: no gradient for coordinate transformation `{other}`",
+                    node.name
+                )));
+            }
+        };
+        let row = &mut m[o * input..(o + 1) * input];
+        match mode.as_str() {
+            "linear" => {
+                let x = x.clamp(0.0, last);
+                let i0 = x.floor();
+                let w = (x - i0) as f32;
+                let i0 = i0 as usize;
+                row[i0] += 1.0 - w;
+                row[(i0 + 1).min(input - 1)] += w;
+            }
+            "nearest" => {
+                let index = match nearest.as_str() {
+                    "floor" => x.floor(),
+                    "ceil" => x.ceil(),
+                    "round_prefer_ceil" => (x + 0.5).floor(),
+                    _ if x.fract() == 0.5 => x.floor(),
+                    _ => x.round(),
+                };
+                row[index.clamp(0.0, last) as usize] = 1.0;
+            }
+            other => {
+                return Err(Error::Model(format!(
+                    "Resize `{}`: no gradient for mode `{other}`",
+                    node.name
+                )));
+            }
+        }
+    }
+    Ok(m)
+}
+
+/// A Resize of the two spatial axes is `Y = R_h · X · R_wᵀ` per channel, so its adjoint is
+/// `R_hᵀ · G · R_w`: two products with constant matrices built from the op's attributes.
+fn resize(ctx: &mut Context, node: &NodeProto, x: &str, y: &str, g: &str) -> Result<String> {
+    let (input, output) = (ctx.shape(x)?.to_vec(), ctx.shape(y)?.to_vec());
+    if input.len() != 4 || output.len() != 4 || input[..2] != output[..2] {
+        return Err(Error::Model(format!(
+            "Resize `{}`: the gradient handles N×C×H×W resized in H and W only",
+            node.name
+        )));
+    }
+    let scales_input = if node.input.len() <= 2 { 1 } else { 2 };
+    let scales = match node.input.get(scales_input).filter(|s| !s.is_empty()) {
+        Some(scales) => ctx.constant(scales, "the Resize scales")?,
+        None => Vec::new(),
+    };
+    let scale = |axis: usize| {
+        scales
+            .get(axis)
+            .copied()
+            .unwrap_or(output[axis] as f32 / input[axis] as f32)
+    };
+    let (hi, wi, ho, wo) = (input[2], input[3], output[2], output[3]);
+    let rw = resize_matrix(node, wi, wo, scale(3))?;
+    let rh = resize_matrix(node, hi, ho, scale(2))?;
+    // G · R_w: N×C×Ho×Wi.
+    let along_w = ctx.times(g, wo, wi, rw);
+    // (R_hᵀ · G')ᵀ = G'ᵀ · R_h, on the transposed last two axes.
+    let turned = ctx.emit.node(
+        "Transpose",
+        &[&along_w],
+        vec![attr_ints("perm", &[0, 1, 3, 2])],
+    );
+    let along_h = ctx.times(&turned, ho, hi, rh);
+    Ok(ctx.emit.node(
+        "Transpose",
+        &[&along_h],
+        vec![attr_ints("perm", &[0, 1, 3, 2])],
+    ))
+}
+
+/// Split's adjoint: the outputs' gradients (zeros for those without one) concatenated back.
+pub(super) fn split(
+    ctx: &mut Context,
+    node: &NodeProto,
+    gradients: &[Option<String>],
+) -> Result<String> {
+    let rank = ctx.shape(&node.input[0])?.len() as i64;
+    let axis = onnx::int(node, "axis", 0);
+    let axis = if axis < 0 { axis + rank } else { axis };
+    let parts: Vec<String> = node
+        .output
+        .iter()
+        .zip(gradients)
+        .map(|(output, g)| match g {
+            Some(g) => g.clone(),
+            None => ctx.zeros_like(output),
+        })
+        .collect();
+    let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
+    Ok(ctx.emit.node("Concat", &refs, vec![attr_int("axis", axis)]))
 }
 
 /// `scale / √(var + ε)` per channel of an inference BatchNormalization.

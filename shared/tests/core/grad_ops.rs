@@ -40,6 +40,7 @@ enum Attr {
     Int(i64),
     Ints(Vec<i64>),
     Float(f32),
+    Text(&'static str),
 }
 
 impl Builder {
@@ -67,6 +68,9 @@ impl Builder {
                     Attr::Int(i) => (a.r#type, a.i) = (AttributeType::Int as i32, i),
                     Attr::Ints(v) => (a.r#type, a.ints) = (AttributeType::Ints as i32, v),
                     Attr::Float(f) => (a.r#type, a.f) = (AttributeType::Float as i32, f),
+                    Attr::Text(t) => {
+                        (a.r#type, a.s) = (AttributeType::String as i32, t.as_bytes().to_vec());
+                    }
                 }
                 a
             })
@@ -80,6 +84,49 @@ impl Builder {
             ..Default::default()
         });
         output
+    }
+
+    /// A node with several outputs (Split), their names returned in order.
+    fn node_outputs(
+        &mut self,
+        op: &str,
+        inputs: &[&str],
+        outputs: usize,
+        axis: i64,
+    ) -> Vec<String> {
+        let names: Vec<String> = (0..outputs)
+            .map(|_| {
+                self.count += 1;
+                format!("t{}", self.count)
+            })
+            .collect();
+        self.nodes.push(NodeProto {
+            name: names[0].clone(),
+            op_type: op.into(),
+            input: inputs.iter().map(|s| (*s).to_owned()).collect(),
+            output: names.clone(),
+            attribute: vec![AttributeProto {
+                name: "axis".into(),
+                r#type: AttributeType::Int as i32,
+                i: axis,
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        names
+    }
+
+    fn floats(&mut self, values: &[f32]) -> String {
+        self.count += 1;
+        let name = format!("f{}", self.count);
+        self.initializers.push(TensorProto {
+            name: name.clone(),
+            dims: vec![values.len() as i64],
+            data_type: DataType::Float as i32,
+            float_data: values.to_vec(),
+            ..Default::default()
+        });
+        name
     }
 
     fn constant(&mut self, dims: &[usize], scale: f32, offset: f32) -> String {
@@ -342,6 +389,55 @@ fn case(op: &str, seed: u64) -> Classifier {
             &["input"],
             vec![("perm", Attr::Ints(vec![0, 2, 3, 1]))],
         ),
+        "Pad" => {
+            // Constant padding of H and W (a detector pads before each strided conv).
+            let pads: Vec<i64> = (0..4).map(|_| b.pick(&[0, 1, 2])).collect();
+            let pads = b.int64(&[0, 0, pads[0], pads[1], 0, 0, pads[2], pads[3]]);
+            let value = b.constant(&[], 0.0, 0.5);
+            let padded = b.node("Pad", &["input", &pads, &value], vec![]);
+            let weight = b.constant(&[3, 3, 3, 3], 0.3, 0.0);
+            b.node(
+                "Conv",
+                &[&padded, &weight],
+                vec![("strides", Attr::Ints(vec![2, 2]))],
+            )
+        }
+        "Resize" => {
+            // Up or down by 2 or 1.5, linear or nearest, in each coordinate convention.
+            let (mode, transform) = b.pick(&[
+                ("linear", "half_pixel"),
+                ("linear", "asymmetric"),
+                ("linear", "align_corners"),
+                ("linear", "pytorch_half_pixel"),
+                ("nearest", "asymmetric"),
+                ("nearest", "half_pixel"),
+            ]);
+            let factor = b.pick(&[2.0f32, 0.5, 1.5]);
+            let roi = b.floats(&[]);
+            let scales = b.floats(&[1.0, 1.0, factor, factor]);
+            let mut attrs = vec![
+                ("mode", Attr::Text(mode)),
+                ("coordinate_transformation_mode", Attr::Text(transform)),
+            ];
+            if mode == "nearest" {
+                attrs.push(("nearest_mode", Attr::Text("floor")));
+            }
+            b.node("Resize", &["input", &roi, &scales], attrs)
+        }
+        "Split" => {
+            // Both parts on to the logits through different ops, as a detector's heads do.
+            let weight = b.constant(&[4, 3, 1, 1], 0.5, 0.0);
+            let mixed = b.node("Conv", &["input", &weight], vec![]);
+            let parts = b.node_outputs("Split", &[&mixed], 2, 1);
+            let scores = b.node("Sigmoid", &[&parts[0]], vec![]);
+            let sides = b.node("LeakyRelu", &[&parts[1]], vec![("alpha", Attr::Float(0.2))]);
+            b.node("Concat", &[&scores, &sides], vec![("axis", Attr::Int(1))])
+        }
+        "SplitOnePart" => {
+            // A part that never reaches the logits gets a zero gradient.
+            let parts = b.node_outputs("Split", &["input"], 3, 1);
+            b.node("Relu", &[&parts[1]], vec![])
+        }
         "Reshape" => {
             let shape = b.int64(&[0, -1, 3]);
             let reshaped = b.node("Reshape", &["input", &shape], vec![]);
@@ -484,7 +580,16 @@ fn elementwise_rules() {
 
 #[test]
 fn shape_rules_and_a_small_network() {
-    for op in ["Concat", "Transpose", "Reshape", "Network"] {
+    for op in [
+        "Concat",
+        "Transpose",
+        "Reshape",
+        "Pad",
+        "Resize",
+        "Split",
+        "SplitOnePart",
+        "Network",
+    ] {
         check_op(op);
     }
 }
