@@ -1,8 +1,9 @@
 //! The detector from the photo file: NanoDet's detections equal the Python reference's decoding
 //! (NanoDet's own, torchvision's `batched_nms`) on onnxruntime's outputs, and LIME explaining
-//! one box equals `lime` on the same samples scored by the same box target
-//! (`fixtures/detection/generate.py`).
+//! one box equals `lime` on the same samples scored by the same box target, and the CAMs of a box
+//! equal pytorch-grad-cam's on the converted model (`fixtures/detection/generate.py`).
 
+use camlime_core::cam::{CamMethod, compute};
 use camlime_core::detection::BoxChoice;
 use camlime_core::engine::Composed;
 use camlime_core::explanation::{TaskConfig, TaskRecord};
@@ -10,11 +11,11 @@ use camlime_core::lime::{HideColor, cosine_distances, explain_label, fill_image,
 use camlime_core::nalgebra::DMatrix;
 use camlime_core::ndarray::{Array2, Axis};
 use camlime_core::surrogate::FeatureSelection;
-use camlime_core::{Segmentation, decode_image, task};
+use camlime_core::{ExplainConfig, Segmentation, Sequential, decode_image, task};
 use ndarray_npy::ReadNpyExt;
 use serde_json::Value;
 
-use crate::common::{bundled, fixture as fixture_path, models_dir};
+use crate::common::{bundled, fixture as fixture_path, map_agreement, models_dir, png16_map};
 
 fn reference() -> Value {
     serde_json::from_str(
@@ -181,4 +182,51 @@ fn a_box_gone_from_the_image_scores_zero() {
     );
     let error = task::detect(&bundled("mobilenet_v2"), &base, None).unwrap_err();
     assert!(error.to_string().contains("not a detector"), "{error}");
+}
+
+#[test]
+fn cams_of_a_box_equal_pytorch_grad_cam_on_the_converted_model() {
+    let detector = bundled("nanodet");
+    let fixture = reference();
+    let mut config = ExplainConfig::default();
+    config.cam.layers = ["fpn.p3", "fpn.p4", "fpn.p5"].map(String::from).to_vec();
+    config.target = Some(0);
+    for (photo, expected) in fixture["cams"].as_object().unwrap() {
+        let base = base(photo);
+        let task = TaskConfig::Detection(BoxChoice::default());
+        let (Some(headed), Some(TaskRecord::Detection { target, .. })) =
+            task::bind(&detector, &base, &task).unwrap()
+        else {
+            panic!("a detection binds a head");
+        };
+        assert_eq!(
+            target.detection.index as u64,
+            expected["index"].as_u64().unwrap()
+        );
+        for method in [
+            CamMethod::EigenCam,
+            CamMethod::GradCam,
+            CamMethod::HiResCam,
+            CamMethod::LayerCam,
+        ] {
+            let ours = compute(&headed, &base, method, &config, &Sequential).unwrap();
+            let stem = photo.split('.').next().unwrap();
+            let reference = png16_map(&format!("detection/{stem}.{}.png", method.name()));
+            let (pearson, max_abs) = map_agreement(&ours.map, &reference);
+            eprintln!(
+                "{photo} {}: pearson {pearson:.6} max|Δ| {max_abs:.2e}",
+                method.name()
+            );
+            assert!(
+                pearson >= 0.999,
+                "{photo} {}: pearson {pearson}",
+                method.name()
+            );
+            assert!(
+                max_abs <= 1e-4,
+                "{photo} {}: max |Δ| {max_abs}",
+                method.name()
+            );
+        }
+    }
 }
