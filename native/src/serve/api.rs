@@ -10,6 +10,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use camlime_core::detection::{BoundingBox, Detection};
 use camlime_core::evaluation::{self, Evaluation, Plan, Report, Row, paper_methods};
 use camlime_core::{ExplainConfig, ExplanationRecord, Layer, ModelSummary, Runtime};
 use futures_util::Stream;
@@ -19,8 +20,8 @@ use utoipa::{OpenApi, ToSchema};
 use super::AppState;
 use super::error::{ApiError, ErrorBody, ErrorCode, ErrorDetail};
 use super::input::{
-    EvalImage, EvalRequest, EvalSubmission, ExplainRequest, PredictRequest, Submission,
-    check_config, find_model, heavy,
+    DetectRequest, EvalImage, EvalRequest, EvalSubmission, ExplainRequest, PredictRequest,
+    Submission, check_config, find_model, heavy,
 };
 use super::jobs::{JobCounts, JobKind, JobResult, JobStatus, Progress, Status};
 use crate::models::LoadedModel;
@@ -38,6 +39,7 @@ use crate::parallel::Threads;
     paths(
         models,
         predict,
+        detect,
         explain,
         submit_job,
         submit_evaluation,
@@ -56,6 +58,11 @@ use crate::parallel::Threads;
         PredictRequest,
         PredictResponse,
         PredictionInfo,
+        DetectRequest,
+        DetectResponse,
+        DetectionInfo,
+        Detection,
+        BoundingBox,
         ExplainRequest,
         EvalRequest,
         EvalImage,
@@ -90,6 +97,29 @@ pub struct PredictionInfo {
     pub label: String,
     /// Softmax probability.
     pub probability: f32,
+}
+
+/// One detection: the core's (its box in model-input pixels), and its box in the photo's.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DetectionInfo {
+    /// Box, class, label, score and where the score sits in the model's outputs.
+    #[serde(flatten)]
+    pub detection: Detection,
+    /// The box in the uploaded photo's pixels.
+    pub image_box: BoundingBox,
+}
+
+/// A detector's detections in an image, best first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DetectResponse {
+    /// The model.
+    pub model: String,
+    /// The photo's `[height, width]`.
+    pub image_size: [u32; 2],
+    /// The model input's `[height, width]` (where `box` lies).
+    pub input_size: [u32; 2],
+    /// Best first; `box` K of an explanation's `task` is the K-th.
+    pub detections: Vec<DetectionInfo>,
 }
 
 /// The top classes of an image.
@@ -242,6 +272,50 @@ pub async fn predict(
                 class: p.class,
                 label: p.label,
                 probability: p.probability,
+            })
+            .collect(),
+    }))
+}
+
+/// Detect objects with a detector: boxes, classes and scores, best first (what an
+/// explanation's `task: {"kind": "detection", "box": K}` picks from).
+#[utoipa::path(
+    post,
+    path = "/v1/detect",
+    request_body(content = DetectRequest, description = "JSON (image base64), or multipart/form-data with an `image` part and a `request` part holding this JSON without `image`"),
+    responses(
+        (status = 200, body = DetectResponse),
+        (status = 400, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 415, body = ErrorBody), (status = 429, body = ErrorBody)
+    )
+)]
+pub async fn detect(
+    State(state): State<Arc<AppState>>,
+    submission: Submission<DetectRequest>,
+) -> Result<Json<DetectResponse>, ApiError> {
+    let request = submission.request;
+    let model = find_model(&state, &request.model)?;
+    let name = model.name.clone();
+    let decoding = state.limits.decode;
+    let bytes = submission.image;
+    let threshold = request.score_threshold;
+    let [h, w] = model.classifier.input_size().map(|d| d as u32);
+    let (image_size, detections) = compute(&state, 1, move |_| {
+        let image = decode_bytes(&bytes, &decoding)?;
+        let base = model.classifier.spec().preprocessing.base_image(&image)?;
+        let found = camlime_core::task::detect(&model.classifier, &base, threshold)?;
+        Ok(([image.height(), image.width()], found))
+    })
+    .await?;
+    Ok(Json(DetectResponse {
+        model: name,
+        image_size,
+        input_size: [h, w],
+        detections: detections
+            .into_iter()
+            .map(|d| DetectionInfo {
+                image_box: d.bbox.scaled([h, w], image_size),
+                detection: d,
             })
             .collect(),
     }))

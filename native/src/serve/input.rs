@@ -41,6 +41,21 @@ pub struct PredictRequest {
     pub top: u16,
 }
 
+/// `POST /v1/detect`: the command line's `detect`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DetectRequest {
+    /// A detector of `GET /v1/models` (default `nanodet`).
+    #[serde(default = "default_detector")]
+    pub model: String,
+    /// The image, base64 (JSON bodies; multipart sends it as the `image` part).
+    #[serde(default)]
+    pub image: Option<String>,
+    /// Detections scoring above this (default: the model's threshold).
+    #[serde(default)]
+    pub score_threshold: Option<f32>,
+}
+
 /// `POST /v1/explain` and `POST /v1/jobs`: the command line's `explain`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -159,6 +174,10 @@ fn default_model() -> String {
     "mobilenet_v2".into()
 }
 
+fn default_detector() -> String {
+    "nanodet".into()
+}
+
 fn default_top() -> u16 {
     5
 }
@@ -179,6 +198,28 @@ pub trait WithImage: Sized {
 
     /// The request from a form's plain fields (name, value), in the order sent.
     fn from_fields(fields: &[(String, String)]) -> Result<Self, ApiError>;
+}
+
+impl WithImage for DetectRequest {
+    fn take_image(&mut self) -> Option<String> {
+        self.image.take()
+    }
+
+    fn from_fields(fields: &[(String, String)]) -> Result<Self, ApiError> {
+        let mut request = Self {
+            model: default_detector(),
+            image: None,
+            score_threshold: None,
+        };
+        for (name, value) in fields {
+            match name.as_str() {
+                "model" => request.model = value.clone(),
+                "score_threshold" => request.score_threshold = Some(parse_field(name, value)?),
+                other => return Err(unknown_field(other, "`model` and `score_threshold`")),
+            }
+        }
+        Ok(request)
+    }
 }
 
 impl WithImage for PredictRequest {

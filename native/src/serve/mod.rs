@@ -241,6 +241,7 @@ fn router(state: Arc<AppState>, args: &ServeArgs) -> Result<Router> {
     let api = Router::new()
         .route("/v1/models", get(api::models))
         .route("/v1/predict", post(api::predict))
+        .route("/v1/detect", post(api::detect))
         .route("/v1/explain", post(api::explain))
         .route("/v1/jobs", post(api::submit_job).get(api::list_jobs))
         .route("/v1/evaluations", post(api::submit_evaluation))

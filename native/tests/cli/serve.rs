@@ -1297,3 +1297,77 @@ fn a_server_started_with_exif_orientation_apply_turns_uploads_as_the_cli_does() 
         );
     }
 }
+
+/// `/v1/detect` lists the boxes `camlime detect` lists, and an explanation job with a detection
+/// task explains the chosen box as `camlime explain --box` does.
+#[test]
+fn detect_and_box_explanations_over_http_equal_the_command_line() {
+    let dir = scratch("detect-http");
+    let server = Server::start(&dir, &["--threads", "2"]);
+    let photo = std::fs::read(repo("models/samples/chelsea.png")).unwrap();
+    let (status, models) = get(&server, "/v1/models");
+    assert_eq!(status, 200);
+    let nanodet = models
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "nanodet")
+        .unwrap();
+    assert_eq!(
+        (&nanodet["task"], &nanodet["num_classes"]),
+        (&json!("detection"), &json!(80))
+    );
+    let (status, by_json) = post_json(&server, "/v1/detect", &json!({"image": base64(&photo)}));
+    assert_eq!(status, 200, "{by_json}");
+    let (status, by_form) = post_form(&server, "/v1/detect", &photo, &json!({}));
+    assert_eq!(status, 200, "{by_form}");
+    assert_eq!(by_json, by_form);
+    let output = camlime(&["detect", "models/samples/chelsea.png", "--json"]);
+    assert!(output.status.success());
+    let cli: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(by_json["detections"], cli["detections"]);
+    assert_eq!(by_json["detections"][1]["label"], "cat");
+
+    let request = json!({"model": "nanodet", "source": "chelsea.png",
+                         "config": {"method": "eigencam", "task": {"kind": "detection", "box": 1}}});
+    let job = wait_for_job(&server, &submit(&server, &request));
+    assert_eq!(job["status"], "done", "{job}");
+    let record = &job["result"];
+    assert_eq!(record["task"]["target"]["detection"]["label"], "cat");
+    let output = camlime(&[
+        "explain",
+        "models/samples/chelsea.png",
+        "--model",
+        "nanodet",
+        "--method",
+        "eigencam",
+        "--box",
+        "1",
+        "--json",
+        "--out",
+        dir.join("cli").to_str().unwrap(),
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let cli: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(results_only(record.clone()), results_only(cli));
+
+    let (status, error) = post_json(
+        &server,
+        "/v1/detect",
+        &json!({"model": "mobilenet_v2", "image": base64(&photo)}),
+    );
+    assert_eq!(status, 400, "{error}");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not a detector")
+    );
+    let (_, openapi) = get(&server, "/v1/openapi.json");
+    assert!(openapi["paths"]["/v1/detect"].is_object());
+    assert!(openapi["components"]["schemas"]["DetectResponse"].is_object());
+}
