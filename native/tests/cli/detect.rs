@@ -103,7 +103,8 @@ fn a_box_is_explained_with_its_score_and_drawn() {
 
 #[test]
 fn detector_misuse_gets_one_clear_line() {
-    let cases: [(&[&str], &str); 5] = [
+    let eval_out = scratch("detect-eval");
+    let cases: [(&[&str], &str); 6] = [
         (
             &[
                 "explain", MOTORCYCLE, "--model", "nanodet", "--method", "eigencam", "--box", "3",
@@ -128,6 +129,20 @@ fn detector_misuse_gets_one_clear_line() {
         (
             &["predict", MOTORCYCLE, "--model", "nanodet"],
             "is a detector",
+        ),
+        (
+            &[
+                "eval",
+                "--images",
+                "models/samples",
+                "--model",
+                "nanodet",
+                "--methods",
+                "eigencam",
+                "--out",
+                eval_out.to_str().unwrap(),
+            ],
+            "evaluation metrics score a class per image, not a box",
         ),
     ];
     for (args, message) in cases {

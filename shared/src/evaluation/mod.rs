@@ -15,7 +15,7 @@ use tract_onnx::prelude::tract_ndarray::{Array2, Array3, Axis};
 use crate::cam::CamMethod;
 use crate::explanation::ExplainConfig;
 use crate::metrics::{Forward, Instance, MethodExplainer, Metric, Outcome, method_map, mprt};
-use crate::model::Classifier;
+use crate::model::{Classifier, Task};
 use crate::preprocess::{DecodeOptions, decode_image};
 use crate::render::paint;
 use crate::runtime::{self, Runtime};
@@ -141,6 +141,12 @@ impl Image {
         target: Option<usize>,
         limits: &DecodeOptions,
     ) -> Result<Self> {
+        if let Task::Detection(_) = classifier.spec().task {
+            return Err(Error::Parameter(format!(
+                "`{}` is a detector: evaluation metrics score a class per image, not a box",
+                classifier.spec().name
+            )));
+        }
         let image = decode_image(image, limits)?;
         let preprocessing = &classifier.spec().preprocessing;
         let base = preprocessing.base_image(&image)?;
