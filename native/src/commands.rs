@@ -96,6 +96,17 @@ pub struct PredictArgs {
     /// How many classes to show per image.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=1000))]
     pub top: u16,
+    /// How images are decoded.
+    #[command(flatten)]
+    pub decode: DecodeFlags,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// How `predict` and `detect` decode images.
+#[derive(Debug, Args)]
+pub struct DecodeFlags {
     /// Largest accepted image, in pixels (decompression-bomb guard).
     #[arg(long, default_value_t = DecodeOptions::default().max_pixels)]
     pub max_pixels: u64,
@@ -103,9 +114,16 @@ pub struct PredictArgs {
     /// `ImageOps.exif_transpose`).
     #[arg(long, default_value_t = ExifOrientation::Ignore)]
     pub exif_orientation: ExifOrientation,
-    /// Print JSON instead of text.
-    #[arg(long)]
-    pub json: bool,
+}
+
+impl DecodeFlags {
+    /// The decoder's options.
+    pub fn options(&self) -> DecodeOptions {
+        DecodeOptions {
+            max_pixels: self.max_pixels,
+            exif_orientation: self.exif_orientation,
+        }
+    }
 }
 
 /// Arguments of `detect`.
@@ -123,13 +141,9 @@ pub struct DetectArgs {
     /// Draw each image's boxes into `DIR/<stem>.detections.png`.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// Largest accepted image, in pixels (decompression-bomb guard).
-    #[arg(long, default_value_t = DecodeOptions::default().max_pixels)]
-    pub max_pixels: u64,
-    /// EXIF orientation: `ignore` (as Pillow and torchvision) or `apply` (as
-    /// `ImageOps.exif_transpose`).
-    #[arg(long, default_value_t = ExifOrientation::Ignore)]
-    pub exif_orientation: ExifOrientation,
+    /// How images are decoded.
+    #[command(flatten)]
+    pub decode: DecodeFlags,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
@@ -238,10 +252,7 @@ struct ImagePredictions<'a> {
 }
 
 fn predict(bundle: &Bundle, args: &PredictArgs, out: &mut dyn Write) -> Result<()> {
-    let limits = DecodeOptions {
-        max_pixels: args.max_pixels,
-        exif_orientation: args.exif_orientation,
-    };
+    let limits = args.decode.options();
     let mut inputs = Vec::with_capacity(args.images.len());
     for path in &args.images {
         let image = decode_image(&read_image(path)?, &limits)
@@ -325,10 +336,7 @@ struct ImageDetections<'a> {
 }
 
 fn detect(bundle: &Bundle, args: &DetectArgs, out: &mut dyn Write) -> Result<()> {
-    let options = DecodeOptions {
-        max_pixels: args.max_pixels,
-        exif_orientation: args.exif_orientation,
-    };
+    let options = args.decode.options();
     let model = bundle.load(&args.model)?;
     let classifier = &model.classifier;
     let [h, w] = classifier.input_size().map(|d| d as u32);

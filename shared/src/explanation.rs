@@ -220,11 +220,7 @@ impl Pending {
         }
         record.timings.sampling_ms = since(runtime, sampling_from);
         let config = record.config.clone();
-        let bound = job
-            .task
-            .as_ref()
-            .map(|t| task::headed(classifier, t))
-            .transpose()?;
+        let bound = task::for_job(classifier, job.task.as_ref())?;
         let classifier = bound.as_ref().unwrap_or(classifier);
         let weights = kernel(&cosine_distances(&z), config.lime.kernel_width);
         let fit = |design: &DMatrix<f64>| -> Result<Vec<LabelExplanation>> {
@@ -363,11 +359,7 @@ pub fn classify_samples(
             job.num_samples, job.chunk
         )));
     }
-    let bound = job
-        .task
-        .as_ref()
-        .map(|t| task::headed(classifier, t))
-        .transpose()?;
+    let bound = task::for_job(classifier, job.task.as_ref())?;
     let classifier = bound.as_ref().unwrap_or(classifier);
     for &label in &job.labels {
         classifier.check_class(label)?;

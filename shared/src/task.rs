@@ -127,6 +127,12 @@ pub fn bind(
     }
 }
 
+/// `classifier` with the head of a sample job's task, if it has one (how every phase after
+/// `start` rebuilds it).
+pub fn for_job(classifier: &Classifier, task: Option<&TaskRecord>) -> Result<Option<Classifier>> {
+    task.map(|t| headed(classifier, t)).transpose()
+}
+
 /// `classifier` with the head of a task record (how the sample workers rebuild it).
 pub fn headed(classifier: &Classifier, record: &TaskRecord) -> Result<Classifier> {
     match record {

@@ -4,14 +4,14 @@
 //! equal pytorch-grad-cam's on the converted model (`fixtures/detection/generate.py`).
 
 use camlime_core::cam::{CamMethod, compute};
-use camlime_core::detection::BoxChoice;
+use camlime_core::detection::{BoxChoice, Detection};
 use camlime_core::engine::Composed;
 use camlime_core::explanation::{TaskConfig, TaskRecord};
 use camlime_core::lime::{HideColor, cosine_distances, explain_label, fill_image, kernel};
 use camlime_core::nalgebra::DMatrix;
 use camlime_core::ndarray::{Array2, Axis};
 use camlime_core::surrogate::FeatureSelection;
-use camlime_core::{ExplainConfig, Segmentation, Sequential, decode_image, task};
+use camlime_core::{Classifier, ExplainConfig, Segmentation, Sequential, decode_image, task};
 use ndarray_npy::ReadNpyExt;
 use serde_json::Value;
 
@@ -32,6 +32,16 @@ fn base(photo: &str) -> image::RgbImage {
         .preprocessing
         .base_image(&image)
         .unwrap()
+}
+
+/// The classifier headed by the best detection's box score, as explanations bind it, and that
+/// detection.
+fn best_box(detector: &Classifier, base: &image::RgbImage) -> (Classifier, Detection) {
+    let task = TaskConfig::Detection(BoxChoice::default());
+    match task::bind(detector, base, &task).unwrap() {
+        (Some(headed), Some(TaskRecord::Detection { target, .. })) => (headed, target.detection),
+        _ => panic!("a detection binds a head"),
+    }
 }
 
 #[test]
@@ -74,15 +84,9 @@ fn lime_on_a_box_equals_lime_with_the_box_target() {
     let fixture = reference();
     let lime = &fixture["lime"];
     let base = base(lime["photo"].as_str().unwrap());
-    // The box target, bound as explanations bind it.
-    let task = TaskConfig::Detection(BoxChoice::default());
-    let (Some(headed), Some(TaskRecord::Detection { target, .. })) =
-        task::bind(&detector, &base, &task).unwrap()
-    else {
-        panic!("a detection binds a head");
-    };
+    let (headed, target) = best_box(&detector, &base);
     assert_eq!(
-        target.detection.class as u64,
+        target.class as u64,
         lime["target"]["class"].as_u64().unwrap()
     );
     // The reference's samples: its segments and design, composed as LIME's samples are.
@@ -160,12 +164,7 @@ fn lime_on_a_box_equals_lime_with_the_box_target() {
 fn a_box_gone_from_the_image_scores_zero() {
     let detector = bundled("nanodet");
     let base = base("motorcycle_left.png");
-    let task = TaskConfig::Detection(BoxChoice::default());
-    let (Some(headed), Some(TaskRecord::Detection { target, .. })) =
-        task::bind(&detector, &base, &task).unwrap()
-    else {
-        panic!("a detection binds a head");
-    };
+    let (headed, target) = best_box(&detector, &base);
     let black = image::RgbImage::new(416, 416);
     let input = detector
         .spec()
@@ -174,7 +173,7 @@ fn a_box_gone_from_the_image_scores_zero() {
         .unwrap();
     let values = headed.forward(input.view(), &[]).unwrap().logits;
     assert_eq!(values.dim(), (2, 1));
-    assert_eq!(values[(0, 0)], target.detection.score);
+    assert_eq!(values[(0, 0)], target.score);
     assert_eq!(
         values[(1, 0)],
         0.0,
@@ -193,16 +192,8 @@ fn cams_of_a_box_equal_pytorch_grad_cam_on_the_converted_model() {
     config.target = Some(0);
     for (photo, expected) in fixture["cams"].as_object().unwrap() {
         let base = base(photo);
-        let task = TaskConfig::Detection(BoxChoice::default());
-        let (Some(headed), Some(TaskRecord::Detection { target, .. })) =
-            task::bind(&detector, &base, &task).unwrap()
-        else {
-            panic!("a detection binds a head");
-        };
-        assert_eq!(
-            target.detection.index as u64,
-            expected["index"].as_u64().unwrap()
-        );
+        let (headed, target) = best_box(&detector, &base);
+        assert_eq!(target.index as u64, expected["index"].as_u64().unwrap());
         for method in [
             CamMethod::EigenCam,
             CamMethod::GradCam,
