@@ -626,14 +626,21 @@ pub fn load_bundled_model(ctx: Ctx, name: String) {
         ctx.fail(format!("no bundled model is called `{name}`"));
         return;
     };
-    let spec = match ctx.labels.with_untracked(|labels| entry.spec(labels)) {
-        Ok(spec) => spec,
-        Err(e) => return ctx.fail(e.to_string()),
-    };
     ctx.model_choice.set(name.clone());
     ctx.model.set(ModelState::Loading(name));
     let started = now_ms();
     leptos::task::spawn_local(async move {
+        // The ImageNet names are fetched at boot; a model with other labels (a detector's
+        // COCO classes) brings its own file.
+        let labels = match entry.labels.as_str() {
+            "imagenet_classes.txt" => Ok(ctx.labels.get_untracked()),
+            file => fetch_text(&format!("{MODELS}/{file}")).await,
+        };
+        let spec = labels.and_then(|labels| entry.spec(&labels).map_err(|e| e.to_string()));
+        let spec = match spec {
+            Ok(spec) => spec,
+            Err(message) => return ctx.fail(message),
+        };
         match fetch_bytes(&format!("{MODELS}/{}", entry.file)).await {
             Ok(bytes) => {
                 ctx.timing("model_fetch_ms", now_ms() - started);
