@@ -87,8 +87,18 @@ pub trait Head: Send + Sync + std::fmt::Debug {
     fn labels(&self) -> Vec<String>;
     /// The values for one image's raw outputs.
     fn values(&self, raw: &[f32]) -> Vec<f32>;
-    /// Σ_k seed_k · ∂value_k/∂raw for one image (the seed of the raw outputs' gradient).
-    fn pullback(&self, raw: &[f32], seed: &[f32]) -> Vec<f32>;
+    /// The values for one image's raw outputs and Σ_k seed_k · ∂value_k/∂raw (the seed of the
+    /// raw outputs' gradient), from one reading of `raw`.
+    fn pullback(&self, raw: &[f32], seed: &[f32]) -> Pulled;
+}
+
+/// What [`Head::pullback`] returns for one image.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Pulled {
+    /// The head's values (as [`Head::values`]).
+    pub values: Vec<f32>,
+    /// The seed on the raw outputs.
+    pub seed: Vec<f32>,
 }
 
 /// The tensor the flattened outputs of a multi-output task are gathered in.
@@ -142,7 +152,7 @@ impl Classifier {
             .proto_model_for_read(&mut &onnx_bytes[..])
             .map_err(|e| Error::Model(format!("not an ONNX model: {e}")))?;
         if let Some(graph) = proto.graph.as_mut() {
-            onnx::fold_half_weights(graph)?;
+            onnx::fold_half_weights(graph);
             let outputs = match &spec.task {
                 Task::Detection(detector) => detector.outputs(),
                 Task::Classification => Vec::new(),
@@ -588,17 +598,24 @@ impl Classifier {
         let mut values = Array2::zeros((raw.nrows(), self.num_classes));
         for (row, mut out) in raw.rows().into_iter().zip(values.rows_mut()) {
             let row = row.as_standard_layout();
-            let v = head.values(row.as_slice().unwrap_or_default());
-            if v.len() != self.num_classes {
-                return Err(Error::Inference(format!(
-                    "the head returned {} values for {} labels",
-                    v.len(),
-                    self.num_classes
-                )));
-            }
-            out.assign(&ndarray_row(v));
+            out.assign(&self.head_row(head.values(row.as_slice().unwrap_or_default()))?);
         }
         Ok(values)
+    }
+
+    /// One image's head values as a row, checked against the head's labels.
+    fn head_row(
+        &self,
+        values: Vec<f32>,
+    ) -> Result<tract_onnx::prelude::tract_ndarray::Array1<f32>> {
+        if values.len() != self.num_classes {
+            return Err(Error::Inference(format!(
+                "the head returned {} values for {} labels",
+                values.len(),
+                self.num_classes
+            )));
+        }
+        Ok(ndarray_row(values))
     }
 
     /// [`Classifier::forward`] without the head.
@@ -855,26 +872,32 @@ impl Classifier {
         }
         let request = self.gradient_request(layers, input_gradient, rule)?;
         let chunk = self.fixed_batch.unwrap_or(self.batch_size);
+        // The gradient plan takes its seed as an input, so a head must first see the raw outputs
+        // at this input to pull its seed back onto them; its values come from that same reading.
+        let mut head_values = None;
         let pulled;
         let seeds = match &self.head {
             None => seeds,
             Some(head) => {
-                // The head's seed, pulled back onto the raw outputs at this input.
                 let raw = self.forward_raw(input, &[])?.logits;
                 let mut raw_seeds = Array2::zeros((n, self.raw_outputs));
-                for ((row, seed), mut out) in raw
+                let mut values = Array2::zeros((n, self.num_classes));
+                for (((row, seed), mut out), mut value) in raw
                     .rows()
                     .into_iter()
                     .zip(seeds.rows())
                     .zip(raw_seeds.rows_mut())
+                    .zip(values.rows_mut())
                 {
                     let (row, seed) = (row.as_standard_layout(), seed.as_standard_layout());
                     let pulled = head.pullback(
                         row.as_slice().unwrap_or_default(),
                         seed.as_slice().unwrap_or_default(),
                     );
-                    out.assign(&ndarray_row(pulled));
+                    out.assign(&ndarray_row(pulled.seed));
+                    value.assign(&self.head_row(pulled.values)?);
                 }
+                head_values = Some(values);
                 pulled = raw_seeds;
                 pulled.view()
             }
@@ -894,7 +917,7 @@ impl Classifier {
         let activations: Vec<_> = joined.by_ref().take(layers.len()).collect();
         let gradients: Vec<_> = joined.by_ref().take(layers.len()).collect();
         Ok(GradientOutput {
-            logits: self.headed(logits)?,
+            logits: head_values.unwrap_or(logits),
             activations,
             gradients,
             input_gradient: joined.next(),

@@ -131,7 +131,7 @@ pub(crate) fn f32_values(tensor: &TensorProto) -> Result<Vec<f32>> {
 /// Every `Cast` to float32 of a float16 initializer replaced by a float32 initializer of its
 /// output's name (models shipped with half-size weights): everything downstream — the engines,
 /// the backward transform, model edits — then reads plain float32 weights.
-pub(crate) fn fold_half_weights(graph: &mut GraphProto) -> Result<()> {
+pub(crate) fn fold_half_weights(graph: &mut GraphProto) {
     let halves: HashMap<String, usize> = graph
         .initializer
         .iter()
@@ -140,7 +140,7 @@ pub(crate) fn fold_half_weights(graph: &mut GraphProto) -> Result<()> {
         .map(|(i, t)| (t.name.clone(), i))
         .collect();
     if halves.is_empty() {
-        return Ok(());
+        return;
     }
     let mut folded = Vec::new();
     let mut nodes = Vec::with_capacity(graph.node.len());
@@ -168,17 +168,15 @@ pub(crate) fn fold_half_weights(graph: &mut GraphProto) -> Result<()> {
         }
     }
     graph.node = nodes;
-    let read: std::collections::HashSet<&str> = graph
+    let read: std::collections::HashSet<String> = graph
         .node
         .iter()
-        .flat_map(|n| n.input.iter().map(String::as_str))
+        .flat_map(|n| n.input.iter().cloned())
         .collect();
-    let read: std::collections::HashSet<String> = read.into_iter().map(str::to_owned).collect();
     graph
         .initializer
         .retain(|t| t.data_type != DataType::Float16 as i32 || read.contains(&t.name));
     graph.initializer.extend(folded);
-    Ok(())
 }
 
 /// The flattened `N × (Σ sizes)` concatenation of `outputs` (each reshaped to `N × rest`),

@@ -13,7 +13,7 @@ use image::RgbImage;
 
 use crate::detection::{BoxTarget, Detection, DetectorSpec};
 use crate::explanation::{TaskConfig, TaskRecord};
-use crate::model::{Classifier, Head, Task};
+use crate::model::{Classifier, Head, Pulled, Task};
 use crate::{Error, Result};
 
 /// The detector's decoding, or an error naming the model's task.
@@ -96,12 +96,16 @@ impl Head for BoxScore {
         vec![self.matched(raw).map_or(0.0, |d| d.score)]
     }
 
-    fn pullback(&self, raw: &[f32], seed: &[f32]) -> Vec<f32> {
+    fn pullback(&self, raw: &[f32], seed: &[f32]) -> Pulled {
+        let matched = self.matched(raw);
         let mut pulled = vec![0.0; raw.len()];
-        if let (Some(d), Some(&s)) = (self.matched(raw), seed.first()) {
+        if let (Some(d), Some(&s)) = (&matched, seed.first()) {
             pulled[d.index] = s;
         }
-        pulled
+        Pulled {
+            values: vec![matched.map_or(0.0, |d| d.score)],
+            seed: pulled,
+        }
     }
 }
 

@@ -255,11 +255,7 @@ pub async fn predict(
     }
     let top = usize::from(request.top);
     let name = model.name.clone();
-    let decoding = state.limits.decode;
-    let bytes = submission.image;
-    let predictions = compute(&state, 1, move |_| {
-        let image = decode_bytes(&bytes, &decoding)?;
-        let base = model.classifier.spec().preprocessing.base_image(&image)?;
+    let predictions = on_base_image(&state, model, submission.image, move |model, _, base| {
         let mut rows = model.classifier.predict(&[base], top)?;
         Ok(rows.pop().unwrap_or_default())
     })
@@ -296,16 +292,17 @@ pub async fn detect(
     let request = submission.request;
     let model = find_model(&state, &request.model)?;
     let name = model.name.clone();
-    let decoding = state.limits.decode;
-    let bytes = submission.image;
     let threshold = request.score_threshold;
     let [h, w] = model.classifier.input_size().map(|d| d as u32);
-    let (image_size, detections) = compute(&state, 1, move |_| {
-        let image = decode_bytes(&bytes, &decoding)?;
-        let base = model.classifier.spec().preprocessing.base_image(&image)?;
-        let found = camlime_core::task::detect(&model.classifier, &base, threshold)?;
-        Ok(([image.height(), image.width()], found))
-    })
+    let (image_size, detections) = on_base_image(
+        &state,
+        model,
+        submission.image,
+        move |model, image, base| {
+            let found = camlime_core::task::detect(&model.classifier, &base, threshold)?;
+            Ok(([image.height(), image.width()], found))
+        },
+    )
     .await?;
     Ok(Json(DetectResponse {
         model: name,
@@ -319,6 +316,25 @@ pub async fn detect(
             })
             .collect(),
     }))
+}
+
+/// `work` on the compute pool with the decoded upload and its base image for `model` (resized
+/// to the model's input): what every one-image endpoint does.
+async fn on_base_image<T: Send + 'static>(
+    state: &AppState,
+    model: Arc<LoadedModel>,
+    bytes: axum::body::Bytes,
+    work: impl FnOnce(&LoadedModel, &image::RgbImage, image::RgbImage) -> Result<T, ApiError>
+    + Send
+    + 'static,
+) -> Result<T, ApiError> {
+    let decoding = state.limits.decode;
+    compute(state, 1, move |_| {
+        let image = decode_bytes(&bytes, &decoding)?;
+        let base = model.classifier.spec().preprocessing.base_image(&image)?;
+        work(&model, &image, base)
+    })
+    .await
 }
 
 /// The checked pieces of an explain request.

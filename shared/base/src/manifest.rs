@@ -35,7 +35,7 @@ pub struct ModelEntry {
     /// The input tensor.
     pub input: InputEntry,
     /// What the model does: `classification` (the default) or `detection`.
-    #[serde(default = "classification")]
+    #[serde(default = "crate::spec::classification")]
     pub task: String,
     /// Name of the logits tensor (classifiers).
     #[serde(default)]
@@ -55,10 +55,6 @@ pub struct ModelEntry {
     pub licence: String,
     /// Where the weights came from and how the file was built.
     pub provenance: String,
-}
-
-fn classification() -> String {
-    "classification".into()
 }
 
 /// The input tensor of a model.

@@ -113,7 +113,8 @@ pub struct ModelSummary {
     pub layers: Vec<Layer>,
 }
 
-fn classification() -> String {
+/// The task a model or manifest entry names when it names none.
+pub(crate) fn classification() -> String {
     "classification".into()
 }
 
