@@ -7,6 +7,8 @@ models/manifest.json and writes
 
 - models/nanodet.onnx       NanoDet (RangiLyu/nanodet, Apache-2.0), COCO-80 detector, 416×416
 - models/coco_classes.txt   the 80 COCO class names as @vladmandic/human lists them
+- models/selfie.onnx        MediaPipe Selfie Segmentation (Apache-2.0), person mask, 256×256
+- models/person_classes.txt the segmenter's one class
 
 It needs pinned tools: `pip install tensorflow-cpu==2.19.1 tf2onnx==1.17.0 onnx==1.22.0 numpy`
 (tf2onnx 1.17 still calls `np.product`, removed in NumPy 2: the conversion runs behind a shim).
@@ -25,6 +27,11 @@ What the conversion changes, and why:
 - Weights that TensorFlow.js stored as float16 stay float16 in the file, each behind a Cast to
   float32: the values are exactly the package's, at half the size.
 - Tensors get readable names (`input`, `backbone.s8`, `fpn.p3`, `head.s8`, …).
+- Selfie takes RGB / 255 (human.js's `segmentation/selfie.ts`) in NHWC: tf2onnx converts it with
+  `--inputs-as-nchw`. The converted model ends at the person logit (`logits`, N×1×256×256, the
+  input of the final sigmoid): a region's summed logit is what its explanations explain. The
+  squeeze-excitation blocks' reshapes to [1, C, 1, 1] are no-ops on N×C×1×1 tensors that fix
+  the batch at 1: they are removed.
 """
 
 import hashlib
@@ -81,8 +88,9 @@ def npm_package(name, version, expected):
     return files
 
 
-def tfjs_to_onnx(files, stem, tmp):
-    """Convert `models/{stem}.json` (+ its weight shards) of the package with tf2onnx."""
+def tfjs_to_onnx(files, stem, tmp, nchw_input=None):
+    """Convert `models/{stem}.json` (+ its weight shards) of the package with tf2onnx
+    (`nchw_input`: an NHWC input to take as NCHW)."""
     folder = Path(tmp) / stem
     folder.mkdir()
     topology = json.loads(files[f"models/{stem}.json"])
@@ -92,7 +100,8 @@ def tfjs_to_onnx(files, stem, tmp):
             (folder / shard).write_bytes(files[f"models/{shard}"])
     out = folder / "model.onnx"
     subprocess.run([sys.executable, "-c", TF2ONNX_SHIM, "--tfjs", str(folder / "model.json"),
-                    "--output", str(out), "--opset", str(OPSET)], check=True,
+                    "--output", str(out), "--opset", str(OPSET),
+                    *(["--inputs-as-nchw", nchw_input] if nchw_input else [])], check=True,
                    env={**os.environ, "PYTHONHASHSEED": "0"},
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     float16 = {w["name"] for group in topology["weightsManifest"] for w in group["weights"]
@@ -262,6 +271,51 @@ def nanodet(files, tmp):
     return model, layers
 
 
+# --------------------------------------------------------------------------- Selfie
+
+SELFIE_LAYERS = {
+    # readable name: (the tensor tf2onnx names, its [C, H, W])
+    "encoder.s2": ("add:0", [16, 128, 128]),
+    "encoder.s8": ("ArithmeticOptimizer/AddOpsRewrite_add__xeno_compat__1:0", [24, 32, 32]),
+    "encoder.s16": ("add_4__xeno_compat__1:0", [32, 16, 16]),
+    "decoder.s8": ("add_7__xeno_compat__1:0", [24, 32, 32]),
+    "decoder.s4": ("add_10__xeno_compat__1:0", [16, 64, 64]),
+    "decoder.s2": ("add_13__xeno_compat__1:0", [16, 128, 128]),
+}
+
+
+def selfie(files, tmp):
+    model, float16 = tfjs_to_onnx(files, "selfie", tmp, nchw_input="input_1:0")
+    shapes = shapes_of(model)
+    rename(model, model.graph.input[0].name, "input")
+    sigmoid = next(n for n in model.graph.node if n.op_type == "Sigmoid"
+                   and any(r.op_type == "Reshape" and r.input[0] == n.output[0]
+                           and r.output[0] == model.graph.output[0].name for r in model.graph.node))
+    shapes["logits"] = shapes[sigmoid.input[0]]
+    rename(model, sigmoid.input[0], "logits")
+    set_outputs(model, ["logits"], shapes)
+    initializers = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    for node in [n for n in model.graph.node if n.op_type == "Reshape"]:
+        target = initializers.get(node.input[1])
+        source = shapes.get(node.input[0])
+        if target is not None and source is not None and list(target) == source:
+            model.graph.node.remove(node)
+            rename(model, node.output[0], node.input[0])
+    prune(model)
+    for name, (tensor, shape) in SELFIE_LAYERS.items():
+        if shapes.get(tensor, [None])[1:] != shape:
+            raise SystemExit(f"selfie: {tensor} is {shapes.get(tensor)}, expected {shape}")
+        rename(model, tensor, name)
+    store_float16(model, float16)
+    canonical_names(model, {"input", "logits", *SELFIE_LAYERS})
+    symbolic_batch(model)
+    onnx.checker.check_model(model)
+    if any(n.op_type == "Reshape" for n in model.graph.node):
+        raise SystemExit("selfie: a reshape fixing the batch is left")
+    layers = [{"name": n, "tensor": n, "shape": shape} for n, (_, shape) in SELFIE_LAYERS.items()]
+    return model, layers
+
+
 def coco_labels(human_files):
     source = human_files["src/object/labels.ts"].decode()
     labels = re.findall(r"label: '([^']+)'", source)
@@ -283,7 +337,9 @@ def main():
         models = npm_package(*HUMAN_MODELS)
         human = npm_package(*HUMAN)
         detector, detector_layers = nanodet(models, tmp)
+        segmenter, segmenter_layers = selfie(models, tmp)
     (HERE / "coco_classes.txt").write_text("\n".join(coco_labels(human)) + "\n")
+    (HERE / "person_classes.txt").write_text("person\n")
     package = f"npm {HUMAN_MODELS[0]}@{HUMAN_MODELS[1]} (sha256 {HUMAN_MODELS[2]})"
     entries = [{
         "name": "nanodet",
@@ -307,6 +363,23 @@ def main():
         "licence": "Apache-2.0 (NanoDet weights, RangiLyu/nanodet); package MIT",
         "provenance": f"{package}, models/nanodet.json + nanodet.bin (TensorFlow.js graph, float16 "
                       "weights), converted by models/build_apps.py with tf2onnx 1.17.0",
+    }, {
+        "name": "selfie",
+        "title": "MediaPipe Selfie Segmentation (person mask, 256×256)",
+        "task": "segmentation",
+        "file": "selfie.onnx",
+        "sha256": write(segmenter, "selfie.onnx"),
+        "input": {"name": "input", "size": [256, 256]},
+        "preprocessing": {"resize": {"mode": "exact", "size": [256, 256]}, "interpolation": "bilinear",
+                          "crop": [256, 256],
+                          "normalize": {"kind": "scale_offset", "scale": 1.0, "offset": 0.0}},
+        "labels": "person_classes.txt",
+        "segmentation": {"logits": "logits", "threshold": 0.5},
+        "layers": segmenter_layers,
+        "default_layers": ["decoder.s8"],
+        "licence": "Apache-2.0 (MediaPipe Selfie Segmentation, google/mediapipe); package MIT",
+        "provenance": f"{package}, models/selfie.json + selfie.bin (TensorFlow.js graph, float16 "
+                      "weights), converted by models/build_apps.py with tf2onnx 1.17.0",
     }]
     manifest_path = HERE / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
@@ -314,6 +387,8 @@ def main():
     manifest["models"] = [m for m in manifest["models"] if m["name"] not in names] + entries
     manifest["labels"]["coco_classes.txt"] = (f"npm {HUMAN[0]}@{HUMAN[1]} (sha256 {HUMAN[2]}), "
                                               "src/object/labels.ts")
+    manifest["labels"]["person_classes.txt"] = ("the one class of MediaPipe Selfie Segmentation's "
+                                                "mask, written by models/build_apps.py")
     manifest_path.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
 
 

@@ -260,13 +260,20 @@ fn predict(bundle: &Bundle, args: &PredictArgs, out: &mut dyn Write) -> Result<(
         inputs.push(image);
     }
     let model = bundle.load(&args.model)?;
-    if let Task::Detection(_) = model.classifier.spec().task {
-        bail!(
+    match model.classifier.spec().task {
+        Task::Detection(_) => bail!(
             "`{}` is a detector: list its boxes with `camlime detect`, explain one with \
              `camlime explain --model {} --box K`",
             model.name,
             model.name
-        );
+        ),
+        Task::Segmentation(_) => bail!(
+            "`{}` is a segmenter: explain a region of its mask with `camlime explain --model {} \
+             --task segmentation [--region X0,Y0,X1,Y1 | --region-mask MASK.png]`",
+            model.name,
+            model.name
+        ),
+        Task::Classification => {}
     }
     let preprocessing = &model.classifier.spec().preprocessing;
     let base_images = inputs

@@ -7,13 +7,16 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail, ensure};
+use camlime_core::detection::BoundingBox;
 use camlime_core::engine::EngineChoice;
-use camlime_core::explanation::{TaskRecord, image_sha256};
-use camlime_core::preprocess::{DecodeOptions, ExifOrientation};
+use camlime_core::explanation::{TaskConfig, TaskRecord, image_sha256};
+use camlime_core::preprocess::{DecodeOptions, ExifOrientation, ResizeMode};
+use camlime_core::region::{Region, RegionChoice, RegionShape};
 use camlime_core::render::{
-    GridCell, MaskOptions, cam_overlay, comparison_grid, draw_detections, mask_picture,
-    weight_plot_png, weight_plot_svg,
+    GridCell, MaskOptions, PREDICTED, REGION, cam_overlay, comparison_grid, draw_detections,
+    mask_picture, outline_region, tint_region, weight_plot_png, weight_plot_svg,
 };
+use camlime_core::spec::Task;
 use camlime_core::{ExplanationRecord, Method, decode_image};
 use clap::Args;
 use image::RgbImage;
@@ -82,6 +85,19 @@ pub struct ExplainArgs {
     /// Print the record as JSON on stdout instead of a summary.
     #[arg(long)]
     pub json: bool,
+    /// A segmenter explains its logits summed over this box of the photo (pixels) instead of
+    /// over its predicted mask.
+    #[arg(
+        long,
+        value_name = "X0,Y0,X1,Y1",
+        value_delimiter = ',',
+        conflicts_with = "region_mask"
+    )]
+    pub region: Option<Vec<f32>>,
+    /// A segmenter explains its logits summed over the non-black pixels of this picture (a mask
+    /// of the photo, any size) instead of over its predicted mask.
+    #[arg(long, value_name = "MASK")]
+    pub region_mask: Option<PathBuf>,
     /// Re-run a recorded explanation and check that it reproduces exactly.
     #[arg(long, value_name = "RECORD.json")]
     pub replay: Option<PathBuf>,
@@ -138,11 +154,16 @@ pub fn explain(bundle: &Bundle, args: &ExplainArgs, out: &mut dyn Write) -> Resu
         Some(path) => replay(bundle, args, path)?,
         None => {
             let image_path = args.image.clone().context("an image is required")?;
-            let config = args.config.config(args.method)?;
+            let mut config = args.config.config(args.method)?;
             let image = load_image(&image_path, &args.run.decoding())?;
             let model = bundle
                 .load(&args.model)?
                 .on_device(args.device, &args.engine)?;
+            if let Some(region) = photo_region(args, &image, &model)? {
+                config.task = TaskConfig::Segmentation(RegionChoice {
+                    region: Some(region),
+                });
+            }
             let runtime = args.run.runtime();
             let record = camlime_core::explain(
                 &model.classifier,
@@ -164,6 +185,57 @@ pub fn explain(bundle: &Bundle, args: &ExplainArgs, out: &mut dyn Write) -> Resu
         summary(&record, &written, out)?;
     }
     Ok(())
+}
+
+/// The region `--region` or `--region-mask` give in photo pixels, on the model's input (the
+/// preprocessing must resize the whole photo to the input, as a segmenter's does).
+fn photo_region(
+    args: &ExplainArgs,
+    image: &RgbImage,
+    model: &LoadedModel,
+) -> Result<Option<RegionShape>> {
+    if args.region.is_none() && args.region_mask.is_none() {
+        return Ok(None);
+    }
+    let spec = model.classifier.spec();
+    ensure!(
+        matches!(spec.task, Task::Segmentation(_)),
+        "--region and --region-mask choose a region of a segmenter's mask; `{}` is a {} model",
+        model.name,
+        spec.task.name()
+    );
+    ensure!(
+        matches!(args.config.task.as_deref(), None | Some("segmentation")),
+        "--region and --region-mask need --task segmentation"
+    );
+    let preprocessing = &spec.preprocessing;
+    ensure!(
+        preprocessing.resize == ResizeMode::Exact(preprocessing.crop),
+        "--region and --region-mask are photo pixels: they need a model whose preprocessing \
+         resizes the whole photo to its input without cropping"
+    );
+    let photo = [image.height(), image.width()];
+    if let Some(values) = &args.region {
+        let [x0, y0, x1, y1] = values[..] else {
+            bail!("--region takes x0,y0,x1,y1");
+        };
+        let bbox = BoundingBox { x0, y0, x1, y1 }.scaled(photo, preprocessing.crop);
+        let shape = RegionShape::Box(bbox);
+        RegionChoice {
+            region: Some(shape.clone()),
+        }
+        .validate()?;
+        return Ok(Some(shape));
+    }
+    let Some(path) = &args.region_mask else {
+        return Ok(None);
+    };
+    let mask = load_image(path, &args.run.decoding())?;
+    let inside: Vec<bool> = mask.pixels().map(|p| p.0 != [0, 0, 0]).collect();
+    Ok(Some(RegionShape::Mask(Region::from_mask(
+        [mask.height() as usize, mask.width() as usize],
+        &inside,
+    ))))
 }
 
 fn replay(
@@ -257,15 +329,28 @@ fn write_outputs(
         Ok(())
     };
     // A detection's pictures show the explained box.
-    let boxed = |image: RgbImage| match &record.task {
-        Some(TaskRecord::Detection { target, .. }) => draw_detections(
-            &image,
-            std::slice::from_ref(&target.detection),
-            [base.height(), base.width()],
-            Some(&target.detection),
-        ),
-        None => image,
+    // A segmentation's pictures outline the explained region.
+    let boxed = |image: RgbImage| -> Result<RgbImage> {
+        Ok(match &record.task {
+            Some(TaskRecord::Detection { target, .. }) => draw_detections(
+                &image,
+                std::slice::from_ref(&target.detection),
+                [base.height(), base.width()],
+                Some(&target.detection),
+            ),
+            Some(TaskRecord::Segmentation(target)) => {
+                outline_region(&image, &target.region, REGION, 2)?
+            }
+            None => image,
+        })
     };
+    if let Some(TaskRecord::Segmentation(target)) = &record.task {
+        let tinted = tint_region(base, &target.predicted, PREDICTED, 0.45)?;
+        save(
+            format!("{prefix}.segmentation.png"),
+            &outline_region(&tinted, &target.region, REGION, 2)?,
+        )?;
+    }
     if let Some(TaskRecord::Detection { detections, target }) = &record.task {
         save(
             format!("{prefix}.detections.png"),
@@ -280,13 +365,13 @@ fn write_outputs(
     if let Some(cam) = &record.cam {
         save(
             format!("{prefix}.overlay.png"),
-            &boxed(cam_overlay(base, &cam.map, 0.5)?),
+            &boxed(cam_overlay(base, &cam.map, 0.5)?)?,
         )?;
     }
     if record.segments.is_some() {
         save(
             format!("{prefix}.mask.png"),
-            &boxed(picture(record, base, &run.mask_options())?),
+            &boxed(picture(record, base, &run.mask_options())?)?,
         )?;
         let curves = record.weight_curves();
         let title = format!("{} — {}", stem, record.target.label);
@@ -321,11 +406,43 @@ fn summary(record: &ExplanationRecord, written: &[PathBuf], out: &mut dyn Write)
         record.model.name,
         record.engine
     )?;
-    writeln!(
-        out,
-        "target: {} {} (p={:.4})",
-        record.target.class, record.target.label, record.target.probability
-    )?;
+    match &record.task {
+        None => writeln!(
+            out,
+            "target: {} {} (p={:.4})",
+            record.target.class, record.target.label, record.target.probability
+        )?,
+        Some(TaskRecord::Detection { detections, target }) => writeln!(
+            out,
+            "target: box {} {} (score {:.4}; in each perturbed image, the best box of its class \
+             with IoU ≥ 0.5, 0 when gone)",
+            detections
+                .iter()
+                .position(|d| d == &target.detection)
+                .map_or_else(|| "?".into(), |k| k.to_string()),
+            target.detection.label,
+            target.detection.score
+        )?,
+        Some(TaskRecord::Segmentation(target)) => {
+            let [h, w] = target.predicted.size;
+            writeln!(
+                out,
+                "target: {} = {:.2} (the region is {} of the {}×{} map; the predicted mask {} \
+                 pixels, {:.1}%); positive weights raise the logits there",
+                record.target.label,
+                target.score,
+                if target.region == target.predicted {
+                    "the predicted mask"
+                } else {
+                    "the given region"
+                },
+                h,
+                w,
+                target.predicted.area(),
+                100.0 * target.predicted.area() as f64 / (h * w) as f64
+            )?;
+        }
+    }
     if let Some(cam) = &record.cam
         && let Some(stability) = cam.stability.as_ref().filter(|s| s.is_unstable())
     {

@@ -12,6 +12,7 @@ use camlime_core::camlime::CamLimeMode;
 use camlime_core::detection::BoxChoice;
 use camlime_core::explanation::TaskConfig;
 use camlime_core::lime::{HideColor, LimeConfig};
+use camlime_core::region::RegionChoice;
 use camlime_core::surrogate::FeatureSelection;
 use camlime_core::{ExplainConfig, Method, SegmenterConfig};
 use clap::{Args, CommandFactory, Parser};
@@ -43,9 +44,11 @@ pub struct ConfigFlags {
     /// Class to explain (index); default: the predicted class.
     #[arg(long)]
     pub target: Option<usize>,
-    /// What is explained: `classification` (a class) or `detection` (one box of a detector;
-    /// implied by --box and --class, and by a detector model).
-    #[arg(long, value_name = "TASK", value_parser = ["classification", "detection"])]
+    /// What is explained: `classification` (a class), `detection` (one box of a detector;
+    /// implied by --box and --class, and by a detector model) or `segmentation` (a segmenter's
+    /// logits summed over a region: its predicted mask unless `explain --region` says otherwise;
+    /// implied by a segmenter model).
+    #[arg(long, value_name = "TASK", value_parser = ["classification", "detection", "segmentation"])]
     pub task: Option<String>,
     /// The detection to explain, best first (with --class, among that class's); default 0.
     #[arg(long = "box", value_name = "K")]
@@ -207,9 +210,10 @@ impl ConfigFlags {
         match self.task.as_deref() {
             Some("detection") => Ok(TaskConfig::Detection(choice)),
             None if chosen => Ok(TaskConfig::Detection(choice)),
-            Some("classification") if chosen => {
+            Some(_) if chosen => {
                 bail!("--box and --class choose a detection: they need --task detection")
             }
+            Some("segmentation") => Ok(TaskConfig::Segmentation(RegionChoice::default())),
             _ => Ok(TaskConfig::Classification),
         }
     }

@@ -16,6 +16,7 @@ use crate::lime::{
     top_labels,
 };
 use crate::model::{Classifier, Task};
+use crate::region::RegionChoice;
 use crate::runtime::{self, Runtime, check_cancelled};
 use crate::segment::Segmentation;
 use crate::task;
@@ -277,7 +278,7 @@ pub fn validate(classifier: &Classifier, config: &ExplainConfig) -> Result<()> {
     let config = &fitted(classifier, config);
     config.check()?;
     task::check(classifier, &config.task)?;
-    match (config.target, config.task) {
+    match (config.target, &config.task) {
         (Some(class), TaskConfig::Classification) => {
             classifier.check_class(class)?;
         }
@@ -296,14 +297,17 @@ pub fn validate(classifier: &Classifier, config: &ExplainConfig) -> Result<()> {
 }
 
 /// `config` as it applies to `classifier`: a detector asked for the default task (and no class)
-/// explains its best detection. Explanations record this configuration.
+/// explains its best detection, a segmenter its predicted mask. Explanations record this configuration.
 pub fn fitted(classifier: &Classifier, config: &ExplainConfig) -> ExplainConfig {
     let mut config = config.clone();
-    if let Task::Detection(_) = classifier.spec().task
-        && config.task == TaskConfig::Classification
-        && config.target.is_none()
-    {
-        config.task = TaskConfig::Detection(BoxChoice::default());
+    if config.task == TaskConfig::Classification && config.target.is_none() {
+        match classifier.spec().task {
+            Task::Detection(_) => config.task = TaskConfig::Detection(BoxChoice::default()),
+            Task::Segmentation(_) => {
+                config.task = TaskConfig::Segmentation(RegionChoice::default());
+            }
+            Task::Classification => {}
+        }
     }
     config
 }

@@ -153,10 +153,7 @@ impl Classifier {
             .map_err(|e| Error::Model(format!("not an ONNX model: {e}")))?;
         if let Some(graph) = proto.graph.as_mut() {
             onnx::fold_half_weights(graph);
-            let outputs = match &spec.task {
-                Task::Detection(detector) => detector.outputs(),
-                Task::Classification => Vec::new(),
-            };
+            let outputs = spec.task.outputs();
             if !outputs.is_empty() {
                 onnx::gather_outputs(graph, &outputs, TASK_OUTPUTS)?;
             }
@@ -400,6 +397,17 @@ impl Classifier {
             }
             return Ok(());
         }
+        if let Task::Segmentation(_) = &self.spec.task {
+            // One logit map; explanations bind a head summing a region of it.
+            self.segmentation_size()?;
+            if self.spec.labels.len() > 1 {
+                return Err(Error::Model(format!(
+                    "the segmenter has one class but {} labels were given",
+                    self.spec.labels.len()
+                )));
+            }
+            return Ok(());
+        }
         self.labels = match self.spec.labels.len() {
             0 => (0..self.num_classes)
                 .map(|i| format!("class {i}"))
@@ -486,6 +494,7 @@ impl Classifier {
                 Task::Detection(detector) => detector
                     .classes(self.input_size, self.raw_outputs)
                     .unwrap_or_default(),
+                Task::Segmentation(_) => 1,
                 Task::Classification => self.num_classes(),
             },
             default_layers: self.default_layers().to_vec(),
@@ -1015,13 +1024,42 @@ impl Classifier {
         Ok(logits)
     }
 
+    /// A segmenter's map `[height, width]` (its logits are `N × 1 × height × width`), or an
+    /// error for any other model or shape.
+    pub fn segmentation_size(&self) -> Result<[usize; 2]> {
+        let Task::Segmentation(segmenter) = &self.spec.task else {
+            return Err(Error::Parameter(format!(
+                "`{}` is a {} model, not a segmenter",
+                self.spec.name,
+                self.spec.task.name()
+            )));
+        };
+        match self.shapes.get(&segmenter.logits).map(Vec::as_slice) {
+            Some([_, 1, h, w]) if h * w == self.raw_outputs => Ok([*h, *w]),
+            other => Err(Error::Model(format!(
+                "a segmenter's `{}` must be one N × 1 × H × W logit map, found shape {other:?}",
+                segmenter.logits
+            ))),
+        }
+    }
+
     /// The top `k` classes of each base image, most probable first.
     pub fn predict(&self, images: &[RgbImage], k: usize) -> Result<Vec<Vec<Prediction>>> {
-        if let (Task::Detection(_), None) = (&self.spec.task, &self.head) {
-            return Err(Error::Parameter(format!(
-                "`{}` is a detector: it has no classes to predict; detect its objects instead",
-                self.spec.name
-            )));
+        match (&self.spec.task, &self.head) {
+            (Task::Detection(_), None) => {
+                return Err(Error::Parameter(format!(
+                    "`{}` is a detector: it has no classes to predict; detect its objects instead",
+                    self.spec.name
+                )));
+            }
+            (Task::Segmentation(_), None) => {
+                return Err(Error::Parameter(format!(
+                    "`{}` is a segmenter: it has no classes to predict; explain a region of its \
+                     mask instead (`--task segmentation`)",
+                    self.spec.name
+                )));
+            }
+            _ => {}
         }
         let logits = self.logits(images)?;
         logits

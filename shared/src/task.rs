@@ -6,6 +6,10 @@
 //! explain one detection, [`bind`] picks it and returns the classifier with a [`BoxScore`] head:
 //! its one "class" is that detection's score, followed through each perturbed image by class and
 //! IoU, 0 once the box is gone; its gradient seed is that score's element in the raw outputs.
+//!
+//! A segmenter's raw output is its flattened logit map; [`segment`] gives its predicted mask and
+//! [`bind`] a [`RegionLogits`] head: the logits summed over the chosen region, whose gradient
+//! seed is the region's indicator.
 
 use std::sync::Arc;
 
@@ -14,6 +18,7 @@ use image::RgbImage;
 use crate::detection::{BoxTarget, Detection, DetectorSpec};
 use crate::explanation::{TaskConfig, TaskRecord};
 use crate::model::{Classifier, Head, Pulled, Task};
+use crate::region::{Region, RegionTarget};
 use crate::{Error, Result};
 
 /// The detector's decoding, or an error naming the model's task.
@@ -54,6 +59,87 @@ pub fn detect(
         &classifier.spec().labels,
         threshold,
     )
+}
+
+/// A segmenter's raw logit map of one base image (already resized to the model's input).
+fn logit_map(classifier: &Classifier, base: &RgbImage) -> Result<Vec<f32>> {
+    let tensor = classifier
+        .spec()
+        .preprocessing
+        .tensor(std::slice::from_ref(base))?;
+    Ok(classifier.raw_outputs(tensor.view())?.row(0).to_vec())
+}
+
+/// A segmenter's predicted mask of a base image (already resized to the model's input).
+pub fn segment(classifier: &Classifier, base: &RgbImage) -> Result<Region> {
+    let size = classifier.segmentation_size()?;
+    let Task::Segmentation(spec) = &classifier.spec().task else {
+        unreachable!("segmentation_size checked the task")
+    };
+    spec.mask(&logit_map(classifier, base)?, size)
+}
+
+/// A segmenter's logits summed over a region as the one value explainers see.
+#[derive(Debug)]
+pub struct RegionLogits {
+    label: String,
+    pixels: Vec<usize>,
+}
+
+impl RegionLogits {
+    /// The head of `region` (a map of the segmenter's size) on a segmenter with class `label`.
+    pub fn new(classifier: &Classifier, region: &Region) -> Result<Self> {
+        let size = classifier.segmentation_size()?;
+        if region.size != size {
+            return Err(Error::Parameter(format!(
+                "the region is a {}×{} map, the segmenter's is {}×{}",
+                region.size[0], region.size[1], size[0], size[1]
+            )));
+        }
+        let pixels: Vec<usize> = region
+            .mask()?
+            .iter()
+            .enumerate()
+            .filter_map(|(i, &inside)| inside.then_some(i))
+            .collect();
+        let class = classifier
+            .spec()
+            .labels
+            .first()
+            .map_or("class 0", String::as_str);
+        Ok(Self {
+            label: format!("{class} logit summed over {} pixels", pixels.len()),
+            pixels,
+        })
+    }
+
+    fn sum(&self, raw: &[f32]) -> f32 {
+        self.pixels.iter().filter_map(|&i| raw.get(i)).sum()
+    }
+}
+
+impl Head for RegionLogits {
+    fn labels(&self) -> Vec<String> {
+        vec![self.label.clone()]
+    }
+
+    fn values(&self, raw: &[f32]) -> Vec<f32> {
+        vec![self.sum(raw)]
+    }
+
+    fn pullback(&self, raw: &[f32], seed: &[f32]) -> Pulled {
+        let mut pulled = vec![0.0; raw.len()];
+        let s = seed.first().copied().unwrap_or(0.0);
+        for &i in &self.pixels {
+            if let Some(p) = pulled.get_mut(i) {
+                *p = s;
+            }
+        }
+        Pulled {
+            values: vec![self.sum(raw)],
+            seed: pulled,
+        }
+    }
 }
 
 /// A detection's score as the one value explainers see (see the module's description).
@@ -128,6 +214,22 @@ pub fn bind(
             let record = TaskRecord::Detection { detections, target };
             Ok((Some(headed(classifier, &record)?), Some(record)))
         }
+        TaskConfig::Segmentation(choice) => {
+            let size = classifier.segmentation_size()?;
+            let Task::Segmentation(spec) = &classifier.spec().task else {
+                unreachable!("segmentation_size checked the task")
+            };
+            let logits = logit_map(classifier, base)?;
+            let predicted = spec.mask(&logits, size)?;
+            let region = choice.pick(&predicted, size, classifier.input_size())?;
+            let head = RegionLogits::new(classifier, &region)?;
+            let record = TaskRecord::Segmentation(RegionTarget {
+                score: head.sum(&logits),
+                predicted,
+                region,
+            });
+            Ok((Some(classifier.with_head(Arc::new(head))?), Some(record)))
+        }
     }
 }
 
@@ -143,6 +245,9 @@ pub fn headed(classifier: &Classifier, record: &TaskRecord) -> Result<Classifier
         TaskRecord::Detection { target, .. } => {
             classifier.with_head(Arc::new(BoxScore::new(classifier, target.clone())?))
         }
+        TaskRecord::Segmentation(target) => {
+            classifier.with_head(Arc::new(RegionLogits::new(classifier, &target.region)?))
+        }
     }
 }
 
@@ -153,6 +258,9 @@ pub fn check(classifier: &Classifier, task: &TaskConfig) -> Result<()> {
         let hint = match model_task {
             Task::Detection(_) => {
                 " (explain one of its boxes: task `detection`, `--task detection`)"
+            }
+            Task::Segmentation(_) => {
+                " (explain a region of its mask: task `segmentation`, `--task segmentation`)"
             }
             Task::Classification => "",
         };
@@ -172,6 +280,9 @@ pub fn check(classifier: &Classifier, task: &TaskConfig) -> Result<()> {
                 "class {class} is out of range: the detector has {classes} classes"
             )));
         }
+    }
+    if let TaskConfig::Segmentation(choice) = task {
+        choice.validate()?;
     }
     Ok(())
 }

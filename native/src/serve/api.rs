@@ -12,6 +12,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use camlime_core::detection::{BoundingBox, Detection};
 use camlime_core::evaluation::{self, Evaluation, Plan, Report, Row, paper_methods};
+use camlime_core::region::{Region, RegionChoice, RegionShape, RegionTarget};
 use camlime_core::{ExplainConfig, ExplanationRecord, Layer, ModelSummary, Runtime};
 use futures_util::Stream;
 use serde::Serialize;
@@ -63,6 +64,10 @@ use crate::parallel::Threads;
         DetectionInfo,
         Detection,
         BoundingBox,
+        RegionChoice,
+        RegionShape,
+        Region,
+        RegionTarget,
         ExplainRequest,
         EvalRequest,
         EvalImage,

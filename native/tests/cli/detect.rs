@@ -142,7 +142,7 @@ fn detector_misuse_gets_one_clear_line() {
                 "--out",
                 eval_out.to_str().unwrap(),
             ],
-            "evaluation metrics score a class per image, not a box",
+            "is a detection model: evaluation metrics score a classifier's class per image",
         ),
     ];
     for (args, message) in cases {

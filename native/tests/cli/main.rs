@@ -10,4 +10,5 @@ mod detect;
 mod eval;
 mod explain;
 mod parallel;
+mod segment;
 mod serve;

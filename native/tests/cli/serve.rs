@@ -1371,3 +1371,75 @@ fn detect_and_box_explanations_over_http_equal_the_command_line() {
     assert!(openapi["paths"]["/v1/detect"].is_object());
     assert!(openapi["components"]["schemas"]["DetectResponse"].is_object());
 }
+
+/// An explanation job with a segmentation task and a box region (model-input pixels) explains
+/// what `camlime explain --region` (photo pixels) explains; the OpenAPI document describes it.
+#[test]
+fn region_explanations_over_http_equal_the_command_line() {
+    let dir = scratch("segment-http");
+    let server = Server::start(&dir, &["--threads", "2"]);
+    let (_, models) = get(&server, "/v1/models");
+    let selfie = models
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "selfie")
+        .unwrap();
+    assert_eq!(
+        (&selfie["task"], &selfie["num_classes"]),
+        (&json!("segmentation"), &json!(1))
+    );
+    let region = json!({"box": {"x0": 60.0, "y0": 20.0, "x1": 180.0, "y1": 140.0}});
+    let request = json!({"model": "selfie", "source": "chelsea.png",
+                         "config": {"method": "gradcam",
+                                    "task": {"kind": "segmentation", "region": region}}});
+    let job = wait_for_job(&server, &submit(&server, &request));
+    assert_eq!(job["status"], "done", "{job}");
+    let record = &job["result"];
+    assert_eq!(
+        record["target"]["label"],
+        "person logit summed over 14400 pixels"
+    );
+    // Chelsea is 451 × 300: the same box in photo pixels.
+    let output = camlime(&[
+        "explain",
+        "models/samples/chelsea.png",
+        "--model",
+        "selfie",
+        "--method",
+        "gradcam",
+        "--region",
+        "105.703125,23.4375,317.109375,164.0625",
+        "--json",
+        "--out",
+        dir.join("cli").to_str().unwrap(),
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut cli: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(record["task"], cli["task"]);
+    assert_eq!(record["cam"], cli["cam"]);
+    // The CLI records the box it converted from photo pixels, which differs from the request's
+    // by rounding only.
+    cli["config"]["task"] = record["config"]["task"].clone();
+    assert_eq!(results_only(record.clone()), results_only(cli));
+    let bad = json!({"model": "selfie", "config": {"method": "gradcam",
+                     "task": {"kind": "segmentation", "region": {"box": {"x0": 5.0, "y0": 0.0, "x1": 1.0, "y1": 9.0}}}}});
+    let (status, error) = post_form(&server, "/v1/jobs", &chelsea(), &bad);
+    assert_eq!(status, 400, "{error}");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("x0 < x1"),
+        "{error}"
+    );
+    let (_, openapi) = get(&server, "/v1/openapi.json");
+    let schemas = &openapi["components"]["schemas"];
+    for schema in ["RegionChoice", "RegionShape", "Region", "RegionTarget"] {
+        assert!(schemas[schema].is_object(), "OpenAPI lacks {schema}");
+    }
+}

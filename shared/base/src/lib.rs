@@ -26,6 +26,7 @@ pub mod manifest;
 mod names;
 pub mod preprocess;
 pub mod record;
+pub mod region;
 pub mod render;
 pub mod runtime;
 pub mod segment;

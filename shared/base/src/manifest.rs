@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::detection::DetectorSpec;
 use crate::preprocess::Preprocessing;
+use crate::region::SegmentationSpec;
 use crate::spec::{ModelSpec, NamedLayer, Task};
 use crate::{Error, Result};
 
@@ -34,7 +35,7 @@ pub struct ModelEntry {
     pub sha256: String,
     /// The input tensor.
     pub input: InputEntry,
-    /// What the model does: `classification` (the default) or `detection`.
+    /// What the model does: `classification` (the default), `detection` or `segmentation`.
     #[serde(default = "crate::spec::classification")]
     pub task: String,
     /// Name of the logits tensor (classifiers).
@@ -43,6 +44,9 @@ pub struct ModelEntry {
     /// What a detector's outputs are and how they decode (detectors).
     #[serde(default)]
     pub detector: Option<DetectorSpec>,
+    /// A segmenter's logit map (task `segmentation`).
+    #[serde(default)]
+    pub segmentation: Option<SegmentationSpec>,
     /// How images become the input tensor.
     pub preprocessing: Preprocessing,
     /// Labels file, relative to the manifest (one class name per line).
@@ -129,18 +133,25 @@ impl Manifest {
 impl ModelEntry {
     /// What the model's outputs are, from `task` and its section.
     pub fn task(&self) -> Result<Task> {
-        match (self.task.as_str(), &self.detector) {
-            ("classification", None) => Ok(Task::Classification),
-            ("detection", Some(detector)) => {
+        match (self.task.as_str(), &self.detector, &self.segmentation) {
+            ("classification", None, None) => Ok(Task::Classification),
+            ("detection", Some(detector), None) => {
                 detector.validate()?;
                 Ok(Task::Detection(Box::new(detector.clone())))
             }
-            ("classification" | "detection", _) => Err(Error::Manifest(format!(
-                "model `{}`: a `detector` section belongs to task `detection` and only to it",
-                self.name
-            ))),
-            (other, _) => Err(Error::Manifest(format!(
-                "model `{}`: unknown task `{other}` (classification, detection)",
+            ("segmentation", None, Some(segmenter)) => {
+                segmenter.validate()?;
+                Ok(Task::Segmentation(segmenter.clone()))
+            }
+            ("classification" | "detection" | "segmentation", _, _) => {
+                Err(Error::Manifest(format!(
+                    "model `{}`: a `detector` section belongs to task `detection`, a \
+                     `segmentation` section to task `segmentation`, each only to it",
+                    self.name
+                )))
+            }
+            (other, _, _) => Err(Error::Manifest(format!(
+                "model `{}`: unknown task `{other}` (classification, detection, segmentation)",
                 self.name
             ))),
         }

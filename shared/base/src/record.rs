@@ -12,6 +12,7 @@ use crate::camlime::CamLimeMode;
 use crate::detection::{BoxChoice, BoxTarget, Detection};
 use crate::lime::{HideColor, LabelExplanation, LimeConfig};
 use crate::preprocess::Preprocessing;
+use crate::region::{RegionChoice, RegionTarget};
 use crate::render::WeightCurve;
 use crate::segment::{Segmentation, SegmenterConfig};
 use crate::{Error, Result};
@@ -138,7 +139,7 @@ pub struct ExplainConfig {
 
 /// What an explanation targets beyond a class: the model's task and its choice.
 #[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum TaskConfig {
     /// A classifier's class (`target`).
@@ -146,14 +147,17 @@ pub enum TaskConfig {
     Classification,
     /// One detection of a detector: its score, followed through the perturbed images.
     Detection(BoxChoice),
+    /// A region of a segmenter's map: its summed logit.
+    Segmentation(RegionChoice),
 }
 
 impl TaskConfig {
-    /// The task's name, as models name theirs (`classification`, `detection`).
+    /// The task's name, as models name theirs (`classification`, `detection`, `segmentation`).
     pub fn name(&self) -> &'static str {
         match self {
             TaskConfig::Classification => "classification",
             TaskConfig::Detection(_) => "detection",
+            TaskConfig::Segmentation(_) => "segmentation",
         }
     }
 }
@@ -170,6 +174,8 @@ pub enum TaskRecord {
         /// The explained one.
         target: BoxTarget,
     },
+    /// A segmenter's explanation.
+    Segmentation(RegionTarget),
 }
 
 impl Default for ExplainConfig {

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::detection::DetectorSpec;
 use crate::preprocess::Preprocessing;
+use crate::region::SegmentationSpec;
 
 /// What a model's outputs are, beyond a classifier's logits.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -16,14 +17,26 @@ pub enum Task {
     Classification,
     /// An object detector: its outputs and their decoding.
     Detection(Box<DetectorSpec>),
+    /// A segmenter: its logit map.
+    Segmentation(SegmentationSpec),
 }
 
 impl Task {
-    /// The task's name (`classification`, `detection`).
+    /// The task's name (`classification`, `detection`, `segmentation`).
     pub fn name(&self) -> &'static str {
         match self {
             Task::Classification => "classification",
             Task::Detection(_) => "detection",
+            Task::Segmentation(_) => "segmentation",
+        }
+    }
+
+    /// The output tensors the task reads (gathered into one flat output), none for a classifier.
+    pub fn outputs(&self) -> Vec<String> {
+        match self {
+            Task::Classification => Vec::new(),
+            Task::Detection(detector) => detector.outputs(),
+            Task::Segmentation(segmenter) => segmenter.outputs(),
         }
     }
 }
@@ -102,7 +115,7 @@ pub struct ModelSummary {
     pub sha256: String,
     /// Input width and height.
     pub input_size: [usize; 2],
-    /// What the model does (`classification`, `detection`).
+    /// What the model does (`classification`, `detection`, `segmentation`).
     #[serde(default = "classification")]
     pub task: String,
     /// Classes (a detector's object classes).

@@ -141,10 +141,12 @@ impl Image {
         target: Option<usize>,
         limits: &DecodeOptions,
     ) -> Result<Self> {
-        if let Task::Detection(_) = classifier.spec().task {
+        let task = &classifier.spec().task;
+        if !matches!(task, Task::Classification) {
             return Err(Error::Parameter(format!(
-                "`{}` is a detector: evaluation metrics score a class per image, not a box",
-                classifier.spec().name
+                "`{}` is a {} model: evaluation metrics score a classifier's class per image",
+                classifier.spec().name,
+                task.name()
             )));
         }
         let image = decode_image(image, limits)?;

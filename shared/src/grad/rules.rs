@@ -316,7 +316,7 @@ pub(super) fn adjoint(
             let factor = ctx.emit.const_f32(&dims, factor);
             ctx.emit.node("Mul", &[g, &factor], vec![])
         }
-        ("Add", 0 | 1) => ctx.unbroadcast(g, y, x)?,
+        ("Add", 0 | 1) | ("Sum", _) => ctx.unbroadcast(g, y, x)?,
         ("Sub", 0) => ctx.unbroadcast(g, y, x)?,
         ("Sub", 1) => {
             let negated = ctx.emit.node("Neg", &[g], vec![]);
@@ -345,6 +345,7 @@ pub(super) fn adjoint(
             let group = onnx::int(node, "group", 1);
             conv_adjoint(ctx, node, &window, group, in_shape, out_shape, g)?
         }
+        ("ConvTranspose", 0) => conv_transpose(ctx, node, g)?,
         ("AveragePool", 0) => average_pool(ctx, node, x, y, g)?,
         ("MaxPool", 0) => {
             if onnx::int(node, "storage_order", 0) != 0 {
@@ -718,6 +719,73 @@ fn conv_adjoint(
         &[g, &scaled],
         window.transpose_attributes(group),
     ))
+}
+
+/// ConvTranspose's adjoint: the convolution it transposes, with the same weights, strides,
+/// dilations, pads and groups (its output padding only lengthens the gradient's input, which
+/// the convolution's floor division absorbs).
+fn conv_transpose(ctx: &mut Context, node: &NodeProto, g: &str) -> Result<String> {
+    let weight = node.input[1].as_str();
+    let dims = ctx.constant_dims(weight)?;
+    if onnx::string(node, "auto_pad", "NOTSET") != "NOTSET"
+        || onnx::ints(node, "output_shape").is_some()
+    {
+        return Err(Error::Model(format!(
+            "ConvTranspose `{}`: the gradient handles explicit pads only (no auto_pad, no output_shape)",
+            node.name
+        )));
+    }
+    let spatial = dims.len().saturating_sub(2);
+    let kernel = onnx::ints(node, "kernel_shape")
+        .unwrap_or_else(|| dims[2..].iter().map(|&k| k as i64).collect());
+    let ones = vec![1i64; spatial];
+    let pads = onnx::ints(node, "pads").unwrap_or_else(|| vec![0; 2 * spatial]);
+    let strides = onnx::ints(node, "strides").unwrap_or_else(|| ones.clone());
+    let mut attributes = vec![
+        attr_int("group", onnx::int(node, "group", 1)),
+        attr_ints("strides", &strides),
+    ];
+    let dilations = onnx::ints(node, "dilations").unwrap_or_else(|| ones.clone());
+    let decimating = (0..spatial).any(|a| {
+        kernel[a] > 1
+            && strides[a] > 1
+            && dilations[a] % strides[a] == 0
+            && pads[a] == 0
+            && pads[a + spatial] == 0
+    });
+    if decimating {
+        return Err(Error::Model(format!(
+            "ConvTranspose `{}`: a dilation that is a multiple of the stride without padding has \
+             no gradient here (tract cannot compile the strided convolution it needs)",
+            node.name
+        )));
+    }
+    let mut weight = weight.to_owned();
+    if spatial == 2 && kernel == [1, 1] && strides.iter().any(|&s| s > 1) {
+        // tract 0.23 rewrites a strided 1×1 Conv into a Downsample that its declutter pass then
+        // fails to pull over the reshape before it ("Invalid axis"). The same convolution as a
+        // 2×2 kernel whose three new taps are zero, with one more pixel of padding at each
+        // end, has the same output size and values and stays a Conv.
+        let values = ctx.constant(&weight, "the ConvTranspose weight")?;
+        let mut widened = Vec::with_capacity(values.len() * 4);
+        for v in values {
+            widened.extend([v, 0.0, 0.0, 0.0]);
+        }
+        weight = ctx.emit.const_f32(&[dims[0], dims[1], 2, 2], widened);
+        let pads = [pads[0], pads[1], pads[2] + 1, pads[3] + 1];
+        attributes.extend([
+            attr_ints("kernel_shape", &[2, 2]),
+            attr_ints("dilations", &ones),
+            attr_ints("pads", &pads),
+        ]);
+    } else {
+        attributes.extend([
+            attr_ints("kernel_shape", &kernel),
+            attr_ints("dilations", &dilations),
+            attr_ints("pads", &pads),
+        ]);
+    }
+    Ok(ctx.emit.node("Conv", &[g, &weight], attributes))
 }
 
 /// AveragePool's adjoint: divide each output gradient by its window's divisor, then spread it

@@ -438,6 +438,44 @@ fn case(op: &str, seed: u64) -> Classifier {
             let parts = b.node_outputs("Split", &["input"], 3, 1);
             b.node("Relu", &[&parts[1]], vec![])
         }
+        "ConvTranspose" => {
+            // A learned upsampling (a segmenter's last layer): strides, pads, dilations,
+            // output padding and groups drawn at random (a dilation that is a multiple of the
+            // stride comes with padding: without, the rule declines, see its error).
+            let stride = b.pick(&[1i64, 2, 3]);
+            let k = b.pick(&[1usize, 2, 3]);
+            let dilation = if k > 1 { b.pick(&[1i64, 2]) } else { 1 };
+            let floor = i64::from(k > 1 && stride > 1 && dilation % stride == 0);
+            let pads: Vec<i64> = (0..4)
+                .map(|_| b.pick(&[0, 1]).max(floor).min(k as i64 - 1))
+                .collect();
+            let output_padding = b.pick(&[0i64, 1]).min(stride - 1);
+            let group = b.pick(&[1usize, 3]);
+            let weight = b.constant(&[3, 6 / group, k, k], 0.5, 0.0);
+            let up = b.node(
+                "ConvTranspose",
+                &["input", &weight],
+                vec![
+                    ("group", Attr::Int(group as i64)),
+                    ("strides", Attr::Ints(vec![stride; 2])),
+                    ("dilations", Attr::Ints(vec![dilation; 2])),
+                    ("pads", Attr::Ints(pads)),
+                    ("output_padding", Attr::Ints(vec![output_padding; 2])),
+                ],
+            );
+            b.node("Sigmoid", &[&up], vec![])
+        }
+        "Sum" => {
+            // Three inputs, one broadcast per channel (a segmenter sums its skip branches).
+            let weight = b.constant(&[3, 3, 3, 3], 0.3, 0.0);
+            let same = b.node(
+                "Conv",
+                &["input", &weight],
+                vec![("pads", Attr::Ints(vec![1; 4]))],
+            );
+            let per_channel = b.constant(&[3, 1, 1], 1.0, 0.0);
+            b.node("Sum", &["input", &same, &per_channel], vec![])
+        }
         "Reshape" => {
             let shape = b.int64(&[0, -1, 3]);
             let reshaped = b.node("Reshape", &["input", &shape], vec![]);
@@ -588,6 +626,8 @@ fn shape_rules_and_a_small_network() {
         "Resize",
         "Split",
         "SplitOnePart",
+        "ConvTranspose",
+        "Sum",
         "Network",
     ] {
         check_op(op);

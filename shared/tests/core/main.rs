@@ -22,3 +22,4 @@ mod phases;
 mod reference;
 mod render;
 mod segmentation;
+mod selfie;

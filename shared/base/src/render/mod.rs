@@ -7,6 +7,7 @@
 mod boxes;
 mod grid;
 mod plot;
+mod regions;
 mod text;
 
 use image::{Rgb, RgbImage};
@@ -17,6 +18,7 @@ pub use grid::{GridCell, comparison_grid};
 pub use plot::{
     Series, WeightCurve, line_chart_png, line_chart_svg, weight_plot_png, weight_plot_svg,
 };
+pub use regions::{PREDICTED, REGION, outline_region, tint_region};
 
 use crate::cam::CamMap;
 use crate::lime::LabelExplanation;

@@ -1,0 +1,288 @@
+//! The segmenter from the photo file: Selfie's logits and predicted masks equal onnxruntime's on
+//! the same ONNX file, the region target's sums equal the reference's, LIME explaining a region
+//! equals `lime` on the same samples scored by the same target, and the CAMs of a region equal
+//! pytorch-grad-cam's with its `SemanticSegmentationTarget` on the converted model
+//! (`fixtures/selfie/generate.py`).
+
+use camlime_core::cam::{CamMethod, compute};
+use camlime_core::detection::BoundingBox;
+use camlime_core::engine::Composed;
+use camlime_core::explanation::{TaskConfig, TaskRecord};
+use camlime_core::lime::{HideColor, cosine_distances, explain_label, fill_image, kernel};
+use camlime_core::nalgebra::DMatrix;
+use camlime_core::ndarray::{Array1, Array2, Axis};
+use camlime_core::region::{Region, RegionChoice, RegionShape, RegionTarget};
+use camlime_core::surrogate::FeatureSelection;
+use camlime_core::{Classifier, ExplainConfig, Segmentation, Sequential, decode_image, task};
+use ndarray_npy::ReadNpyExt;
+use serde_json::Value;
+
+use crate::common::{bundled, fixture as fixture_path, map_agreement, models_dir, png16_map};
+
+fn reference() -> Value {
+    serde_json::from_str(&std::fs::read_to_string(fixture_path("selfie/selfie.json")).unwrap())
+        .unwrap()
+}
+
+fn base(photo: &str) -> image::RgbImage {
+    let bytes = std::fs::read(models_dir().join("samples").join(photo)).unwrap();
+    let image = decode_image(&bytes, &Default::default()).unwrap();
+    bundled("selfie")
+        .spec()
+        .preprocessing
+        .base_image(&image)
+        .unwrap()
+}
+
+/// The segmenter headed by a region's summed logits, as explanations bind it, and the record.
+fn bound(
+    selfie: &Classifier,
+    base: &image::RgbImage,
+    choice: RegionChoice,
+) -> (Classifier, RegionTarget) {
+    match task::bind(selfie, base, &TaskConfig::Segmentation(choice)).unwrap() {
+        (Some(headed), Some(TaskRecord::Segmentation(target))) => (headed, target),
+        _ => panic!("a segmentation binds a head"),
+    }
+}
+
+#[test]
+fn logits_masks_and_region_sums_equal_onnxruntime() {
+    let selfie = bundled("selfie");
+    let fixture = reference();
+    assert_eq!(fixture["model_sha256"], selfie.sha256());
+    let b: Vec<f32> = serde_json::from_value(fixture["box"].clone()).unwrap();
+    let given = RegionChoice {
+        region: Some(RegionShape::Box(BoundingBox {
+            x0: b[0],
+            y0: b[1],
+            x1: b[2],
+            y1: b[3],
+        })),
+    };
+    for (photo, expected) in fixture["photos"].as_object().unwrap() {
+        let base = base(photo);
+        let stem = photo.split('.').next().unwrap();
+        let path = fixture_path(&format!("selfie/{stem}.logits.npy"));
+        let mask = task::segment(&selfie, &base).unwrap();
+        let theirs = Region {
+            size: [256, 256],
+            runs: serde_json::from_value(expected["runs"].clone()).unwrap(),
+        };
+        if path.exists() {
+            let reference = Array2::<f32>::read_npy(std::fs::File::open(&path).unwrap()).unwrap();
+            let tensor = selfie
+                .spec()
+                .preprocessing
+                .tensor(std::slice::from_ref(&base))
+                .unwrap();
+            let ours: Array1<f32> = selfie.raw_outputs(tensor.view()).unwrap().row(0).to_owned();
+            let scale = reference.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let worst = ours
+                .iter()
+                .zip(reference.iter())
+                .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            eprintln!("{photo}: logits max |Δ| {worst:.3e} of max |logit| {scale:.1}");
+            assert!(worst <= 1e-5 * scale, "{photo}: {worst} of {scale}");
+            // A pixel may only change sides where the reference logit is within that error of 0.
+            let (ours_mask, their_mask) = (mask.mask().unwrap(), theirs.mask().unwrap());
+            for (i, (a, b)) in ours_mask.iter().zip(&their_mask).enumerate() {
+                assert!(
+                    a == b || reference.as_slice().unwrap()[i].abs() <= worst,
+                    "{photo}: pixel {i}"
+                );
+            }
+        } else {
+            assert_eq!(mask, theirs, "{photo}");
+        }
+        assert_eq!(
+            mask.area() as u64,
+            expected["area"].as_u64().unwrap(),
+            "{photo}"
+        );
+        let close = |a: f32, b: &Value| {
+            let b = b.as_f64().unwrap();
+            (f64::from(a) - b).abs() <= 1e-5 * (1.0 + b.abs())
+        };
+        if mask.area() > 0 {
+            let (_, target) = bound(&selfie, &base, RegionChoice::default());
+            assert!(
+                close(target.score, &expected["mask_sum"]),
+                "{photo}: {}",
+                target.score
+            );
+        }
+        let (_, target) = bound(&selfie, &base, given.clone());
+        assert_eq!(target.region.area(), 120 * 120);
+        assert!(
+            close(target.score, &expected["box_sum"]),
+            "{photo}: {}",
+            target.score
+        );
+    }
+}
+
+#[test]
+fn lime_on_a_region_equals_lime_with_the_region_target() {
+    let selfie = bundled("selfie");
+    let fixture = reference();
+    let lime = &fixture["lime"];
+    let base = base(lime["photo"].as_str().unwrap());
+    let (headed, _) = bound(&selfie, &base, RegionChoice::default());
+    let runs: Vec<u32> = serde_json::from_value(lime["runs"].clone()).unwrap();
+    let segmentation = Segmentation::from_runs(256, 256, &runs).unwrap();
+    assert_eq!(
+        segmentation.count() as u64,
+        lime["segments"].as_u64().unwrap()
+    );
+    let file = std::fs::File::open(fixture_path("selfie/lime.z.npy")).unwrap();
+    let z = Array2::<i8>::read_npy(file).unwrap();
+    let preprocessing = &selfie.spec().preprocessing;
+    let on = preprocessing.tensor(std::slice::from_ref(&base)).unwrap();
+    let black = fill_image(&base, &segmentation, HideColor::Value(0));
+    let off = preprocessing.tensor(std::slice::from_ref(&black)).unwrap();
+    let keep = z.mapv(|v| v != 0);
+    let composed = Composed {
+        on: on.index_axis(Axis(0), 0),
+        off: off.index_axis(Axis(0), 0),
+        segments: segmentation.labels(),
+        keep: keep.view(),
+    };
+    let scores: Vec<f64> = headed
+        .forward_composed(&composed)
+        .unwrap()
+        .column(0)
+        .iter()
+        .map(|&v| f64::from(v))
+        .collect();
+    let theirs: Vec<f64> = serde_json::from_value(lime["scores"].clone()).unwrap();
+    // Sums of ~35,000 logits (each within ~1e-3 of onnxruntime's) against the scores' scale.
+    let scale = theirs.iter().fold(0f64, |m, v| m.max(v.abs()));
+    let worst = scores
+        .iter()
+        .zip(&theirs)
+        .fold(0f64, |m, (a, b)| m.max((a - b).abs()));
+    eprintln!("region scores: worst |Δ| {worst:.3} of max |score| {scale:.1}");
+    assert!(worst < 2e-5 * scale, "{worst} of {scale}");
+    let design = DMatrix::from_fn(z.nrows(), z.ncols(), |i, j| f64::from(z[(i, j)]));
+    let weights = kernel(&cosine_distances(&design), 0.25);
+    let ours = explain_label(
+        &design,
+        &scores,
+        &weights,
+        0,
+        FeatureSelection::Auto,
+        100_000,
+    )
+    .unwrap();
+    // Coefficients and intercept against the scores' scale; R² on its own.
+    let close = |a: f64, b: f64| (a - b).abs() < 2e-5 * scale;
+    assert!(
+        close(ours.intercept, lime["intercept"].as_f64().unwrap()),
+        "{}",
+        ours.intercept
+    );
+    let r2 = lime["score"].as_f64().unwrap();
+    assert!((ours.score - r2).abs() < 1e-4, "R² {} vs {r2}", ours.score);
+    assert!(close(ours.local_pred, lime["local_pred"].as_f64().unwrap()));
+    for ((feature, weight), theirs) in ours.ranked.iter().zip(lime["ranked"].as_array().unwrap()) {
+        assert_eq!(*feature as u64, theirs[0].as_u64().unwrap());
+        assert!(
+            close(*weight, theirs[1].as_f64().unwrap()),
+            "{feature}: {weight} vs {theirs}"
+        );
+    }
+}
+
+#[test]
+fn cams_of_a_region_equal_pytorch_grad_cam_on_the_converted_model() {
+    let selfie = bundled("selfie");
+    let fixture = reference();
+    let mut config = ExplainConfig::default();
+    config.cam.layers = vec![fixture["layer"].as_str().unwrap().to_owned()];
+    config.target = Some(0);
+    for photo in fixture["cams"].as_array().unwrap() {
+        let photo = photo.as_str().unwrap();
+        let base = base(photo);
+        let (headed, _) = bound(&selfie, &base, RegionChoice::default());
+        for method in [
+            CamMethod::EigenCam,
+            CamMethod::GradCam,
+            CamMethod::HiResCam,
+            CamMethod::LayerCam,
+        ] {
+            let ours = compute(&headed, &base, method, &config, &Sequential).unwrap();
+            let stem = photo.split('.').next().unwrap();
+            let reference = png16_map(&format!("selfie/{stem}.{}.png", method.name()));
+            let (pearson, max_abs) = map_agreement(&ours.map, &reference);
+            eprintln!(
+                "{photo} {}: pearson {pearson:.6} max|Δ| {max_abs:.2e}",
+                method.name()
+            );
+            assert!(
+                pearson >= 0.999,
+                "{photo} {}: pearson {pearson}",
+                method.name()
+            );
+            assert!(
+                max_abs <= 1e-3,
+                "{photo} {}: max |Δ| {max_abs}",
+                method.name()
+            );
+        }
+    }
+}
+
+#[test]
+fn empty_regions_and_wrong_models_are_clear_errors() {
+    let selfie = bundled("selfie");
+    let rocket = base("rocket.jpg");
+    // Selfie finds no person in the rocket photo: its default region is empty.
+    let error = task::bind(
+        &selfie,
+        &rocket,
+        &TaskConfig::Segmentation(RegionChoice::default()),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(error.contains("finds nothing"), "{error}");
+    let outside = RegionChoice {
+        region: Some(RegionShape::Box(BoundingBox {
+            x0: 300.0,
+            y0: 300.0,
+            x1: 400.0,
+            y1: 400.0,
+        })),
+    };
+    let error = task::bind(&selfie, &rocket, &TaskConfig::Segmentation(outside))
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("no pixel"), "{error}");
+    let bad_mask = RegionChoice {
+        region: Some(RegionShape::Mask(Region {
+            size: [4, 4],
+            runs: vec![3, 20],
+        })),
+    };
+    let error = task::bind(&selfie, &rocket, &TaskConfig::Segmentation(bad_mask))
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("add up to"), "{error}");
+    let error = selfie
+        .predict(std::slice::from_ref(&rocket), 1)
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("is a segmenter"), "{error}");
+    let error = task::segment(&bundled("mobilenet_v2"), &rocket)
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("not a segmenter"), "{error}");
+    let error = task::bind(
+        &bundled("mobilenet_v2"),
+        &rocket,
+        &TaskConfig::Segmentation(RegionChoice::default()),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(error.contains("asks for segmentation"), "{error}");
+}
