@@ -8,6 +8,8 @@ models/manifest.json and writes
 - models/nanodet.onnx       NanoDet (RangiLyu/nanodet, Apache-2.0), COCO-80 detector, 416×416
 - models/coco_classes.txt   the 80 COCO class names as @vladmandic/human lists them
 - models/selfie.onnx        MediaPipe Selfie Segmentation (Apache-2.0), person mask, 256×256
+- models/blazeface.onnx     MediaPipe BlazeFace, back-camera model (Apache-2.0), face detector, 256×256
+- models/face_classes.txt   the face detector's one class
 - models/person_classes.txt the segmenter's one class
 
 It needs pinned tools: `pip install tensorflow-cpu==2.19.1 tf2onnx==1.17.0 onnx==1.22.0 numpy`
@@ -32,6 +34,12 @@ What the conversion changes, and why:
   input of the final sigmoid): a region's summed logit is what its explanations explain. The
   squeeze-excitation blocks' reshapes to [1, C, 1, 1] are no-ops on N×C×1×1 tensors that fix
   the batch at 1: they are removed.
+- BlazeFace's TensorFlow.js graph has fused ops without the `TArgs` attribute TensorFlow 2.19
+  needs to import them: it is added (one float per extra argument) before tf2onnx reads it. The
+  model takes RGB in [-1, 1] (MediaPipe's normalisation) as NCHW; it ends at its heads' maps: per
+  level (strides 16 and 32, 2 and 6 anchors per cell) `cls_s16/32` (face probability: the head's
+  logit through a sigmoid the converter adds, N×anchors×H×W) and `reg_s16/32` (per anchor 16
+  regressors: box centre offset x, y and size w, h in input pixels, then 6 landmarks).
 """
 
 import hashlib
@@ -88,13 +96,25 @@ def npm_package(name, version, expected):
     return files
 
 
-def tfjs_to_onnx(files, stem, tmp, nchw_input=None):
+def add_fused_arguments(topology):
+    """Fused TensorFlow.js ops lack the `TArgs` attribute TensorFlow needs to import them."""
+    for node in topology["modelTopology"]["node"]:
+        attr = node.setdefault("attr", {})
+        if node["op"] in ("_FusedConv2D", "FusedDepthwiseConv2dNative") and "TArgs" not in attr:
+            attr["TArgs"] = {"list": {"type": ["DT_FLOAT"] * int(attr.get("num_args", {}).get("i", "0"))}}
+
+
+def tfjs_to_onnx(files, stem, tmp, nchw_input=None, patch=None):
     """Convert `models/{stem}.json` (+ its weight shards) of the package with tf2onnx
-    (`nchw_input`: an NHWC input to take as NCHW)."""
+    (`nchw_input`: an NHWC input to take as NCHW; `patch`: edits the topology first)."""
     folder = Path(tmp) / stem
     folder.mkdir()
     topology = json.loads(files[f"models/{stem}.json"])
-    (folder / "model.json").write_bytes(files[f"models/{stem}.json"])
+    if patch:
+        patch(topology)
+        (folder / "model.json").write_text(json.dumps(topology))
+    else:
+        (folder / "model.json").write_bytes(files[f"models/{stem}.json"])
     for group in topology["weightsManifest"]:
         for shard in group["paths"]:
             (folder / shard).write_bytes(files[f"models/{shard}"])
@@ -163,6 +183,9 @@ def canonical_names(model, keep):
                 names[y] = f"t{len(names)}"
     for tensor in model.graph.initializer:
         tensor.name = names[tensor.name]
+    ordered = sorted(model.graph.initializer, key=lambda t: int(t.name[1:]))
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(ordered)
     for i, node in enumerate(model.graph.node):
         node.input[:] = [names.get(x, x) for x in node.input]
         node.output[:] = [names.get(y, y) for y in node.output]
@@ -194,6 +217,13 @@ def store_float16(model, source_names):
     del model.graph.initializer[:]
     model.graph.initializer.extend(kept)
     nodes = list(model.graph.node)
+    # The casts in the order their weights are first read (tf2onnx's initializer order varies
+    # from run to run; canonical_names numbers tensors in node order).
+    first_read = {}
+    for i, node in enumerate(nodes):
+        for x in node.input:
+            first_read.setdefault(x, i)
+    casts.sort(key=lambda cast: first_read[cast.output[0]])
     del model.graph.node[:]
     model.graph.node.extend(casts + nodes)
 
@@ -316,6 +346,48 @@ def selfie(files, tmp):
     return model, layers
 
 
+# --------------------------------------------------------------------------- BlazeFace
+
+def blazeface(files, tmp):
+    model, float16 = tfjs_to_onnx(files, "blazeface", tmp, nchw_input="input:0", patch=add_fused_arguments)
+    shapes = shapes_of(model)
+    rename(model, model.graph.input[0].name, "input")
+    producers = {o: n for n in model.graph.node for o in n.output}
+    outputs = []
+    for output in list(model.graph.output):
+        reshape = producers[output.name]
+        transpose = producers[reshape.input[0]]
+        head = transpose.input[0]
+        channels, height = shapes[head][1], shapes[head][2]
+        stride = 256 // height
+        if channels in (2, 6):
+            name = f"cls_s{stride}"
+            model.graph.node.append(helper.make_node("Sigmoid", [head], [name], name=name))
+        else:
+            name = f"reg_s{stride}"
+            rename(model, head, name)
+        shapes[name] = shapes[head]
+        outputs.append(name)
+    order = sorted(outputs, key=lambda n: (n.startswith("reg"), int(n.split("_s")[1])))
+    set_outputs(model, order, shapes)
+    prune(model)
+    store_float16(model, float16)
+    canonical_names(model, {"input", *order})
+    symbolic_batch(model)
+    onnx.checker.check_model(model)
+    # Readable layers: the two feature maps the heads read.
+    layers = []
+    producers = {o: n for n in model.graph.node for o in n.output}
+    for stride in (16, 32):
+        head = producers[f"reg_s{stride}"]
+        feature = head.input[0]
+        rename(model, feature, f"features.s{stride}")
+        shapes_now = shapes_of(model)
+        layers.append({"name": f"features.s{stride}", "tensor": f"features.s{stride}",
+                       "shape": shapes_now[f"features.s{stride}"][1:]})
+    return model, layers
+
+
 def coco_labels(human_files):
     source = human_files["src/object/labels.ts"].decode()
     labels = re.findall(r"label: '([^']+)'", source)
@@ -338,8 +410,10 @@ def main():
         human = npm_package(*HUMAN)
         detector, detector_layers = nanodet(models, tmp)
         segmenter, segmenter_layers = selfie(models, tmp)
+        faces, face_layers = blazeface(models, tmp)
     (HERE / "coco_classes.txt").write_text("\n".join(coco_labels(human)) + "\n")
     (HERE / "person_classes.txt").write_text("person\n")
+    (HERE / "face_classes.txt").write_text("face\n")
     package = f"npm {HUMAN_MODELS[0]}@{HUMAN_MODELS[1]} (sha256 {HUMAN_MODELS[2]})"
     entries = [{
         "name": "nanodet",
@@ -379,6 +453,26 @@ def main():
         "default_layers": ["decoder.s8"],
         "licence": "Apache-2.0 (MediaPipe Selfie Segmentation, google/mediapipe); package MIT",
         "provenance": f"{package}, models/selfie.json + selfie.bin (TensorFlow.js graph, float16 "
+                      "weights), converted by models/build_apps.py with tf2onnx 1.17.0",
+    }, {
+        "name": "blazeface",
+        "title": "MediaPipe BlazeFace, back-camera model (face detector, 256×256)",
+        "task": "detection",
+        "file": "blazeface.onnx",
+        "sha256": write(faces, "blazeface.onnx"),
+        "input": {"name": "input", "size": [256, 256]},
+        "preprocessing": {"resize": {"mode": "exact", "size": [256, 256]}, "interpolation": "bilinear",
+                          "crop": [256, 256],
+                          "normalize": {"kind": "scale_offset", "scale": 2.0, "offset": -1.0}},
+        "labels": "face_classes.txt",
+        "detector": {"kind": "blazeface", "strides": [16, 32], "anchors": [2, 6],
+                     "scores": ["cls_s16", "cls_s32"], "distributions": ["reg_s16", "reg_s32"],
+                     "score_threshold": 0.5, "candidate_threshold": 0.1,
+                     "iou_threshold": 0.3, "max_detections": 100},
+        "layers": face_layers,
+        "default_layers": ["features.s16", "features.s32"],
+        "licence": "Apache-2.0 (MediaPipe BlazeFace, google/mediapipe); package MIT",
+        "provenance": f"{package}, models/blazeface.json + blazeface.bin (TensorFlow.js graph, float16 "
                       "weights), converted by models/build_apps.py with tf2onnx 1.17.0",
     }]
     manifest_path = HERE / "manifest.json"

@@ -195,6 +195,14 @@ impl Head for BoxScore {
     }
 }
 
+/// What a detector finds, for its messages: its one class's name ("face"), else "object".
+fn what(classifier: &Classifier) -> String {
+    match classifier.spec().labels.as_slice() {
+        [one] => one.clone(),
+        _ => "object".into(),
+    }
+}
+
 /// The classifier an explanation runs on, and what its task found: `classifier` itself for a
 /// classification; for a detection, the chosen box's [`BoxScore`] head. `base` is the
 /// preprocessed base image. A task that does not fit the model is an error.
@@ -209,7 +217,7 @@ pub fn bind(
         TaskConfig::Detection(choice) => {
             let detections = detect(classifier, base, None)?;
             let target = BoxTarget {
-                detection: choice.pick(&detections)?.clone(),
+                detection: choice.pick(&detections, &what(classifier))?.clone(),
             };
             let record = TaskRecord::Detection { detections, target };
             Ok((Some(headed(classifier, &record)?), Some(record)))

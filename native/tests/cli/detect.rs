@@ -60,6 +60,38 @@ fn detect_lists_boxes_in_text_json_and_a_picture() {
 }
 
 #[test]
+fn faces_are_detected_by_the_face_detector() {
+    let text = success(&[
+        "detect",
+        "models/samples/astronaut.png",
+        "--model",
+        "blazeface",
+    ]);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[0],
+        "models/samples/astronaut.png (blazeface): 1 detection"
+    );
+    assert!(
+        lines[1].contains("face") && lines[1].contains("0.88"),
+        "{text}"
+    );
+    let output = camlime(&[
+        "explain",
+        "models/samples/rocket.jpg",
+        "--model",
+        "blazeface",
+        "--method",
+        "eigencam",
+    ]);
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.contains("detects no face above its score threshold"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn a_box_is_explained_with_its_score_and_drawn() {
     let out = scratch("explain-box");
     let record: Value = serde_json::from_str(&success(&[

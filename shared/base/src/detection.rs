@@ -8,6 +8,11 @@
 //! whose score exceeds the threshold is a candidate, and NMS is torchvision's `batched_nms`
 //! (per class, highest score first, a box suppressed when its IoU with a kept one exceeds the
 //! threshold), keeping the `max_detections` best.
+//!
+//! BlazeFace (MediaPipe's face detector) is decoded as @vladmandic/human's `blazeface.ts` does:
+//! each level's cells carry `anchors` anchors at `(x + 0.5, y + 0.5) · stride`; an anchor's 16
+//! regressors start with its box centre's offset (x, y) and the box's width and height, in input
+//! pixels (not clipped); its one score is the face probability. NMS is the same (one class).
 
 use serde::{Deserialize, Serialize};
 
@@ -79,7 +84,12 @@ pub struct Detection {
 pub enum DetectorKind {
     /// NanoDet 0.x: per level, sigmoid class scores and GFL side distributions.
     Nanodet,
+    /// BlazeFace: per level, each anchor's face probability and 16 box/landmark regressors.
+    Blazeface,
 }
+
+/// Regressors per BlazeFace anchor: centre offset x, y, width, height, 6 landmarks × (x, y).
+const BLAZEFACE_REGRESSORS: usize = 16;
 
 /// What a detector's outputs are and how they become detections (the manifest's `detector`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -89,11 +99,16 @@ pub struct DetectorSpec {
     pub kind: DetectorKind,
     /// Each level's stride in input pixels.
     pub strides: Vec<u32>,
-    /// Bins per side minus one.
+    /// Anchors per cell at each level (BlazeFace).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub anchors: Vec<usize>,
+    /// Bins per side minus one (NanoDet).
+    #[serde(default)]
     pub reg_max: usize,
-    /// Each level's class scores, `N × classes × H × W`.
+    /// Each level's class scores, `N × classes × H × W` (BlazeFace: `N × anchors × H × W`).
     pub scores: Vec<String>,
-    /// Each level's side distributions, `N × 4·(reg_max+1) × H × W`.
+    /// Each level's side distributions, `N × 4·(reg_max+1) × H × W` (BlazeFace: the
+    /// regressors, `N × 16·anchors × H × W`).
     pub distributions: Vec<String>,
     /// Detections shown and offered as targets score above this.
     pub score_threshold: f32,
@@ -133,10 +148,27 @@ impl DetectorSpec {
                 self.distributions.len()
             )));
         }
-        if self.strides.contains(&0) || self.reg_max == 0 || self.max_detections == 0 {
+        if self.strides.contains(&0) || self.max_detections == 0 {
             return Err(Error::Manifest(
-                "a detector's strides, reg_max and max_detections must be positive".into(),
+                "a detector's strides and max_detections must be positive".into(),
             ));
+        }
+        match self.kind {
+            DetectorKind::Nanodet if self.reg_max == 0 => {
+                return Err(Error::Manifest(
+                    "a NanoDet detector's reg_max must be positive".into(),
+                ));
+            }
+            DetectorKind::Blazeface
+                if self.anchors.len() != levels || self.anchors.contains(&0) =>
+            {
+                return Err(Error::Manifest(format!(
+                    "a BlazeFace detector needs a positive anchor count per stride: {} strides, \
+                     anchors {:?}",
+                    levels, self.anchors
+                )));
+            }
+            _ => {}
         }
         for (name, value) in [
             ("score_threshold", self.score_threshold),
@@ -163,6 +195,22 @@ impl DetectorSpec {
     /// The class count the flattened output of `len` values implies at `size`, or an error
     /// saying what was expected.
     pub fn classes(&self, size: [usize; 2], len: usize) -> Result<usize> {
+        if self.kind == DetectorKind::Blazeface {
+            let anchors: usize = self
+                .grids(size)
+                .iter()
+                .zip(&self.anchors)
+                .map(|([h, w], a)| h * w * a)
+                .sum();
+            if len != anchors * (1 + BLAZEFACE_REGRESSORS) {
+                return Err(Error::Model(format!(
+                    "the face detector's outputs hold {len} values; strides {:?} with anchors \
+                     {:?} at {}×{} need {anchors} anchors × (1 score + 16 regressors)",
+                    self.strides, self.anchors, size[0], size[1]
+                )));
+            }
+            return Ok(1);
+        }
         let cells: usize = self.grids(size).iter().map(|[h, w]| h * w).sum();
         let sides = 4 * (self.reg_max + 1) * cells;
         if len <= sides || !(len - sides).is_multiple_of(cells) {
@@ -189,6 +237,9 @@ impl DetectorSpec {
         min_score: f32,
     ) -> Result<Vec<Detection>> {
         let classes = self.classes(size, raw.len())?;
+        if self.kind == DetectorKind::Blazeface {
+            return Ok(self.anchor_candidates(raw, size, labels, min_score));
+        }
         let grids = self.grids(size);
         let bins = self.reg_max + 1;
         let mut score_offset = 0;
@@ -223,6 +274,57 @@ impl DetectorSpec {
             side_offset += 4 * bins * cells;
         }
         Ok(found)
+    }
+
+    /// BlazeFace's anchors scoring above `min_score`, decoded (one class).
+    fn anchor_candidates(
+        &self,
+        raw: &[f32],
+        size: [usize; 2],
+        labels: &[String],
+        min_score: f32,
+    ) -> Vec<Detection> {
+        let grids = self.grids(size);
+        let mut score_offset = 0;
+        let mut box_offset: usize = grids
+            .iter()
+            .zip(&self.anchors)
+            .map(|([h, w], a)| h * w * a)
+            .sum();
+        let mut found = Vec::new();
+        for ((&stride, &[h, w]), &anchors) in self.strides.iter().zip(&grids).zip(&self.anchors) {
+            let cells = h * w;
+            let stride = stride as f32;
+            for cell in 0..cells {
+                for a in 0..anchors {
+                    let index = score_offset + a * cells + cell;
+                    let score = raw[index];
+                    if score <= min_score {
+                        continue;
+                    }
+                    let r =
+                        |k: usize| raw[box_offset + (a * BLAZEFACE_REGRESSORS + k) * cells + cell];
+                    let cx = ((cell % w) as f32 + 0.5) * stride + r(0);
+                    let cy = ((cell / w) as f32 + 0.5) * stride + r(1);
+                    let (half_w, half_h) = (r(2) / 2.0, r(3) / 2.0);
+                    found.push(Detection {
+                        bbox: BoundingBox {
+                            x0: cx - half_w,
+                            y0: cy - half_h,
+                            x1: cx + half_w,
+                            y1: cy + half_h,
+                        },
+                        class: 0,
+                        label: labels.first().cloned().unwrap_or_else(|| "face".into()),
+                        score,
+                        index,
+                    });
+                }
+            }
+            score_offset += anchors * cells;
+            box_offset += anchors * BLAZEFACE_REGRESSORS * cells;
+        }
+        found
     }
 
     /// One cell's box: the four sides' expected distances around its centre, clipped.
@@ -309,8 +411,9 @@ pub struct BoxChoice {
 }
 
 impl BoxChoice {
-    /// The chosen detection among `detections` (best first), or an error saying what there is.
-    pub fn pick<'a>(&self, detections: &'a [Detection]) -> Result<&'a Detection> {
+    /// The chosen detection among `detections` (best first), or an error saying what there is
+    /// (`what` the detector finds: "object", "face").
+    pub fn pick<'a>(&self, detections: &'a [Detection], what: &str) -> Result<&'a Detection> {
         let pool: Vec<&Detection> = detections
             .iter()
             .filter(|d| self.class.is_none_or(|c| d.class == c))
@@ -323,7 +426,7 @@ impl BoxChoice {
             };
             if pool.is_empty() {
                 Error::Parameter(format!(
-                    "the model detects no object{of} above its score threshold in this image"
+                    "the model detects no {what}{of} above its score threshold in this image"
                 ))
             } else {
                 Error::Parameter(format!(
@@ -414,7 +517,11 @@ mod tests {
     #[test]
     fn box_choices_out_of_range_are_errors() {
         let found = [det(0.0, 0, 0.9, 0), det(20.0, 3, 0.8, 1)];
-        let pick = |index, class| BoxChoice { index, class }.pick(&found).map(|d| d.index);
+        let pick = |index, class| {
+            BoxChoice { index, class }
+                .pick(&found, "object")
+                .map(|d| d.index)
+        };
         assert_eq!(pick(None, None).unwrap(), 0);
         assert_eq!(pick(Some(0), Some(3)).unwrap(), 1);
         assert!(

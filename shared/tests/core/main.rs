@@ -13,6 +13,7 @@ mod corpus;
 mod decode;
 mod detection;
 mod endtoend;
+mod faces;
 mod grad;
 mod grad_ops;
 mod gradcam;
