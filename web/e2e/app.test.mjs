@@ -238,3 +238,56 @@ test("a project website embeds the explainer with <camlime-explain>", async () =
   await page.screenshot({ path: join(ARTIFACTS, "embedded-in-a-website.png"), fullPage: true });
   await context.close();
 });
+
+/** Load a bundled model by its name and wait until the page reports it ready. */
+async function chooseModel(page, name) {
+  await page.selectOption("#model-select", name);
+  await page.waitForFunction((n) => {
+    const status = document.querySelector("#model-status")?.textContent ?? "";
+    return document.querySelector(".app")?.dataset.modelReady === "true" && status.includes(` · ${n} · `);
+  }, name, { timeout: 120_000 });
+}
+
+test("a detector's boxes and a segmenter's region: explained, drawn, another box picked", async () => {
+  const page = await open(env);
+  await waitModel(page);
+  await chooseModel(page, "nanodet");
+  await page.click("#sample-chelsea");
+  await page.waitForSelector('#task-note[data-task="detection"]', { timeout: 60_000 });
+  await explain(page, { method: "eigencam" });
+  const first = await downloadRecord(page);
+  assert.equal(first.task.kind, "detection");
+  // NanoDet on chelsea (the CLI and the reference decoding agree): person 0.589, cat 0.402, …
+  assert.deepEqual(first.task.detections.map((d) => d.label), ["person", "cat", "dog", "cell phone"]);
+  assert.equal(first.task.target.detection.label, "person");
+  assert.equal(await page.textContent("#boxes button.chosen"), "0 · person 0.59");
+  // The explained box is drawn in red on the result.
+  const red = await page.$eval("#result-canvas", (canvas) => {
+    const data = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+    let n = 0;
+    for (let i = 0; i < data.length; i += 4) n += data[i] === 255 && data[i + 1] === 40 && data[i + 2] === 40;
+    return n;
+  });
+  assert.ok(red > 100, `${red} red pixels`);
+  const before = await page.$$eval("#gallery figure", (f) => f.length);
+  await page.click('#boxes button[data-box="1"]');
+  await page.waitForFunction((n) => document.querySelectorAll("#gallery figure").length > n, before, { timeout: 600_000 });
+  const cat = await downloadRecord(page);
+  assert.equal(cat.config.task.box, 1);
+  assert.equal(cat.task.target.detection.label, "cat");
+  await page.screenshot({ path: join(ARTIFACTS, "detection.png"), fullPage: true });
+
+  await chooseModel(page, "selfie");
+  await page.waitForSelector('#task-note[data-task="segmentation"]', { timeout: 60_000 });
+  await explain(page, { method: "gradcam" });
+  const region = await downloadRecord(page);
+  assert.equal(region.task.kind, "segmentation");
+  // The page's predicted mask is onnxruntime's on the same file (shared/tests/fixtures/selfie).
+  const reference = await sharedFixture("selfie/selfie.json", { json: true });
+  assert.deepEqual(region.task.predicted.runs, reference.photos["chelsea.png"].runs);
+  assert.deepEqual(region.task.region, region.task.predicted);
+  assert.match(await page.textContent("#summary"), /person logit summed over 61075 pixels/);
+  assert.equal(await page.$$eval("#boxes", (b) => b.length), 0);
+  await page.screenshot({ path: join(ARTIFACTS, "segmentation.png"), fullPage: true });
+  assert.deepEqual(page.errors, []);
+});

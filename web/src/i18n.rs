@@ -64,6 +64,17 @@ pub const TABLE: &[(&str, &str, &str)] = &[
     ("classes", "classes", "个类别"),
     ("layers", "layers", "个层"),
     ("predictions", "Top-5 predictions", "前 5 个预测"),
+    ("task", "What is explained", "解释对象"),
+    (
+        "detection_note",
+        "A detector: Explain shows why it scores its best box; then pick any box to explain that one.",
+        "检测模型：“解释”给出最佳检测框得分的依据；之后可选择任一检测框来解释它。",
+    ),
+    (
+        "segmentation_note",
+        "A segmenter: Explain shows what raises its logits summed over the predicted mask (outlined in red).",
+        "分割模型：“解释”给出提高预测掩膜（红色描边）内 logit 总和的区域。",
+    ),
     (
         "target_hint",
         "Click a class to explain it",
@@ -113,6 +124,21 @@ pub const TABLE: &[(&str, &str, &str)] = &[
     ("features", "Features", "特征数"),
     ("weights_chart", "Weight per segment", "各超像素的权重"),
     ("cam_map", "Class activation map", "类激活图"),
+    (
+        "detections",
+        "Every detection (the explained box in red)",
+        "全部检测框（红框为被解释的目标）",
+    ),
+    (
+        "segmentation",
+        "Predicted mask (tinted) and the explained region (outlined)",
+        "预测掩膜（着色）与被解释区域（描边）",
+    ),
+    (
+        "boxes_hint",
+        "Explain another box (or click it in the picture):",
+        "解释其他检测框（或在图中点击）：",
+    ),
     (
         "lime_baseline",
         "LIME on the same samples",

@@ -8,9 +8,10 @@ use crate::detection::DetectorSpec;
 use crate::preprocess::Preprocessing;
 use crate::region::SegmentationSpec;
 
-/// What a model's outputs are, beyond a classifier's logits.
+/// What a model's outputs are, beyond a classifier's logits. Tagged `task` (a detector's spec
+/// has its own `kind`).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "kind")]
+#[serde(rename_all = "snake_case", tag = "task")]
 pub enum Task {
     /// One output of `N × classes` logits.
     #[default]
@@ -150,4 +151,23 @@ pub fn softmax(logits: &[f32]) -> Vec<f32> {
     let exps: Vec<f32> = logits.iter().map(|&x| (x - max).exp()).collect();
     let sum: f32 = exps.iter().sum();
     exps.into_iter().map(|e| e / sum).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::Manifest;
+
+    #[test]
+    fn every_bundled_task_spec_survives_json() {
+        // The page sends a model's spec to its worker as JSON: a detector's own `kind` once
+        // collided with the task's tag.
+        let manifest = Manifest::from_json(include_str!("../../../models/manifest.json")).unwrap();
+        for entry in &manifest.models {
+            let spec = entry.spec("").unwrap();
+            let json = serde_json::to_string(&spec).unwrap();
+            let back: ModelSpec = serde_json::from_str(&json).unwrap();
+            assert_eq!(back, spec, "{}", entry.name);
+        }
+    }
 }

@@ -5,17 +5,14 @@
 
 use camlime_core::cam::{CamMethod, compute};
 use camlime_core::detection::{BoxChoice, Detection};
-use camlime_core::engine::Composed;
 use camlime_core::explanation::{TaskConfig, TaskRecord};
-use camlime_core::lime::{HideColor, cosine_distances, explain_label, fill_image, kernel};
-use camlime_core::nalgebra::DMatrix;
-use camlime_core::ndarray::{Array2, Axis};
-use camlime_core::surrogate::FeatureSelection;
-use camlime_core::{Classifier, ExplainConfig, Segmentation, Sequential, decode_image, task};
-use ndarray_npy::ReadNpyExt;
+use camlime_core::{Classifier, ExplainConfig, Sequential, task};
 use serde_json::Value;
 
-use crate::common::{bundled, fixture as fixture_path, map_agreement, models_dir, png16_map};
+use crate::common::{
+    bundled, fixture as fixture_path, lime_on_reference_samples, map_agreement, png16_map,
+    sample_base,
+};
 
 fn reference() -> Value {
     serde_json::from_str(
@@ -25,13 +22,7 @@ fn reference() -> Value {
 }
 
 fn base(photo: &str) -> image::RgbImage {
-    let bytes = std::fs::read(models_dir().join("samples").join(photo)).unwrap();
-    let image = decode_image(&bytes, &Default::default()).unwrap();
-    bundled("nanodet")
-        .spec()
-        .preprocessing
-        .base_image(&image)
-        .unwrap()
+    sample_base(&bundled("nanodet"), photo)
 }
 
 /// The classifier headed by the best detection's box score, as explanations bind it, and that
@@ -89,34 +80,8 @@ fn lime_on_a_box_equals_lime_with_the_box_target() {
         target.class as u64,
         lime["target"]["class"].as_u64().unwrap()
     );
-    // The reference's samples: its segments and design, composed as LIME's samples are.
-    let runs: Vec<u32> = serde_json::from_value(lime["runs"].clone()).unwrap();
-    let segmentation = Segmentation::from_runs(416, 416, &runs).unwrap();
-    assert_eq!(
-        segmentation.count() as u64,
-        lime["segments"].as_u64().unwrap()
-    );
-    let file = std::fs::File::open(fixture_path("detection/lime.z.npy")).unwrap();
-    let z = Array2::<i8>::read_npy(file).unwrap();
-    let preprocessing = &detector.spec().preprocessing;
-    let on = preprocessing.tensor(std::slice::from_ref(&base)).unwrap();
-    let black = fill_image(&base, &segmentation, HideColor::Value(0));
-    let off = preprocessing.tensor(std::slice::from_ref(&black)).unwrap();
-    let keep = z.mapv(|v| v != 0);
-    let composed = Composed {
-        on: on.index_axis(Axis(0), 0),
-        off: off.index_axis(Axis(0), 0),
-        segments: segmentation.labels(),
-        keep: keep.view(),
-    };
-    let scores: Vec<f64> = headed
-        .forward_composed(&composed)
-        .unwrap()
-        .column(0)
-        .iter()
-        .map(|&v| f64::from(v))
-        .collect();
-    let theirs: Vec<f64> = serde_json::from_value(lime["scores"].clone()).unwrap();
+    let (scores, theirs, ours) =
+        lime_on_reference_samples(&headed, &base, lime, "detection/lime.z.npy");
     let differ: Vec<(usize, f64, f64)> = scores
         .iter()
         .zip(&theirs)
@@ -132,17 +97,6 @@ fn lime_on_a_box_equals_lime_with_the_box_target() {
     );
     // Boxes that disappear score 0: the reference has such samples, and so do we.
     assert!(scores.iter().filter(|&&s| s == 0.0).count() > 0);
-    let design = DMatrix::from_fn(z.nrows(), z.ncols(), |i, j| f64::from(z[(i, j)]));
-    let weights = kernel(&cosine_distances(&design), 0.25);
-    let ours = explain_label(
-        &design,
-        &scores,
-        &weights,
-        0,
-        FeatureSelection::Auto,
-        100_000,
-    )
-    .unwrap();
     let close = |a: f64, b: f64| (a - b).abs() < 1e-4 * (1.0 + b.abs());
     assert!(
         close(ours.intercept, lime["intercept"].as_f64().unwrap()),

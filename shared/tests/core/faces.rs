@@ -5,19 +5,13 @@
 use camlime_core::cam::{CamMethod, compute};
 use camlime_core::detection::BoxChoice;
 use camlime_core::explanation::{TaskConfig, TaskRecord};
-use camlime_core::{ExplainConfig, Sequential, decode_image, task};
+use camlime_core::{ExplainConfig, Sequential, task};
 use serde_json::Value;
 
-use crate::common::{bundled, fixture as fixture_path, models_dir};
+use crate::common::{bundled, fixture as fixture_path, sample_base};
 
 fn base(photo: &str) -> image::RgbImage {
-    let bytes = std::fs::read(models_dir().join("samples").join(photo)).unwrap();
-    let image = decode_image(&bytes, &Default::default()).unwrap();
-    bundled("blazeface")
-        .spec()
-        .preprocessing
-        .base_image(&image)
-        .unwrap()
+    sample_base(&bundled("blazeface"), photo)
 }
 
 #[test]

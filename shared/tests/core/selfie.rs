@@ -6,18 +6,17 @@
 
 use camlime_core::cam::{CamMethod, compute};
 use camlime_core::detection::BoundingBox;
-use camlime_core::engine::Composed;
 use camlime_core::explanation::{TaskConfig, TaskRecord};
-use camlime_core::lime::{HideColor, cosine_distances, explain_label, fill_image, kernel};
-use camlime_core::nalgebra::DMatrix;
-use camlime_core::ndarray::{Array1, Array2, Axis};
+use camlime_core::ndarray::{Array1, Array2};
 use camlime_core::region::{Region, RegionChoice, RegionShape, RegionTarget};
-use camlime_core::surrogate::FeatureSelection;
-use camlime_core::{Classifier, ExplainConfig, Segmentation, Sequential, decode_image, task};
+use camlime_core::{Classifier, ExplainConfig, Sequential, task};
 use ndarray_npy::ReadNpyExt;
 use serde_json::Value;
 
-use crate::common::{bundled, fixture as fixture_path, map_agreement, models_dir, png16_map};
+use crate::common::{
+    bundled, fixture as fixture_path, lime_on_reference_samples, map_agreement, png16_map,
+    sample_base,
+};
 
 fn reference() -> Value {
     serde_json::from_str(&std::fs::read_to_string(fixture_path("selfie/selfie.json")).unwrap())
@@ -25,13 +24,7 @@ fn reference() -> Value {
 }
 
 fn base(photo: &str) -> image::RgbImage {
-    let bytes = std::fs::read(models_dir().join("samples").join(photo)).unwrap();
-    let image = decode_image(&bytes, &Default::default()).unwrap();
-    bundled("selfie")
-        .spec()
-        .preprocessing
-        .base_image(&image)
-        .unwrap()
+    sample_base(&bundled("selfie"), photo)
 }
 
 /// The segmenter headed by a region's summed logits, as explanations bind it, and the record.
@@ -129,33 +122,8 @@ fn lime_on_a_region_equals_lime_with_the_region_target() {
     let lime = &fixture["lime"];
     let base = base(lime["photo"].as_str().unwrap());
     let (headed, _) = bound(&selfie, &base, RegionChoice::default());
-    let runs: Vec<u32> = serde_json::from_value(lime["runs"].clone()).unwrap();
-    let segmentation = Segmentation::from_runs(256, 256, &runs).unwrap();
-    assert_eq!(
-        segmentation.count() as u64,
-        lime["segments"].as_u64().unwrap()
-    );
-    let file = std::fs::File::open(fixture_path("selfie/lime.z.npy")).unwrap();
-    let z = Array2::<i8>::read_npy(file).unwrap();
-    let preprocessing = &selfie.spec().preprocessing;
-    let on = preprocessing.tensor(std::slice::from_ref(&base)).unwrap();
-    let black = fill_image(&base, &segmentation, HideColor::Value(0));
-    let off = preprocessing.tensor(std::slice::from_ref(&black)).unwrap();
-    let keep = z.mapv(|v| v != 0);
-    let composed = Composed {
-        on: on.index_axis(Axis(0), 0),
-        off: off.index_axis(Axis(0), 0),
-        segments: segmentation.labels(),
-        keep: keep.view(),
-    };
-    let scores: Vec<f64> = headed
-        .forward_composed(&composed)
-        .unwrap()
-        .column(0)
-        .iter()
-        .map(|&v| f64::from(v))
-        .collect();
-    let theirs: Vec<f64> = serde_json::from_value(lime["scores"].clone()).unwrap();
+    let (scores, theirs, ours) =
+        lime_on_reference_samples(&headed, &base, lime, "selfie/lime.z.npy");
     // Sums of ~35,000 logits (each within ~1e-3 of onnxruntime's) against the scores' scale.
     let scale = theirs.iter().fold(0f64, |m, v| m.max(v.abs()));
     let worst = scores
@@ -164,17 +132,6 @@ fn lime_on_a_region_equals_lime_with_the_region_target() {
         .fold(0f64, |m, (a, b)| m.max((a - b).abs()));
     eprintln!("region scores: worst |Δ| {worst:.3} of max |score| {scale:.1}");
     assert!(worst < 2e-5 * scale, "{worst} of {scale}");
-    let design = DMatrix::from_fn(z.nrows(), z.ncols(), |i, j| f64::from(z[(i, j)]));
-    let weights = kernel(&cosine_distances(&design), 0.25);
-    let ours = explain_label(
-        &design,
-        &scores,
-        &weights,
-        0,
-        FeatureSelection::Auto,
-        100_000,
-    )
-    .unwrap();
     // Coefficients and intercept against the scores' scale; R² on its own.
     let close = |a: f64, b: f64| (a - b).abs() < 2e-5 * scale;
     assert!(

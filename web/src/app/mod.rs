@@ -472,6 +472,9 @@ fn on_response(ctx: Ctx, slot: usize, response: Response, bytes: Option<Vec<u8>>
             {
                 ctx.config.update(|c| c.cam.layers.clear());
             }
+            // A box or region chosen on another model's results does not carry over.
+            ctx.config
+                .update(|c| c.task = camlime_base::record::TaskConfig::default());
             ctx.model.set(ModelState::Ready(summary, load_ms));
         }
         Response::Predicted {

@@ -2,8 +2,12 @@
 //! record when the view options change, never recomputed), the weight–feature chart, the
 //! comparison strip, downloads, and loading a record to show or replay it.
 
-use camlime_base::record::{ExplanationRecord, Method, image_sha256};
-use camlime_base::render::{MaskOptions, cam_overlay, mask_picture, weight_plot_svg};
+use camlime_base::detection::BoxChoice;
+use camlime_base::record::{ExplanationRecord, Method, TaskConfig, TaskRecord, image_sha256};
+use camlime_base::render::{
+    MaskOptions, PREDICTED, REGION, cam_overlay, draw_detections, mask_picture, outline_region,
+    tint_region, weight_plot_svg,
+};
 use image::RgbImage;
 use leptos::prelude::*;
 use wasm_bindgen::{Clamped, JsCast};
@@ -78,7 +82,71 @@ fn pictures(
         let overlay = cam_overlay(base, &cam.map, 0.5).map_err(|e| e.to_string())?;
         out.push((if out.is_empty() { "result" } else { "cam_map" }, overlay));
     }
+    // A detection's or a segmentation's pictures show the explained box or region, and (when a
+    // canvas is free) what the model found.
+    let size = [base.height(), base.width()];
+    match &record.task {
+        Some(TaskRecord::Detection { detections, target }) => {
+            for (_, picture) in &mut out {
+                *picture = draw_detections(
+                    picture,
+                    std::slice::from_ref(&target.detection),
+                    size,
+                    Some(&target.detection),
+                );
+            }
+            if out.len() < 3 {
+                out.push((
+                    "detections",
+                    draw_detections(base, detections, size, Some(&target.detection)),
+                ));
+            }
+        }
+        Some(TaskRecord::Segmentation(target)) => {
+            for (_, picture) in &mut out {
+                *picture = outline_region(picture, &target.region, REGION, 2)
+                    .map_err(|e| e.to_string())?;
+            }
+            if out.len() < 3 {
+                let tinted = tint_region(base, &target.predicted, PREDICTED, 0.45)
+                    .map_err(|e| e.to_string())?;
+                out.push((
+                    "segmentation",
+                    outline_region(&tinted, &target.region, REGION, 2)
+                        .map_err(|e| e.to_string())?,
+                ));
+            }
+        }
+        None => {}
+    }
     Ok(out)
+}
+
+/// The detection whose box holds the point (base-image pixels), the smallest if several do.
+fn box_at(record: &ExplanationRecord, x: f32, y: f32) -> Option<usize> {
+    let Some(TaskRecord::Detection { detections, .. }) = &record.task else {
+        return None;
+    };
+    detections
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| d.bbox.x0 <= x && x <= d.bbox.x1 && d.bbox.y0 <= y && y <= d.bbox.y1)
+        .min_by(|(_, a), (_, b)| a.bbox.area().total_cmp(&b.bbox.area()))
+        .map(|(k, _)| k)
+}
+
+/// Explain detection `k` of the current record's model with the record's settings.
+fn explain_box(ctx: Ctx, k: usize) {
+    let Some(record) = ctx.record.get_untracked() else {
+        return;
+    };
+    let mut config = record.config.clone();
+    config.task = TaskConfig::Detection(BoxChoice {
+        index: Some(k),
+        class: None,
+    });
+    ctx.config.update(|c| c.task = config.task.clone());
+    run(ctx, config);
 }
 
 fn title(record: &ExplanationRecord) -> String {
@@ -244,17 +312,40 @@ pub fn ResultView() -> impl IntoView {
                     .main_explanation()
                     .map(|e| format!(" · {} {:.3}", ctx.tr("r2"), e.score))
                     .unwrap_or_default();
+                let value = match &r.task {
+                    Some(TaskRecord::Segmentation(t)) => format!("{:.1}", t.score),
+                    _ => format!("{:.1}%", 100.0 * r.target.probability),
+                };
                 format!(
-                    "{} · {}: {} ({:.1}%){fit} · {} {:.2} s",
+                    "{} · {}: {} ({value}){fit} · {} {:.2} s",
                     title(r),
                     ctx.tr("target"),
                     r.target.label,
-                    100.0 * r.target.probability,
                     ctx.tr("took"),
                     r.timings.total_ms / 1e3
                 )
             })
         })
+    };
+    // A detector's findings, one button each: (index, text, whether it is the explained one).
+    let boxes = move || {
+        ctx.record
+            .with(|record| match record.as_ref()?.task.as_ref()? {
+                TaskRecord::Detection { detections, target } => Some(
+                    detections
+                        .iter()
+                        .enumerate()
+                        .map(|(k, d)| {
+                            (
+                                k,
+                                format!("{k} · {} {:.2}", d.label, d.score),
+                                d == &target.detection,
+                            )
+                        })
+                        .collect::<Vec<_>>(),
+                ),
+                TaskRecord::Segmentation(_) => None,
+            })
     };
     let caption = move |i: usize| move || captions.with(|c| c.get(i).map(|&k| ctx.tr(k)));
     let shown = move |i: usize| move || captions.with(|c| c.len() > i);
@@ -304,9 +395,28 @@ pub fn ResultView() -> impl IntoView {
                 fallback=move || view! { <p class="muted empty">{move || ctx.tr("no_result")}</p> }>
                 <p class="summary" id="summary">{summary}</p>
             </Show>
+            <Show when=move || boxes().is_some()>
+                <div class="boxes" id="boxes">
+                    <span class="muted">{move || ctx.tr("boxes_hint")}</span>
+                    {move || boxes().unwrap_or_default().into_iter().map(|(k, text, chosen)| view! {
+                        <button class="ghost box" class:chosen=chosen data-box=k.to_string()
+                            prop:disabled=move || ctx.running.with(Option::is_some)
+                            on:click=move |_| explain_box(ctx, k)>{text}</button>
+                    }).collect_view()}
+                </div>
+            </Show>
             <div class="pictures" class:hidden=move || ctx.record.with(Option::is_none)>
                 <figure>
-                    <canvas id="result-canvas" node_ref=main_canvas></canvas>
+                    <canvas id="result-canvas" node_ref=main_canvas
+                        on:click=move |e: web_sys::MouseEvent| {
+                            let (Some(canvas), Some(record)) = (main_canvas.get(), ctx.record.get_untracked()) else { return };
+                            if ctx.running.with_untracked(Option::is_some) { return }
+                            let rect = canvas.get_bounding_client_rect();
+                            if rect.width() <= 0.0 || rect.height() <= 0.0 { return }
+                            let x = (f64::from(e.client_x()) - rect.left()) * f64::from(canvas.width()) / rect.width();
+                            let y = (f64::from(e.client_y()) - rect.top()) * f64::from(canvas.height()) / rect.height();
+                            if let Some(k) = box_at(&record, x as f32, y as f32) { explain_box(ctx, k) }
+                        }></canvas>
                     <figcaption>{caption(0)}</figcaption>
                 </figure>
                 <figure class:hidden=move || !shown(1)()>

@@ -224,7 +224,29 @@ fn ModelPicker() -> impl IntoView {
 #[component]
 fn Predictions() -> impl IntoView {
     let ctx = expect_context::<Ctx>();
+    // A detector or a segmenter predicts no classes: say what explaining it does instead.
+    let task = move || match ctx.model.get() {
+        ModelState::Ready(summary, _) if summary.task != "classification" => Some(summary.task),
+        _ => None,
+    };
     view! {
+        <Show when=move || task().is_some() && ctx.base.with(Option::is_some)>
+            <div class="card predictions" id="task-note" data-task=move || task().unwrap_or_default()>
+                <div class="with-image">
+                    {move || ctx.base.get().map(|base| {
+                        let url = super::result::data_url(&base);
+                        view! { <img class="base" src=url alt="input"/> }
+                    })}
+                    <div class="list">
+                        <h2>{move || ctx.tr("task")}</h2>
+                        <p class="muted">{move || match task().as_deref() {
+                            Some("detection") => ctx.tr("detection_note"),
+                            _ => ctx.tr("segmentation_note"),
+                        }}</p>
+                    </div>
+                </div>
+            </div>
+        </Show>
         <Show when=move || !ctx.predictions.with(Vec::is_empty)>
             <div class="card predictions">
                 <div class="with-image">

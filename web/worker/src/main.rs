@@ -13,6 +13,7 @@ use camlime_core::engine::tract::Tract;
 use camlime_core::explanation::{
     ExplanationRecord, Method, Pending, Started, classify_samples, explain, start,
 };
+use camlime_core::spec::Task;
 use camlime_core::{
     Classifier, DecodeOptions, ExplainConfig, ModelSpec, Runtime, Sequential, decode_image,
 };
@@ -80,13 +81,19 @@ impl Runtime for WorkerRuntime {
 /// A classifier with the spec's labels when their count fits the model (a user's model gets
 /// ImageNet's names only when it has 1000 classes).
 fn load(bytes: &[u8], mut spec: ModelSpec) -> camlime_core::Result<Classifier> {
-    let labels = std::mem::take(&mut spec.labels);
+    // A classifier's labels apply when they fit its classes (a user's model gets ImageNet's on
+    // trust); a detector's or a segmenter's come from its manifest entry and stay in its spec.
+    let labels = if spec.task == Task::Classification {
+        std::mem::take(&mut spec.labels)
+    } else {
+        Vec::new()
+    };
     // tract: in headless Chromium (`web/e2e/bench.mjs 3`, MobileNetV2, medians, one session) the
     // lowered CNN plan's wasm32 simd128 build ran a forward pass in 87 ms against tract's 47 and
     // CamLIME-1000 in 38.6 s against 20.7 s (its model was ready sooner: 2.12 s against 2.67).
     let engines: Vec<Arc<dyn Engine>> = vec![Arc::new(Tract)];
     let classifier = Classifier::with_engine_list(bytes, spec, engines)?;
-    if labels.len() == classifier.num_classes() {
+    if !labels.is_empty() && labels.len() == classifier.num_classes() {
         classifier.with_labels(labels)
     } else {
         Ok(classifier)
@@ -147,10 +154,15 @@ fn handle(request: Request, bytes: Option<Vec<u8>>) {
                     .base_image(&image)
                     .map_err(|e| e.to_string())?;
                 let started = now_ms();
-                let predictions = classifier
-                    .predict(std::slice::from_ref(&base), top.clamp(1, 20))
-                    .map_err(|e| e.to_string())?
-                    .remove(0);
+                // A detector or a segmenter has no classes: its explanations carry what it found.
+                let predictions = if classifier.spec().task == Task::Classification {
+                    classifier
+                        .predict(std::slice::from_ref(&base), top.clamp(1, 20))
+                        .map_err(|e| e.to_string())?
+                        .remove(0)
+                } else {
+                    Vec::new()
+                };
                 let forward_ms = now_ms() - started;
                 state.image = Some(image);
                 Ok((base, predictions, forward_ms))

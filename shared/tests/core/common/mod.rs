@@ -173,3 +173,66 @@ pub fn adjusted_rand_index(a: &[u32], b: &[u32]) -> f64 {
     let expected = rows * cols / pairs(a.len() as u64);
     (sum_cells - expected) / (0.5 * (rows + cols) - expected)
 }
+
+/// A bundled sample photo as `model`'s base image (decoded from the file, preprocessed).
+pub fn sample_base(model: &Classifier, photo: &str) -> image::RgbImage {
+    let bytes = std::fs::read(models_dir().join("samples").join(photo)).unwrap();
+    let image = camlime_core::decode_image(&bytes, &Default::default()).unwrap();
+    model.spec().preprocessing.base_image(&image).unwrap()
+}
+
+/// LIME as a task fixture recorded it (`lime` section of its JSON, the design in `design_npy`):
+/// the reference's segments and design composed into samples on `base` (black fill), scored by
+/// `headed` (column 0), the surrogate fitted as `lime` does (kernel width 0.25, `auto`).
+/// Returns our scores, the reference's, and our explanation.
+pub fn lime_on_reference_samples(
+    headed: &Classifier,
+    base: &image::RgbImage,
+    lime: &serde_json::Value,
+    design_npy: &str,
+) -> (Vec<f64>, Vec<f64>, camlime_core::lime::LabelExplanation) {
+    use camlime_core::engine::Composed;
+    use camlime_core::lime::{HideColor, cosine_distances, explain_label, fill_image, kernel};
+    use camlime_core::ndarray::{Array2, Axis};
+
+    let [height, width] = headed.input_size();
+    let runs: Vec<u32> = serde_json::from_value(lime["runs"].clone()).unwrap();
+    let segmentation = camlime_core::Segmentation::from_runs(height, width, &runs).unwrap();
+    assert_eq!(
+        segmentation.count() as u64,
+        lime["segments"].as_u64().unwrap()
+    );
+    let z = Array2::<i8>::read_npy(std::fs::File::open(fixture(design_npy)).unwrap()).unwrap();
+    let preprocessing = &headed.spec().preprocessing;
+    let on = preprocessing.tensor(std::slice::from_ref(base)).unwrap();
+    let black = fill_image(base, &segmentation, HideColor::Value(0));
+    let off = preprocessing.tensor(std::slice::from_ref(&black)).unwrap();
+    let keep = z.mapv(|v| v != 0);
+    let composed = Composed {
+        on: on.index_axis(Axis(0), 0),
+        off: off.index_axis(Axis(0), 0),
+        segments: segmentation.labels(),
+        keep: keep.view(),
+    };
+    let scores: Vec<f64> = headed
+        .forward_composed(&composed)
+        .unwrap()
+        .column(0)
+        .iter()
+        .map(|&v| f64::from(v))
+        .collect();
+    let theirs: Vec<f64> = serde_json::from_value(lime["scores"].clone()).unwrap();
+    let design =
+        camlime_core::nalgebra::DMatrix::from_fn(z.nrows(), z.ncols(), |i, j| f64::from(z[(i, j)]));
+    let weights = kernel(&cosine_distances(&design), 0.25);
+    let explanation = explain_label(
+        &design,
+        &scores,
+        &weights,
+        0,
+        camlime_core::surrogate::FeatureSelection::Auto,
+        100_000,
+    )
+    .unwrap();
+    (scores, theirs, explanation)
+}
