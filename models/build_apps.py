@@ -10,6 +10,10 @@ models/manifest.json and writes
 - models/selfie.onnx        MediaPipe Selfie Segmentation (Apache-2.0), person mask, 256×256
 - models/blazeface.onnx     MediaPipe BlazeFace, back-camera model (Apache-2.0), face detector, 256×256
 - models/face_classes.txt   the face detector's one class
+- models/emotion.onnx       oarriaga's mini-Xception facial expression classifier (MIT), 64×64 faces
+- models/emotion_classes.txt its 7 expressions, in @vladmandic/human's order
+- models/faceres.onnx       @vladmandic/human's face description model (MIT), its 1024-d face
+                            embedding, 224×224 faces
 - models/person_classes.txt the segmenter's one class
 
 It needs pinned tools: `pip install tensorflow-cpu==2.19.1 tf2onnx==1.17.0 onnx==1.22.0 numpy`
@@ -40,6 +44,17 @@ What the conversion changes, and why:
   level (strides 16 and 32, 2 and 6 anchors per cell) `cls_s16/32` (face probability: the head's
   logit through a sigmoid the converter adds, N×anchors×H×W) and `reg_s16/32` (per anchor 16
   regressors: box centre offset x, y and size w, h in input pixels, then 6 landmarks).
+- The emotion classifier takes one grey channel, (g − 0.5)·2 with g = RGB·[0.2989, 0.587, 0.114]
+  of values in [0, 1] (human.js's `gear/emotion.ts`): that conversion becomes the graph's first
+  node (a 1×1 convolution of the RGB input, weights 2·[0.2989, 0.587, 0.114], bias −1), so the
+  model takes RGB / 255 like the others. Its final softmax is cut: the output is the logits.
+- faceres (a MobileNet with gender, age and descriptor heads) keeps only its descriptor: the
+  global average pool of its last convolution (`embedding`, N×1024), whose cosine similarity to
+  a reference face's is what identity explains. It takes RGB in 0–255 (human.js's
+  `face/faceres.ts`). (The package's MobileFaceNet was tried first: its raw 192-d outputs point
+  the same way for every input, cosine ≥ 0.9995 between a face, a cat and a spacesuit, so it
+  cannot tell faces apart; faceres gives 0.96 between a face and its mirror image, 0.18 to the
+  cat.)
 """
 
 import hashlib
@@ -134,7 +149,7 @@ def tfjs_to_onnx(files, stem, tmp, nchw_input=None, patch=None):
 def shapes_of(model):
     inferred = shape_inference.infer_shapes(model)
     return {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
-            for v in list(inferred.graph.value_info) + list(inferred.graph.input)}
+            for v in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output)}
 
 
 def rename(model, old, new):
@@ -301,6 +316,18 @@ def nanodet(files, tmp):
     return model, layers
 
 
+def drop_noop_reshapes(model, shapes):
+    """Remove the reshapes that give a tensor its own shape with the batch fixed (or kept)."""
+    initializers = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    for node in [n for n in model.graph.node if n.op_type == "Reshape"]:
+        target = initializers.get(node.input[1])
+        source = shapes.get(node.input[0])
+        if (target is not None and source is not None and len(target) == len(source)
+                and int(target[0]) in (-1, 0, 1) and list(target[1:]) == source[1:]):
+            model.graph.node.remove(node)
+            rename(model, node.output[0], node.input[0])
+
+
 # --------------------------------------------------------------------------- Selfie
 
 SELFIE_LAYERS = {
@@ -324,13 +351,7 @@ def selfie(files, tmp):
     shapes["logits"] = shapes[sigmoid.input[0]]
     rename(model, sigmoid.input[0], "logits")
     set_outputs(model, ["logits"], shapes)
-    initializers = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-    for node in [n for n in model.graph.node if n.op_type == "Reshape"]:
-        target = initializers.get(node.input[1])
-        source = shapes.get(node.input[0])
-        if target is not None and source is not None and list(target) == source:
-            model.graph.node.remove(node)
-            rename(model, node.output[0], node.input[0])
+    drop_noop_reshapes(model, shapes)
     prune(model)
     for name, (tensor, shape) in SELFIE_LAYERS.items():
         if shapes.get(tensor, [None])[1:] != shape:
@@ -388,6 +409,83 @@ def blazeface(files, tmp):
     return model, layers
 
 
+# --------------------------------------------------------------------------- emotion
+
+EMOTION_LAYERS = {
+    # readable name: (the tensor tf2onnx names, its [C, H, W])
+    "block1": ("StatefulPartitionedCall/model_1/block1_conv2_act/Relu_Relu__10:0", [64, 29, 29]),
+    "block2": ("StatefulPartitionedCall/model_1/add_1/add:0", [128, 15, 15]),
+    "block3": ("StatefulPartitionedCall/model_1/add_2/add:0", [256, 8, 8]),
+    "classes": ("StatefulPartitionedCall/model_1/conv2d_5/BiasAdd_BiasAdd__19:0", [7, 8, 8]),
+}
+GREY = [0.2989, 0.5870, 0.1140]
+
+
+def emotion(files, tmp):
+    model, float16 = tfjs_to_onnx(files, "emotion", tmp, nchw_input="input_1:0", patch=add_fused_arguments)
+    shapes = shapes_of(model)
+    old_input = model.graph.input[0].name
+    del model.graph.input[:]
+    model.graph.input.append(helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 64, 64]))
+    weight = numpy_helper.from_array(np.array(GREY, np.float32).reshape(1, 3, 1, 1) * 2, "grey.weight")
+    bias = numpy_helper.from_array(np.array([-1.0], np.float32), "grey.bias")
+    model.graph.initializer.extend([weight, bias])
+    model.graph.node.insert(0, helper.make_node("Conv", ["input", "grey.weight", "grey.bias"], [old_input],
+                                                name="grey", kernel_shape=[1, 1]))
+    softmax = next(n for n in model.graph.node if n.op_type == "Softmax")
+    shapes["logits"] = shapes[softmax.input[0]]
+    rename(model, softmax.input[0], "logits")
+    set_outputs(model, ["logits"], shapes)
+    prune(model)
+    for name, (tensor, shape) in EMOTION_LAYERS.items():
+        if shapes.get(tensor, [None])[1:] != shape:
+            raise SystemExit(f"emotion: {tensor} is {shapes.get(tensor)}, expected {shape}")
+        rename(model, tensor, name)
+    store_float16(model, float16)
+    canonical_names(model, {"input", "logits", *EMOTION_LAYERS})
+    symbolic_batch(model)
+    onnx.checker.check_model(model)
+    layers = [{"name": n, "tensor": n, "shape": shape} for n, (_, shape) in EMOTION_LAYERS.items()]
+    return model, layers
+
+
+# --------------------------------------------------------------------------- faceres
+
+FACERES_LAYERS = {
+    "conv_pw_11": ("conv_pw_11_relu/Relu:0", [512, 14, 14]),
+    "conv_pw_13": ("conv_pw_13_relu/Relu:0", [1024, 7, 7]),
+}
+
+
+def faceres(files, tmp):
+    model, float16 = tfjs_to_onnx(files, "faceres", tmp, nchw_input="input_1:0", patch=add_fused_arguments)
+    shapes = shapes_of(model)
+    rename(model, model.graph.input[0].name, "input")
+    shapes["embedding"] = shapes["global_pooling/Mean"]
+    rename(model, "global_pooling/Mean", "embedding")
+    set_outputs(model, ["embedding"], shapes)
+    drop_noop_reshapes(model, shapes)
+    prune(model)
+    for name, (tensor, shape) in FACERES_LAYERS.items():
+        if shapes.get(tensor, [None])[1:] != shape:
+            raise SystemExit(f"faceres: {tensor} is {shapes.get(tensor)}, expected {shape}")
+        rename(model, tensor, name)
+    store_float16(model, float16)
+    canonical_names(model, {"input", "embedding", *FACERES_LAYERS})
+    symbolic_batch(model)
+    onnx.checker.check_model(model)
+    layers = [{"name": n, "tensor": n, "shape": shape} for n, (_, shape) in FACERES_LAYERS.items()]
+    return model, layers
+
+
+def emotion_labels(human_files):
+    source = human_files["src/gear/emotion.ts"].decode()
+    labels = re.findall(r"'(\w+)'", re.search(r"const annotations = \[([^\]]+)\]", source).group(1))
+    if len(labels) != 7:
+        raise SystemExit(f"expected 7 emotions, found {labels}")
+    return labels
+
+
 def coco_labels(human_files):
     source = human_files["src/object/labels.ts"].decode()
     labels = re.findall(r"label: '([^']+)'", source)
@@ -411,9 +509,12 @@ def main():
         detector, detector_layers = nanodet(models, tmp)
         segmenter, segmenter_layers = selfie(models, tmp)
         faces, face_layers = blazeface(models, tmp)
+        expressions, expression_layers = emotion(models, tmp)
+        descriptor, descriptor_layers = faceres(models, tmp)
     (HERE / "coco_classes.txt").write_text("\n".join(coco_labels(human)) + "\n")
     (HERE / "person_classes.txt").write_text("person\n")
     (HERE / "face_classes.txt").write_text("face\n")
+    (HERE / "emotion_classes.txt").write_text("\n".join(emotion_labels(human)) + "\n")
     package = f"npm {HUMAN_MODELS[0]}@{HUMAN_MODELS[1]} (sha256 {HUMAN_MODELS[2]})"
     entries = [{
         "name": "nanodet",
@@ -474,11 +575,46 @@ def main():
         "licence": "Apache-2.0 (MediaPipe BlazeFace, google/mediapipe); package MIT",
         "provenance": f"{package}, models/blazeface.json + blazeface.bin (TensorFlow.js graph, float16 "
                       "weights), converted by models/build_apps.py with tf2onnx 1.17.0",
+    }, {
+        "name": "emotion",
+        "title": "Facial expression (oarriaga mini-Xception, 7 classes, 64×64 faces)",
+        "file": "emotion.onnx",
+        "sha256": write(expressions, "emotion.onnx"),
+        "input": {"name": "input", "size": [64, 64]},
+        "preprocessing": {"resize": {"mode": "exact", "size": [64, 64]}, "interpolation": "bilinear",
+                          "crop": [64, 64],
+                          "normalize": {"kind": "scale_offset", "scale": 1.0, "offset": 0.0}},
+        "labels": "emotion_classes.txt",
+        "face": {"detector": "blazeface", "margin": 1.4},
+        "layers": expression_layers,
+        "default_layers": ["block3"],
+        "licence": "MIT (oarriaga/face_classification); package MIT",
+        "provenance": f"{package}, models/emotion.json + emotion.bin (TensorFlow.js graph), converted by "
+                      "models/build_apps.py with tf2onnx 1.17.0",
+    }, {
+        "name": "faceres",
+        "title": "Face descriptor (1024-d, 224×224 faces): identity by cosine similarity",
+        "task": "embedding",
+        "file": "faceres.onnx",
+        "sha256": write(descriptor, "faceres.onnx"),
+        "input": {"name": "input", "size": [224, 224]},
+        "preprocessing": {"resize": {"mode": "exact", "size": [224, 224]}, "interpolation": "bilinear",
+                          "crop": [224, 224],
+                          "normalize": {"kind": "scale_offset", "scale": 255.0, "offset": 0.0}},
+        "labels": "face_classes.txt",
+        "face": {"detector": "blazeface", "margin": 1.4},
+        "layers": descriptor_layers,
+        "default_layers": ["conv_pw_13"],
+        "licence": "MIT (@vladmandic/human's faceres); package MIT",
+        "provenance": f"{package}, models/faceres.json + faceres.bin (TensorFlow.js graph, float16 weights), "
+                      "converted by models/build_apps.py with tf2onnx 1.17.0",
     }]
     manifest_path = HERE / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
     names = {e["name"] for e in entries}
     manifest["models"] = [m for m in manifest["models"] if m["name"] not in names] + entries
+    manifest["labels"]["emotion_classes.txt"] = (f"npm {HUMAN[0]}@{HUMAN[1]} (sha256 {HUMAN[2]}), "
+                                                 "src/gear/emotion.ts `annotations`")
     manifest["labels"]["coco_classes.txt"] = (f"npm {HUMAN[0]}@{HUMAN[1]} (sha256 {HUMAN[2]}), "
                                               "src/object/labels.ts")
     manifest["labels"]["person_classes.txt"] = ("the one class of MediaPipe Selfie Segmentation's "

@@ -96,6 +96,9 @@ pub struct PredictArgs {
     /// How many classes to show per image.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=1000))]
     pub top: u16,
+    /// A face model predicts on this face of each photo (best first; default the best).
+    #[arg(long, value_name = "K")]
+    pub face: Option<usize>,
     /// How images are decoded.
     #[command(flatten)]
     pub decode: DecodeFlags,
@@ -273,7 +276,22 @@ fn predict(bundle: &Bundle, args: &PredictArgs, out: &mut dyn Write) -> Result<(
             model.name,
             model.name
         ),
+        Task::Embedding => bail!(
+            "`{}` is a face embedding: explain its similarity to a reference face with \
+             `camlime explain --model {} --reference FACE.jpg`",
+            model.name,
+            model.name
+        ),
         Task::Classification => {}
+    }
+    // A face model sees each photo's face.
+    for (input, path) in inputs.iter_mut().zip(&args.images) {
+        if let Some((face, _)) = bundle
+            .face_of(&model, input, args.face)
+            .with_context(|| format!("{}", path.display()))?
+        {
+            *input = face;
+        }
     }
     let preprocessing = &model.classifier.spec().preprocessing;
     let base_images = inputs

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail, ensure};
 use camlime_core::detection::BoundingBox;
 use camlime_core::engine::EngineChoice;
-use camlime_core::explanation::{TaskConfig, TaskRecord, image_sha256};
+use camlime_core::explanation::{IdentityChoice, TaskConfig, TaskRecord, image_sha256};
 use camlime_core::preprocess::{DecodeOptions, ExifOrientation, ResizeMode};
 use camlime_core::region::{Region, RegionChoice, RegionShape};
 use camlime_core::render::{
@@ -85,6 +85,14 @@ pub struct ExplainArgs {
     /// Print the record as JSON on stdout instead of a summary.
     #[arg(long)]
     pub json: bool,
+    /// A face model explains this face of the photo (best first; default the best), cropped
+    /// around the box its face detector finds.
+    #[arg(long, value_name = "K")]
+    pub face: Option<usize>,
+    /// A face embedding explains the cosine similarity of the face to this photo's face (its
+    /// best face, cropped as the explained one is).
+    #[arg(long, value_name = "FACE")]
+    pub reference: Option<PathBuf>,
     /// A segmenter explains its logits summed over this box of the photo (pixels) instead of
     /// over its predicted mask.
     #[arg(
@@ -159,11 +167,18 @@ pub fn explain(bundle: &Bundle, args: &ExplainArgs, out: &mut dyn Write) -> Resu
             let model = bundle
                 .load(&args.model)?
                 .on_device(args.device, &args.engine)?;
+            if let Some(path) = &args.reference {
+                config.task = reference_task(bundle, &model, path, &args.run.decoding())?;
+            }
             if let Some(region) = photo_region(args, &image, &model)? {
                 config.task = TaskConfig::Segmentation(RegionChoice {
                     region: Some(region),
                 });
             }
+            let (image, face) = match bundle.face_of(&model, &image, args.face)? {
+                Some((crop, info)) => (crop, Some(info)),
+                None => (image, None),
+            };
             let runtime = args.run.runtime();
             let record = camlime_core::explain(
                 &model.classifier,
@@ -173,7 +188,9 @@ pub fn explain(bundle: &Bundle, args: &ExplainArgs, out: &mut dyn Write) -> Resu
                 &runtime,
             );
             runtime.finish();
-            (record?, model, image_path, image)
+            let mut record = record?;
+            record.image.face = face;
+            (record, model, image_path, image)
         }
     };
     let base = model.classifier.spec().preprocessing.base_image(&image)?;
@@ -185,6 +202,33 @@ pub fn explain(bundle: &Bundle, args: &ExplainArgs, out: &mut dyn Write) -> Resu
         summary(&record, &written, out)?;
     }
     Ok(())
+}
+
+/// The identity task of `--reference`: the embedding of that photo's best face.
+fn reference_task(
+    bundle: &Bundle,
+    model: &LoadedModel,
+    path: &Path,
+    decoding: &DecodeOptions,
+) -> Result<TaskConfig> {
+    ensure!(
+        model.classifier.spec().task == Task::Embedding,
+        "--reference compares faces; `{}` is {} model, not a face embedding",
+        model.name,
+        model.classifier.spec().task.with_article()
+    );
+    let photo = load_image(path, decoding)?;
+    let face = match bundle
+        .face_of(model, &photo, None)
+        .with_context(|| format!("the reference {}", path.display()))?
+    {
+        Some((face, _)) => face,
+        None => photo,
+    };
+    let base = model.classifier.spec().preprocessing.base_image(&face)?;
+    Ok(TaskConfig::Identity(IdentityChoice {
+        reference: camlime_core::task::embed(&model.classifier, &base)?,
+    }))
 }
 
 /// The region `--region` or `--region-mask` give in photo pixels, on the model's input (the
@@ -200,9 +244,9 @@ fn photo_region(
     let spec = model.classifier.spec();
     ensure!(
         matches!(spec.task, Task::Segmentation(_)),
-        "--region and --region-mask choose a region of a segmenter's mask; `{}` is a {} model",
+        "--region and --region-mask choose a region of a segmenter's mask; `{}` is {} model",
         model.name,
-        spec.task.name()
+        spec.task.with_article()
     );
     ensure!(
         matches!(args.config.task.as_deref(), None | Some("segmentation")),
@@ -266,7 +310,21 @@ fn replay(
         (None, Some(source)) => PathBuf::from(source),
         (None, None) => bail!("the record names no image: pass one"),
     };
-    let image = load_image(&image_path, &args.run.decoding())?;
+    let mut image = load_image(&image_path, &args.run.decoding())?;
+    if let Some(face) = &recorded.image.face {
+        let c = face.crop;
+        ensure!(
+            c.x0 < c.x1 && c.y0 < c.y1 && c.x1 <= image.width() && c.y1 <= image.height(),
+            "the record's face crop ({}, {})–({}, {}) does not fit {}",
+            c.x0,
+            c.y0,
+            c.x1,
+            c.y1,
+            image_path.display()
+        );
+        let (width, height) = c.size();
+        image = image::imageops::crop_imm(&image, c.x0, c.y0, width, height).to_image();
+    }
     let base = model.classifier.spec().preprocessing.base_image(&image)?;
     ensure!(
         image_sha256(&base) == recorded.image.sha256,
@@ -282,7 +340,8 @@ fn replay(
         &runtime,
     );
     runtime.finish();
-    let record = record?;
+    let mut record = record?;
+    record.image.face = recorded.image.face.clone();
     ensure!(
         record.same_results(&recorded),
         "replay of {} did not reproduce the recorded results",
@@ -341,7 +400,7 @@ fn write_outputs(
             Some(TaskRecord::Segmentation(target)) => {
                 outline_region(&image, &target.region, REGION, 2)?
             }
-            None => image,
+            Some(TaskRecord::Identity(_)) | None => image,
         })
     };
     if let Some(TaskRecord::Segmentation(target)) = &record.task {
@@ -406,6 +465,14 @@ fn summary(record: &ExplanationRecord, written: &[PathBuf], out: &mut dyn Write)
         record.model.name,
         record.engine
     )?;
+    if let Some(face) = &record.image.face {
+        let c = face.crop;
+        writeln!(
+            out,
+            "face {} of {} (score {:.4}), cropped at ({}, {})–({}, {}) of the photo",
+            face.face, face.detector, face.detection.score, c.x0, c.y0, c.x1, c.y1
+        )?;
+    }
     match &record.task {
         None => writeln!(
             out,
@@ -422,6 +489,13 @@ fn summary(record: &ExplanationRecord, written: &[PathBuf], out: &mut dyn Write)
                 .map_or_else(|| "?".into(), |k| k.to_string()),
             target.detection.label,
             target.detection.score
+        )?,
+        Some(TaskRecord::Identity(target)) => writeln!(
+            out,
+            "target: cosine similarity of the face's {}-d embedding to the reference face's = \
+             {:.4} (1: the same direction); positive weights raise the similarity",
+            target.embedding.len(),
+            target.similarity
         )?,
         Some(TaskRecord::Segmentation(target)) => {
             let [h, w] = target.predicted.size;

@@ -32,7 +32,8 @@ pub struct ConfigFlags {
     #[arg(long, default_value_t = defaults().lime.num_samples)]
     pub samples: usize,
     /// Superpixels: quickshift, slic, felzenszwalb or grid, with changed parameters as
-    /// `name:key=value,…` (e.g. `slic:n_segments=50`).
+    /// `name:key=value,…` (e.g. `slic:n_segments=50`); `faces` is the paper's face setting
+    /// (slic with 100 segments, compactness 1, sigma 1).
     #[arg(long, default_value_t = defaults().segmenter)]
     pub segmenter: SegmenterConfig,
     /// CamLIME mode: segment (mean pooling), segment-max, grid (the paper's code) or vector.

@@ -5,9 +5,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
+use camlime_core::detection::BoxChoice;
 use camlime_core::engine::{Engine, EngineChoice};
+use camlime_core::face::FaceInfo;
 use camlime_core::manifest::parse_labels;
+use camlime_core::task::crop_face;
 use camlime_core::{Classifier, Manifest, ModelSpec};
+use image::RgbImage;
 
 use crate::cuda::{CudaEngine, Precision};
 
@@ -64,6 +68,34 @@ impl Bundle {
     pub fn read(&self, file: &str) -> Result<Vec<u8>> {
         let path = self.dir.join(file);
         std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))
+    }
+
+    /// The face a face model explains in `photo`: the `face`-th (best first, default the best)
+    /// its detector finds, cropped with its margin; `None` for any other model (which may not be
+    /// given a face).
+    pub fn face_of(
+        &self,
+        model: &LoadedModel,
+        photo: &RgbImage,
+        face: Option<usize>,
+    ) -> Result<Option<(RgbImage, FaceInfo)>> {
+        let Some(crop) = &model.classifier.spec().face else {
+            if face.is_some() {
+                bail!(
+                    "--face chooses the face a face model explains; `{}` is not one",
+                    model.name
+                );
+            }
+            return Ok(None);
+        };
+        let detector = self.load(&crop.detector)?;
+        let choice = BoxChoice {
+            index: face,
+            class: None,
+        };
+        let (image, info) = crop_face(&detector.classifier, photo, &choice, crop)
+            .with_context(|| format!("`{}` explains faces", model.name))?;
+        Ok(Some((image, info)))
     }
 
     /// Load a model: a bundled name, or a path to an `.onnx` file.

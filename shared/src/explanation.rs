@@ -113,6 +113,7 @@ pub fn start(
             width: base.width(),
             height: base.height(),
             sha256: image_sha256(&base),
+            face: None,
         },
         config: config.clone(),
         target: TargetInfo {
@@ -306,7 +307,7 @@ pub fn fitted(classifier: &Classifier, config: &ExplainConfig) -> ExplainConfig 
             Task::Segmentation(_) => {
                 config.task = TaskConfig::Segmentation(RegionChoice::default());
             }
-            Task::Classification => {}
+            Task::Classification | Task::Embedding => {}
         }
     }
     config

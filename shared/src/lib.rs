@@ -44,8 +44,8 @@ mod onnx;
 pub mod task;
 
 pub use camlime_base::{
-    camlime, detection, draws, error, lime, manifest, preprocess, region, render, runtime, segment,
-    spec, surrogate,
+    camlime, detection, draws, error, face, lime, manifest, preprocess, region, render, runtime,
+    segment, spec, surrogate,
 };
 pub use error::{Error, Result};
 pub use explanation::{ExplainConfig, ExplanationRecord, Method, explain};

@@ -170,7 +170,7 @@ impl Classifier {
             spec.preprocessing = spec.preprocessing.scaled_to(model_crop);
         }
         let logits_tensor = match (&spec.output, graph.output.as_slice()) {
-            _ if spec.task != Task::Classification => TASK_OUTPUTS.to_owned(),
+            _ if !spec.task.outputs().is_empty() => TASK_OUTPUTS.to_owned(),
             (Some(name), _) => name.clone(),
             (None, [single]) => single.name.clone(),
             (None, outputs) => {
@@ -397,6 +397,10 @@ impl Classifier {
             }
             return Ok(());
         }
+        if let Task::Embedding = &self.spec.task {
+            // The raw outputs are the embedding; explanations bind a similarity head.
+            return Ok(());
+        }
         if let Task::Segmentation(_) = &self.spec.task {
             // One logit map; explanations bind a head summing a region of it.
             self.segmentation_size()?;
@@ -495,7 +499,7 @@ impl Classifier {
                     .classes(self.input_size, self.raw_outputs)
                     .unwrap_or_default(),
                 Task::Segmentation(_) => 1,
-                Task::Classification => self.num_classes(),
+                Task::Classification | Task::Embedding => self.num_classes(),
             },
             default_layers: self.default_layers().to_vec(),
             layers: self.layers().to_vec(),
@@ -1029,9 +1033,9 @@ impl Classifier {
     pub fn segmentation_size(&self) -> Result<[usize; 2]> {
         let Task::Segmentation(segmenter) = &self.spec.task else {
             return Err(Error::Parameter(format!(
-                "`{}` is a {} model, not a segmenter",
+                "`{}` is {} model, not a segmenter",
                 self.spec.name,
-                self.spec.task.name()
+                self.spec.task.with_article()
             )));
         };
         match self.shapes.get(&segmenter.logits).map(Vec::as_slice) {
@@ -1049,6 +1053,13 @@ impl Classifier {
             (Task::Detection(_), None) => {
                 return Err(Error::Parameter(format!(
                     "`{}` is a detector: it has no classes to predict; detect its objects instead",
+                    self.spec.name
+                )));
+            }
+            (Task::Embedding, None) => {
+                return Err(Error::Parameter(format!(
+                    "`{}` is a face embedding: it has no classes to predict; explain its \
+                     similarity to a reference face instead (`--reference FACE.jpg`)",
                     self.spec.name
                 )));
             }

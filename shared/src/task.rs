@@ -16,8 +16,11 @@ use std::sync::Arc;
 use image::RgbImage;
 
 use crate::detection::{BoxTarget, Detection, DetectorSpec};
+use crate::explanation::IdentityTarget;
 use crate::explanation::{TaskConfig, TaskRecord};
+use crate::face::{FaceCrop, FaceInfo};
 use crate::model::{Classifier, Head, Pulled, Task};
+use crate::preprocess::ResizeMode;
 use crate::region::{Region, RegionTarget};
 use crate::{Error, Result};
 
@@ -26,9 +29,9 @@ fn detector(classifier: &Classifier) -> Result<&DetectorSpec> {
     match &classifier.spec().task {
         Task::Detection(spec) => Ok(spec),
         other => Err(Error::Parameter(format!(
-            "`{}` is a {} model, not a detector",
+            "`{}` is {} model, not a detector",
             classifier.spec().name,
-            other.name()
+            other.with_article()
         ))),
     }
 }
@@ -59,6 +62,40 @@ pub fn detect(
         &classifier.spec().labels,
         threshold,
     )
+}
+
+/// The `choice`-th face `detector` finds in `photo` (best first), cut from the photo as `crop`
+/// says: the face image a face model explains, and what the record keeps of it. The detector's
+/// preprocessing must resize the whole photo (its boxes map back to the photo by scaling).
+pub fn crop_face(
+    detector: &Classifier,
+    photo: &RgbImage,
+    choice: &crate::detection::BoxChoice,
+    crop: &FaceCrop,
+) -> Result<(RgbImage, FaceInfo)> {
+    let preprocessing = &detector.spec().preprocessing;
+    if preprocessing.resize != ResizeMode::Exact(preprocessing.crop) {
+        return Err(Error::Model(format!(
+            "the face detector `{}` must resize the whole photo to its input",
+            detector.spec().name
+        )));
+    }
+    let base = preprocessing.base_image(photo)?;
+    let faces = detect(detector, &base, None)?;
+    let detection = choice.pick(&faces, &what(detector))?.clone();
+    let face = choice.index.unwrap_or(0);
+    let photo_size = [photo.height(), photo.width()];
+    let input = [base.height(), base.width()];
+    let area = crop.crop_box(&detection.bbox.scaled(input, photo_size), photo_size)?;
+    let (width, height) = area.size();
+    let image = image::imageops::crop_imm(photo, area.x0, area.y0, width, height).to_image();
+    let info = FaceInfo {
+        detector: detector.spec().name.clone(),
+        face,
+        detection,
+        crop: area,
+    };
+    Ok((image, info))
 }
 
 /// A segmenter's raw logit map of one base image (already resized to the model's input).
@@ -140,6 +177,96 @@ impl Head for RegionLogits {
             seed: pulled,
         }
     }
+}
+
+/// A face embedding's cosine similarity to a reference embedding as the one value explainers
+/// see (pytorch-grad-cam's `SimilarityToConceptTarget`).
+#[derive(Debug)]
+pub struct Similarity {
+    /// The reference, unit length.
+    reference: Vec<f32>,
+}
+
+impl Similarity {
+    /// The head comparing `classifier`'s embeddings with `reference` (same length, not zero).
+    pub fn new(classifier: &Classifier, reference: &[f32]) -> Result<Self> {
+        let dimensions = classifier.num_classes();
+        if reference.len() != dimensions {
+            return Err(Error::Parameter(format!(
+                "the reference embedding has {} values; `{}` embeds faces in {dimensions}",
+                reference.len(),
+                classifier.spec().name
+            )));
+        }
+        let norm = reference.iter().map(|v| v * v).sum::<f32>().sqrt();
+        if !(norm.is_finite() && norm > 0.0) {
+            return Err(Error::Parameter(
+                "the reference embedding must be finite and not zero".into(),
+            ));
+        }
+        Ok(Self {
+            reference: reference.iter().map(|v| v / norm).collect(),
+        })
+    }
+
+    /// cos(e, r), and |e|.
+    fn cosine(&self, embedding: &[f32]) -> (f32, f32) {
+        let norm = embedding.iter().map(|v| v * v).sum::<f32>().sqrt();
+        let dot: f32 = embedding
+            .iter()
+            .zip(&self.reference)
+            .map(|(e, r)| e * r)
+            .sum();
+        if norm > 0.0 {
+            (dot / norm, norm)
+        } else {
+            (0.0, 0.0)
+        }
+    }
+}
+
+impl Head for Similarity {
+    fn labels(&self) -> Vec<String> {
+        vec!["cosine similarity to the reference face".into()]
+    }
+
+    fn values(&self, raw: &[f32]) -> Vec<f32> {
+        vec![self.cosine(raw).0]
+    }
+
+    fn pullback(&self, raw: &[f32], seed: &[f32]) -> Pulled {
+        // ∂cos/∂e = (r̂ − cos · e/|e|) / |e|.
+        let (cos, norm) = self.cosine(raw);
+        let s = seed.first().copied().unwrap_or(0.0);
+        let seed = if norm > 0.0 {
+            raw.iter()
+                .zip(&self.reference)
+                .map(|(e, r)| s * (r - cos * e / norm) / norm)
+                .collect()
+        } else {
+            vec![0.0; raw.len()]
+        };
+        Pulled {
+            values: vec![cos],
+            seed,
+        }
+    }
+}
+
+/// A face model's embedding of one base image (already resized to the model's input).
+pub fn embed(classifier: &Classifier, base: &RgbImage) -> Result<Vec<f32>> {
+    if classifier.spec().task != Task::Embedding {
+        return Err(Error::Parameter(format!(
+            "`{}` is {} model, not a face embedding",
+            classifier.spec().name,
+            classifier.spec().task.with_article()
+        )));
+    }
+    let tensor = classifier
+        .spec()
+        .preprocessing
+        .tensor(std::slice::from_ref(base))?;
+    Ok(classifier.raw_outputs(tensor.view())?.row(0).to_vec())
 }
 
 /// A detection's score as the one value explainers see (see the module's description).
@@ -238,6 +365,16 @@ pub fn bind(
             });
             Ok((Some(classifier.with_head(Arc::new(head))?), Some(record)))
         }
+        TaskConfig::Identity(choice) => {
+            let head = Similarity::new(classifier, &choice.reference)?;
+            let embedding = embed(classifier, base)?;
+            let record = TaskRecord::Identity(IdentityTarget {
+                similarity: head.cosine(&embedding).0,
+                embedding,
+                reference: choice.reference.clone(),
+            });
+            Ok((Some(classifier.with_head(Arc::new(head))?), Some(record)))
+        }
     }
 }
 
@@ -256,13 +393,21 @@ pub fn headed(classifier: &Classifier, record: &TaskRecord) -> Result<Classifier
         TaskRecord::Segmentation(target) => {
             classifier.with_head(Arc::new(RegionLogits::new(classifier, &target.region)?))
         }
+        TaskRecord::Identity(target) => {
+            classifier.with_head(Arc::new(Similarity::new(classifier, &target.reference)?))
+        }
     }
 }
 
 /// The model's task and the explanation's agree, and the choice fits the model.
 pub fn check(classifier: &Classifier, task: &TaskConfig) -> Result<()> {
     let model_task = &classifier.spec().task;
-    if model_task.name() != task.name() {
+    let fits = match (model_task, task) {
+        (Task::Embedding, TaskConfig::Identity(_)) => true,
+        (Task::Embedding, _) | (_, TaskConfig::Identity(_)) => false,
+        _ => model_task.name() == task.name(),
+    };
+    if !fits {
         let hint = match model_task {
             Task::Detection(_) => {
                 " (explain one of its boxes: task `detection`, `--task detection`)"
@@ -270,12 +415,16 @@ pub fn check(classifier: &Classifier, task: &TaskConfig) -> Result<()> {
             Task::Segmentation(_) => {
                 " (explain a region of its mask: task `segmentation`, `--task segmentation`)"
             }
+            Task::Embedding => {
+                " (explain its similarity to a reference face: task `identity`, `--reference \
+                 FACE.jpg`)"
+            }
             Task::Classification => "",
         };
         return Err(Error::Parameter(format!(
-            "`{}` is a {} model but the explanation asks for {}{hint}",
+            "`{}` is {} model but the explanation asks for {}{hint}",
             classifier.spec().name,
-            model_task.name(),
+            model_task.with_article(),
             task.name()
         )));
     }

@@ -15,7 +15,7 @@ pub enum Request {
     /// Build a classifier from the ONNX bytes attached.
     LoadModel {
         /// How to read it (bundled manifest entry, or a user model's defaults).
-        spec: ModelSpec,
+        spec: Box<ModelSpec>,
         /// Also compile Grad-CAM's gradient model before answering (the explaining worker).
         warm_gradients: bool,
     },
@@ -211,7 +211,7 @@ mod tests {
         assert!(json.contains(r#""kind":"explain""#), "{json}");
         assert_eq!(decode::<Request>(&json).unwrap(), request);
         let spec = Request::LoadModel {
-            spec: ModelSpec::user_model("mine"),
+            spec: Box::new(ModelSpec::user_model("mine")),
             warm_gradients: true,
         };
         assert_eq!(decode::<Request>(&encode(&spec)).unwrap(), spec);

@@ -12,6 +12,8 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use camlime_core::detection::{BoundingBox, Detection};
 use camlime_core::evaluation::{self, Evaluation, Plan, Report, Row, paper_methods};
+use camlime_core::explanation::{IdentityChoice, IdentityTarget};
+use camlime_core::face::{CropBox, FaceInfo};
 use camlime_core::region::{Region, RegionChoice, RegionShape, RegionTarget};
 use camlime_core::{ExplainConfig, ExplanationRecord, Layer, ModelSummary, Runtime};
 use futures_util::Stream;
@@ -68,6 +70,10 @@ use crate::parallel::Threads;
         RegionShape,
         Region,
         RegionTarget,
+        IdentityChoice,
+        IdentityTarget,
+        FaceInfo,
+        CropBox,
         ExplainRequest,
         EvalRequest,
         EvalImage,
@@ -260,10 +266,17 @@ pub async fn predict(
     }
     let top = usize::from(request.top);
     let name = model.name.clone();
-    let predictions = on_base_image(&state, model, submission.image, move |model, _, base| {
-        let mut rows = model.classifier.predict(&[base], top)?;
-        Ok(rows.pop().unwrap_or_default())
-    })
+    let face = Face::of(&state, &model, request.face)?;
+    let predictions = on_base_image(
+        &state,
+        model,
+        face,
+        submission.image,
+        move |model, _, base| {
+            let mut rows = model.classifier.predict(&[base], top)?;
+            Ok(rows.pop().unwrap_or_default())
+        },
+    )
     .await?;
     Ok(Json(PredictResponse {
         model: name,
@@ -302,6 +315,7 @@ pub async fn detect(
     let (image_size, detections) = on_base_image(
         &state,
         model,
+        None,
         submission.image,
         move |model, image, base| {
             let found = camlime_core::task::detect(&model.classifier, &base, threshold)?;
@@ -323,11 +337,12 @@ pub async fn detect(
     }))
 }
 
-/// `work` on the compute pool with the decoded upload and its base image for `model` (resized
-/// to the model's input): what every one-image endpoint does.
+/// `work` on the compute pool with the decoded upload (a face model's: its face) and its base
+/// image for `model` (resized to the model's input): what every one-image endpoint does.
 async fn on_base_image<T: Send + 'static>(
     state: &AppState,
     model: Arc<LoadedModel>,
+    face: Option<Face>,
     bytes: axum::body::Bytes,
     work: impl FnOnce(&LoadedModel, &image::RgbImage, image::RgbImage) -> Result<T, ApiError>
     + Send
@@ -336,10 +351,62 @@ async fn on_base_image<T: Send + 'static>(
     let decoding = state.limits.decode;
     compute(state, 1, move |_| {
         let image = decode_bytes(&bytes, &decoding)?;
+        let (image, _) = Face::crop(face.as_ref(), image)?;
         let base = model.classifier.spec().preprocessing.base_image(&image)?;
         work(&model, &image, base)
     })
     .await
+}
+
+/// How a face model's image is cut from an upload: its detector and the chosen face.
+#[derive(Clone)]
+struct Face {
+    detector: Arc<LoadedModel>,
+    crop: camlime_core::face::FaceCrop,
+    index: Option<usize>,
+}
+
+impl Face {
+    /// A face model's face choice (its detector must be served); `None` for other models, to
+    /// which a face may not be given.
+    fn of(
+        state: &AppState,
+        model: &LoadedModel,
+        index: Option<usize>,
+    ) -> Result<Option<Face>, ApiError> {
+        match &model.classifier.spec().face {
+            Some(crop) => Ok(Some(Face {
+                detector: find_model(state, &crop.detector)?,
+                crop: crop.clone(),
+                index,
+            })),
+            None if index.is_some() => Err(ApiError::bad_request(
+                ErrorCode::InvalidParameter,
+                format!(
+                    "`face` chooses the face a face model explains; `{}` is not one",
+                    model.name
+                ),
+            )),
+            None => Ok(None),
+        }
+    }
+
+    /// The image a model sees: the face for a face model, else the upload as it is.
+    fn crop(
+        face: Option<&Face>,
+        image: image::RgbImage,
+    ) -> Result<(image::RgbImage, Option<FaceInfo>), ApiError> {
+        let Some(face) = face else {
+            return Ok((image, None));
+        };
+        let choice = camlime_core::detection::BoxChoice {
+            index: face.index,
+            class: None,
+        };
+        let (cropped, info) =
+            camlime_core::task::crop_face(&face.detector.classifier, &image, &choice, &face.crop)?;
+        Ok((cropped, Some(info)))
+    }
 }
 
 /// The checked pieces of an explain request.
@@ -347,12 +414,14 @@ struct Checked {
     model: Arc<LoadedModel>,
     config: ExplainConfig,
     source: Option<String>,
+    face: Option<Face>,
 }
 
 fn check(state: &AppState, request: &ExplainRequest) -> Result<Checked, ApiError> {
     let model = find_model(state, &request.model)?;
     check_config(&request.config, &model, &state.limits)?;
     Ok(Checked {
+        face: Face::of(state, &model, request.face)?,
         model,
         config: request.config.clone(),
         source: request.source.clone(),
@@ -364,13 +433,16 @@ fn explain_with(
     image: &image::RgbImage,
     runtime: &Threads,
 ) -> Result<ExplanationRecord, ApiError> {
-    Ok(camlime_core::explain(
+    let (image, face) = Face::crop(checked.face.as_ref(), image.clone())?;
+    let mut record = camlime_core::explain(
         &checked.model.classifier,
-        image,
+        &image,
         checked.source.clone(),
         &checked.config,
         runtime,
-    )?)
+    )?;
+    record.image.face = face;
+    Ok(record)
 }
 
 /// Explain an image now (light methods: CAMs, attributions, LIME/CamLIME with few samples).

@@ -39,6 +39,9 @@ pub struct PredictRequest {
     /// How many classes to return (1–1000, default 5).
     #[serde(default = "default_top")]
     pub top: u16,
+    /// A face model predicts on this face of the image (best first; default the best).
+    #[serde(default)]
+    pub face: Option<usize>,
 }
 
 /// `POST /v1/detect`: the command line's `detect`.
@@ -73,6 +76,10 @@ pub struct ExplainRequest {
     /// replays it): any subset of the fields, the rest at their defaults.
     #[serde(default)]
     pub config: ExplainConfig,
+    /// A face model explains this face of the image (best first; default the best): the crop
+    /// its face detector finds, kept in the record's `image.face`.
+    #[serde(default)]
+    pub face: Option<usize>,
 }
 
 /// `POST /v1/evaluations`: the command line's `eval` over the images sent with it.
@@ -232,12 +239,14 @@ impl WithImage for PredictRequest {
             model: default_model(),
             image: None,
             top: default_top(),
+            face: None,
         };
         for (name, value) in fields {
             match name.as_str() {
                 "model" => request.model = value.clone(),
                 "top" => request.top = parse_field(name, value)?,
-                other => return Err(unknown_field(other, "`model` and `top`")),
+                "face" => request.face = Some(parse_field(name, value)?),
+                other => return Err(unknown_field(other, "`model`, `top` and `face`")),
             }
         }
         Ok(request)
@@ -255,11 +264,13 @@ impl WithImage for ExplainRequest {
             image: None,
             source: None,
             config: ExplainConfig::default(),
+            face: None,
         };
         request.config = settings(fields, &mut |name, value| {
             match name {
                 "model" => request.model = value.to_owned(),
                 "source" => request.source = Some(value.to_owned()),
+                "face" => request.face = Some(parse_field(name, value)?),
                 _ => return Ok(false),
             }
             Ok(true)

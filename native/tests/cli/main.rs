@@ -9,6 +9,7 @@ mod cli;
 mod detect;
 mod eval;
 mod explain;
+mod faces;
 mod parallel;
 mod segment;
 mod serve;

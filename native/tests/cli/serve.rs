@@ -1443,3 +1443,53 @@ fn region_explanations_over_http_equal_the_command_line() {
         assert!(schemas[schema].is_object(), "OpenAPI lacks {schema}");
     }
 }
+
+/// A face model over HTTP sees the face its detector finds, as the command line does.
+#[test]
+fn face_models_over_http_crop_the_face_as_the_command_line_does() {
+    let dir = scratch("face-http");
+    let server = Server::start(&dir, &["--threads", "2"]);
+    let photo = std::fs::read(repo("models/samples/astronaut.png")).unwrap();
+    let (status, answer) = post_json(
+        &server,
+        "/v1/predict",
+        &json!({"model": "emotion", "image": base64(&photo), "top": 1}),
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["predictions"][0]["label"], "happy");
+    let (status, record) = post_json(
+        &server,
+        "/v1/explain",
+        &json!({"model": "emotion", "image": base64(&photo), "source": "astronaut.png",
+                "config": {"method": "gradcam"}}),
+    );
+    assert_eq!(status, 200, "{record}");
+    let output = camlime(&[
+        "explain",
+        "models/samples/astronaut.png",
+        "--model",
+        "emotion",
+        "--method",
+        "gradcam",
+        "--json",
+        "--out",
+        dir.join("cli").to_str().unwrap(),
+    ]);
+    assert!(output.status.success());
+    let cli: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(record["image"]["face"], cli["image"]["face"]);
+    assert_eq!(results_only(record), results_only(cli));
+    let (status, error) = post_json(
+        &server,
+        "/v1/predict",
+        &json!({"model": "mobilenet_v2", "image": base64(&photo), "face": 0}),
+    );
+    assert_eq!(status, 400, "{error}");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("is not one"),
+        "{error}"
+    );
+}

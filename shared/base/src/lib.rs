@@ -21,6 +21,7 @@ pub mod camlime;
 pub mod detection;
 pub mod draws;
 pub mod error;
+pub mod face;
 pub mod lime;
 pub mod manifest;
 mod names;

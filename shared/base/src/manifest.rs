@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::detection::DetectorSpec;
+use crate::face::FaceCrop;
 use crate::preprocess::Preprocessing;
 use crate::region::SegmentationSpec;
 use crate::spec::{ModelSpec, NamedLayer, Task};
@@ -47,6 +48,9 @@ pub struct ModelEntry {
     /// A segmenter's logit map (task `segmentation`).
     #[serde(default)]
     pub segmentation: Option<SegmentationSpec>,
+    /// A face model: the bundled detector whose faces it explains, and the crop's margin.
+    #[serde(default)]
+    pub face: Option<FaceCrop>,
     /// How images become the input tensor.
     pub preprocessing: Preprocessing,
     /// Labels file, relative to the manifest (one class name per line).
@@ -106,6 +110,16 @@ impl Manifest {
         for entry in &manifest.models {
             entry.preprocessing.validate()?;
             entry.task()?;
+            if let Some(face) = &entry.face {
+                face.validate()?;
+                let detector = manifest.models.iter().find(|m| m.name == face.detector);
+                if detector.is_none_or(|d| d.detector.is_none()) {
+                    return Err(Error::Manifest(format!(
+                        "model `{}`: its face detector `{}` is not a bundled detector",
+                        entry.name, face.detector
+                    )));
+                }
+            }
             for layer in &entry.default_layers {
                 if !entry.layers.iter().any(|l| &l.name == layer) {
                     return Err(Error::Manifest(format!(
@@ -143,7 +157,8 @@ impl ModelEntry {
                 segmenter.validate()?;
                 Ok(Task::Segmentation(segmenter.clone()))
             }
-            ("classification" | "detection" | "segmentation", _, _) => {
+            ("embedding", None, None) => Ok(Task::Embedding),
+            ("classification" | "detection" | "segmentation" | "embedding", _, _) => {
                 Err(Error::Manifest(format!(
                     "model `{}`: a `detector` section belongs to task `detection`, a \
                      `segmentation` section to task `segmentation`, each only to it",
@@ -151,7 +166,8 @@ impl ModelEntry {
                 )))
             }
             (other, _, _) => Err(Error::Manifest(format!(
-                "model `{}`: unknown task `{other}` (classification, detection, segmentation)",
+                "model `{}`: unknown task `{other}` (classification, detection, segmentation, \
+                 embedding)",
                 self.name
             ))),
         }
@@ -176,6 +192,7 @@ impl ModelEntry {
                 })
                 .collect(),
             default_layers: self.default_layers.clone(),
+            face: self.face.clone(),
         })
     }
 }

@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 use crate::cam::{CamConfig, CamMap, CamMethod, Stability};
 use crate::camlime::CamLimeMode;
 use crate::detection::{BoxChoice, BoxTarget, Detection};
+use crate::face::FaceInfo;
 use crate::lime::{HideColor, LabelExplanation, LimeConfig};
 use crate::preprocess::Preprocessing;
 use crate::region::{RegionChoice, RegionTarget};
@@ -149,15 +150,39 @@ pub enum TaskConfig {
     Detection(BoxChoice),
     /// A region of a segmenter's map: its summed logit.
     Segmentation(RegionChoice),
+    /// A face embedding's cosine similarity to a reference face's embedding.
+    Identity(IdentityChoice),
+}
+
+/// The reference an identity explanation compares the face with.
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityChoice {
+    /// The reference face's embedding (the model's output on it; any length-d vector).
+    pub reference: Vec<f32>,
+}
+
+/// What an identity explanation compared (kept in its record).
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct IdentityTarget {
+    /// The face's embedding.
+    pub embedding: Vec<f32>,
+    /// The reference's embedding.
+    pub reference: Vec<f32>,
+    /// Their cosine similarity (the value explained).
+    pub similarity: f32,
 }
 
 impl TaskConfig {
-    /// The task's name, as models name theirs (`classification`, `detection`, `segmentation`).
+    /// The task's name (`classification`, `detection`, `segmentation`, `identity`).
     pub fn name(&self) -> &'static str {
         match self {
             TaskConfig::Classification => "classification",
             TaskConfig::Detection(_) => "detection",
             TaskConfig::Segmentation(_) => "segmentation",
+            TaskConfig::Identity(_) => "identity",
         }
     }
 }
@@ -176,6 +201,8 @@ pub enum TaskRecord {
     },
     /// A segmenter's explanation.
     Segmentation(RegionTarget),
+    /// A face embedding's explanation.
+    Identity(IdentityTarget),
 }
 
 impl Default for ExplainConfig {
@@ -242,6 +269,10 @@ pub struct ImageInfo {
     pub height: u32,
     /// sha256 of the base image's RGB bytes: replay checks it.
     pub sha256: String,
+    /// A face model's explanation: the face of the source photo it cropped (the base image is
+    /// made from that crop).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub face: Option<FaceInfo>,
 }
 
 /// The explained class.

@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::detection::DetectorSpec;
+use crate::face::FaceCrop;
 use crate::preprocess::Preprocessing;
 use crate::region::SegmentationSpec;
 
@@ -20,6 +21,9 @@ pub enum Task {
     Detection(Box<DetectorSpec>),
     /// A segmenter: its logit map.
     Segmentation(SegmentationSpec),
+    /// A face embedding (`N × d`, before any normalisation): explained as its cosine similarity
+    /// to a reference face's.
+    Embedding,
 }
 
 impl Task {
@@ -29,13 +33,25 @@ impl Task {
             Task::Classification => "classification",
             Task::Detection(_) => "detection",
             Task::Segmentation(_) => "segmentation",
+            Task::Embedding => "embedding",
         }
+    }
+
+    /// The name with its article (`a detection`, `an embedding`), for messages.
+    pub fn with_article(&self) -> String {
+        let name = self.name();
+        let article = if name.starts_with(['a', 'e', 'i', 'o', 'u']) {
+            "an"
+        } else {
+            "a"
+        };
+        format!("{article} {name}")
     }
 
     /// The output tensors the task reads (gathered into one flat output), none for a classifier.
     pub fn outputs(&self) -> Vec<String> {
         match self {
-            Task::Classification => Vec::new(),
+            Task::Classification | Task::Embedding => Vec::new(),
             Task::Detection(detector) => detector.outputs(),
             Task::Segmentation(segmenter) => segmenter.outputs(),
         }
@@ -70,6 +86,9 @@ pub struct ModelSpec {
     pub named_layers: Vec<NamedLayer>,
     /// Target layers used when none is given; empty means the last spatial tensor.
     pub default_layers: Vec<String>,
+    /// A face model: the detector that finds the faces it explains and its crop's margin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub face: Option<FaceCrop>,
     /// What the outputs are (a classifier's logits unless said otherwise).
     #[serde(default)]
     pub task: Task,
@@ -88,6 +107,7 @@ impl ModelSpec {
             labels: Vec::new(),
             named_layers: Vec::new(),
             default_layers: Vec::new(),
+            face: None,
             task: Task::Classification,
         }
     }

@@ -144,9 +144,9 @@ impl Image {
         let task = &classifier.spec().task;
         if !matches!(task, Task::Classification) {
             return Err(Error::Parameter(format!(
-                "`{}` is a {} model: evaluation metrics score a classifier's class per image",
+                "`{}` is {} model: evaluation metrics score a classifier's class per image",
                 classifier.spec().name,
-                task.name()
+                task.with_article()
             )));
         }
         let image = decode_image(image, limits)?;

@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 
+use tract_onnx::pb::tensor_proto::DataType;
 use tract_onnx::pb::{AttributeProto, NodeProto, TensorProto};
 
 use super::BackwardRule;
@@ -317,6 +318,23 @@ pub(super) fn adjoint(
             ctx.emit.node("Mul", &[g, &factor], vec![])
         }
         ("Add", 0 | 1) | ("Sum", _) => ctx.unbroadcast(g, y, x)?,
+        ("Max" | "Min", 0 | 1) if node.input.len() == 2 => {
+            // The gradient goes to the input the output equals, halved where both do (PyTorch's
+            // maximum/minimum: a ReLU6 written as Min and Max with constants, as TensorFlow.js
+            // graphs do, ties at 0 wherever the ReLU before it is 0).
+            let other = node.input[1 - slot].as_str();
+            let float = vec![attr_int("to", DataType::Float as i64)];
+            let chosen = ctx.emit.node("Equal", &[x, y], vec![]);
+            let chosen = ctx.emit.node("Cast", &[&chosen], float.clone());
+            let tied = ctx.emit.node("Equal", &[other, y], vec![]);
+            let tied = ctx.emit.node("Cast", &[&tied], float);
+            let half = ctx.emit.const_f32(&[], vec![0.5]);
+            let shared = ctx.emit.node("Mul", &[&chosen, &tied], vec![]);
+            let shared = ctx.emit.node("Mul", &[&shared, &half], vec![]);
+            let weight = ctx.emit.node("Sub", &[&chosen, &shared], vec![]);
+            let passed = ctx.emit.node("Mul", &[g, &weight], vec![]);
+            ctx.unbroadcast(&passed, y, x)?
+        }
         ("Sub", 0) => ctx.unbroadcast(g, y, x)?,
         ("Sub", 1) => {
             let negated = ctx.emit.node("Neg", &[g], vec![]);

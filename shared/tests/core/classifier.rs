@@ -11,7 +11,7 @@ use tract_onnx::prelude::tract_ndarray::{Array4, Axis, Ix4, concatenate};
 #[test]
 fn manifest_hashes_match_the_committed_files() {
     let manifest = manifest();
-    assert_eq!(manifest.models.len(), 5);
+    assert_eq!(manifest.models.len(), 7);
     for entry in &manifest.models {
         let bytes = std::fs::read(models_dir().join(&entry.file)).unwrap();
         assert_eq!(

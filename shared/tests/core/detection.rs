@@ -81,7 +81,7 @@ fn lime_on_a_box_equals_lime_with_the_box_target() {
         lime["target"]["class"].as_u64().unwrap()
     );
     let (scores, theirs, ours) =
-        lime_on_reference_samples(&headed, &base, lime, "detection/lime.z.npy");
+        lime_on_reference_samples(&headed, &base, lime, "detection/lime.z.npy", 0);
     let differ: Vec<(usize, f64, f64)> = scores
         .iter()
         .zip(&theirs)

@@ -8,7 +8,10 @@ use camlime_core::explanation::{TaskConfig, TaskRecord};
 use camlime_core::{ExplainConfig, Sequential, task};
 use serde_json::Value;
 
-use crate::common::{bundled, fixture as fixture_path, sample_base};
+use crate::common::{
+    bundled, fixture as fixture_path, lime_on_reference_samples, map_agreement, png16_map,
+    sample_base,
+};
 
 fn base(photo: &str) -> image::RgbImage {
     sample_base(&bundled("blazeface"), photo)
@@ -105,4 +108,188 @@ fn a_face_box_is_explained_and_a_faceless_photo_is_a_clear_error() {
     .unwrap_err()
     .to_string();
     assert!(error.contains("detects no face"), "{error}");
+}
+
+fn photo(name: &str) -> image::RgbImage {
+    let bytes = std::fs::read(crate::common::models_dir().join("samples").join(name)).unwrap();
+    camlime_core::decode_image(&bytes, &Default::default()).unwrap()
+}
+
+/// The emotion model's input for a photo's best face, as explanations crop it, and the crop.
+fn emotion_face(name: &str) -> (image::RgbImage, camlime_core::face::FaceInfo) {
+    let emotion = bundled("emotion");
+    let crop = emotion.spec().face.clone().unwrap();
+    let (face, info) = task::crop_face(
+        &bundled("blazeface"),
+        &photo(name),
+        &BoxChoice::default(),
+        &crop,
+    )
+    .unwrap();
+    (
+        emotion.spec().preprocessing.base_image(&face).unwrap(),
+        info,
+    )
+}
+
+fn fixture() -> Value {
+    serde_json::from_str(&std::fs::read_to_string(fixture_path("faces/faces.json")).unwrap())
+        .unwrap()
+}
+
+#[test]
+fn the_emotion_of_a_cropped_face_equals_the_reference() {
+    let emotion = bundled("emotion");
+    let fixture = fixture();
+    assert_eq!(fixture["emotion_sha256"], emotion.sha256());
+    for (name, expected) in fixture["emotions"].as_object().unwrap() {
+        let (base, info) = emotion_face(name);
+        let crop: Vec<u32> = serde_json::from_value(expected["crop"].clone()).unwrap();
+        assert_eq!(
+            [info.crop.x0, info.crop.y0, info.crop.x1, info.crop.y1].to_vec(),
+            crop,
+            "{name}"
+        );
+        let tensor = emotion
+            .spec()
+            .preprocessing
+            .tensor(std::slice::from_ref(&base))
+            .unwrap();
+        let logits = emotion.forward(tensor.view(), &[]).unwrap().logits;
+        let theirs: Vec<f32> = serde_json::from_value(expected["logits"].clone()).unwrap();
+        for (ours, theirs) in logits.row(0).iter().zip(&theirs) {
+            assert!(
+                (ours - theirs).abs() < 1e-4,
+                "{name}: {logits} vs {theirs:?}"
+            );
+        }
+    }
+    let (base, _) = emotion_face("astronaut.png");
+    let top = emotion.predict(&[base], 1).unwrap();
+    assert_eq!(top[0][0].label, "happy");
+}
+
+#[test]
+fn cams_and_lime_of_a_face_equal_the_reference() {
+    let emotion = bundled("emotion");
+    let fixture = fixture();
+    let lime = &fixture["lime"];
+    let target = lime["target"].as_u64().unwrap() as usize;
+    let (base, _) = emotion_face("astronaut.png");
+    let mut config = ExplainConfig::default();
+    config.cam.layers = vec!["block3".into()];
+    config.target = Some(target);
+    for method in [
+        CamMethod::EigenCam,
+        CamMethod::GradCam,
+        CamMethod::HiResCam,
+        CamMethod::LayerCam,
+    ] {
+        let ours = compute(&emotion, &base, method, &config, &Sequential).unwrap();
+        let reference = png16_map(&format!("faces/astronaut.{}.png", method.name()));
+        let (pearson, max_abs) = map_agreement(&ours.map, &reference);
+        eprintln!(
+            "astronaut's face {}: pearson {pearson:.6} max|Δ| {max_abs:.2e}",
+            method.name()
+        );
+        assert!(pearson >= 0.999, "{}: pearson {pearson}", method.name());
+        assert!(max_abs <= 1e-4, "{}: max |Δ| {max_abs}", method.name());
+    }
+    let (scores, theirs, ours) =
+        lime_on_reference_samples(&emotion, &base, lime, "faces/lime.z.npy", target);
+    let worst = scores
+        .iter()
+        .zip(&theirs)
+        .fold(0f64, |m, (a, b)| m.max((a - b).abs()));
+    eprintln!("face LIME: worst probability difference {worst:.2e}");
+    assert!(worst < 1e-5, "{worst}");
+    let close = |a: f64, b: f64| (a - b).abs() < 1e-4 * (1.0 + b.abs());
+    assert!(
+        close(ours.intercept, lime["intercept"].as_f64().unwrap()),
+        "{}",
+        ours.intercept
+    );
+    assert!(close(ours.score, lime["score"].as_f64().unwrap()));
+    for ((feature, weight), theirs) in ours.ranked.iter().zip(lime["ranked"].as_array().unwrap()) {
+        assert_eq!(*feature as u64, theirs[0].as_u64().unwrap());
+        assert!(
+            close(*weight, theirs[1].as_f64().unwrap()),
+            "{feature}: {weight} vs {theirs}"
+        );
+    }
+}
+
+#[test]
+fn identity_is_the_cosine_to_a_reference_face_and_its_cams_equal_the_reference() {
+    let descriptor = bundled("faceres");
+    let fixture = fixture();
+    assert_eq!(fixture["descriptor_sha256"], descriptor.sha256());
+    let expected = &fixture["identity"];
+    let crop = descriptor.spec().face.clone().unwrap();
+    let detector = bundled("blazeface");
+    let face_of = |photo: &image::RgbImage| {
+        let (face, info) = task::crop_face(&detector, photo, &BoxChoice::default(), &crop).unwrap();
+        let c = info.crop;
+        (
+            descriptor.spec().preprocessing.base_image(&face).unwrap(),
+            vec![c.x0, c.y0, c.x1, c.y1],
+        )
+    };
+    let astronaut = photo("astronaut.png");
+    let (base, area) = face_of(&astronaut);
+    let (reference_base, reference_area) = face_of(&image::imageops::flip_horizontal(&astronaut));
+    assert_eq!(
+        area,
+        serde_json::from_value::<Vec<u32>>(expected["crop"].clone()).unwrap()
+    );
+    assert_eq!(
+        reference_area,
+        serde_json::from_value::<Vec<u32>>(expected["reference_crop"].clone()).unwrap()
+    );
+    let embedding = task::embed(&descriptor, &base).unwrap();
+    let reference = task::embed(&descriptor, &reference_base).unwrap();
+    assert_eq!(embedding.len(), 1024);
+    let head: Vec<f32> = serde_json::from_value(expected["embedding_head"].clone()).unwrap();
+    for (ours, theirs) in embedding.iter().zip(&head) {
+        assert!(
+            (ours - theirs).abs() <= 1e-4 * (1.0 + theirs.abs()),
+            "{ours} vs {theirs}"
+        );
+    }
+    let task = TaskConfig::Identity(camlime_core::explanation::IdentityChoice { reference });
+    let (headed, record) = task::bind(&descriptor, &base, &task).unwrap();
+    let (headed, Some(TaskRecord::Identity(target))) = (headed.unwrap(), record) else {
+        panic!("identity binds a head");
+    };
+    let similarity = expected["similarity"].as_f64().unwrap();
+    assert!(
+        (f64::from(target.similarity) - similarity).abs() < 1e-5,
+        "{}",
+        target.similarity
+    );
+    let mut config = ExplainConfig::default();
+    config.cam.layers = vec!["conv_pw_13".into()];
+    config.target = Some(0);
+    for method in [
+        CamMethod::EigenCam,
+        CamMethod::GradCam,
+        CamMethod::HiResCam,
+        CamMethod::LayerCam,
+    ] {
+        let ours = compute(&headed, &base, method, &config, &Sequential).unwrap();
+        let reference = png16_map(&format!("faces/astronaut.identity.{}.png", method.name()));
+        let (pearson, max_abs) = map_agreement(&ours.map, &reference);
+        eprintln!(
+            "identity {}: pearson {pearson:.6} max|Δ| {max_abs:.2e}",
+            method.name()
+        );
+        assert!(pearson >= 0.999, "{}: pearson {pearson}", method.name());
+        assert!(max_abs <= 1e-3, "{}: max |Δ| {max_abs}", method.name());
+    }
+    // A reference of the wrong length, or zero, is a clear error.
+    for bad in [vec![1.0; 3], vec![0.0; 1024]] {
+        let task =
+            TaskConfig::Identity(camlime_core::explanation::IdentityChoice { reference: bad });
+        assert!(task::bind(&descriptor, &base, &task).is_err());
+    }
 }

@@ -465,6 +465,20 @@ fn case(op: &str, seed: u64) -> Classifier {
             );
             b.node("Sigmoid", &[&up], vec![])
         }
+        "MinMax" => {
+            // A ReLU6 as TensorFlow.js graphs write it: Min with 6, then Max with 0; and a Max
+            // of two tensors.
+            let (six, zero) = (b.constant(&[], 0.0, 0.6), b.constant(&[], 0.0, 0.0));
+            let capped = b.node("Min", &["input", &six], vec![]);
+            let clipped = b.node("Max", &[&capped, &zero], vec![]);
+            let weight = b.constant(&[3, 3, 3, 3], 0.3, 0.0);
+            let mixed = b.node(
+                "Conv",
+                &["input", &weight],
+                vec![("pads", Attr::Ints(vec![1; 4]))],
+            );
+            b.node("Max", &[&clipped, &mixed], vec![])
+        }
         "Sum" => {
             // Three inputs, one broadcast per channel (a segmenter sums its skip branches).
             let weight = b.constant(&[3, 3, 3, 3], 0.3, 0.0);
@@ -628,6 +642,7 @@ fn shape_rules_and_a_small_network() {
         "SplitOnePart",
         "ConvTranspose",
         "Sum",
+        "MinMax",
         "Network",
     ] {
         check_op(op);

@@ -123,7 +123,7 @@ fn lime_on_a_region_equals_lime_with_the_region_target() {
     let base = base(lime["photo"].as_str().unwrap());
     let (headed, _) = bound(&selfie, &base, RegionChoice::default());
     let (scores, theirs, ours) =
-        lime_on_reference_samples(&headed, &base, lime, "selfie/lime.z.npy");
+        lime_on_reference_samples(&headed, &base, lime, "selfie/lime.z.npy", 0);
     // Sums of ~35,000 logits (each within ~1e-3 of onnxruntime's) against the scores' scale.
     let scale = theirs.iter().fold(0f64, |m, v| m.max(v.abs()));
     let worst = scores

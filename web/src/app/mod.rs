@@ -341,7 +341,7 @@ fn send_model(ctx: Ctx, spec: ModelSpec, bytes: Vec<u8>) {
             client.model = Some((spec.clone(), bytes.clone()));
             for slot in 0..client.slots.len() {
                 let request = Request::LoadModel {
-                    spec: spec.clone(),
+                    spec: Box::new(spec.clone()),
                     warm_gradients: slot == 0,
                 };
                 post_to(client, slot, &request, Some(bytes.clone()));

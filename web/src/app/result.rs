@@ -117,7 +117,7 @@ fn pictures(
                 ));
             }
         }
-        None => {}
+        Some(TaskRecord::Identity(_)) | None => {}
     }
     Ok(out)
 }
@@ -344,7 +344,7 @@ pub fn ResultView() -> impl IntoView {
                         })
                         .collect::<Vec<_>>(),
                 ),
-                TaskRecord::Segmentation(_) => None,
+                TaskRecord::Segmentation(_) | TaskRecord::Identity(_) => None,
             })
     };
     let caption = move |i: usize| move || captions.with(|c| c.get(i).map(|&k| ctx.tr(k)));

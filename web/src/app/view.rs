@@ -179,10 +179,18 @@ fn ImagePicker() -> impl IntoView {
 #[component]
 fn ModelPicker() -> impl IntoView {
     let ctx = expect_context::<Ctx>();
+    // Face models need their face cropped first, which the page does not do yet: the command
+    // line and the server serve them.
     let models = move || {
         ctx.manifest
             .get()
-            .map(|m| m.models.clone())
+            .map(|m| {
+                m.models
+                    .iter()
+                    .filter(|m| m.face.is_none())
+                    .cloned()
+                    .collect::<Vec<_>>()
+            })
             .unwrap_or_default()
     };
     let status = move || match ctx.model.get() {

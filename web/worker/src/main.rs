@@ -127,7 +127,7 @@ fn handle(request: Request, bytes: Option<Vec<u8>>) {
             let started = now_ms();
             let result = bytes
                 .ok_or_else(|| "no model bytes were sent".to_owned())
-                .and_then(|bytes| load(&bytes, spec).map_err(|e| e.to_string()));
+                .and_then(|bytes| load(&bytes, *spec).map_err(|e| e.to_string()));
             match result {
                 Ok(classifier) => {
                     warm_up(&classifier, warm_gradients);

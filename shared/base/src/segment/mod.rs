@@ -233,16 +233,29 @@ impl Default for SegmenterConfig {
 /// The names of the segmenters.
 const SEGMENTERS: [&str; 4] = ["quickshift", "slic", "felzenszwalb", "grid"];
 
+/// Named settings: `faces` is the paper's face experiment (SLIC, 100 segments, compactness 1,
+/// sigma 1).
+const PRESETS: [(&str, &str); 1] = [("faces", "slic:n_segments=100,compactness=1,sigma=1")];
+
 impl std::str::FromStr for SegmenterConfig {
     type Err = Error;
     /// A segmenter by name with its defaults, or with parameters changed as
-    /// `name:key=value,key=value` (the JSON form's keys: `slic:n_segments=50,compactness=20`).
+    /// `name:key=value,key=value` (the JSON form's keys: `slic:n_segments=50,compactness=20`);
+    /// a preset's name stands for its segmenter and parameters (`faces:n_segments=50` too).
     fn from_str(text: &str) -> Result<Self> {
         let (name, parameters) = text.split_once(':').unwrap_or((text, ""));
+        if let Some((_, expanded)) = PRESETS.iter().find(|(preset, _)| *preset == name) {
+            return match parameters {
+                "" => expanded.parse(),
+                more => format!("{expanded},{more}").parse(),
+            };
+        }
         if !SEGMENTERS.contains(&name) {
+            let presets: Vec<&str> = PRESETS.iter().map(|(preset, _)| *preset).collect();
             return Err(Error::Parameter(format!(
-                "unknown segmenter `{name}`; available: {}",
-                SEGMENTERS.join(", ")
+                "unknown segmenter `{name}`; available: {} (presets: {})",
+                SEGMENTERS.join(", "),
+                presets.join(", ")
             )));
         }
         let mut object = serde_json::Map::new();
@@ -398,6 +411,13 @@ mod tests {
         );
         assert_eq!(slic.to_string().parse::<SegmenterConfig>().unwrap(), slic);
         assert_eq!(SegmenterConfig::default().to_string(), "quickshift");
+        let faces: SegmenterConfig = "faces".parse().unwrap();
+        assert_eq!(faces.to_string(), "slic:compactness=1.0,sigma=1.0");
+        let fewer: SegmenterConfig = "faces:n_segments=50".parse().unwrap();
+        assert_eq!(
+            fewer.to_string(),
+            "slic:compactness=1.0,n_segments=50,sigma=1.0"
+        );
         let quickshift: SegmenterConfig = "quickshift:ratio=0.5".parse().unwrap();
         assert_eq!(
             quickshift.to_string().parse::<SegmenterConfig>().unwrap(),

@@ -181,21 +181,23 @@ pub fn sample_base(model: &Classifier, photo: &str) -> image::RgbImage {
     model.spec().preprocessing.base_image(&image).unwrap()
 }
 
-/// LIME as a task fixture recorded it (`lime` section of its JSON, the design in `design_npy`):
-/// the reference's segments and design composed into samples on `base` (black fill), scored by
-/// `headed` (column 0), the surrogate fitted as `lime` does (kernel width 0.25, `auto`).
-/// Returns our scores, the reference's, and our explanation.
+/// LIME as a fixture recorded it (`lime` section of its JSON, the design in `design_npy`): the
+/// reference's segments and design composed into samples on `base` (black fill), scored by
+/// `model` as LIME scores them (a classifier's probability of `label`, a head's value), the
+/// surrogate fitted as `lime` does (kernel width 0.25, `auto`). Returns our scores, the
+/// reference's, and our explanation.
 pub fn lime_on_reference_samples(
-    headed: &Classifier,
+    model: &Classifier,
     base: &image::RgbImage,
     lime: &serde_json::Value,
     design_npy: &str,
+    label: usize,
 ) -> (Vec<f64>, Vec<f64>, camlime_core::lime::LabelExplanation) {
     use camlime_core::engine::Composed;
     use camlime_core::lime::{HideColor, cosine_distances, explain_label, fill_image, kernel};
     use camlime_core::ndarray::{Array2, Axis};
 
-    let [height, width] = headed.input_size();
+    let [height, width] = model.input_size();
     let runs: Vec<u32> = serde_json::from_value(lime["runs"].clone()).unwrap();
     let segmentation = camlime_core::Segmentation::from_runs(height, width, &runs).unwrap();
     assert_eq!(
@@ -203,7 +205,7 @@ pub fn lime_on_reference_samples(
         lime["segments"].as_u64().unwrap()
     );
     let z = Array2::<i8>::read_npy(std::fs::File::open(fixture(design_npy)).unwrap()).unwrap();
-    let preprocessing = &headed.spec().preprocessing;
+    let preprocessing = &model.spec().preprocessing;
     let on = preprocessing.tensor(std::slice::from_ref(base)).unwrap();
     let black = fill_image(base, &segmentation, HideColor::Value(0));
     let off = preprocessing.tensor(std::slice::from_ref(&black)).unwrap();
@@ -214,12 +216,12 @@ pub fn lime_on_reference_samples(
         segments: segmentation.labels(),
         keep: keep.view(),
     };
-    let scores: Vec<f64> = headed
+    let scores: Vec<f64> = model
         .forward_composed(&composed)
         .unwrap()
-        .column(0)
-        .iter()
-        .map(|&v| f64::from(v))
+        .rows()
+        .into_iter()
+        .map(|row| f64::from(model.lime_values(&row.to_vec())[label]))
         .collect();
     let theirs: Vec<f64> = serde_json::from_value(lime["scores"].clone()).unwrap();
     let design =
