@@ -243,6 +243,23 @@ def store_float16(model, source_names):
     model.graph.node.extend(casts + nodes)
 
 
+def finish(model, float16, keep):
+    """Half-size weights where the package had them, canonical names, a symbolic batch."""
+    store_float16(model, float16)
+    canonical_names(model, keep)
+    symbolic_batch(model)
+    onnx.checker.check_model(model)
+
+
+def name_layers(model, shapes, table, stem):
+    """Give the tensors of `table` ({name: (tensor, [C, H, W])}) their readable names."""
+    for name, (tensor, shape) in table.items():
+        if shapes.get(tensor, [None])[1:] != shape:
+            raise SystemExit(f"{stem}: {tensor} is {shapes.get(tensor)}, expected {shape}")
+        rename(model, tensor, name)
+    return [{"name": n, "tensor": n, "shape": shape} for n, (_, shape) in table.items()]
+
+
 def first_conv_rgb(model):
     """Reverse the input channels of the convolution that reads the input (BGR → RGB)."""
     producers = {o: n for n in model.graph.node for o in n.output}
@@ -305,10 +322,7 @@ def nanodet(files, tmp):
         rename(model, old, new)
         shapes[new] = shapes[old]
     first_conv_rgb(model)
-    store_float16(model, float16)
-    canonical_names(model, {"input", *readable.values(), *(o.name for o in model.graph.output)})
-    symbolic_batch(model)
-    onnx.checker.check_model(model)
+    finish(model, float16, {"input", *readable.values(), *(o.name for o in model.graph.output)})
     groups = ["backbone", "fpn", "head"]
     order = sorted(readable.values(),
                    key=lambda n: (groups.index(n.split(".")[0]), int(re.sub(r"\D", "", n.split(".")[1]))))
@@ -353,17 +367,10 @@ def selfie(files, tmp):
     set_outputs(model, ["logits"], shapes)
     drop_noop_reshapes(model, shapes)
     prune(model)
-    for name, (tensor, shape) in SELFIE_LAYERS.items():
-        if shapes.get(tensor, [None])[1:] != shape:
-            raise SystemExit(f"selfie: {tensor} is {shapes.get(tensor)}, expected {shape}")
-        rename(model, tensor, name)
-    store_float16(model, float16)
-    canonical_names(model, {"input", "logits", *SELFIE_LAYERS})
-    symbolic_batch(model)
-    onnx.checker.check_model(model)
+    layers = name_layers(model, shapes, SELFIE_LAYERS, "selfie")
+    finish(model, float16, {"input", "logits", *SELFIE_LAYERS})
     if any(n.op_type == "Reshape" for n in model.graph.node):
         raise SystemExit("selfie: a reshape fixing the batch is left")
-    layers = [{"name": n, "tensor": n, "shape": shape} for n, (_, shape) in SELFIE_LAYERS.items()]
     return model, layers
 
 
@@ -392,10 +399,7 @@ def blazeface(files, tmp):
     order = sorted(outputs, key=lambda n: (n.startswith("reg"), int(n.split("_s")[1])))
     set_outputs(model, order, shapes)
     prune(model)
-    store_float16(model, float16)
-    canonical_names(model, {"input", *order})
-    symbolic_batch(model)
-    onnx.checker.check_model(model)
+    finish(model, float16, {"input", *order})
     # Readable layers: the two feature maps the heads read.
     layers = []
     producers = {o: n for n in model.graph.node for o in n.output}
@@ -437,15 +441,8 @@ def emotion(files, tmp):
     rename(model, softmax.input[0], "logits")
     set_outputs(model, ["logits"], shapes)
     prune(model)
-    for name, (tensor, shape) in EMOTION_LAYERS.items():
-        if shapes.get(tensor, [None])[1:] != shape:
-            raise SystemExit(f"emotion: {tensor} is {shapes.get(tensor)}, expected {shape}")
-        rename(model, tensor, name)
-    store_float16(model, float16)
-    canonical_names(model, {"input", "logits", *EMOTION_LAYERS})
-    symbolic_batch(model)
-    onnx.checker.check_model(model)
-    layers = [{"name": n, "tensor": n, "shape": shape} for n, (_, shape) in EMOTION_LAYERS.items()]
+    layers = name_layers(model, shapes, EMOTION_LAYERS, "emotion")
+    finish(model, float16, {"input", "logits", *EMOTION_LAYERS})
     return model, layers
 
 
@@ -466,15 +463,8 @@ def faceres(files, tmp):
     set_outputs(model, ["embedding"], shapes)
     drop_noop_reshapes(model, shapes)
     prune(model)
-    for name, (tensor, shape) in FACERES_LAYERS.items():
-        if shapes.get(tensor, [None])[1:] != shape:
-            raise SystemExit(f"faceres: {tensor} is {shapes.get(tensor)}, expected {shape}")
-        rename(model, tensor, name)
-    store_float16(model, float16)
-    canonical_names(model, {"input", "embedding", *FACERES_LAYERS})
-    symbolic_batch(model)
-    onnx.checker.check_model(model)
-    layers = [{"name": n, "tensor": n, "shape": shape} for n, (_, shape) in FACERES_LAYERS.items()]
+    layers = name_layers(model, shapes, FACERES_LAYERS, "faceres")
+    finish(model, float16, {"input", "embedding", *FACERES_LAYERS})
     return model, layers
 
 

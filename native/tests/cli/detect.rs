@@ -4,19 +4,9 @@
 
 use serde_json::Value;
 
-use crate::common::{camlime, scratch};
+use crate::common::{camlime, fails_with_one_line, scratch, success};
 
 const MOTORCYCLE: &str = "models/samples/motorcycle_left.png";
-
-fn success(args: &[&str]) -> String {
-    let output = camlime(args);
-    assert!(
-        output.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
-}
 
 #[test]
 fn detect_lists_boxes_in_text_json_and_a_picture() {
@@ -177,13 +167,7 @@ fn detector_misuse_gets_one_clear_line() {
             "is a detection model: evaluation metrics score a classifier's class per image",
         ),
     ];
-    for (args, message) in cases {
-        let output = camlime(args);
-        assert!(!output.status.success(), "{args:?} succeeded");
-        let stderr = String::from_utf8(output.stderr).unwrap();
-        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
-        assert!(stderr.contains(message), "{args:?}: {stderr}");
-    }
+    fails_with_one_line(&cases);
     let rocket = camlime(&[
         "explain",
         "models/samples/rocket.jpg",

@@ -4,19 +4,9 @@
 
 use serde_json::Value;
 
-use crate::common::{camlime, scratch};
+use crate::common::{camlime, fails_with_one_line, scratch, success};
 
 const ASTRONAUT: &str = "models/samples/astronaut.png";
-
-fn success(args: &[&str]) -> String {
-    let output = camlime(args);
-    assert!(
-        output.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
-}
 
 #[test]
 fn the_face_is_cropped_predicted_explained_and_replayed() {
@@ -185,11 +175,5 @@ fn face_misuse_gets_one_clear_line() {
             "the reference models/samples/rocket.jpg: `faceres` explains faces: invalid parameter: the model detects no face",
         ),
     ];
-    for (args, message) in cases {
-        let output = camlime(args);
-        assert!(!output.status.success(), "{args:?} succeeded");
-        let stderr = String::from_utf8(output.stderr).unwrap();
-        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
-        assert!(stderr.contains(message), "{args:?}: {stderr}");
-    }
+    fails_with_one_line(&cases);
 }

@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use crate::common::{camlime, repo, scratch};
+use crate::common::{camlime, fails_with_one_line, repo, scratch};
 
 const ASTRONAUT: &str = "models/samples/astronaut.png";
 
@@ -159,11 +159,5 @@ fn segmenter_misuse_gets_one_clear_line() {
             "is a segmentation model: evaluation metrics score a classifier's class per image",
         ),
     ];
-    for (args, message) in cases {
-        let output = camlime(&args);
-        assert!(!output.status.success(), "{args:?} succeeded");
-        let stderr = String::from_utf8(output.stderr).unwrap();
-        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
-        assert!(stderr.contains(message), "{args:?}: {stderr}");
-    }
+    fails_with_one_line(&cases);
 }

@@ -9,7 +9,7 @@ use camlime_core::{ExplainConfig, Sequential, task};
 use serde_json::Value;
 
 use crate::common::{
-    bundled, fixture as fixture_path, lime_on_reference_samples, map_agreement, png16_map,
+    assert_task_cams_match, bundled, fixture as fixture_path, lime_on_reference_samples,
     sample_base,
 };
 
@@ -179,22 +179,7 @@ fn cams_and_lime_of_a_face_equal_the_reference() {
     let mut config = ExplainConfig::default();
     config.cam.layers = vec!["block3".into()];
     config.target = Some(target);
-    for method in [
-        CamMethod::EigenCam,
-        CamMethod::GradCam,
-        CamMethod::HiResCam,
-        CamMethod::LayerCam,
-    ] {
-        let ours = compute(&emotion, &base, method, &config, &Sequential).unwrap();
-        let reference = png16_map(&format!("faces/astronaut.{}.png", method.name()));
-        let (pearson, max_abs) = map_agreement(&ours.map, &reference);
-        eprintln!(
-            "astronaut's face {}: pearson {pearson:.6} max|Δ| {max_abs:.2e}",
-            method.name()
-        );
-        assert!(pearson >= 0.999, "{}: pearson {pearson}", method.name());
-        assert!(max_abs <= 1e-4, "{}: max |Δ| {max_abs}", method.name());
-    }
+    assert_task_cams_match(&emotion, &base, &config, "faces/astronaut", 1e-4);
     let (scores, theirs, ours) =
         lime_on_reference_samples(&emotion, &base, lime, "faces/lime.z.npy", target);
     let worst = scores
@@ -270,22 +255,7 @@ fn identity_is_the_cosine_to_a_reference_face_and_its_cams_equal_the_reference()
     let mut config = ExplainConfig::default();
     config.cam.layers = vec!["conv_pw_13".into()];
     config.target = Some(0);
-    for method in [
-        CamMethod::EigenCam,
-        CamMethod::GradCam,
-        CamMethod::HiResCam,
-        CamMethod::LayerCam,
-    ] {
-        let ours = compute(&headed, &base, method, &config, &Sequential).unwrap();
-        let reference = png16_map(&format!("faces/astronaut.identity.{}.png", method.name()));
-        let (pearson, max_abs) = map_agreement(&ours.map, &reference);
-        eprintln!(
-            "identity {}: pearson {pearson:.6} max|Δ| {max_abs:.2e}",
-            method.name()
-        );
-        assert!(pearson >= 0.999, "{}: pearson {pearson}", method.name());
-        assert!(max_abs <= 1e-3, "{}: max |Δ| {max_abs}", method.name());
-    }
+    assert_task_cams_match(&headed, &base, &config, "faces/astronaut.identity", 1e-3);
     // A reference of the wrong length, or zero, is a clear error.
     for bad in [vec![1.0; 3], vec![0.0; 1024]] {
         let task =

@@ -4,17 +4,16 @@
 //! pytorch-grad-cam's with its `SemanticSegmentationTarget` on the converted model
 //! (`fixtures/selfie/generate.py`).
 
-use camlime_core::cam::{CamMethod, compute};
 use camlime_core::detection::BoundingBox;
 use camlime_core::explanation::{TaskConfig, TaskRecord};
 use camlime_core::ndarray::{Array1, Array2};
 use camlime_core::region::{Region, RegionChoice, RegionShape, RegionTarget};
-use camlime_core::{Classifier, ExplainConfig, Sequential, task};
+use camlime_core::{Classifier, ExplainConfig, task};
 use ndarray_npy::ReadNpyExt;
 use serde_json::Value;
 
 use crate::common::{
-    bundled, fixture as fixture_path, lime_on_reference_samples, map_agreement, png16_map,
+    assert_task_cams_match, bundled, fixture as fixture_path, lime_on_reference_samples,
     sample_base,
 };
 
@@ -162,31 +161,8 @@ fn cams_of_a_region_equal_pytorch_grad_cam_on_the_converted_model() {
         let photo = photo.as_str().unwrap();
         let base = base(photo);
         let (headed, _) = bound(&selfie, &base, RegionChoice::default());
-        for method in [
-            CamMethod::EigenCam,
-            CamMethod::GradCam,
-            CamMethod::HiResCam,
-            CamMethod::LayerCam,
-        ] {
-            let ours = compute(&headed, &base, method, &config, &Sequential).unwrap();
-            let stem = photo.split('.').next().unwrap();
-            let reference = png16_map(&format!("selfie/{stem}.{}.png", method.name()));
-            let (pearson, max_abs) = map_agreement(&ours.map, &reference);
-            eprintln!(
-                "{photo} {}: pearson {pearson:.6} max|Δ| {max_abs:.2e}",
-                method.name()
-            );
-            assert!(
-                pearson >= 0.999,
-                "{photo} {}: pearson {pearson}",
-                method.name()
-            );
-            assert!(
-                max_abs <= 1e-3,
-                "{photo} {}: max |Δ| {max_abs}",
-                method.name()
-            );
-        }
+        let stem = photo.split('.').next().unwrap();
+        assert_task_cams_match(&headed, &base, &config, &format!("selfie/{stem}"), 1e-3);
     }
 }
 

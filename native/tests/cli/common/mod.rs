@@ -23,6 +23,29 @@ pub fn camlime(args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// `camlime` with `args`, which must succeed: its standard output.
+pub fn success(args: &[&str]) -> String {
+    let output = camlime(args);
+    assert!(
+        output.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// Each command fails with one line on standard error that contains its message.
+pub fn fails_with_one_line<'a, A: AsRef<[&'a str]>>(cases: &[(A, &str)]) {
+    for (args, message) in cases {
+        let args = args.as_ref();
+        let output = camlime(args);
+        assert!(!output.status.success(), "{args:?} succeeded");
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.contains(message), "{args:?}: {stderr}");
+    }
+}
+
 /// A scratch folder, removed when dropped.
 pub struct Scratch(PathBuf);
 

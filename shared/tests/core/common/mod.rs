@@ -238,3 +238,28 @@ pub fn lime_on_reference_samples(
     .unwrap();
     (scores, theirs, explanation)
 }
+
+/// EigenCAM, Grad-CAM, HiResCAM and LayerCAM of `model` on `base` (`config`: layers, target)
+/// against pytorch-grad-cam's maps `{prefix}.{method}.png`: Pearson ≥ 0.999, max |Δ| ≤ `max_abs`.
+pub fn assert_task_cams_match(
+    model: &Classifier,
+    base: &image::RgbImage,
+    config: &camlime_core::ExplainConfig,
+    prefix: &str,
+    max_abs: f32,
+) {
+    use camlime_core::cam::{CamMethod, compute};
+    for method in [
+        CamMethod::EigenCam,
+        CamMethod::GradCam,
+        CamMethod::HiResCam,
+        CamMethod::LayerCam,
+    ] {
+        let ours = compute(model, base, method, config, &camlime_core::Sequential).unwrap();
+        let name = format!("{prefix}.{}.png", method.name());
+        let (pearson, worst) = map_agreement(&ours.map, &png16_map(&name));
+        eprintln!("{name}: pearson {pearson:.6} max|Δ| {worst:.2e}");
+        assert!(pearson >= 0.999, "{name}: pearson {pearson}");
+        assert!(worst <= max_abs, "{name}: max |Δ| {worst}");
+    }
+}
