@@ -25,7 +25,7 @@ after(async () => {
   console.log("timings (ms):", JSON.stringify(timings));
 });
 
-test("the page's wasm links no model engine: at most 2 MB, the worker under 20 MB", async () => {
+test("the page's wasm links no model engine: at most 2.5 MB, the worker under 20 MB", async () => {
   const files = await readdir(DIST);
   const page = files.filter((f) => /^camlime-web-[0-9a-f]+_bg\.wasm$/.test(f));
   assert.equal(page.length, 1, `one page wasm in ${DIST}: ${files.join(", ")}`);
@@ -33,8 +33,10 @@ test("the page's wasm links no model engine: at most 2 MB, the worker under 20 M
   const workerBytes = (await stat(join(DIST, "worker_bg.wasm"))).size;
   timings.page_wasm_bytes = pageBytes;
   timings.worker_wasm_bytes = workerBytes;
-  // 14.6 MB while the page reached tract through camlime-core; 1.81 MB on camlime-base alone.
-  assert.ok(pageBytes <= 2_000_000, `page wasm ${pageBytes} bytes`);
+  // 14.6 MB while the page reached tract through camlime-core; 1.81 MB on camlime-base alone,
+  // 2.11 MB once it drew detections and segmentation regions (stop 30): a model engine would
+  // add megabytes, which this bound catches.
+  assert.ok(pageBytes <= 2_500_000, `page wasm ${pageBytes} bytes`);
   assert.ok(workerBytes < 20_000_000, `worker wasm ${workerBytes} bytes`);
 });
 

@@ -5,7 +5,7 @@
 use camlime_base::detection::BoxChoice;
 use camlime_base::record::{ExplanationRecord, Method, TaskConfig, TaskRecord, image_sha256};
 use camlime_base::render::{
-    MaskOptions, PREDICTED, REGION, cam_overlay, draw_detections, mask_picture, outline_region,
+    MaskOptions, PREDICTED, REGION, cam_overlay, mask_picture, outline_detections, outline_region,
     tint_region, weight_plot_svg,
 };
 use image::RgbImage;
@@ -88,7 +88,7 @@ fn pictures(
     match &record.task {
         Some(TaskRecord::Detection { detections, target }) => {
             for (_, picture) in &mut out {
-                *picture = draw_detections(
+                *picture = outline_detections(
                     picture,
                     std::slice::from_ref(&target.detection),
                     size,
@@ -98,7 +98,7 @@ fn pictures(
             if out.len() < 3 {
                 out.push((
                     "detections",
-                    draw_detections(base, detections, size, Some(&target.detection)),
+                    outline_detections(base, detections, size, Some(&target.detection)),
                 ));
             }
         }

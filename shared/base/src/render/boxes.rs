@@ -20,22 +20,57 @@ pub fn draw_detections(
     target: Option<&Detection>,
 ) -> RgbImage {
     let mut out = image.clone();
-    let to = [image.height(), image.width()];
     let px = (image.width().min(image.height()) as f32 / 28.0).clamp(10.0, 28.0);
-    let mut order: Vec<(usize, &Detection)> = detections.iter().enumerate().collect();
-    // The target last, so it is drawn on top.
-    order.sort_by_key(|(_, d)| target.is_some_and(|t| t.index == d.index && t.class == d.class));
-    for (i, d) in order {
-        let is_target = target.is_some_and(|t| t.index == d.index && t.class == d.class);
-        let (color, thickness) = if is_target { (TARGET, 3) } else { (OTHER, 1) };
-        let b = d.bbox.scaled(from, to);
-        outline(&mut out, &b, color, thickness);
+    for (i, d, b, color, _) in placed(image, detections, from, target) {
+        outline(&mut out, &b, color, if color == TARGET { 3 } else { 1 });
         let text = format!("{i} {} {:.2}", d.label, d.score);
         let (x, y) = (b.x0.max(0.0), (b.y0 - px * 1.2).max(0.0));
         fill(&mut out, x, y, text_width(px, &text) + 4.0, px * 1.2, color);
         draw_text(&mut out, x + 2.0, y, px, &text, [0, 0, 0]);
     }
     out
+}
+
+/// [`draw_detections`] without the labels: only the boxes. (What the browser page draws: it
+/// lists the labels beside the picture, and the text renderer's font would add ~1 MB to its
+/// wasm: 2.97 MB against 1.95 MB measured.)
+pub fn outline_detections(
+    image: &RgbImage,
+    detections: &[Detection],
+    from: [u32; 2],
+    target: Option<&Detection>,
+) -> RgbImage {
+    let mut out = image.clone();
+    for (_, _, b, color, thickness) in placed(image, detections, from, target) {
+        outline(&mut out, &b, color, thickness);
+    }
+    out
+}
+
+/// Each detection with its number, its box scaled to `image`, its colour and line width, the
+/// target last (so it is drawn on top).
+fn placed<'a>(
+    image: &RgbImage,
+    detections: &'a [Detection],
+    from: [u32; 2],
+    target: Option<&Detection>,
+) -> Vec<(usize, &'a Detection, BoundingBox, [u8; 3], i64)> {
+    let to = [image.height(), image.width()];
+    let is_target =
+        |d: &Detection| target.is_some_and(|t| t.index == d.index && t.class == d.class);
+    let mut order: Vec<(usize, &Detection)> = detections.iter().enumerate().collect();
+    order.sort_by_key(|(_, d)| is_target(d));
+    order
+        .into_iter()
+        .map(|(i, d)| {
+            let (color, thickness) = if is_target(d) {
+                (TARGET, 3)
+            } else {
+                (OTHER, 1)
+            };
+            (i, d, d.bbox.scaled(from, to), color, thickness)
+        })
+        .collect()
 }
 
 fn outline(image: &mut RgbImage, b: &BoundingBox, color: [u8; 3], thickness: i64) {
@@ -96,5 +131,10 @@ mod tests {
         assert_eq!(drawn.get_pixel(60, 60).0, [0, 0, 0]);
         let other = draw_detections(&image, std::slice::from_ref(&d), [50, 100], None);
         assert_eq!(other.get_pixel(20, 60).0, OTHER);
+        // The label sits on a filled strip above the box; the outline alone has none.
+        assert_eq!(drawn.get_pixel(25, 32).0, TARGET);
+        let bare = outline_detections(&image, std::slice::from_ref(&d), [50, 100], Some(&d));
+        assert_eq!(bare.get_pixel(20, 60).0, TARGET);
+        assert_eq!(bare.get_pixel(25, 32).0, [0, 0, 0]);
     }
 }

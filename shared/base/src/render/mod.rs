@@ -13,7 +13,7 @@ mod text;
 use image::{Rgb, RgbImage};
 use serde::{Deserialize, Serialize};
 
-pub use boxes::draw_detections;
+pub use boxes::{draw_detections, outline_detections};
 pub use grid::{GridCell, comparison_grid};
 pub use plot::{
     Series, WeightCurve, line_chart_png, line_chart_svg, weight_plot_png, weight_plot_svg,
