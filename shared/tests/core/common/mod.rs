@@ -263,3 +263,26 @@ pub fn assert_task_cams_match(
         assert!(worst <= max_abs, "{name}: max |Δ| {worst}");
     }
 }
+
+/// A fitted LIME surrogate agrees with the fixture's (`lime` section): intercept and every ranked
+/// feature, in order, with weights `close` to the reference's. (R² and the local prediction
+/// each test checks at its own scale.)
+pub fn assert_surrogate_matches(
+    ours: &camlime_core::lime::LabelExplanation,
+    lime: &serde_json::Value,
+    close: impl Fn(f64, f64) -> bool,
+) {
+    let intercept = lime["intercept"].as_f64().unwrap();
+    assert!(
+        close(ours.intercept, intercept),
+        "intercept {} vs {intercept}",
+        ours.intercept
+    );
+    for ((feature, weight), theirs) in ours.ranked.iter().zip(lime["ranked"].as_array().unwrap()) {
+        assert_eq!(*feature as u64, theirs[0].as_u64().unwrap());
+        assert!(
+            close(*weight, theirs[1].as_f64().unwrap()),
+            "{feature}: {weight} vs {theirs}"
+        );
+    }
+}
