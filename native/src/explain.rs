@@ -469,8 +469,8 @@ fn summary(record: &ExplanationRecord, written: &[PathBuf], out: &mut dyn Write)
         let c = face.crop;
         writeln!(
             out,
-            "face {} of {} (score {:.4}), cropped at ({}, {})–({}, {}) of the photo",
-            face.face, face.detector, face.detection.score, c.x0, c.y0, c.x1, c.y1
+            "face {} of the {} {} found (score {:.4}), cropped at ({}, {})–({}, {}) of the photo",
+            face.face, face.found, face.detector, face.detection.score, c.x0, c.y0, c.x1, c.y1
         )?;
     }
     match &record.task {

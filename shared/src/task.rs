@@ -94,6 +94,7 @@ pub fn crop_face(
         face,
         detection,
         crop: area,
+        found: faces.len(),
     };
     Ok((image, info))
 }

@@ -12,9 +12,10 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use camlime_core::detection::{BoundingBox, Detection};
 use camlime_core::evaluation::{self, Evaluation, Plan, Report, Row, paper_methods};
-use camlime_core::explanation::{IdentityChoice, IdentityTarget};
+use camlime_core::explanation::{IdentityChoice, IdentityTarget, TaskConfig};
 use camlime_core::face::{CropBox, FaceInfo};
 use camlime_core::region::{Region, RegionChoice, RegionShape, RegionTarget};
+use camlime_core::spec::Task;
 use camlime_core::{ExplainConfig, ExplanationRecord, Layer, ModelSummary, Runtime};
 use futures_util::Stream;
 use serde::Serialize;
@@ -417,15 +418,71 @@ struct Checked {
     face: Option<Face>,
 }
 
-fn check(state: &AppState, request: &ExplainRequest) -> Result<Checked, ApiError> {
+/// The request checked as the work will check it; a `reference` photo becomes the identity
+/// task of its best face's embedding first (decoded on the compute pool).
+async fn check(
+    state: &AppState,
+    request: ExplainRequest,
+    reference: Option<axum::body::Bytes>,
+) -> Result<Checked, ApiError> {
     let model = find_model(state, &request.model)?;
-    check_config(&request.config, &model, &state.limits)?;
+    let face = Face::of(state, &model, request.face)?;
+    let mut config = request.config;
+    if let Some(bytes) = reference {
+        config.task = reference_task(state, &model, &config, bytes).await?;
+    }
+    check_config(&config, &model, &state.limits)?;
     Ok(Checked {
-        face: Face::of(state, &model, request.face)?,
+        face,
         model,
-        config: request.config.clone(),
-        source: request.source.clone(),
+        config,
+        source: request.source,
     })
+}
+
+/// The identity task of a reference photo: the embedding of its best face, as `explain
+/// --reference` computes it.
+async fn reference_task(
+    state: &AppState,
+    model: &Arc<LoadedModel>,
+    config: &ExplainConfig,
+    bytes: axum::body::Bytes,
+) -> Result<TaskConfig, ApiError> {
+    let spec = model.classifier.spec();
+    if spec.task != Task::Embedding {
+        return Err(ApiError::bad_request(
+            ErrorCode::InvalidParameter,
+            format!(
+                "`reference` compares faces; `{}` is {} model, not a face embedding",
+                model.name,
+                spec.task.with_article()
+            ),
+        ));
+    }
+    if config.task != TaskConfig::Classification {
+        return Err(ApiError::bad_request(
+            ErrorCode::InvalidParameter,
+            "give the reference face either as `reference` or as `config.task`, not both",
+        ));
+    }
+    let face = Face::of(state, model, None)?;
+    let model = model.clone();
+    let decoding = state.limits.decode;
+    compute(state, 1, move |_| {
+        let embedding = decode_bytes(&bytes, &decoding)
+            .and_then(|photo| Face::crop(face.as_ref(), photo))
+            .and_then(|(image, _)| {
+                let base = model.classifier.spec().preprocessing.base_image(&image)?;
+                Ok(camlime_core::task::embed(&model.classifier, &base)?)
+            });
+        embedding
+            .map(|reference| TaskConfig::Identity(IdentityChoice { reference }))
+            .map_err(|mut e| {
+                e.detail.message = format!("the reference: {}", e.detail.message);
+                e
+            })
+    })
+    .await
 }
 
 fn explain_with(
@@ -449,7 +506,7 @@ fn explain_with(
 #[utoipa::path(
     post,
     path = "/v1/explain",
-    request_body(content = ExplainRequest, description = "JSON (image base64), or multipart/form-data with an `image` part and a `request` part holding this JSON without `image`"),
+    request_body(content = ExplainRequest, description = "JSON (image base64), or multipart/form-data with an `image` part, a `reference` part for a face embedding's identity, and a `request` part holding this JSON without `image` and `reference`"),
     responses(
         (status = 200, description = "The explanation record (as `camlime explain --json`)", body = Object),
         (status = 400, body = ErrorBody), (status = 413, body = ErrorBody),
@@ -461,7 +518,7 @@ pub async fn explain(
     State(state): State<Arc<AppState>>,
     submission: Submission<ExplainRequest>,
 ) -> Result<Response, ApiError> {
-    let checked = check(&state, &submission.request)?;
+    let checked = check(&state, submission.request, submission.reference).await?;
     if let Some(reason) = heavy(&checked.config, &state.limits) {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -498,7 +555,7 @@ pub async fn submit_job(
     State(state): State<Arc<AppState>>,
     submission: Submission<ExplainRequest>,
 ) -> Result<Response, ApiError> {
-    let checked = check(&state, &submission.request)?;
+    let checked = check(&state, submission.request, submission.reference).await?;
     // Decode now, so that a corrupt image is the client's 400 rather than a failed job; the job
     // keeps the (smaller) file and decodes it again when it runs.
     let decoding = state.limits.decode;

@@ -80,6 +80,11 @@ pub struct ExplainRequest {
     /// its face detector finds, kept in the record's `image.face`.
     #[serde(default)]
     pub face: Option<usize>,
+    /// A face embedding model explains the similarity of the face to this photo's best face
+    /// (base64; multipart sends it as the `reference` part): `--reference`, which sets
+    /// `config.task` to `identity` with that face's embedding.
+    #[serde(default)]
+    pub reference: Option<String>,
 }
 
 /// `POST /v1/evaluations`: the command line's `eval` over the images sent with it.
@@ -196,12 +201,22 @@ pub struct Submission<T> {
     pub request: T,
     /// The image file's bytes.
     pub image: Bytes,
+    /// The reference face photo's bytes (explanations of a face embedding).
+    pub reference: Option<Bytes>,
 }
 
 /// Request types that carry a base64 image.
 pub trait WithImage: Sized {
+    /// Whether the request takes a `reference` photo besides its image.
+    const REFERENCE: bool = false;
+
     /// Take the base64 image out of the request.
     fn take_image(&mut self) -> Option<String>;
+
+    /// Take the base64 reference photo out of the request.
+    fn take_reference(&mut self) -> Option<String> {
+        None
+    }
 
     /// The request from a form's plain fields (name, value), in the order sent.
     fn from_fields(fields: &[(String, String)]) -> Result<Self, ApiError>;
@@ -254,8 +269,14 @@ impl WithImage for PredictRequest {
 }
 
 impl WithImage for ExplainRequest {
+    const REFERENCE: bool = true;
+
     fn take_image(&mut self) -> Option<String> {
         self.image.take()
+    }
+
+    fn take_reference(&mut self) -> Option<String> {
+        self.reference.take()
     }
 
     fn from_fields(fields: &[(String, String)]) -> Result<Self, ApiError> {
@@ -265,6 +286,7 @@ impl WithImage for ExplainRequest {
             source: None,
             config: ExplainConfig::default(),
             face: None,
+            reference: None,
         };
         request.config = settings(fields, &mut |name, value| {
             match name {
@@ -363,15 +385,25 @@ where
                 )
             })?;
             let image = decode_base64(&encoded, "`image`")?;
-            return Ok(Self { request, image });
+            let reference = request
+                .take_reference()
+                .map(|encoded| decode_base64(&encoded, "`reference`"))
+                .transpose()?;
+            return Ok(Self {
+                request,
+                image,
+                reference,
+            });
         }
         if content_type.starts_with("multipart/form-data") {
             let mut image = None;
+            let mut reference = None;
             let mut request = None;
             let mut fields = Vec::new();
             for (name, file, bytes) in read_parts(req, state).await? {
                 match name.as_str() {
                     "image" => image = Some(bytes),
+                    "reference" if T::REFERENCE => reference = Some(bytes),
                     "request" => request = Some(parse_json::<T>(&bytes)?),
                     _ if file.is_some() => {
                         return Err(ApiError::bad_request(
@@ -386,13 +418,18 @@ where
                 ApiError::bad_request(ErrorCode::MissingImage, "the form has no `image` part")
             })?;
             let mut request = one_of(request, &fields, T::from_fields)?;
-            if request.take_image().is_some() {
+            if request.take_image().is_some() || request.take_reference().is_some() {
                 return Err(ApiError::bad_request(
                     ErrorCode::InvalidMultipart,
-                    "send the image as the `image` part, not inside `request`",
+                    "send the image as the `image` part and the reference as the `reference` \
+                     part, not inside `request`",
                 ));
             }
-            return Ok(Self { request, image });
+            return Ok(Self {
+                request,
+                image,
+                reference,
+            });
         }
         Err(unsupported(&content_type))
     }

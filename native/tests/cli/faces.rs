@@ -28,7 +28,9 @@ fn the_face_is_cropped_predicted_explained_and_replayed() {
         out.to_str().unwrap(),
     ]);
     assert!(
-        text.contains("face 0 of blazeface (score 0.8846), cropped at (150, 52)–(299, 201)"),
+        text.contains(
+            "face 0 of the 1 blazeface found (score 0.8846), cropped at (150, 52)–(299, 201)"
+        ),
         "{text}"
     );
     assert!(text.contains("target: 3 happy"), "{text}");

@@ -165,6 +165,26 @@ fn results_only(mut record: Value) -> Value {
     record
 }
 
+/// `camlime explain PHOTO ARGS… --json`'s record, its pictures written under `dir/cli`.
+fn cli_record(dir: &Path, photo: &str, args: &[&str]) -> Value {
+    let out = dir.join("cli");
+    let mut all = vec!["explain", photo];
+    all.extend_from_slice(args);
+    all.extend(["--json", "--out", out.to_str().unwrap()]);
+    let output = camlime(&all);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// An error answer's message.
+fn message(error: &Value) -> &str {
+    error["error"]["message"].as_str().unwrap_or_default()
+}
+
 fn assert_healthy(server: &Server) {
     let (status, health) = get(server, "/healthz");
     assert_eq!(status, 200);
@@ -1334,25 +1354,11 @@ fn detect_and_box_explanations_over_http_equal_the_command_line() {
     assert_eq!(job["status"], "done", "{job}");
     let record = &job["result"];
     assert_eq!(record["task"]["target"]["detection"]["label"], "cat");
-    let output = camlime(&[
-        "explain",
+    let cli = cli_record(
+        &dir,
         "models/samples/chelsea.png",
-        "--model",
-        "nanodet",
-        "--method",
-        "eigencam",
-        "--box",
-        "1",
-        "--json",
-        "--out",
-        dir.join("cli").to_str().unwrap(),
-    ]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+        &["--model", "nanodet", "--method", "eigencam", "--box", "1"],
     );
-    let cli: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(results_only(record.clone()), results_only(cli));
 
     let (status, error) = post_json(
@@ -1361,12 +1367,7 @@ fn detect_and_box_explanations_over_http_equal_the_command_line() {
         &json!({"model": "mobilenet_v2", "image": base64(&photo)}),
     );
     assert_eq!(status, 400, "{error}");
-    assert!(
-        error["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("not a detector")
-    );
+    assert!(message(&error).contains("not a detector"), "{error}");
     let (_, openapi) = get(&server, "/v1/openapi.json");
     assert!(openapi["paths"]["/v1/detect"].is_object());
     assert!(openapi["components"]["schemas"]["DetectResponse"].is_object());
@@ -1401,25 +1402,18 @@ fn region_explanations_over_http_equal_the_command_line() {
         "person logit summed over 14400 pixels"
     );
     // Chelsea is 451 × 300: the same box in photo pixels.
-    let output = camlime(&[
-        "explain",
+    let mut cli = cli_record(
+        &dir,
         "models/samples/chelsea.png",
-        "--model",
-        "selfie",
-        "--method",
-        "gradcam",
-        "--region",
-        "105.703125,23.4375,317.109375,164.0625",
-        "--json",
-        "--out",
-        dir.join("cli").to_str().unwrap(),
-    ]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+        &[
+            "--model",
+            "selfie",
+            "--method",
+            "gradcam",
+            "--region",
+            "105.703125,23.4375,317.109375,164.0625",
+        ],
     );
-    let mut cli: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(record["task"], cli["task"]);
     assert_eq!(record["cam"], cli["cam"]);
     // The CLI records the box it converted from photo pixels, which differs from the request's
@@ -1430,13 +1424,7 @@ fn region_explanations_over_http_equal_the_command_line() {
                      "task": {"kind": "segmentation", "region": {"box": {"x0": 5.0, "y0": 0.0, "x1": 1.0, "y1": 9.0}}}}});
     let (status, error) = post_form(&server, "/v1/jobs", &chelsea(), &bad);
     assert_eq!(status, 400, "{error}");
-    assert!(
-        error["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("x0 < x1"),
-        "{error}"
-    );
+    assert!(message(&error).contains("x0 < x1"), "{error}");
     let (_, openapi) = get(&server, "/v1/openapi.json");
     let schemas = &openapi["components"]["schemas"];
     for schema in ["RegionChoice", "RegionShape", "Region", "RegionTarget"] {
@@ -1444,7 +1432,8 @@ fn region_explanations_over_http_equal_the_command_line() {
     }
 }
 
-/// A face model over HTTP sees the face its detector finds, as the command line does.
+/// A face model over HTTP sees the face its detector finds, and an identity explanation the
+/// similarity to a reference photo's face, as the command line does.
 #[test]
 fn face_models_over_http_crop_the_face_as_the_command_line_does() {
     let dir = scratch("face-http");
@@ -1464,20 +1453,13 @@ fn face_models_over_http_crop_the_face_as_the_command_line_does() {
                 "config": {"method": "gradcam"}}),
     );
     assert_eq!(status, 200, "{record}");
-    let output = camlime(&[
-        "explain",
+    let cli = cli_record(
+        &dir,
         "models/samples/astronaut.png",
-        "--model",
-        "emotion",
-        "--method",
-        "gradcam",
-        "--json",
-        "--out",
-        dir.join("cli").to_str().unwrap(),
-    ]);
-    assert!(output.status.success());
-    let cli: Value = serde_json::from_slice(&output.stdout).unwrap();
+        &["--model", "emotion", "--method", "gradcam"],
+    );
     assert_eq!(record["image"]["face"], cli["image"]["face"]);
+    assert_eq!(record["image"]["face"]["found"], 1);
     assert_eq!(results_only(record), results_only(cli));
     let (status, error) = post_json(
         &server,
@@ -1485,11 +1467,62 @@ fn face_models_over_http_crop_the_face_as_the_command_line_does() {
         &json!({"model": "mobilenet_v2", "image": base64(&photo), "face": 0}),
     );
     assert_eq!(status, 400, "{error}");
-    assert!(
-        error["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("is not one"),
-        "{error}"
+    assert!(message(&error).contains("is not one"), "{error}");
+
+    // Identity: the reference photo as a form's `reference` part, and as base64 in JSON.
+    let mirror = dir.join("astronaut_mirrored.png");
+    image::imageops::flip_horizontal(&image::load_from_memory(&photo).unwrap().to_rgb8())
+        .save(&mirror)
+        .unwrap();
+    let reference = std::fs::read(&mirror).unwrap();
+    let request = json!({"model": "faceres", "source": "astronaut.png",
+                         "config": {"method": "gradcam"}});
+    let (content_type, body) = crate::common::serve::form(&[
+        ("image", Some("astronaut.png"), photo.as_slice()),
+        ("reference", Some("mirror.png"), reference.as_slice()),
+        ("request", None, request.to_string().as_bytes()),
+    ]);
+    let (status, by_form) = post_raw(&server, "/v1/explain", &content_type, body);
+    assert_eq!(status, 200, "{by_form}");
+    let mut by_json = request.clone();
+    by_json["image"] = json!(base64(&photo));
+    by_json["reference"] = json!(base64(&reference));
+    let (status, by_json) = post_json(&server, "/v1/explain", &by_json);
+    assert_eq!(status, 200, "{by_json}");
+    assert_eq!(by_form["task"], by_json["task"]);
+    let cli = cli_record(
+        &dir,
+        "models/samples/astronaut.png",
+        &[
+            "--model",
+            "faceres",
+            "--method",
+            "gradcam",
+            "--reference",
+            mirror.to_str().unwrap(),
+        ],
     );
+    assert_eq!(by_form["task"], cli["task"]);
+    assert_eq!(results_only(by_form), results_only(cli));
+    let rocket = std::fs::read(repo("models/samples/rocket.jpg")).unwrap();
+    for (request, expected) in [
+        (
+            json!({"model": "emotion", "image": base64(&photo), "reference": base64(&reference)}),
+            "`reference` compares faces; `emotion` is a classification model",
+        ),
+        (
+            json!({"model": "faceres", "image": base64(&photo),
+                   "reference": base64(&rocket), "config": {"method": "gradcam"}}),
+            "the reference: ",
+        ),
+        (
+            json!({"model": "faceres", "image": base64(&photo), "reference": "%%%"}),
+            "`reference` is not base64",
+        ),
+    ] {
+        let (status, error) = post_json(&server, "/v1/explain", &request);
+        assert_eq!(status, 400, "{error}");
+        assert!(message(&error).contains(expected), "{error}");
+    }
+    assert_healthy(&server);
 }

@@ -93,6 +93,9 @@ pub struct FaceInfo {
     pub detection: Detection,
     /// The crop of the photo the face model saw.
     pub crop: CropBox,
+    /// How many faces the detector found in the photo.
+    #[serde(default)]
+    pub found: usize,
 }
 
 #[cfg(test)]
