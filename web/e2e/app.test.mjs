@@ -1,6 +1,7 @@
 // The CamLIME page in real headless Chromium: predictions, Grad-CAM and CamLIME on the cat,
 // re-rendering without recomputing, cancel, a corrupt file, the Chinese interface, the embed
-// layout. Screenshots go to web/e2e/artifacts/; timings are printed at the end.
+// layout, a detector, a segmenter and the face models. Screenshots go to web/e2e/artifacts/;
+// timings are printed at the end.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
@@ -34,8 +35,8 @@ test("the page's wasm links no model engine: at most 2.5 MB, the worker under 20
   timings.page_wasm_bytes = pageBytes;
   timings.worker_wasm_bytes = workerBytes;
   // 14.6 MB while the page reached tract through camlime-core; 1.81 MB on camlime-base alone,
-  // 2.11 MB once it drew detections and segmentation regions (stop 30): a model engine would
-  // add megabytes, which this bound catches.
+  // 2.11 MB once it drew detections and segmentation regions (stop 30), 2.19 MB with the face
+  // models (stop 31): a model engine would add megabytes, which this bound catches.
   assert.ok(pageBytes <= 2_500_000, `page wasm ${pageBytes} bytes`);
   assert.ok(workerBytes < 20_000_000, `worker wasm ${workerBytes} bytes`);
 });
@@ -291,5 +292,78 @@ test("a detector's boxes and a segmenter's region: explained, drawn, another box
   assert.match(await page.textContent("#summary"), /person logit summed over 61075 pixels/);
   assert.equal(await page.$$eval("#boxes", (b) => b.length), 0);
   await page.screenshot({ path: join(ARTIFACTS, "segmentation.png"), fullPage: true });
+  assert.deepEqual(page.errors, []);
+});
+
+/** The astronaut photo mirrored left to right, as the page's canvas encodes it (lossless PNG). */
+async function mirroredAstronaut(page) {
+  const base64 = await page.evaluate(async () => {
+    const blob = await (await fetch("models/samples/astronaut.png")).blob();
+    const bitmap = await createImageBitmap(blob, { colorSpaceConversion: "none", premultiplyAlpha: "none" });
+    const canvas = new OffscreenCanvas(bitmap.width, bitmap.height);
+    const context = canvas.getContext("2d");
+    context.scale(-1, 1);
+    context.drawImage(bitmap, -bitmap.width, 0);
+    const png = new Uint8Array(await (await canvas.convertToBlob({ type: "image/png" })).arrayBuffer());
+    let text = "";
+    for (const byte of png) text += String.fromCharCode(byte);
+    return btoa(text);
+  });
+  return Buffer.from(base64, "base64");
+}
+
+test("faces: the face cropped and its expression explained, another face picked, identity against a reference photo", async () => {
+  const page = await open(env);
+  await waitModel(page);
+  const reference = await sharedFixture("faces/faces.json", { json: true });
+  await chooseModel(page, "emotion");
+  await page.click("#sample-astronaut");
+  await page.waitForSelector("#face", { timeout: 60_000 });
+  assert.equal(await page.textContent("#face h2"), "Face 1 of 1 · found by blazeface (0.88)");
+  assert.equal(await page.textContent("#predictions li:first-child .label"), "happy");
+  await explain(page, { method: "gradcam" });
+  const emotion = await downloadRecord(page);
+  // The crop and the map of the Python reference on the same files (shared/tests/fixtures/faces).
+  const crop = emotion.image.face.crop;
+  assert.deepEqual([crop.x0, crop.y0, crop.x1, crop.y1], reference.emotions["astronaut.png"].crop);
+  assert.equal(emotion.target.label, "happy");
+  const emotionMap = await readMapPng("faces/astronaut.gradcam.png");
+  const expression = mapAgreement(decodeMap(emotion.cam.map).values, emotionMap.values);
+  assert.ok(expression.pearson >= 0.999, `Grad-CAM pearson ${expression.pearson}`);
+  await page.screenshot({ path: join(ARTIFACTS, "face.png"), fullPage: true });
+
+  // BlazeFace finds two faces in chelsea: the second is explained once picked.
+  await page.click("#sample-chelsea");
+  await page.waitForSelector('#faces button[data-face="1"]', { timeout: 60_000 });
+  await page.click('#faces button[data-face="1"]');
+  await page.waitForSelector('#face[data-face="1"]', { timeout: 60_000 });
+  await explain(page, { method: "gradcam" });
+  const second = await downloadRecord(page);
+  assert.equal(second.image.face.face, 1);
+  assert.equal(second.image.face.found, reference.photos["chelsea.png"].length);
+
+  await chooseModel(page, "faceres");
+  await page.click("#sample-astronaut");
+  await page.waitForSelector('#task-note[data-task="embedding"]', { timeout: 60_000 });
+  await page.waitForSelector('#face[data-face="0"]', { timeout: 60_000 });
+  // Without a reference there is nothing to compare with: a clear error.
+  await page.selectOption("#method-select", "gradcam");
+  await page.click("#explain");
+  await page.waitForSelector("#error", { timeout: 60_000 });
+  assert.match(await page.textContent("#error .message"), /reference face/);
+  await page.click("#error button");
+  await page.setInputFiles("#reference-file", { name: "mirrored.png", mimeType: "image/png", buffer: await mirroredAstronaut(page) });
+  await page.waitForSelector("#reference-name.chosen", { timeout: 60_000 });
+  assert.equal(await page.textContent("#reference-name"), "mirrored.png");
+  await explain(page, { method: "gradcam" });
+  const identity = await downloadRecord(page);
+  assert.equal(identity.task.kind, "identity");
+  // The reference stack's similarity of the face to its mirror image: 0.95748.
+  assert.ok(Math.abs(identity.task.similarity - reference.identity.similarity) <= 1e-3, `similarity ${identity.task.similarity}`);
+  assert.match(await page.textContent("#summary"), /cosine similarity to the reference face \(0\.95/);
+  const identityMap = await readMapPng("faces/astronaut.identity.gradcam.png");
+  const likeness = mapAgreement(decodeMap(identity.cam.map).values, identityMap.values);
+  assert.ok(likeness.pearson >= 0.999, `identity Grad-CAM pearson ${likeness.pearson}`);
+  await page.screenshot({ path: join(ARTIFACTS, "identity.png"), fullPage: true });
   assert.deepEqual(page.errors, []);
 });

@@ -4,9 +4,11 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { rm } from "node:fs/promises";
+import { readFile, rm } from "node:fs/promises";
+import { fileURLToPath } from "node:url";
 import {
   ARTIFACTS, start, stop, open, waitModel, pickChelsea, explain, downloadRecord, canvasStats, startCamlime,
+  decodeMap, mapAgreement,
 } from "./harness.mjs";
 
 let env;
@@ -104,5 +106,35 @@ test("run on server: the workers' record, progress over SSE, cancel", async () =
   assert.match(await page.textContent("#error .message"), /cannot reach/);
   assert.deepEqual(page.errors, []);
   console.log(`CamLIME-200 on the server, click to drawn: ${seconds} ms`);
+  await page.context().close();
+});
+
+test("run on server: a face model crops the same face and compares it with the same reference", async () => {
+  const page = await open(env, `?server=${encodeURIComponent(camlime.url)}&model=faceres`);
+  await waitModel(page);
+  // BlazeFace finds two faces in chelsea: the second goes to the server as `face: 1`.
+  await page.click("#sample-chelsea");
+  await page.waitForSelector('#faces button[data-face="1"]', { timeout: 60_000 });
+  await page.click('#faces button[data-face="1"]');
+  await page.waitForSelector('#face[data-face="1"]', { timeout: 60_000 });
+  const astronaut = await readFile(fileURLToPath(new URL("../../models/samples/astronaut.png", import.meta.url)));
+  await page.setInputFiles("#reference-file", { name: "astronaut.png", mimeType: "image/png", buffer: astronaut });
+  await page.waitForSelector("#reference-name.chosen", { timeout: 60_000 });
+  await explain(page, { method: "gradcam" });
+  const remote = await downloadRecord(page);
+  await page.uncheck("#server-toggle");
+  await explain(page, { method: "gradcam" });
+  const local = await downloadRecord(page);
+  assert.equal(remote.task.kind, "identity");
+  for (const key of ["face", "found", "crop", "detector"]) {
+    assert.deepEqual(remote.image.face[key], local.image.face[key], `image.face.${key} differs`);
+  }
+  assert.equal(remote.image.face.face, 1);
+  assert.equal(remote.image.sha256, local.image.sha256);
+  assert.deepEqual(remote.config, local.config);
+  assert.ok(Math.abs(remote.task.similarity - local.task.similarity) < 1e-5, `${remote.task.similarity} vs ${local.task.similarity}`);
+  const { pearson } = mapAgreement(decodeMap(remote.cam.map).values, decodeMap(local.cam.map).values);
+  assert.ok(pearson >= 0.9999, `server and workers' Grad-CAM pearson ${pearson}`);
+  assert.deepEqual(page.errors, []);
   await page.context().close();
 });

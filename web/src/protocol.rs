@@ -2,6 +2,7 @@
 //! these enums serialised, `bytes` an optional `Uint8Array` (model or image bytes, the base
 //! image's pixels) moved rather than copied.
 
+use camlime_base::face::FaceInfo;
 use camlime_base::record::{ExplanationRecord, SampleJob};
 use camlime_base::{ExplainConfig, ModelSpec, ModelSummary, Prediction};
 use js_sys::{Array, Object, Reflect, Uint8Array};
@@ -19,12 +20,28 @@ pub enum Request {
         /// Also compile Grad-CAM's gradient model before answering (the explaining worker).
         warm_gradients: bool,
     },
-    /// Decode the image bytes attached, keep it, predict its top classes.
+    /// Build the face detector of the face model to come from the ONNX bytes attached (the
+    /// explaining worker only: the others classify crops it made).
+    LoadDetector {
+        /// Its bundled manifest entry's spec.
+        spec: Box<ModelSpec>,
+    },
+    /// Decode the image bytes attached, keep it (a face model's: the face cropped from it),
+    /// predict its top classes.
     Predict {
         /// Correlates the answer.
         id: u64,
         /// How many classes.
         top: usize,
+        /// A face model's face, best first.
+        face: usize,
+    },
+    /// A face embedding's reference: the embedding of the best face in the photo attached.
+    Reference {
+        /// Correlates the answer.
+        id: u64,
+        /// The photo's name, for the page to show.
+        name: String,
     },
     /// Explain the kept image.
     Explain {
@@ -83,6 +100,17 @@ pub enum Response {
         predictions: Vec<Prediction>,
         /// Milliseconds the forward pass took.
         forward_ms: f64,
+        /// A face model's face: where it was cropped, and how many the detector found.
+        face: Option<FaceInfo>,
+    },
+    /// A reference face's embedding.
+    Reference {
+        /// The request's id.
+        id: u64,
+        /// The photo's name.
+        name: String,
+        /// Its best face's embedding.
+        embedding: Vec<f32>,
     },
     /// Work done so far.
     Progress {

@@ -10,7 +10,10 @@ mod view;
 use std::cell::RefCell;
 
 use camlime_base::cam::CamMethod;
-use camlime_base::record::{ExplainConfig, ExplanationRecord, Method, SampleJob};
+use camlime_base::face::FaceInfo;
+use camlime_base::record::{
+    ExplainConfig, ExplanationRecord, IdentityChoice, Method, SampleJob, TaskConfig,
+};
 use camlime_base::{Manifest, ModelSpec, ModelSummary, Prediction};
 use camlime_web::i18n::{Lang, t};
 use camlime_web::protocol::{Request, Response, decode, encode, from_js, to_js};
@@ -111,6 +114,10 @@ pub struct Ctx {
     pub model: RwSignal<ModelState>,
     pub image_name: RwSignal<Option<String>>,
     pub base: RwSignal<Option<RgbImage>>,
+    /// A face model's face: where the worker cropped it and how many faces it found.
+    pub face: RwSignal<Option<FaceInfo>>,
+    /// The reference photo a face embedding is compared with (its name, once embedded).
+    pub reference: RwSignal<Option<String>>,
     pub predictions: RwSignal<Vec<Prediction>>,
     /// The explanation's settings: the core's one schema, edited by the controls in place.
     pub config: RwSignal<ExplainConfig>,
@@ -155,6 +162,8 @@ impl Ctx {
             model: RwSignal::new(ModelState::None),
             image_name: RwSignal::new(None),
             base: RwSignal::new(None),
+            face: RwSignal::new(None),
+            reference: RwSignal::new(None),
             predictions: RwSignal::new(Vec::new()),
             config: RwSignal::new(initial_config(embed, url_param)),
             server: RwSignal::new(
@@ -244,7 +253,11 @@ struct Share {
 struct Client {
     slots: Vec<Slot>,
     model: Option<(ModelSpec, Vec<u8>)>,
+    /// A face model's detector, which the first worker loads before the model.
+    detector: Option<(ModelSpec, Vec<u8>)>,
     image: Option<Vec<u8>>,
+    /// A face model's face in the image, best first.
+    face: usize,
     gather: Option<Gather>,
     next_id: u64,
 }
@@ -286,17 +299,20 @@ fn start_workers(ctx: Ctx) -> Result<(), String> {
         .map(|i| start_slot(ctx, i))
         .collect::<Result<Vec<_>, _>>()?;
     let previous = CLIENT.take();
-    let (model, image, next_id) =
-        previous.map_or((None, None, 1), |c| (c.model, c.image, c.next_id));
+    let (model, detector, image, face, next_id) = previous.map_or((None, None, None, 0, 1), |c| {
+        (c.model, c.detector, c.image, c.face, c.next_id)
+    });
     CLIENT.set(Some(Client {
         slots,
         model: None,
+        detector: None,
         image: None,
+        face,
         gather: None,
         next_id,
     }));
     if let Some((spec, bytes)) = model {
-        send_model(ctx, spec, bytes);
+        send_model(ctx, spec, detector, bytes);
     }
     if let Some(bytes) = image {
         send_image(bytes);
@@ -333,12 +349,20 @@ fn send(build: impl FnOnce(u64) -> Request, bytes: Option<Vec<u8>>) -> u64 {
     })
 }
 
-/// Every worker gets the model: all of them classify samples.
-fn send_model(ctx: Ctx, spec: ModelSpec, bytes: Vec<u8>) {
+/// Every worker gets the model: all of them classify samples. A face model's detector goes to
+/// the first worker, which crops the faces.
+fn send_model(ctx: Ctx, spec: ModelSpec, detector: Option<(ModelSpec, Vec<u8>)>, bytes: Vec<u8>) {
     ctx.model.set(ModelState::Loading(spec.name.clone()));
     CLIENT.with_borrow_mut(|client| {
         if let Some(client) = client {
             client.model = Some((spec.clone(), bytes.clone()));
+            if let Some((spec, bytes)) = &detector {
+                let request = Request::LoadDetector {
+                    spec: Box::new(spec.clone()),
+                };
+                post_to(client, 0, &request, Some(bytes.clone()));
+            }
+            client.detector = detector;
             for slot in 0..client.slots.len() {
                 let request = Request::LoadModel {
                     spec: Box::new(spec.clone()),
@@ -353,15 +377,30 @@ fn send_model(ctx: Ctx, spec: ModelSpec, bytes: Vec<u8>) {
 /// Keep the image for the worker; predict it now if a model has been sent (otherwise sending
 /// the model sends it).
 fn send_image(bytes: Vec<u8>) {
-    let has_model = CLIENT.with_borrow_mut(|client| {
-        client.as_mut().is_some_and(|client| {
-            client.image = Some(bytes.clone());
-            client.model.is_some()
-        })
+    let face = CLIENT.with_borrow_mut(|client| {
+        let client = client.as_mut()?;
+        client.image = Some(bytes.clone());
+        client.model.as_ref().map(|_| client.face)
     });
-    if has_model {
-        send(|id| Request::Predict { id, top: 5 }, Some(bytes));
+    if let Some(face) = face {
+        send(|id| Request::Predict { id, top: 5, face }, Some(bytes));
     }
+}
+
+/// Explain another face of the image (a face model's; best first).
+pub fn choose_face(ctx: Ctx, face: usize) {
+    CLIENT.with_borrow_mut(|client| {
+        if let Some(client) = client {
+            client.face = face;
+        }
+    });
+    resend_image(ctx);
+}
+
+/// A face embedding's reference photo: the first worker embeds its best face.
+pub fn set_reference(ctx: Ctx, name: String, bytes: Vec<u8>) {
+    ctx.error.set(None);
+    send(|id| Request::Reference { id, name }, Some(bytes));
 }
 
 /// The first worker drew LIME's samples: share their rows out to every worker.
@@ -472,9 +511,6 @@ fn on_response(ctx: Ctx, slot: usize, response: Response, bytes: Option<Vec<u8>>
             {
                 ctx.config.update(|c| c.cam.layers.clear());
             }
-            // A box or region chosen on another model's results does not carry over.
-            ctx.config
-                .update(|c| c.task = camlime_base::record::TaskConfig::default());
             ctx.model.set(ModelState::Ready(summary, load_ms));
         }
         Response::Predicted {
@@ -482,11 +518,13 @@ fn on_response(ctx: Ctx, slot: usize, response: Response, bytes: Option<Vec<u8>>
             height,
             predictions,
             forward_ms,
+            face,
             ..
         } => {
             let base = bytes.and_then(|b| RgbImage::from_raw(width, height, b));
             ctx.timing("forward_ms", forward_ms);
             ctx.base.set(base);
+            ctx.face.set(face);
             // A fresh worker after a cancel predicts the same image again: keep the target.
             if ctx.predictions.get_untracked() != predictions {
                 ctx.config
@@ -508,6 +546,16 @@ fn on_response(ctx: Ctx, slot: usize, response: Response, bytes: Option<Vec<u8>>
         }
         Response::Classified { id, start, targets } => gather(ctx, slot, id, start, targets),
         Response::Explained { id, record } => finished(ctx, id, *record),
+        Response::Reference {
+            name, embedding, ..
+        } => {
+            ctx.config.update(|c| {
+                c.task = TaskConfig::Identity(IdentityChoice {
+                    reference: embedding,
+                });
+            });
+            ctx.reference.set(Some(name));
+        }
         Response::Failed { id, message } => {
             if id.is_none() {
                 ctx.model.set(ModelState::None);
@@ -629,28 +677,68 @@ pub fn load_bundled_model(ctx: Ctx, name: String) {
         ctx.fail(format!("no bundled model is called `{name}`"));
         return;
     };
-    ctx.model_choice.set(name.clone());
-    ctx.model.set(ModelState::Loading(name));
+    let detector = match &entry.face {
+        Some(crop) => match ctx
+            .manifest
+            .with_untracked(|m| m.as_ref().map(|m| m.model(&crop.detector).cloned()))
+        {
+            Some(Ok(detector)) => Some(detector),
+            Some(Err(e)) => return ctx.fail(e.to_string()),
+            None => None,
+        },
+        None => None,
+    };
+    new_model(ctx, name.clone());
     let started = now_ms();
     leptos::task::spawn_local(async move {
-        // The ImageNet names are fetched at boot; a model with other labels (a detector's
-        // COCO classes) brings its own file.
-        let labels = match entry.labels.as_str() {
-            "imagenet_classes.txt" => Ok(ctx.labels.get_untracked()),
-            file => fetch_text(&format!("{MODELS}/{file}")).await,
+        let fetched = async {
+            let model = fetch_entry(ctx, &entry).await?;
+            let detector = match &detector {
+                Some(detector) => Some(fetch_entry(ctx, detector).await?),
+                None => None,
+            };
+            Ok::<_, String>((model, detector))
         };
-        let spec = labels.and_then(|labels| entry.spec(&labels).map_err(|e| e.to_string()));
-        let spec = match spec {
-            Ok(spec) => spec,
-            Err(message) => return ctx.fail(message),
-        };
-        match fetch_bytes(&format!("{MODELS}/{}", entry.file)).await {
-            Ok(bytes) => {
+        match fetched.await {
+            Ok(((spec, bytes), detector)) => {
                 ctx.timing("model_fetch_ms", now_ms() - started);
-                send_model(ctx, spec, bytes);
+                send_model(ctx, spec, detector, bytes);
                 resend_image(ctx);
             }
             Err(message) => ctx.fail(message),
+        }
+    });
+}
+
+/// A bundled model's spec (with its labels) and ONNX bytes.
+async fn fetch_entry(
+    ctx: Ctx,
+    entry: &camlime_base::ModelEntry,
+) -> Result<(ModelSpec, Vec<u8>), String> {
+    // The ImageNet names are fetched at boot; a model with other labels (a detector's COCO
+    // classes) brings its own file.
+    let labels = match entry.labels.as_str() {
+        "imagenet_classes.txt" => ctx.labels.get_untracked(),
+        file => fetch_text(&format!("{MODELS}/{file}")).await?,
+    };
+    let spec = entry.spec(&labels).map_err(|e| e.to_string())?;
+    Ok((
+        spec,
+        fetch_bytes(&format!("{MODELS}/{}", entry.file)).await?,
+    ))
+}
+
+/// Another model is chosen: what was chosen on the last one's results (a box, a region, a
+/// face, a reference) does not carry over.
+fn new_model(ctx: Ctx, choice: String) {
+    ctx.model_choice.set(choice.clone());
+    ctx.model.set(ModelState::Loading(choice));
+    ctx.config.update(|c| c.task = TaskConfig::default());
+    ctx.reference.set(None);
+    ctx.face.set(None);
+    CLIENT.with_borrow_mut(|client| {
+        if let Some(client) = client {
+            client.face = 0;
         }
     });
 }
@@ -659,8 +747,8 @@ pub fn load_bundled_model(ctx: Ctx, name: String) {
 pub fn load_user_model(ctx: Ctx, name: String, bytes: Vec<u8>) {
     let mut spec = ModelSpec::user_model(name.trim_end_matches(".onnx"));
     spec.labels = camlime_base::manifest::parse_labels(&ctx.labels.get_untracked());
-    ctx.model_choice.set(format!("user:{name}"));
-    send_model(ctx, spec, bytes);
+    new_model(ctx, format!("user:{name}"));
+    send_model(ctx, spec, None, bytes);
     resend_image(ctx);
 }
 
@@ -678,6 +766,17 @@ pub fn set_image(ctx: Ctx, name: String, bytes: Vec<u8>) {
     ctx.image_name.set(Some(name));
     ctx.record.set(None);
     ctx.gallery.set(Vec::new());
+    // A box or a region belongs to the last image; a reference face holds for any.
+    ctx.config.update(|c| {
+        if !matches!(c.task, TaskConfig::Identity(_)) {
+            c.task = TaskConfig::default();
+        }
+    });
+    CLIENT.with_borrow_mut(|client| {
+        if let Some(client) = client {
+            client.face = 0;
+        }
+    });
     send_image(bytes);
 }
 

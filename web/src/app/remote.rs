@@ -1,5 +1,5 @@
 //! "Run on server": the explanation goes to a `camlime serve` URL as a job (`POST /v1/jobs`, the
-//! image and `{model, config, source}` as a form), its progress comes back as Server-Sent Events,
+//! image and `{model, config, source, face}` as a form), its progress comes back as Server-Sent Events,
 //! and the finished record is shown in the same result view as a local one. The server must list
 //! the page's origin in `--cors-origin`, or serve the page itself.
 
@@ -83,6 +83,7 @@ async fn submit(
     model: &str,
     config: &ExplainConfig,
     source: Option<String>,
+    face: Option<usize>,
     image: &[u8],
 ) -> Result<String, String> {
     let form = FormData::new().map_err(|e| js_error("FormData", e))?;
@@ -90,7 +91,10 @@ async fn submit(
     let blob = Blob::new_with_u8_array_sequence(&parts).map_err(|e| js_error("Blob", e))?;
     form.append_with_blob_and_filename("image", &blob, "image")
         .map_err(|e| js_error("FormData", e))?;
-    let request = json!({"model": model, "config": config, "source": source});
+    let mut request = json!({"model": model, "config": config, "source": source});
+    if let Some(face) = face {
+        request["face"] = json!(face);
+    }
     form.append_with_str("request", &request.to_string())
         .map_err(|e| js_error("FormData", e))?;
     let init = RequestInit::new();
@@ -124,8 +128,10 @@ pub fn run(ctx: Ctx, id: u64, config: ExplainConfig, source: Option<String>, ima
     if model.starts_with("user:") {
         return fail(ctx, id, ctx.tr("server_bundled_only").into());
     }
+    // A face model's server crops the same face from the photo.
+    let face = ctx.face.with_untracked(|f| f.as_ref().map(|f| f.face));
     leptos::task::spawn_local(async move {
-        match submit(&base, &model, &config, source, &image).await {
+        match submit(&base, &model, &config, source, face, &image).await {
             Ok(job) => follow(ctx, id, base, job),
             Err(message) => fail(ctx, id, message),
         }

@@ -314,6 +314,7 @@ pub fn ResultView() -> impl IntoView {
                     .unwrap_or_default();
                 let value = match &r.task {
                     Some(TaskRecord::Segmentation(t)) => format!("{:.1}", t.score),
+                    Some(TaskRecord::Identity(t)) => format!("{:.4}", t.similarity),
                     _ => format!("{:.1}%", 100.0 * r.target.probability),
                 };
                 format!(

@@ -12,8 +12,8 @@ use web_sys::{File, HtmlInputElement};
 
 use super::result::{Gallery, ResultView};
 use super::{
-    Ctx, MODELS, ModelState, boot, cancel, explain, load_bundled_model, load_user_model, now_ms,
-    set_image, set_server,
+    Ctx, MODELS, ModelState, boot, cancel, choose_face, explain, load_bundled_model,
+    load_user_model, now_ms, set_image, set_reference, set_server,
 };
 
 async fn read_file(file: &File) -> Result<Vec<u8>, String> {
@@ -179,29 +179,24 @@ fn ImagePicker() -> impl IntoView {
 #[component]
 fn ModelPicker() -> impl IntoView {
     let ctx = expect_context::<Ctx>();
-    // Face models need their face cropped first, which the page does not do yet: the command
-    // line and the server serve them.
     let models = move || {
         ctx.manifest
             .get()
-            .map(|m| {
-                m.models
-                    .iter()
-                    .filter(|m| m.face.is_none())
-                    .cloned()
-                    .collect::<Vec<_>>()
-            })
+            .map(|m| m.models.clone())
             .unwrap_or_default()
     };
     let status = move || match ctx.model.get() {
         ModelState::None => String::new(),
         ModelState::Loading(name) => format!("{} {name}", ctx.tr("model_loading")),
         ModelState::Ready(summary, load_ms) => format!(
-            "{} · {} · {} {} · {} {} · {:.0} ms",
+            "{} · {} · {} · {} {} · {:.0} ms",
             ctx.tr("model_ready"),
             summary.name,
-            summary.num_classes,
-            ctx.tr("classes"),
+            if summary.task == "embedding" {
+                format!("{}-d {}", summary.num_classes, ctx.tr("embedding"))
+            } else {
+                format!("{} {}", summary.num_classes, ctx.tr("classes"))
+            },
             summary.layers.len(),
             ctx.tr("layers"),
             load_ms
@@ -232,12 +227,19 @@ fn ModelPicker() -> impl IntoView {
 #[component]
 fn Predictions() -> impl IntoView {
     let ctx = expect_context::<Ctx>();
-    // A detector or a segmenter predicts no classes: say what explaining it does instead.
+    // A detector, a segmenter or a face embedding predicts no classes: say what explaining it
+    // does instead.
     let task = move || match ctx.model.get() {
         ModelState::Ready(summary, _) if summary.task != "classification" => Some(summary.task),
         _ => None,
     };
+    let reference = move || {
+        ctx.reference
+            .get()
+            .unwrap_or_else(|| ctx.tr("no_reference").to_owned())
+    };
     view! {
+        <FaceCard/>
         <Show when=move || task().is_some() && ctx.base.with(Option::is_some)>
             <div class="card predictions" id="task-note" data-task=move || task().unwrap_or_default()>
                 <div class="with-image">
@@ -249,8 +251,20 @@ fn Predictions() -> impl IntoView {
                         <h2>{move || ctx.tr("task")}</h2>
                         <p class="muted">{move || match task().as_deref() {
                             Some("detection") => ctx.tr("detection_note"),
+                            Some("embedding") => ctx.tr("identity_note"),
                             _ => ctx.tr("segmentation_note"),
                         }}</p>
+                        <Show when=move || task().as_deref() == Some("embedding")>
+                            <div class="reference">
+                                <label class="button ghost file">
+                                    {move || ctx.tr("choose_reference")}
+                                    <input id="reference-file" type="file" accept="image/*"
+                                        on:change=move |e| if let Some(file) = input_file(&e) { with_file(ctx, file, set_reference) }/>
+                                </label>
+                                <span class="muted">{move || ctx.tr("reference")}": "</span>
+                                <span id="reference-name" class:chosen=move || ctx.reference.with(Option::is_some)>{reference}</span>
+                            </div>
+                        </Show>
                     </div>
                 </div>
             </div>
@@ -281,6 +295,54 @@ fn Predictions() -> impl IntoView {
                         </ol>
                     </div>
                 </div>
+            </div>
+        </Show>
+    }
+}
+
+/// A face model's face: which one of the photo the model sees, and the others to pick from.
+#[component]
+fn FaceCard() -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    let heading = move || {
+        ctx.face.with(|face| {
+            face.as_ref().map(|f| {
+                format!(
+                    "{} {} {} {} · {} {} ({:.2})",
+                    ctx.tr("face"),
+                    f.face + 1,
+                    ctx.tr("face_of"),
+                    f.found,
+                    ctx.tr("found_by"),
+                    f.detector,
+                    f.detection.score
+                )
+            })
+        })
+    };
+    // One button per face, best first (a crowd's first 20).
+    let faces = move || {
+        ctx.face.with(|face| {
+            face.as_ref()
+                .map(|f| (0..f.found.min(20)).map(|k| (k, k == f.face)).collect())
+                .unwrap_or_else(Vec::new)
+        })
+    };
+    let several = move || faces().len() > 1;
+    view! {
+        <Show when=move || ctx.face.with(Option::is_some)>
+            <div class="card face" id="face" data-face=move || ctx.face.with(|f| f.as_ref().map_or(0, |f| f.face))>
+                <h2>{heading}</h2>
+                <p class="muted">{move || ctx.tr("face_note")}</p>
+                <Show when=several>
+                    <div class="boxes" id="faces">
+                        <For each=faces key=|f| *f children=move |(k, chosen)| view! {
+                            <button class:chosen=chosen data-face=k.to_string()
+                                prop:disabled=move || ctx.running.with(Option::is_some)
+                                on:click=move |_| choose_face(ctx, k)>{(k + 1).to_string()}</button>
+                        }/>
+                    </div>
+                </Show>
             </div>
         </Show>
     }

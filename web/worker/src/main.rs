@@ -1,5 +1,6 @@
-//! The Web Worker: owns the classifier and the current image, runs predictions and
-//! explanations with the core, and reports progress. The page runs one worker per core: the
+//! The Web Worker: owns the classifier (and a face model's detector) and the current image (a
+//! face model's: the face it crops), runs predictions and explanations with the core, and
+//! reports progress. The page runs one worker per core: the
 //! first explains, and LIME's samples are classified by all of them (wasm has no threads here).
 //! Cancelling is the page terminating the workers and starting fresh ones, so a long run never
 //! has to poll for messages.
@@ -8,12 +9,15 @@ use std::cell::RefCell;
 use std::sync::Arc;
 
 use camlime_core::cam::CamMethod;
+use camlime_core::detection::BoxChoice;
 use camlime_core::engine::Engine;
 use camlime_core::engine::tract::Tract;
 use camlime_core::explanation::{
     ExplanationRecord, Method, Pending, Started, classify_samples, explain, start,
 };
+use camlime_core::face::FaceInfo;
 use camlime_core::spec::Task;
+use camlime_core::task::{crop_face, embed};
 use camlime_core::{
     Classifier, DecodeOptions, ExplainConfig, ModelSpec, Runtime, Sequential, decode_image,
 };
@@ -28,9 +32,47 @@ use web_sys::{DedicatedWorkerGlobalScope, MessageEvent};
 #[derive(Default)]
 struct State {
     classifier: Option<Classifier>,
+    /// A face model's detector.
+    detector: Option<Classifier>,
+    /// The image the model sees (a face model's: the face cropped from the photo).
     image: Option<RgbImage>,
+    /// Where that face was cropped.
+    face: Option<FaceInfo>,
     /// An explanation waiting for its samples: (request id, its first phase).
     pending: Option<(u64, Pending)>,
+}
+
+impl State {
+    /// The model's image of a photo: a face model's `face`-th face (best first), cut as its
+    /// manifest says by the detector loaded with it; any other model's, the photo.
+    fn model_image(
+        &self,
+        photo: RgbImage,
+        face: Option<usize>,
+    ) -> Result<(RgbImage, Option<FaceInfo>), String> {
+        let classifier = self.classifier.as_ref().ok_or("no model is loaded")?;
+        let Some(crop) = &classifier.spec().face else {
+            return Ok((photo, None));
+        };
+        let detector = self
+            .detector
+            .as_ref()
+            .filter(|d| d.spec().name == crop.detector)
+            .ok_or_else(|| format!("the face detector `{}` is not loaded", crop.detector))?;
+        let choice = BoxChoice {
+            index: face,
+            class: None,
+        };
+        let (image, info) =
+            crop_face(detector, &photo, &choice, crop).map_err(|e| e.to_string())?;
+        Ok((image, Some(info)))
+    }
+
+    /// A finished record with the face it explains.
+    fn record(&self, mut record: ExplanationRecord) -> Box<ExplanationRecord> {
+        record.image.face = self.face.clone();
+        Box::new(record)
+    }
 }
 
 thread_local! {
@@ -133,7 +175,11 @@ fn handle(request: Request, bytes: Option<Vec<u8>>) {
                     warm_up(&classifier, warm_gradients);
                     let summary = classifier.summary();
                     let load_ms = now_ms() - started;
-                    STATE.with_borrow_mut(|s| s.classifier = Some(classifier));
+                    STATE.with_borrow_mut(|s| {
+                        s.classifier = Some(classifier);
+                        s.image = None;
+                        s.face = None;
+                    });
                     post(&Response::ModelLoaded { summary, load_ms }, None);
                 }
                 Err(message) => {
@@ -142,12 +188,22 @@ fn handle(request: Request, bytes: Option<Vec<u8>>) {
                 }
             }
         }
-        Request::Predict { id, top } => {
+        Request::LoadDetector { spec } => {
+            let result = bytes
+                .ok_or_else(|| "no detector bytes were sent".to_owned())
+                .and_then(|bytes| load(&bytes, *spec).map_err(|e| e.to_string()));
+            match result {
+                Ok(detector) => STATE.with_borrow_mut(|s| s.detector = Some(detector)),
+                Err(message) => post(&Response::Failed { id: None, message }, None),
+            }
+        }
+        Request::Predict { id, top, face } => {
             let outcome = STATE.with_borrow_mut(|state| -> Result<_, String> {
-                let classifier = state.classifier.as_ref().ok_or("no model is loaded")?;
                 let bytes = bytes.ok_or("no image bytes were sent")?;
-                let image =
+                let photo =
                     decode_image(&bytes, &DecodeOptions::default()).map_err(|e| e.to_string())?;
+                let (image, face) = state.model_image(photo, Some(face))?;
+                let classifier = state.classifier.as_ref().ok_or("no model is loaded")?;
                 let base = classifier
                     .spec()
                     .preprocessing
@@ -165,16 +221,18 @@ fn handle(request: Request, bytes: Option<Vec<u8>>) {
                 };
                 let forward_ms = now_ms() - started;
                 state.image = Some(image);
-                Ok((base, predictions, forward_ms))
+                state.face = face.clone();
+                Ok((base, predictions, forward_ms, face))
             });
             match outcome {
-                Ok((base, predictions, forward_ms)) => post(
+                Ok((base, predictions, forward_ms, face)) => post(
                     &Response::Predicted {
                         id,
                         width: base.width(),
                         height: base.height(),
                         predictions,
                         forward_ms,
+                        face,
                     },
                     Some(base.as_raw()),
                 ),
@@ -200,12 +258,14 @@ fn handle(request: Request, bytes: Option<Vec<u8>>) {
                 let runtime = WorkerRuntime { id };
                 if workers <= 1 {
                     let record = explain(classifier, image, source, &config, &runtime);
-                    return record.map(|r| Some(Box::new(r))).map_err(|e| e.to_string());
+                    return record
+                        .map(|r| Some(state.record(r)))
+                        .map_err(|e| e.to_string());
                 }
                 match start(classifier, image, source, &config, &runtime)
                     .map_err(|e| e.to_string())?
                 {
-                    Started::Done(record) => Ok(Some(record)),
+                    Started::Done(record) => Ok(Some(state.record(*record))),
                     Started::Sampling(pending) => {
                         post(
                             &Response::Sampling {
@@ -256,10 +316,42 @@ fn handle(request: Request, bytes: Option<Vec<u8>>) {
                 };
                 pending
                     .finish(classifier, targets, &WorkerRuntime { id })
-                    .map(|record| Some(Box::new(record)))
+                    .map(|record| Some(state.record(record)))
                     .map_err(|e| e.to_string())
             });
             answer(id, outcome);
+        }
+        Request::Reference { id, name } => {
+            let outcome = STATE.with_borrow(|state| -> Result<_, String> {
+                let bytes = bytes.ok_or("no reference photo was sent")?;
+                let photo =
+                    decode_image(&bytes, &DecodeOptions::default()).map_err(|e| e.to_string())?;
+                let (face, _) = state.model_image(photo, None)?;
+                let classifier = state.classifier.as_ref().ok_or("no model is loaded")?;
+                let base = classifier
+                    .spec()
+                    .preprocessing
+                    .base_image(&face)
+                    .map_err(|e| e.to_string())?;
+                embed(classifier, &base).map_err(|e| e.to_string())
+            });
+            match outcome {
+                Ok(embedding) => post(
+                    &Response::Reference {
+                        id,
+                        name,
+                        embedding,
+                    },
+                    None,
+                ),
+                Err(message) => post(
+                    &Response::Failed {
+                        id: Some(id),
+                        message: format!("the reference {name}: {message}"),
+                    },
+                    None,
+                ),
+            }
         }
     }
 }
