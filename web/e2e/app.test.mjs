@@ -242,9 +242,15 @@ test("a project website embeds the explainer with <camlime-explain>", async () =
   await context.close();
 });
 
-/** Load a bundled model by its name and wait until the page reports it ready. */
+/** The task switch's group of the bundled models that are not classifiers. */
+const TASK_OF = { nanodet: "detection", blazeface: "detection", selfie: "segmentation", emotion: "faces", faceres: "faces" };
+
+/** Switch to a bundled model's task (which loads the task's first model), pick the model, and
+ * wait until the page reports it ready. */
 async function chooseModel(page, name) {
-  await page.selectOption("#model-select", name);
+  const task = TASK_OF[name] ?? "classification";
+  if ((await page.inputValue("#task-select")) !== task) await page.selectOption("#task-select", task);
+  if ((await page.inputValue("#model-select")) !== name) await page.selectOption("#model-select", name);
   await page.waitForFunction((n) => {
     const status = document.querySelector("#model-status")?.textContent ?? "";
     return document.querySelector(".app")?.dataset.modelReady === "true" && status.includes(` · ${n} · `);
@@ -255,6 +261,8 @@ test("a detector's boxes and a segmenter's region: explained, drawn, another box
   const page = await open(env);
   await waitModel(page);
   await chooseModel(page, "nanodet");
+  // The task switch lists the task's models only.
+  assert.deepEqual(await page.$$eval("#model-select option", (o) => o.map((x) => x.value)), ["nanodet", "blazeface"]);
   await page.click("#sample-chelsea");
   await page.waitForSelector('#task-note[data-task="detection"]', { timeout: 60_000 });
   await explain(page, { method: "eigencam" });

@@ -1,5 +1,6 @@
 //! The page's layout and controls. Results are drawn by `result.rs`.
 
+use camlime_base::ModelEntry;
 use camlime_base::cam::CamMethod;
 use camlime_base::record::{ExplainConfig, Method};
 use camlime_web::i18n::Lang;
@@ -176,14 +177,61 @@ fn ImagePicker() -> impl IntoView {
     }
 }
 
+/// The task switch's choices: (group, its text's key). A face model is under faces whatever its
+/// output (an expression classifier, a face descriptor).
+const TASKS: [(&str, &str); 4] = [
+    ("classification", "task_classification"),
+    ("detection", "task_detection"),
+    ("segmentation", "task_segmentation"),
+    ("faces", "task_faces"),
+];
+
+/// The task switch's group of a bundled model.
+fn task_of(entry: &ModelEntry) -> &str {
+    if entry.face.is_some() {
+        "faces"
+    } else {
+        &entry.task
+    }
+}
+
 #[component]
 fn ModelPicker() -> impl IntoView {
     let ctx = expect_context::<Ctx>();
+    // The chosen model's group (a user's model is a classifier).
+    let task = move || {
+        let choice = ctx.model_choice.get();
+        ctx.manifest.with(|m| {
+            m.as_ref()
+                .and_then(|m| m.model(&choice).ok())
+                .map_or("classification".to_owned(), |e| task_of(e).to_owned())
+        })
+    };
     let models = move || {
+        let task = task();
         ctx.manifest
             .get()
-            .map(|m| m.models.clone())
+            .map(|m| {
+                m.models
+                    .into_iter()
+                    .filter(|e| task_of(e) == task)
+                    .collect::<Vec<_>>()
+            })
             .unwrap_or_default()
+    };
+    // Switching the task loads its first bundled model.
+    let switch = move |task: String| {
+        let first = ctx.manifest.with_untracked(|m| {
+            m.as_ref()?
+                .models
+                .iter()
+                .find(|e| task_of(e) == task)
+                .map(|e| e.name.clone())
+        });
+        match first {
+            Some(name) => load_bundled_model(ctx, name),
+            None => ctx.fail(format!("no bundled model does {task}")),
+        }
     };
     let status = move || match ctx.model.get() {
         ModelState::None => String::new(),
@@ -205,6 +253,12 @@ fn ModelPicker() -> impl IntoView {
     view! {
         <div class="card">
             <h2>{move || ctx.tr("model")}</h2>
+            <label class="field">
+                <span>{move || ctx.tr("task_switch")}</span>
+                <select id="task-select" prop:value=task on:change=move |e| switch(event_target_value(&e))>
+                    {TASKS.into_iter().map(|(task, key)| view! { <option value=task>{move || ctx.tr(key)}</option> }).collect_view()}
+                </select>
+            </label>
             <select id="model-select" prop:value=move || ctx.model_choice.get()
                 on:change=move |e| load_bundled_model(ctx, event_target_value(&e))>
                 <For each=models key=|m| m.name.clone() children=move |m| view! {
