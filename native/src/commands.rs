@@ -16,7 +16,7 @@ use crate::bench::{BenchArgs, bench};
 use crate::eval::{EvalArgs, eval};
 use crate::explain::{CompareArgs, ExplainArgs, compare, explain};
 use crate::models::{Bundle, models_dir, read_image};
-use crate::serve::{ServeArgs, serve};
+use crate::serve::{Role, ServeArgs, add_token, serve};
 
 use crate::parallel::{Threads, available_threads};
 
@@ -53,9 +53,33 @@ pub enum Command {
     Bench(BenchArgs),
     /// Serve the JSON API (/v1), asynchronous jobs and the web app over HTTP.
     Serve(Box<ServeArgs>),
+    /// Manage the server's bearer tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Show what work can run on: the CPU's threads and any usable NVIDIA GPU (CUDA libraries,
     /// driver, GPUs).
     Devices(DevicesArgs),
+}
+
+/// `token`'s actions.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Make a token: print it (once) and append its name, role and hash to the tokens file.
+    New(NewTokenArgs),
+}
+
+/// Arguments of `token new`.
+#[derive(Debug, Args)]
+pub struct NewTokenArgs {
+    /// Its name, which owns the jobs it submits (1–64 letters, digits or `_.@-`).
+    #[arg(long)]
+    pub name: String,
+    /// What it may do: `user` (its own jobs) or `admin` (every job, /metrics).
+    #[arg(long, value_enum, default_value_t = Role::User)]
+    pub role: Role,
+    /// The tokens file `camlime serve --tokens` reads (created readable by its owner only).
+    #[arg(long, default_value = "camlime-tokens.txt", value_name = "FILE")]
+    pub file: PathBuf,
 }
 
 /// `devices`' options.
@@ -168,6 +192,18 @@ pub struct LayersArgs {
 
 /// Run a parsed command line, writing results to `out`.
 pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
+    // Tokens need no models.
+    if let Command::Token(TokenCommand::New(args)) = &cli.command {
+        let token = add_token(&args.file, &args.name, args.role)?;
+        writeln!(out, "{token}")?;
+        eprintln!(
+            "token `{}` ({}) added to {}: its hash is kept there; the token is shown only now",
+            args.name,
+            args.role,
+            args.file.display()
+        );
+        return Ok(());
+    }
     let bundle = Bundle::open(&models_dir(cli.models_dir.as_deref())?)?;
     match cli.command {
         Command::Predict(args) => predict(&bundle, &args, out),
@@ -186,6 +222,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
             crate::cuda::check::check(&bundle, &args.batches, args.runs as usize, out)
         }
         Command::Devices(args) => devices(&bundle, args.json, out),
+        Command::Token(_) => unreachable!("answered before the bundle is opened"),
     }
 }
 

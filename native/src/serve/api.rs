@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -18,10 +18,11 @@ use camlime_core::region::{Region, RegionChoice, RegionShape, RegionTarget};
 use camlime_core::spec::Task;
 use camlime_core::{ExplainConfig, ExplanationRecord, Layer, ModelSummary, Runtime};
 use futures_util::Stream;
-use serde::Serialize;
-use utoipa::{OpenApi, ToSchema};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use super::AppState;
+use super::auth::{Caller, Role};
 use super::error::{ApiError, ErrorBody, ErrorCode, ErrorDetail};
 use super::input::{
     DetectRequest, EvalImage, EvalRequest, EvalSubmission, ExplainRequest, PredictRequest,
@@ -34,6 +35,7 @@ use crate::parallel::Threads;
 /// The OpenAPI document of `/v1`.
 #[derive(OpenApi)]
 #[openapi(
+    modifiers(&BearerAuth),
     info(
         title = "CamLIME server",
         description = "Explain what CNN image classifiers look at: CamLIME, LIME, the CAM family \
@@ -87,6 +89,34 @@ use crate::parallel::Threads;
     ))
 )]
 pub struct ApiDoc;
+
+/// The document's security scheme: bearer tokens on every endpoint but `/healthz`.
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{
+            HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+        };
+        let scheme = HttpBuilder::new()
+            .scheme(HttpAuthScheme::Bearer)
+            .description(Some(
+                "A token of the server's tokens file (`camlime token new`), as \
+                 `Authorization: Bearer <token>`: needed when the server has tokens. A user's \
+                 token sees its own jobs (others' answer 404); an admin's sees every job and \
+                 `/metrics`. Missing or unknown: 401 `unauthorized`; not allowed: 403 `forbidden`.",
+            ))
+            .build();
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme("bearer", SecurityScheme::Http(scheme));
+        openapi.security = Some(vec![SecurityRequirement::new(
+            "bearer",
+            Vec::<String>::new(),
+        )]);
+    }
+}
 
 /// A served model.
 #[derive(Debug, Serialize, ToSchema)]
@@ -553,6 +583,7 @@ pub async fn explain(
 )]
 pub async fn submit_job(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     submission: Submission<ExplainRequest>,
 ) -> Result<Response, ApiError> {
     let checked = check(&state, submission.request, submission.reference).await?;
@@ -568,6 +599,7 @@ pub async fn submit_job(
         JobKind::Explain,
         &model,
         &method,
+        caller.name,
         Box::new(move |runtime| {
             let image = decode_bytes(&bytes, &decoding)?;
             let record = explain_with(&checked, &image, runtime)?;
@@ -602,6 +634,7 @@ fn accepted(status: JobStatus) -> Response {
 )]
 pub async fn submit_evaluation(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     submission: EvalSubmission,
 ) -> Result<Response, ApiError> {
     let EvalSubmission { request, images } = submission;
@@ -681,6 +714,7 @@ pub async fn submit_evaluation(
         JobKind::Eval,
         &name,
         &method,
+        caller.name,
         Box::new(move |runtime| {
             evaluate(&model, &plan, &images, &limits, runtime).map(|(report, rows, seconds)| {
                 JobResult::Evaluation(Box::new(Evaluation {
@@ -763,10 +797,37 @@ fn evaluate(
     ))
 }
 
-/// Every kept job's status, oldest first.
-#[utoipa::path(get, path = "/v1/jobs", responses((status = 200, body = Vec<JobStatus>)))]
-pub async fn list_jobs(State(state): State<Arc<AppState>>) -> Json<Vec<JobStatus>> {
-    Json(state.jobs.list())
+/// `GET /v1/jobs`' query.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// Only the jobs of this token's name (an admin's filter; a user sees only their own).
+    pub owner: Option<String>,
+}
+
+/// The caller's kept jobs (an admin's: every token's), oldest first.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs",
+    params(ListQuery),
+    responses((status = 200, body = Vec<JobStatus>), (status = 403, body = ErrorBody))
+)]
+pub async fn list_jobs(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<Vec<JobStatus>>, ApiError> {
+    if let Some(owner) = &query.owner
+        && caller.role != Role::Admin
+        && caller.name.as_ref() != Some(owner)
+    {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            ErrorCode::Forbidden,
+            "only an admin token lists other tokens' jobs",
+        ));
+    }
+    Ok(Json(state.jobs.list(&caller, query.owner.as_deref())))
 }
 
 /// A job's status; with `result` (the explanation record) once it is done.
@@ -781,9 +842,10 @@ pub async fn list_jobs(State(state): State<Arc<AppState>>) -> Json<Vec<JobStatus
 )]
 pub async fn get_job(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let status = state.jobs.get(&id)?.status();
+    let status = state.jobs.get(&id, &caller)?.status();
     let mut body = serde_json::to_string(&status).map_err(|e| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -821,9 +883,10 @@ pub async fn get_job(
 )]
 pub async fn job_events(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let receiver = state.jobs.get(&id)?.subscribe();
+    let receiver = state.jobs.get(&id, &caller)?.subscribe();
     let shutdown = state.shutdown.clone();
     let stream = futures_util::stream::unfold(
         (receiver, shutdown, false, true),
@@ -861,16 +924,17 @@ pub async fn job_events(
 )]
 pub async fn cancel_job(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    Ok(match state.jobs.cancel(&id)? {
+    Ok(match state.jobs.cancel(&id, &caller)? {
         Some(status) => (StatusCode::ACCEPTED, Json(status)).into_response(),
         None => StatusCode::NO_CONTENT.into_response(),
     })
 }
 
 /// Liveness and a summary.
-#[utoipa::path(get, path = "/healthz", responses((status = 200, body = Health)))]
+#[utoipa::path(get, path = "/healthz", security(()), responses((status = 200, body = Health)))]
 pub async fn health(State(state): State<Arc<AppState>>) -> Json<Health> {
     Json(Health {
         status: "ok".into(),

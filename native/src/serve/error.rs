@@ -27,6 +27,8 @@ pub enum ErrorCode {
     Cancelled,
     /// An evaluation's method failed on an image.
     EvaluationFailed,
+    /// The token may not do this (a user's token on an admin's endpoint).
+    Forbidden,
     /// The image declares more pixels than `--max-pixels`.
     ImageTooLarge,
     /// A fault of ours (a panic in the work).
@@ -67,6 +69,8 @@ pub enum ErrorCode {
     Timeout,
     /// Synchronous work is at its limit.
     TooManyRequests,
+    /// The request has no token, or one the server does not know.
+    Unauthorized,
     /// No such explanation method.
     UnknownMethod,
     /// The server serves no such model.
@@ -86,6 +90,7 @@ impl ErrorCode {
             Self::BadRequest => "bad_request",
             Self::Cancelled => "cancelled",
             Self::EvaluationFailed => "evaluation_failed",
+            Self::Forbidden => "forbidden",
             Self::ImageTooLarge => "image_too_large",
             Self::InternalError => "internal_error",
             Self::Interrupted => "interrupted",
@@ -106,6 +111,7 @@ impl ErrorCode {
             Self::ShuttingDown => "shutting_down",
             Self::Timeout => "timeout",
             Self::TooManyRequests => "too_many_requests",
+            Self::Unauthorized => "unauthorized",
             Self::UnknownMethod => "unknown_method",
             Self::UnknownModel => "unknown_model",
             Self::UnknownLayer => "unknown_layer",
@@ -179,6 +185,8 @@ impl IntoResponse for ApiError {
 fn status_code_name(status: StatusCode) -> ErrorCode {
     match status {
         StatusCode::NOT_FOUND => ErrorCode::NotFound,
+        StatusCode::UNAUTHORIZED => ErrorCode::Unauthorized,
+        StatusCode::FORBIDDEN => ErrorCode::Forbidden,
         StatusCode::METHOD_NOT_ALLOWED => ErrorCode::MethodNotAllowed,
         StatusCode::PAYLOAD_TOO_LARGE => ErrorCode::PayloadTooLarge,
         StatusCode::UNSUPPORTED_MEDIA_TYPE => ErrorCode::UnsupportedMediaType,

@@ -24,6 +24,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use utoipa::ToSchema;
 
+use super::auth::Caller;
 use super::error::{ApiError, ErrorCode, ErrorDetail};
 use crate::parallel::Threads;
 
@@ -114,6 +115,10 @@ pub struct JobStatus {
     pub progress: Option<Progress>,
     /// Why it failed, was cancelled or interrupted.
     pub error: Option<ErrorDetail>,
+    /// The name of the token that submitted it (none on a server without tokens); kept on disk,
+    /// so a restart keeps it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 /// Why a job's cancel flag was set.
@@ -355,6 +360,7 @@ impl Jobs {
         kind: JobKind,
         model: &str,
         method: &str,
+        owner: Option<String>,
         work: Work,
     ) -> Result<JobStatus, ApiError> {
         let id = uuid::Uuid::new_v4().simple().to_string();
@@ -369,6 +375,7 @@ impl Jobs {
             finished_ms: None,
             progress: None,
             error: None,
+            owner,
         };
         let job = Job::new(status.clone(), Some(work));
         let sender = self
@@ -399,17 +406,21 @@ impl Jobs {
         Ok(status)
     }
 
-    /// A job by id (404 when unknown or expired).
-    pub fn get(&self, id: &str) -> Result<Arc<Job>, ApiError> {
+    /// A job by id, if `caller` may see it (404 when unknown, expired or another token's: a
+    /// 403 would tell that the id exists).
+    pub fn get(&self, id: &str, caller: &Caller) -> Result<Arc<Job>, ApiError> {
         let job = self.lock().get(id).cloned();
-        job.filter(|j| !self.expired(&j.status(), now_ms()))
-            .ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    ErrorCode::JobNotFound,
-                    format!("no job `{id}` (unknown, deleted, or its result expired)"),
-                )
-            })
+        job.filter(|j| {
+            let status = j.status();
+            !self.expired(&status, now_ms()) && caller.sees(status.owner.as_deref())
+        })
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                ErrorCode::JobNotFound,
+                format!("no job `{id}` (unknown, deleted, or its result expired)"),
+            )
+        })
     }
 
     /// A finished job's record as stored (JSON text).
@@ -419,8 +430,8 @@ impl Jobs {
     }
 
     /// Cancel an unfinished job (its status is returned), or delete a finished one (`None`).
-    pub fn cancel(&self, id: &str) -> Result<Option<JobStatus>, ApiError> {
-        let job = self.get(id)?;
+    pub fn cancel(&self, id: &str, caller: &Caller) -> Result<Option<JobStatus>, ApiError> {
+        let job = self.get(id, caller)?;
         let status = job.status();
         match status.status {
             Status::Queued => {
@@ -456,14 +467,15 @@ impl Jobs {
         counts
     }
 
-    /// Every job's status, oldest first.
-    pub fn list(&self) -> Vec<JobStatus> {
+    /// The status of every job `caller` sees (made by `owner`, when given), oldest first.
+    pub fn list(&self, caller: &Caller, owner: Option<&str>) -> Vec<JobStatus> {
         let now = now_ms();
         let mut all: Vec<JobStatus> = self
             .lock()
             .values()
             .map(|j| j.status())
-            .filter(|s| !self.expired(s, now))
+            .filter(|s| !self.expired(s, now) && caller.sees(s.owner.as_deref()))
+            .filter(|s| owner.is_none_or(|o| s.owner.as_deref() == Some(o)))
             .collect();
         all.sort_by_key(|s| s.submitted_ms);
         all
@@ -664,7 +676,7 @@ mod tests {
     use super::*;
 
     async fn finished(jobs: &Jobs, id: &str) -> JobStatus {
-        let mut receiver = jobs.get(id).unwrap().subscribe();
+        let mut receiver = jobs.get(id, &Caller::open()).unwrap().subscribe();
         receiver
             .wait_for(|s| s.status.is_terminal())
             .await
@@ -698,6 +710,7 @@ mod tests {
                 JobKind::Explain,
                 "m",
                 "x",
+                None,
                 Box::new(|_| panic!("boom in a job")),
             )
             .unwrap();
@@ -706,6 +719,7 @@ mod tests {
                 JobKind::Explain,
                 "m",
                 "y",
+                None,
                 Box::new(|_| {
                     Err(ApiError::bad_request(
                         ErrorCode::InvalidParameter,

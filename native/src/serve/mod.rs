@@ -8,6 +8,7 @@
 //! results do not depend on the thread count).
 
 mod api;
+mod auth;
 mod error;
 pub(crate) mod input;
 mod jobs;
@@ -35,6 +36,7 @@ use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 pub use api::ApiDoc;
+pub use auth::{Role, add_token};
 use error::ApiError;
 use jobs::{JobSettings, Jobs};
 use prometheus::Telemetry;
@@ -108,6 +110,51 @@ pub struct ServeArgs {
     /// Seconds a finished job's result is kept.
     #[arg(long, default_value_t = 7.0 * 86_400.0)]
     pub result_ttl: f64,
+    /// Bearer tokens, one `NAME ROLE SECRET` line each (`camlime token new` writes them);
+    /// the `CAMLIME_TOKENS` variable may hold more. With tokens, every `/v1` request but the
+    /// OpenAPI document needs one.
+    #[arg(long, value_name = "FILE")]
+    pub tokens: Option<PathBuf>,
+    /// Serve without tokens on a non-loopback address: anyone who reaches it may use it.
+    #[arg(long)]
+    pub no_auth: bool,
+}
+
+/// Who may call the server: its tokens; without any, only a loopback address or `--no-auth`
+/// (said in the log).
+fn access(args: &ServeArgs, environment: Option<&str>) -> Result<auth::Access> {
+    let tokens = auth::Tokens::load(args.tokens.as_deref(), environment)?;
+    let addr = args.addr;
+    match (&tokens, args.no_auth) {
+        (Some(_), true) => anyhow::bail!(
+            "--no-auth contradicts the tokens of {}",
+            args.tokens
+                .as_ref()
+                .map_or(auth::TOKENS_VARIABLE.to_owned(), |p| p
+                    .display()
+                    .to_string())
+        ),
+        (Some(tokens), false) => {
+            let (users, admins) = tokens.counts();
+            tracing::info!(
+                "{users} user and {admins} admin tokens: /v1 requests need `Authorization: Bearer`"
+            );
+        }
+        (None, true) => tracing::warn!(
+            "--no-auth: anyone who reaches {addr} may use this server and every job on it"
+        ),
+        (None, false) if addr.ip().is_loopback() => tracing::warn!(
+            "no tokens: open to anyone on this machine ({addr}, local use); give --tokens              FILE to share it"
+        ),
+        (None, false) => anyhow::bail!(
+            "{addr} is reachable from other machines: give tokens (--tokens FILE or {};              `camlime token new` makes one) or, to serve it open, --no-auth",
+            auth::TOKENS_VARIABLE
+        ),
+    }
+    Ok(auth::Access {
+        tokens,
+        max_body: args.max_body,
+    })
 }
 
 /// What clients may ask for.
@@ -224,7 +271,10 @@ fn cors(origins: &[String]) -> Result<Option<CorsLayer>> {
         CorsLayer::new()
             .allow_origin(allow)
             .allow_methods([Method::GET, Method::POST, Method::DELETE])
-            .allow_headers([axum::http::header::CONTENT_TYPE])
+            .allow_headers([
+                axum::http::header::CONTENT_TYPE,
+                axum::http::header::AUTHORIZATION,
+            ])
             .expose_headers([axum::http::header::LOCATION]),
     ))
 }
@@ -236,7 +286,7 @@ fn web_dir(explicit: Option<PathBuf>) -> Option<PathBuf> {
     })
 }
 
-fn router(state: Arc<AppState>, args: &ServeArgs) -> Result<Router> {
+fn router(state: Arc<AppState>, args: &ServeArgs, access: auth::Access) -> Result<Router> {
     use axum::routing::post;
     let api = Router::new()
         .route("/v1/models", get(api::models))
@@ -266,6 +316,11 @@ fn router(state: Arc<AppState>, args: &ServeArgs) -> Result<Router> {
         }
         None => api,
     };
+    // Inside CORS: a browser's preflight carries no token.
+    app = app.layer(axum::middleware::from_fn_with_state(
+        Arc::new(access),
+        auth::authenticate,
+    ));
     if let Some(cors) = cors(&args.cors_origins)? {
         app = app.layer(cors);
     }
@@ -316,6 +371,7 @@ pub fn serve(bundle: &Bundle, args: &ServeArgs, out: &mut dyn std::io::Write) ->
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init()
         .ok();
+    let access = access(args, std::env::var(auth::TOKENS_VARIABLE).ok().as_deref())?;
     let threads = args.threads.unwrap_or_else(available_threads).max(1);
     let limits = Limits {
         decode: DecodeOptions {
@@ -360,7 +416,7 @@ pub fn serve(bundle: &Bundle, args: &ServeArgs, out: &mut dyn std::io::Write) ->
         telemetry,
         shutdown,
     });
-    let app = router(state, args)?;
+    let app = router(state, args, access)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -8,10 +8,22 @@ use std::process::{Child, Command, Stdio};
 /// Start `camlime serve --addr 127.0.0.1:0 --data-dir DATA FLAGS…` from the repository root with
 /// stderr going to `log`; returns the process and its `http://…` URL.
 pub fn spawn_server(repo: &Path, data: &Path, flags: &[&str], log: Stdio) -> (Child, String) {
+    spawn_server_with_env(repo, data, flags, &[], log)
+}
+
+/// [`spawn_server`] with extra environment variables.
+pub fn spawn_server_with_env(
+    repo: &Path,
+    data: &Path,
+    flags: &[&str],
+    env: &[(&str, &str)],
+    log: Stdio,
+) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_camlime"))
         .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
         .arg(data)
         .args(flags)
+        .envs(env.iter().copied())
         .current_dir(repo)
         .stdout(Stdio::piped())
         .stderr(log)
