@@ -177,8 +177,9 @@ export async function fixture(name) {
   return JSON.parse(await readFile(join(here, "fixtures", name), "utf8"));
 }
 
-/** `camlime serve` on a loopback port that lets `origin` call it (CAMLIME_BIN, else the debug build). */
-export async function startCamlime(origin) {
+/** `camlime serve` on a loopback port that lets `origin` call it (CAMLIME_BIN, else the debug build);
+ * `tokens`: its CAMLIME_TOKENS lines. */
+export async function startCamlime(origin, { tokens } = {}) {
   const { spawn } = await import("node:child_process");
   const { mkdtemp } = await import("node:fs/promises");
   const { tmpdir } = await import("node:os");
@@ -187,7 +188,7 @@ export async function startCamlime(origin) {
   const child = spawn(bin, ["serve", "--addr", "127.0.0.1:0", "--data-dir", data, "--cors-origin", origin], {
     cwd: join(here, "../.."),
     stdio: ["ignore", "pipe", "inherit"],
-    env: { ...process.env, RUST_LOG: "warn" },
+    env: { ...process.env, RUST_LOG: "warn", ...(tokens ? { CAMLIME_TOKENS: tokens } : {}) },
   });
   const url = await new Promise((resolve, reject) => {
     let text = "";

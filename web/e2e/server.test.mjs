@@ -138,3 +138,42 @@ test("run on server: a face model crops the same face and compares it with the s
   assert.deepEqual(page.errors, []);
   await page.context().close();
 });
+
+test("run on server with tokens: none or a wrong one refused, the right one runs, another token cannot see its job", async () => {
+  const alice = "alice-e2e-token-0123456789";
+  const bob = "bob-e2e-token-0123456789";
+  const shared = await startCamlime(new URL(env.url).origin, { tokens: `alice user ${alice}; bob user ${bob}` });
+  try {
+    const page = await open(env, `?server=${encodeURIComponent(shared.url)}`);
+    await waitModel(page);
+    await pickChelsea(page);
+    await page.selectOption("#method-select", "gradcam");
+    for (const [token, message] of [["", /HTTP 401: this server needs a token/], ["wrong-token-0123456789", /HTTP 401: the token is not valid/]]) {
+      await page.fill("#server-token", token);
+      await page.dispatchEvent("#server-token", "change");
+      await page.click("#explain");
+      await page.waitForSelector("#error", { timeout: 30_000 });
+      assert.match(await page.textContent("#error .message"), message);
+      await page.click("#error button");
+    }
+    await page.fill("#server-token", alice);
+    await page.dispatchEvent("#server-token", "change");
+    await explain(page, { method: "gradcam" });
+    const record = await downloadRecord(page);
+    assert.equal(record.target.label, "Egyptian cat");
+    // The token is kept in the page's storage, never in its address.
+    assert.equal(await page.evaluate(() => localStorage.getItem("camlime.server_token")), alice);
+    assert.ok(!page.url().includes(alice));
+    const as = (token) => ({ headers: { authorization: `Bearer ${token}` } });
+    const jobs = await (await fetch(`${shared.url}/v1/jobs`, as(alice))).json();
+    assert.deepEqual(jobs.map((j) => [j.owner, j.status]), [["alice", "done"]]);
+    // Bob's token: the job is not there.
+    assert.equal((await fetch(`${shared.url}/v1/jobs/${jobs[0].id}`, as(bob))).status, 404);
+    assert.deepEqual(await (await fetch(`${shared.url}/v1/jobs`, as(bob))).json(), []);
+    assert.deepEqual(page.errors, []);
+    await page.context().close();
+  } finally {
+    shared.child.kill("SIGTERM");
+    await rm(shared.data, { recursive: true, force: true });
+  }
+});

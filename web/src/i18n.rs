@@ -122,6 +122,11 @@ pub const TABLE: &[(&str, &str, &str)] = &[
     ("run_on_server", "Run on server", "在服务器上运行"),
     ("server_url", "camlime serve URL", "camlime serve 地址"),
     (
+        "server_token",
+        "Token (if the server has tokens)",
+        "令牌（服务器启用令牌时）",
+    ),
+    (
         "server_bundled_only",
         "The server runs only its own models: pick a bundled model.",
         "服务器只运行自己的模型：请选择内置模型。",

@@ -31,6 +31,7 @@ pub use view::App;
 const MODELS: &str = "models";
 const LANG_KEY: &str = "camlime.lang";
 const SERVER_KEY: &str = "camlime.server";
+const TOKEN_KEY: &str = "camlime.server_token";
 
 /// The loaded model's state.
 #[derive(Clone, Debug, PartialEq)]
@@ -123,6 +124,8 @@ pub struct Ctx {
     pub config: RwSignal<ExplainConfig>,
     /// A `camlime serve` URL (remembered; `?server=URL` too).
     pub server: RwSignal<String>,
+    /// The server's bearer token (remembered in the page's storage, never put in a URL).
+    pub server_token: RwSignal<String>,
     /// Explanations go to the server instead of the workers.
     pub use_server: RwSignal<bool>,
     pub running: RwSignal<Option<Running>>,
@@ -169,6 +172,11 @@ impl Ctx {
             server: RwSignal::new(
                 url_param("server")
                     .or_else(|| local_storage().and_then(|s| s.get_item(SERVER_KEY).ok().flatten()))
+                    .unwrap_or_default(),
+            ),
+            server_token: RwSignal::new(
+                local_storage()
+                    .and_then(|s| s.get_item(TOKEN_KEY).ok().flatten())
                     .unwrap_or_default(),
             ),
             use_server: RwSignal::new(url_param("server").is_some()),
@@ -602,6 +610,15 @@ fn finished(ctx: Ctx, id: u64, record: ExplanationRecord) {
     }
     result::add_to_gallery(ctx, &record, elapsed);
     ctx.record.set(Some(record));
+}
+
+/// Remember the server token typed into the page.
+pub fn set_server_token(ctx: Ctx, token: String) {
+    let token = token.trim().to_owned();
+    if let Some(storage) = local_storage() {
+        let _ = storage.set_item(TOKEN_KEY, &token);
+    }
+    ctx.server_token.set(token);
 }
 
 /// Remember the server URL typed into the page.

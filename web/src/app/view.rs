@@ -14,7 +14,7 @@ use web_sys::{File, HtmlInputElement};
 use super::result::{Gallery, ResultView};
 use super::{
     Ctx, MODELS, ModelState, boot, cancel, choose_face, explain, load_bundled_model,
-    load_user_model, now_ms, set_image, set_reference, set_server,
+    load_user_model, now_ms, set_image, set_reference, set_server, set_server_token,
 };
 
 async fn read_file(file: &File) -> Result<Vec<u8>, String> {
@@ -522,6 +522,11 @@ fn MethodControls() -> impl IntoView {
                         aria-label=move || ctx.tr("server_url")
                         prop:value=move || ctx.server.get()
                         on:change=move |e| set_server(ctx, event_target_value(&e))/>
+                    <input id="server-token" type="password" autocomplete="off"
+                        placeholder=move || ctx.tr("server_token")
+                        aria-label=move || ctx.tr("server_token")
+                        prop:value=move || ctx.server_token.get()
+                        on:change=move |e| set_server_token(ctx, event_target_value(&e))/>
                 </Show>
             </div>
             <button id="explain" class="primary" prop:disabled=move || !ready() on:click=move |_| explain(ctx)>
