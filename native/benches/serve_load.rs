@@ -1,11 +1,15 @@
 //! Load on `camlime serve`: throughput and latency of concurrent predicts on the bundled cat,
-//! with and without CamLIME jobs running beside them.
+//! with and without a CamLIME job running beside them, on a server without tokens and on one
+//! with a bearer token checked on every request (rate limits off: they are what is measured
+//! against, not part of it).
 //!
 //! `cargo bench -p camlime --bench serve_load [-- REQUESTS CONCURRENCY]` (defaults 400 and 50).
 //! Starts the `camlime` binary of the same profile on a loopback port.
 
 #![allow(clippy::unwrap_used)]
 
+// Shared with the server's tests, which use the rest of it.
+#[allow(dead_code)]
 #[path = "../tests/cli/common/serve.rs"]
 mod serve;
 
@@ -15,7 +19,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use serve::{multipart, spawn_server};
+use serve::{multipart, spawn_server_with_env};
 use ureq::Agent;
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -28,6 +32,7 @@ fn predicts(
     agent: &Agent,
     url: &str,
     form: &(String, Vec<u8>),
+    bearer: Option<&str>,
     requests: usize,
     concurrency: usize,
 ) -> (f64, Duration, Duration, usize) {
@@ -40,10 +45,13 @@ fn predicts(
             scope.spawn(|| {
                 while next.fetch_add(1, Ordering::Relaxed) < requests {
                     let t = Instant::now();
-                    let response = agent
+                    let mut request = agent
                         .post(format!("{url}/v1/predict"))
-                        .header("content-type", &form.0)
-                        .send(&form.1[..]);
+                        .header("content-type", &form.0);
+                    if let Some(bearer) = bearer {
+                        request = request.header("authorization", bearer);
+                    }
+                    let response = request.send(&form.1[..]);
                     let ok = response.is_ok_and(|mut r| {
                         r.status() == 200 && r.body_mut().read_to_string().is_ok()
                     });
@@ -66,6 +74,68 @@ fn predicts(
     )
 }
 
+/// Throughput of one server: predicts alone, then beside a CamLIME job; `token` is sent as a
+/// bearer token (the server started with it). Returns the two rates.
+fn round(repo: &Path, requests: usize, concurrency: usize, token: Option<&str>) -> (f64, f64) {
+    let data = std::env::temp_dir().join(format!("camlime-serve-bench-{}", std::process::id()));
+    let flags = [
+        "--max-waiting",
+        "10000",
+        "--ip-rate",
+        "0",
+        "--token-rate",
+        "0",
+    ];
+    let tokens = token.map(|t| format!("bench user {t}"));
+    let env: Vec<(&str, &str)> = tokens
+        .as_deref()
+        .map(|t| ("CAMLIME_TOKENS", t))
+        .into_iter()
+        .collect();
+    let (mut child, url) = spawn_server_with_env(repo, &data, &flags, &env, Stdio::null());
+    let image = std::fs::read(repo.join("models/samples/chelsea.png")).unwrap();
+    let form = multipart(&image, "{}");
+    let agent: Agent = Agent::config_builder()
+        .http_status_as_error(false)
+        .max_idle_connections_per_host(concurrency)
+        .build()
+        .into();
+    let bearer = token.map(|t| format!("Bearer {t}"));
+    predicts(&agent, &url, &form, bearer.as_deref(), 20, 2);
+    let mut rates = Vec::new();
+    for (label, job) in [("alone", false), ("beside CamLIME", true)] {
+        if job {
+            let job = multipart(&image, r#"{"config": {"lime": {"num_samples": 1000}}}"#);
+            let mut request = agent
+                .post(format!("{url}/v1/jobs"))
+                .header("content-type", &job.0);
+            if let Some(bearer) = &bearer {
+                request = request.header("authorization", bearer);
+            }
+            assert_eq!(request.send(&job.1[..]).unwrap().status(), 202);
+        }
+        let (rate, p50, p99, errors) = predicts(
+            &agent,
+            &url,
+            &form,
+            bearer.as_deref(),
+            requests,
+            concurrency,
+        );
+        println!(
+            "  {:<5} {label:<15} {rate:7.1} predicts/s, p50 {:7.1} ms, p99 {:7.1} ms, {errors} errors",
+            if token.is_some() { "auth" } else { "open" },
+            p50.as_secs_f64() * 1e3,
+            p99.as_secs_f64() * 1e3
+        );
+        rates.push(rate);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&data);
+    (rates[0], rates[1])
+}
+
 fn main() {
     let args: Vec<usize> = std::env::args()
         .skip(1)
@@ -74,40 +144,21 @@ fn main() {
     let requests = args.first().copied().unwrap_or(400);
     let concurrency = args.get(1).copied().unwrap_or(50);
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let data = std::env::temp_dir().join(format!("camlime-serve-bench-{}", std::process::id()));
-    let (mut child, url) = spawn_server(&repo, &data, &["--max-waiting", "10000"], Stdio::null());
-    let image = std::fs::read(repo.join("models/samples/chelsea.png")).unwrap();
-    let form = multipart(&image, "{}");
-    let agent: Agent = Agent::config_builder()
-        .http_status_as_error(false)
-        .max_idle_connections_per_host(concurrency)
-        .build()
-        .into();
-    predicts(&agent, &url, &form, 20, 2);
     println!(
-        "camlime serve, {} cores, {requests} predicts (MobileNetV2, chelsea.png, multipart) from {concurrency} clients",
+        "camlime serve, {} cores, {requests} predicts (MobileNetV2, chelsea.png, multipart) from \
+         {concurrency} clients, without tokens and with a bearer token on every request",
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
-    let (rate, p50, p99, errors) = predicts(&agent, &url, &form, requests, concurrency);
-    println!(
-        "  alone:          {rate:7.1} predicts/s, p50 {:7.1} ms, p99 {:7.1} ms, {errors} errors",
-        p50.as_secs_f64() * 1e3,
-        p99.as_secs_f64() * 1e3
+    let open = round(&repo, requests, concurrency, None);
+    let auth = round(
+        &repo,
+        requests,
+        concurrency,
+        Some("clm_bench-token-0123456789abcdef"),
     );
-    let job = multipart(&image, r#"{"params": {"samples": 1000}}"#);
-    let response = agent
-        .post(format!("{url}/v1/jobs"))
-        .header("content-type", &job.0)
-        .send(&job.1[..])
-        .unwrap();
-    assert_eq!(response.status(), 202);
-    let (rate, p50, p99, errors) = predicts(&agent, &url, &form, requests, concurrency);
     println!(
-        "  beside CamLIME: {rate:7.1} predicts/s, p50 {:7.1} ms, p99 {:7.1} ms, {errors} errors",
-        p50.as_secs_f64() * 1e3,
-        p99.as_secs_f64() * 1e3
+        "  auth / open: {:.3} alone, {:.3} beside CamLIME",
+        auth.0 / open.0,
+        auth.1 / open.1
     );
-    let _ = child.kill();
-    let _ = child.wait();
-    let _ = std::fs::remove_dir_all(&data);
 }

@@ -452,6 +452,7 @@ struct Checked {
 /// task of its best face's embedding first (decoded on the compute pool).
 async fn check(
     state: &AppState,
+    caller: &Caller,
     request: ExplainRequest,
     reference: Option<axum::body::Bytes>,
 ) -> Result<Checked, ApiError> {
@@ -461,7 +462,7 @@ async fn check(
     if let Some(bytes) = reference {
         config.task = reference_task(state, &model, &config, bytes).await?;
     }
-    check_config(&config, &model, &state.limits)?;
+    check_config(&config, &model, &state.limits.of(caller))?;
     Ok(Checked {
         face,
         model,
@@ -546,9 +547,10 @@ fn explain_with(
 )]
 pub async fn explain(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     submission: Submission<ExplainRequest>,
 ) -> Result<Response, ApiError> {
-    let checked = check(&state, submission.request, submission.reference).await?;
+    let checked = check(&state, &caller, submission.request, submission.reference).await?;
     if let Some(reason) = heavy(&checked.config, &state.limits) {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -586,7 +588,7 @@ pub async fn submit_job(
     Extension(caller): Extension<Caller>,
     submission: Submission<ExplainRequest>,
 ) -> Result<Response, ApiError> {
-    let checked = check(&state, submission.request, submission.reference).await?;
+    let checked = check(&state, &caller, submission.request, submission.reference).await?;
     // Decode now, so that a corrupt image is the client's 400 rather than a failed job; the job
     // keeps the (smaller) file and decodes it again when it runs.
     let decoding = state.limits.decode;
@@ -599,7 +601,7 @@ pub async fn submit_job(
         JobKind::Explain,
         &model,
         &method,
-        caller.name,
+        &caller,
         Box::new(move |runtime| {
             let image = decode_bytes(&bytes, &decoding)?;
             let record = explain_with(&checked, &image, runtime)?;
@@ -639,7 +641,7 @@ pub async fn submit_evaluation(
 ) -> Result<Response, ApiError> {
     let EvalSubmission { request, images } = submission;
     let model = find_model(&state, &request.model)?;
-    let limits = &state.limits;
+    let limits = &state.limits.of(&caller);
     if images.len() > limits.max_eval_images {
         return Err(ApiError::bad_request(
             ErrorCode::InvalidParameter,
@@ -714,7 +716,7 @@ pub async fn submit_evaluation(
         JobKind::Eval,
         &name,
         &method,
-        caller.name,
+        &caller,
         Box::new(move |runtime| {
             evaluate(&model, &plan, &images, &limits, runtime).map(|(report, rows, seconds)| {
                 JobResult::Evaluation(Box::new(Evaluation {

@@ -1,9 +1,10 @@
 //! Bearer tokens: who may call the API, and whose jobs they see.
 //!
 //! Tokens come from a file (`--tokens FILE`) or the `CAMLIME_TOKENS` variable, one per line:
-//! `NAME ROLE SECRET`, where ROLE is `user` (predict, explain, jobs and evaluations: its own jobs)
-//! or `admin` (every job, `/metrics`), and SECRET is the token itself or `sha256:` and the hex
-//! SHA-256 of it (what `camlime token new` writes: the file never holds the token). A request's
+//! `NAME ROLE SECRET [jobs=N] [samples=N]`, where ROLE is `user` (predict, explain, jobs and
+//! evaluations: its own jobs) or `admin` (every job, `/metrics`), SECRET is the token itself or
+//! `sha256:` and the hex SHA-256 of it (what `camlime token new` writes: the file never holds the
+//! token), and `jobs` / `samples` override the server's per-token quotas for this token. A request's
 //! `Authorization: Bearer TOKEN` is hashed and compared with every entry in constant time.
 //! Tokens are 256 random bits, so one SHA-256 (not a slow password hash) is what stands between
 //! a stolen file and the tokens.
@@ -63,12 +64,22 @@ impl std::fmt::Display for Role {
     }
 }
 
+/// A token's own quotas (`None`: the server's).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Quota {
+    /// Its jobs queued or running at once.
+    pub jobs: Option<usize>,
+    /// LIME / CamLIME samples in one job.
+    pub samples: Option<usize>,
+}
+
 /// One configured token.
 #[derive(Debug)]
 struct Entry {
     name: String,
     role: Role,
     hash: [u8; 32],
+    quota: Quota,
 }
 
 /// The configured tokens (never empty).
@@ -84,6 +95,8 @@ pub struct Caller {
     pub name: Option<String>,
     /// What it may do.
     pub role: Role,
+    /// Its own quotas.
+    pub quota: Quota,
 }
 
 impl Caller {
@@ -92,6 +105,7 @@ impl Caller {
         Self {
             name: None,
             role: Role::Admin,
+            quota: Quota::default(),
         }
     }
 
@@ -124,9 +138,26 @@ impl Tokens {
             }
             let at = || format!("{origin}, entry {}", number + 1);
             let fields: Vec<&str> = line.split_whitespace().collect();
-            let [name, role, secret] = fields[..] else {
-                bail!("{}: expected `NAME ROLE SECRET`", at());
+            let [name, role, secret, ref options @ ..] = fields[..] else {
+                bail!("{}: expected `NAME ROLE SECRET [jobs=N] [samples=N]`", at());
             };
+            let mut quota = Quota::default();
+            for option in options {
+                let (key, value) = option.split_once('=').unwrap_or((option, ""));
+                let value: usize = value
+                    .parse()
+                    .ok()
+                    .filter(|&v| v > 0)
+                    .with_context(|| format!("{}: `{option}` needs a positive number", at()))?;
+                match key {
+                    "jobs" => quota.jobs = Some(value),
+                    "samples" => quota.samples = Some(value),
+                    _ => bail!(
+                        "{}: unknown option `{option}`: `jobs=N` or `samples=N`",
+                        at()
+                    ),
+                }
+            }
             ensure!(
                 valid_name(name),
                 "{}: a token's name is 1–64 letters, digits or `_.@-`, got `{name}`",
@@ -154,6 +185,7 @@ impl Tokens {
                 name: name.to_owned(),
                 role,
                 hash,
+                quota,
             });
         }
         Ok((!entries.is_empty()).then_some(Self { entries }))
@@ -199,6 +231,7 @@ impl Tokens {
         found.map(|entry| Caller {
             name: Some(entry.name.clone()),
             role: entry.role,
+            quota: entry.quota,
         })
     }
 }
@@ -368,7 +401,7 @@ mod tests {
         assert!(token.starts_with("clm_") && token.len() == 47, "{token}");
         assert_ne!(token, new_token().unwrap());
         let text = format!(
-            "# the team\n{}\n\nops admin a-long-enough-plain-token\n",
+            "# the team\n{}\n\nops admin a-long-enough-plain-token jobs=20 samples=50000\n",
             hashed_line("alice", Role::User, &token).unwrap()
         );
         let tokens = Tokens::parse(&text, "tokens.txt").unwrap().unwrap();
@@ -377,12 +410,18 @@ mod tests {
             tokens.find(&token),
             Some(Caller {
                 name: Some("alice".into()),
-                role: Role::User
+                role: Role::User,
+                quota: Quota::default(),
             })
         );
+        let ops = tokens.find("a-long-enough-plain-token").unwrap();
+        assert_eq!(ops.role, Role::Admin);
         assert_eq!(
-            tokens.find("a-long-enough-plain-token").unwrap().role,
-            Role::Admin
+            ops.quota,
+            Quota {
+                jobs: Some(20),
+                samples: Some(50_000)
+            }
         );
         assert_eq!(tokens.find("a-long-enough-plain-toke"), None);
         assert_eq!(tokens.find(""), None);
@@ -399,7 +438,15 @@ mod tests {
     #[test]
     fn bad_token_lines_are_clear_errors() {
         for (text, expected) in [
-            ("alice user", "expected `NAME ROLE SECRET`"),
+            ("alice user", "expected `NAME ROLE SECRET"),
+            (
+                "alice user 0123456789abcdef jobs=0",
+                "`jobs=0` needs a positive number",
+            ),
+            (
+                "alice user 0123456789abcdef gpus=2",
+                "unknown option `gpus=2`",
+            ),
             ("alice root 0123456789abcdef", "unknown role `root`"),
             ("alice user short", "at least 16 characters"),
             ("al/ice user 0123456789abcdef", "a token's name"),
@@ -420,6 +467,7 @@ mod tests {
         let alice = Caller {
             name: Some("alice".into()),
             role: Role::User,
+            quota: Quota::default(),
         };
         assert!(alice.sees(Some("alice")));
         assert!(!alice.sees(Some("bob")));

@@ -63,6 +63,8 @@ pub enum ErrorCode {
     PayloadTooLarge,
     /// The job queue is full.
     QueueFull,
+    /// The token has its quota of jobs queued or running.
+    QuotaExceeded,
     /// The server is stopping.
     ShuttingDown,
     /// The job ran past `--job-timeout`.
@@ -108,6 +110,7 @@ impl ErrorCode {
             Self::NotFound => "not_found",
             Self::PayloadTooLarge => "payload_too_large",
             Self::QueueFull => "queue_full",
+            Self::QuotaExceeded => "quota_exceeded",
             Self::ShuttingDown => "shutting_down",
             Self::Timeout => "timeout",
             Self::TooManyRequests => "too_many_requests",
@@ -137,6 +140,8 @@ pub struct ApiError {
     pub status: StatusCode,
     /// The body's code and message.
     pub detail: ErrorDetail,
+    /// Seconds after which the client may try again (`Retry-After`).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -148,7 +153,14 @@ impl ApiError {
                 code,
                 message: message.into(),
             },
+            retry_after: None,
         }
+    }
+
+    /// The same error, telling the client to try again after `seconds`.
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
     }
 
     /// 400 with a code.
@@ -177,7 +189,13 @@ impl From<camlime_core::Error> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(ErrorBody { error: self.detail })).into_response()
+        let mut response = (self.status, Json(ErrorBody { error: self.detail })).into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
     }
 }
 

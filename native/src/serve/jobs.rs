@@ -1,5 +1,10 @@
-//! Asynchronous jobs: a bounded queue, a fixed number of workers, progress published to
-//! subscribers (Server-Sent Events), cancellation, a timeout, and results on disk.
+//! Asynchronous jobs: a bounded queue served fairly across owners, per-owner quotas, a fixed
+//! number of workers, progress published to subscribers (Server-Sent Events), cancellation, a
+//! timeout, and results on disk.
+//!
+//! **Invariant:** the queue takes owners in turn (round robin over the tokens with waiting jobs,
+//! each owner's jobs in the order submitted), so one token's thirty jobs delay another's one by
+//! at most one job per worker.
 //!
 //! **Invariant:** every state change but progress is written to `<dir>/<id>.json` (atomically:
 //! a temporary file renamed) before it is visible, and a finished job's result (an explanation
@@ -8,7 +13,7 @@
 //! running are `interrupted`.
 //! **Invariant:** a panic in a job's work fails that job only (the worker survives).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
@@ -20,7 +25,7 @@ use axum::http::StatusCode;
 use camlime_core::ExplanationRecord;
 use camlime_core::evaluation::Evaluation;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 use utoipa::ToSchema;
 
@@ -190,6 +195,8 @@ pub struct JobSettings {
     pub workers: usize,
     /// Jobs waiting at most (beyond: 429).
     pub queue: usize,
+    /// One owner's jobs queued or running at most (beyond: 429), unless its token says otherwise.
+    pub per_owner: usize,
     /// Threads per job.
     pub threads: usize,
     /// A job running longer fails with `timeout`.
@@ -209,14 +216,62 @@ pub struct JobCounts {
     pub finished: usize,
 }
 
+/// The jobs waiting for a worker, by owner (see the module's invariant).
+#[derive(Default)]
+struct Queue {
+    /// Refuses jobs once the server stops.
+    closed: bool,
+    /// Owners with waiting jobs, the next to serve first; each with its jobs, oldest first.
+    owners: VecDeque<(Option<String>, VecDeque<Arc<Job>>)>,
+    /// Jobs waiting in all.
+    len: usize,
+}
+
+impl Queue {
+    fn push(&mut self, owner: Option<String>, job: Arc<Job>) {
+        match self.owners.iter_mut().find(|(o, _)| *o == owner) {
+            Some((_, jobs)) => jobs.push_back(job),
+            None => self.owners.push_back((owner, VecDeque::from([job]))),
+        }
+        self.len += 1;
+    }
+
+    /// The next owner's oldest job; that owner goes to the back of the turn.
+    fn pop(&mut self) -> Option<Arc<Job>> {
+        let (owner, mut jobs) = self.owners.pop_front()?;
+        let job = jobs.pop_front()?;
+        if !jobs.is_empty() {
+            self.owners.push_back((owner, jobs));
+        }
+        self.len -= 1;
+        Some(job)
+    }
+
+    /// Take a job out (cancelled while waiting).
+    fn remove(&mut self, id: &str) {
+        for (_, jobs) in &mut self.owners {
+            let before = jobs.len();
+            jobs.retain(|j| j.state.borrow().id != id);
+            self.len -= before - jobs.len();
+        }
+        self.owners.retain(|(_, jobs)| !jobs.is_empty());
+    }
+}
+
 /// The job table, the queue and the workers.
 pub struct Jobs {
     settings: JobSettings,
     table: Mutex<HashMap<String, Arc<Job>>>,
-    queue: Mutex<Option<mpsc::Sender<Arc<Job>>>>,
-    receiver: tokio::sync::Mutex<mpsc::Receiver<Arc<Job>>>,
+    queue: Mutex<Queue>,
+    /// Wakes a worker when a job is queued or the queue closes.
+    ready: Notify,
     workers: tokio::sync::Mutex<JoinSet<()>>,
     finished: OnFinished,
+}
+
+/// 429 with a `Retry-After` of `seconds`.
+fn too_many(code: ErrorCode, message: String, seconds: u64) -> ApiError {
+    ApiError::new(StatusCode::TOO_MANY_REQUESTS, code, message).retry_after(seconds)
 }
 
 /// Unix milliseconds now.
@@ -255,11 +310,10 @@ impl Jobs {
     pub fn start(settings: JobSettings, finished: OnFinished) -> Result<Arc<Self>> {
         std::fs::create_dir_all(&settings.dir)
             .with_context(|| format!("cannot create {}", settings.dir.display()))?;
-        let (sender, receiver) = mpsc::channel(settings.queue.max(1));
         let jobs = Arc::new(Self {
             table: Mutex::new(HashMap::new()),
-            queue: Mutex::new(Some(sender)),
-            receiver: tokio::sync::Mutex::new(receiver),
+            queue: Mutex::new(Queue::default()),
+            ready: Notify::new(),
             workers: tokio::sync::Mutex::new(JoinSet::new()),
             finished,
             settings,
@@ -354,13 +408,14 @@ impl Jobs {
         })
     }
 
-    /// Accept a job, or 429 when the queue is full (503 while shutting down).
+    /// Accept `caller`'s job, or 429 with `Retry-After` when the queue is full or the caller has
+    /// its quota of jobs queued or running (503 while shutting down).
     pub fn submit(
         &self,
         kind: JobKind,
         model: &str,
         method: &str,
-        owner: Option<String>,
+        caller: &Caller,
         work: Work,
     ) -> Result<JobStatus, ApiError> {
         let id = uuid::Uuid::new_v4().simple().to_string();
@@ -375,35 +430,74 @@ impl Jobs {
             finished_ms: None,
             progress: None,
             error: None,
-            owner,
+            owner: caller.name.clone(),
         };
         let job = Job::new(status.clone(), Some(work));
-        let sender = self
-            .queue
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-            .ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    ErrorCode::ShuttingDown,
-                    "the server is shutting down",
-                )
-            })?;
-        let permit = sender.try_reserve().map_err(|_| {
-            ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
+        let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        if queue.closed {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::ShuttingDown,
+                "the server is shutting down",
+            ));
+        }
+        if queue.len >= self.settings.queue {
+            return Err(too_many(
                 ErrorCode::QueueFull,
                 format!(
                     "{} jobs are waiting already; try again later",
                     self.settings.queue
                 ),
-            )
-        })?;
+                30,
+            ));
+        }
+        // A token's quota (an open server's anonymous callers share no quota).
+        if let Some(name) = &status.owner {
+            let limit = caller.quota.jobs.unwrap_or(self.settings.per_owner);
+            let active = self
+                .lock()
+                .values()
+                .filter(|j| {
+                    let s = j.state.borrow();
+                    !s.status.is_terminal() && s.owner.as_ref() == Some(name)
+                })
+                .count();
+            if active >= limit {
+                return Err(too_many(
+                    ErrorCode::QuotaExceeded,
+                    format!(
+                        "`{name}` has {active} jobs queued or running, its quota; submit more \
+                         when one finishes"
+                    ),
+                    10,
+                ));
+            }
+        }
         self.persist(&status)?;
         self.lock().insert(id, job.clone());
-        permit.send(job);
+        queue.push(status.owner.clone(), job);
+        drop(queue);
+        self.ready.notify_one();
         Ok(status)
+    }
+
+    /// The next job to run, fairly across owners; `None` once the queue is closed.
+    async fn next(&self) -> Option<Arc<Job>> {
+        loop {
+            let notified = self.ready.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(job) = queue.pop() {
+                    return Some(job);
+                }
+                if queue.closed {
+                    return None;
+                }
+            }
+            notified.await;
+        }
     }
 
     /// A job by id, if `caller` may see it (404 when unknown, expired or another token's: a
@@ -437,6 +531,10 @@ impl Jobs {
             Status::Queued => {
                 job.stop(StopReason::Client);
                 job.work.lock().unwrap_or_else(|e| e.into_inner()).take();
+                self.queue
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(id);
                 Ok(Some(self.finish(
                     &job,
                     Status::Cancelled,
@@ -512,7 +610,13 @@ impl Jobs {
     /// Stop accepting jobs, mark queued ones interrupted, cancel running ones and wait for the
     /// workers (at most `grace`).
     pub async fn shutdown(&self, grace: Duration) {
-        self.queue.lock().unwrap_or_else(|e| e.into_inner()).take();
+        {
+            let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+            queue.closed = true;
+            queue.owners.clear();
+            queue.len = 0;
+        }
+        self.ready.notify_waiters();
         let jobs: Vec<Arc<Job>> = self.lock().values().cloned().collect();
         for job in jobs {
             match job.status().status {
@@ -542,8 +646,9 @@ impl Jobs {
 
     async fn work_loop(self: Arc<Self>) {
         loop {
-            let next = self.receiver.lock().await.recv().await;
-            let Some(job) = next else { return };
+            let Some(job) = self.next().await else {
+                return;
+            };
             if job.status().status != Status::Queued {
                 continue;
             }
@@ -695,6 +800,7 @@ mod tests {
                 dir: dir.clone(),
                 workers: 1,
                 queue: 4,
+                per_owner: 4,
                 threads: 1,
                 timeout: Duration::from_secs(60),
                 ttl: Duration::from_secs(60),
@@ -710,7 +816,7 @@ mod tests {
                 JobKind::Explain,
                 "m",
                 "x",
-                None,
+                &Caller::open(),
                 Box::new(|_| panic!("boom in a job")),
             )
             .unwrap();
@@ -719,7 +825,7 @@ mod tests {
                 JobKind::Explain,
                 "m",
                 "y",
-                None,
+                &Caller::open(),
                 Box::new(|_| {
                     Err(ApiError::bad_request(
                         ErrorCode::InvalidParameter,
@@ -749,6 +855,140 @@ mod tests {
             ]
         );
         jobs.shutdown(Duration::from_secs(5)).await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[cfg(test)]
+mod fairness {
+    use super::*;
+    use crate::serve::auth::{Quota, Role};
+
+    fn token(name: &str, jobs: Option<usize>) -> Caller {
+        Caller {
+            name: Some(name.into()),
+            role: Role::User,
+            quota: Quota {
+                jobs,
+                samples: None,
+            },
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn owners_take_turns_and_quotas_answer_429_with_retry_after() {
+        let dir = std::env::temp_dir().join(format!("camlime-jobs-fair-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let jobs = Jobs::start(
+            JobSettings {
+                dir: dir.clone(),
+                workers: 1,
+                queue: 6,
+                threads: 1,
+                per_owner: 3,
+                timeout: Duration::from_secs(60),
+                ttl: Duration::from_secs(60),
+            },
+            Box::new(|_, _| {}),
+        )
+        .unwrap();
+        jobs.spawn_workers().await;
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let (release, hold) = std::sync::mpsc::channel::<()>();
+        let hold = Mutex::new(hold);
+        let blocker = token("blocker", None);
+        // The one worker is held by the first job while the others queue.
+        let first = jobs
+            .submit(
+                JobKind::Explain,
+                "m",
+                "held",
+                &blocker,
+                Box::new(move |_| {
+                    let _ = hold.lock().unwrap().recv();
+                    Err(ApiError::bad_request(ErrorCode::Cancelled, "released"))
+                }),
+            )
+            .unwrap();
+        let mut wait = jobs.get(&first.id, &blocker).unwrap().subscribe();
+        wait.wait_for(|s| s.status == Status::Running)
+            .await
+            .unwrap();
+        let mut submitted = Vec::new();
+        for (owner, label) in [("a", "a1"), ("a", "a2"), ("a", "a3"), ("b", "b1")] {
+            let seen = order.clone();
+            let caller = token(owner, None);
+            let status = jobs
+                .submit(
+                    JobKind::Explain,
+                    "m",
+                    label,
+                    &caller,
+                    Box::new(move |_| {
+                        seen.lock().unwrap().push(label);
+                        Err(ApiError::bad_request(ErrorCode::Cancelled, "done"))
+                    }),
+                )
+                .unwrap();
+            submitted.push((status.id, caller));
+        }
+        // `a` has its quota of 3; its token's own quota of 4 lets one more through.
+        let refused = jobs
+            .submit(
+                JobKind::Explain,
+                "m",
+                "a4",
+                &token("a", None),
+                Box::new(|_| unreachable!()),
+            )
+            .unwrap_err();
+        assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(refused.detail.code, ErrorCode::QuotaExceeded);
+        assert_eq!(refused.retry_after, Some(10));
+        let seen = order.clone();
+        let more = token("a", Some(4));
+        let a4 = jobs
+            .submit(
+                JobKind::Explain,
+                "m",
+                "a4",
+                &more,
+                Box::new(move |_| {
+                    seen.lock().unwrap().push("a4");
+                    Err(ApiError::bad_request(ErrorCode::Cancelled, "done"))
+                }),
+            )
+            .unwrap();
+        submitted.push((a4.id, more));
+        // The queue holds 6 at most (5 wait now): one more, then 429 queue_full.
+        jobs.submit(
+            JobKind::Explain,
+            "m",
+            "c1",
+            &token("c", None),
+            Box::new(|_| Err(ApiError::bad_request(ErrorCode::Cancelled, "done"))),
+        )
+        .unwrap();
+        let full = jobs
+            .submit(
+                JobKind::Explain,
+                "m",
+                "d1",
+                &token("d", None),
+                Box::new(|_| unreachable!()),
+            )
+            .unwrap_err();
+        assert_eq!(
+            (full.detail.code, full.retry_after),
+            (ErrorCode::QueueFull, Some(30))
+        );
+        release.send(()).unwrap();
+        for (id, caller) in &submitted {
+            let mut receiver = jobs.get(id, caller).unwrap().subscribe();
+            receiver.wait_for(|s| s.status.is_terminal()).await.unwrap();
+        }
+        // b's one job ran second, not after all of a's.
+        assert_eq!(*order.lock().unwrap(), ["a1", "b1", "a2", "a3", "a4"]);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

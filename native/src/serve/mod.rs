@@ -13,6 +13,7 @@ mod error;
 pub(crate) mod input;
 mod jobs;
 mod prometheus;
+mod rate;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -76,6 +77,10 @@ pub struct ServeArgs {
     /// Jobs waiting at most; more are refused with 429.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=10_000))]
     pub queue: u16,
+    /// Jobs one token may have queued or running at once; more are refused with 429 (a token's
+    /// `jobs=N` overrides it).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=10_000))]
+    pub token_jobs: u16,
     /// Synchronous requests in flight at most (running or waiting); more are refused with 429.
     #[arg(long, default_value_t = 256)]
     pub max_waiting: usize,
@@ -118,6 +123,18 @@ pub struct ServeArgs {
     /// Serve without tokens on a non-loopback address: anyone who reaches it may use it.
     #[arg(long)]
     pub no_auth: bool,
+    /// Requests per second one client IP may send (0: no limit); more get 429.
+    #[arg(long, default_value_t = 50)]
+    pub ip_rate: u32,
+    /// Requests one client IP may send at once, above its rate.
+    #[arg(long, default_value_t = 200)]
+    pub ip_burst: u32,
+    /// Requests per second one token may send (0: no limit); more get 429.
+    #[arg(long, default_value_t = 20)]
+    pub token_rate: u32,
+    /// Requests one token may send at once, above its rate.
+    #[arg(long, default_value_t = 100)]
+    pub token_burst: u32,
 }
 
 /// Who may call the server: its tokens; without any, only a loopback address or `--no-auth`
@@ -174,6 +191,17 @@ pub struct Limits {
     pub max_waiting: usize,
     /// Synchronous compute time at most.
     pub request_timeout: Duration,
+}
+
+impl Limits {
+    /// The limits of `caller`'s requests: its token's samples quota over the server's.
+    fn of(&self, caller: &auth::Caller) -> Self {
+        let mut limits = self.clone();
+        if let Some(samples) = caller.quota.samples {
+            limits.max_samples = samples;
+        }
+        limits
+    }
 }
 
 /// Everything the handlers share.
@@ -286,7 +314,12 @@ fn web_dir(explicit: Option<PathBuf>) -> Option<PathBuf> {
     })
 }
 
-fn router(state: Arc<AppState>, args: &ServeArgs, access: auth::Access) -> Result<Router> {
+fn router(
+    state: Arc<AppState>,
+    args: &ServeArgs,
+    access: auth::Access,
+    rates: Arc<rate::Rates>,
+) -> Result<Router> {
     use axum::routing::post;
     let api = Router::new()
         .route("/v1/models", get(api::models))
@@ -316,11 +349,18 @@ fn router(state: Arc<AppState>, args: &ServeArgs, access: auth::Access) -> Resul
         }
         None => api,
     };
-    // Inside CORS: a browser's preflight carries no token.
-    app = app.layer(axum::middleware::from_fn_with_state(
-        Arc::new(access),
-        auth::authenticate,
-    ));
+    // Inside CORS: a browser's preflight carries no token. The client's rate is checked
+    // before its token, the token's after.
+    app = app
+        .layer(axum::middleware::from_fn_with_state(
+            rates.clone(),
+            rate::limit_token,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(access),
+            auth::authenticate,
+        ))
+        .layer(axum::middleware::from_fn_with_state(rates, rate::limit_ip));
     if let Some(cors) = cors(&args.cors_origins)? {
         app = app.layer(cors);
     }
@@ -389,6 +429,7 @@ pub fn serve(bundle: &Bundle, args: &ServeArgs, out: &mut dyn std::io::Write) ->
         dir: args.data_dir.clone(),
         workers: usize::from(args.jobs),
         queue: usize::from(args.queue),
+        per_owner: usize::from(args.token_jobs),
         threads,
         timeout: seconds(args.job_timeout, "job-timeout")?,
         ttl: seconds(args.result_ttl, "result-ttl")?,
@@ -416,7 +457,17 @@ pub fn serve(bundle: &Bundle, args: &ServeArgs, out: &mut dyn std::io::Write) ->
         telemetry,
         shutdown,
     });
-    let app = router(state, args, access)?;
+    let rates = Arc::new(rate::Rates::new(
+        rate::Rate {
+            per_second: args.ip_rate,
+            burst: args.ip_burst,
+        },
+        rate::Rate {
+            per_second: args.token_rate,
+            burst: args.token_burst,
+        },
+    ));
+    let app = router(state, args, access, rates.clone())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -429,16 +480,26 @@ pub fn serve(bundle: &Bundle, args: &ServeArgs, out: &mut dyn std::io::Write) ->
         writeln!(out, "listening on http://{addr}")?;
         out.flush()?;
         jobs.spawn_workers().await;
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                every.tick().await;
+                rates.forget_idle();
+            }
+        });
         let on_signal = async move {
             shutdown_signal().await;
             tracing::info!("shutting down");
             jobs.shutdown(Duration::from_secs(30)).await;
             let _ = stop.send(true);
         };
-        axum::serve(listener, app)
-            .with_graceful_shutdown(on_signal)
-            .await
-            .context("the server failed")
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(on_signal)
+        .await
+        .context("the server failed")
     });
     runtime.shutdown_timeout(Duration::from_secs(5));
     served?;

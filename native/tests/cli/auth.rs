@@ -30,8 +30,30 @@ impl Server {
         Self { child, url }
     }
 
-    /// Method, path and token: the status, the JSON body and the `WWW-Authenticate` header.
+    /// Method, path and token: the status, the JSON body and the `WWW-Authenticate` header (a
+    /// POST sends chelsea with a Grad-CAM request).
     fn call(&self, method: &str, path: &str, token: Option<&str>) -> (u16, Value, String) {
+        let (status, body, headers) = self.send(
+            method,
+            path,
+            token,
+            &json!({"config": {"method": "gradcam"}}),
+        );
+        let challenge = headers
+            .get("www-authenticate")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        (status, body, challenge)
+    }
+
+    /// [`Server::call`] with a POST's `request`: the status, the JSON body and the headers.
+    fn send(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        request_json: &Value,
+    ) -> (u16, Value, ureq::http::HeaderMap) {
         let agent: Agent = Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(300)))
@@ -49,7 +71,7 @@ impl Server {
         };
         let (content_type, body) = multipart(
             &std::fs::read(repo("models/samples/chelsea.png")).unwrap(),
-            &json!({"config": {"method": "gradcam"}}).to_string(),
+            &request_json.to_string(),
         );
         let mut response = if method == "POST" {
             request.header("content-type", content_type).send(body)
@@ -57,15 +79,11 @@ impl Server {
             request.send_empty()
         }
         .unwrap();
-        let challenge = response
-            .headers()
-            .get("www-authenticate")
-            .map(|v| v.to_str().unwrap().to_owned())
-            .unwrap_or_default();
+        let headers = response.headers().clone();
         let status = response.status().as_u16();
         let text = response.body_mut().read_to_string().unwrap();
         let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        (status, body, challenge)
+        (status, body, headers)
     }
 
     /// A job explaining chelsea with Grad-CAM, submitted with `token`: its id, once it is done.
@@ -351,4 +369,107 @@ fn an_open_server_only_on_loopback_or_when_asked() {
     assert!(line.starts_with("listening on http://0.0.0.0:"), "{line}");
     let log = std::fs::read_to_string(dir.join("server.log")).unwrap();
     assert!(log.contains("--no-auth: anyone who reaches"), "{log}");
+}
+
+#[test]
+fn per_token_quotas_answer_429_with_retry_after_and_bound_samples() {
+    let dir = scratch("auth-quota");
+    let file = dir.join("tokens.txt");
+    std::fs::write(
+        &file,
+        "alice user alice-token-0123456789\nbob user bob-token-0123456789 samples=100\n",
+    )
+    .unwrap();
+    let server = Server::start(
+        &dir,
+        &["--tokens", file.to_str().unwrap(), "--token-jobs", "1"],
+        &[],
+    );
+    let long = json!({"config": {"method": "camlime", "lime": {"num_samples": 20000}}});
+    let (status, job, _) = server.send("POST", "/v1/jobs", Some("alice-token-0123456789"), &long);
+    assert_eq!(status, 202, "{job}");
+    // Alice has her one job: the next is refused until it ends; Bob is not held up.
+    let (status, error, headers) =
+        server.send("POST", "/v1/jobs", Some("alice-token-0123456789"), &long);
+    assert_eq!(status, 429, "{error}");
+    assert_eq!(error["error"]["code"], "quota_exceeded");
+    assert_eq!(headers.get("retry-after").unwrap(), "10");
+    // Bob's token allows 100 samples per job, whatever the server's --max-samples.
+    let (status, error, _) = server.send(
+        "POST",
+        "/v1/jobs",
+        Some("bob-token-0123456789"),
+        &json!({"config": {"method": "lime", "lime": {"num_samples": 200}}}),
+    );
+    assert_eq!(status, 400, "{error}");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("samples must be at most 100"),
+        "{error}"
+    );
+    let (status, small, _) = server.send(
+        "POST",
+        "/v1/jobs",
+        Some("bob-token-0123456789"),
+        &json!({"config": {"method": "lime", "lime": {"num_samples": 100}}}),
+    );
+    assert_eq!(status, 202, "{small}");
+    let id = job["id"].as_str().unwrap();
+    let path = format!("/v1/jobs/{id}");
+    assert_eq!(
+        server
+            .call("DELETE", &path, Some("alice-token-0123456789"))
+            .0,
+        202
+    );
+}
+
+#[test]
+fn request_rates_per_client_and_per_token_answer_429_with_retry_after() {
+    let dir = scratch("auth-rates");
+    let server = Server::start(&dir, &["--ip-rate", "1", "--ip-burst", "3"], &[]);
+    for _ in 0..3 {
+        assert_eq!(server.call("GET", "/v1/models", None).0, 200);
+    }
+    let (status, error, headers) = server.send("GET", "/v1/models", None, &Value::Null);
+    assert_eq!(status, 429, "{error}");
+    assert_eq!(error["error"]["code"], "too_many_requests");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("the client 127.0.0.1 sends requests faster"),
+        "{error}"
+    );
+    assert_eq!(headers.get("retry-after").unwrap(), "1");
+    drop(server);
+
+    let dir = scratch("auth-token-rate");
+    let tokens = "alice user alice-token-0123456789; bob user bob-token-0123456789";
+    let server = Server::start(
+        &dir,
+        &["--ip-rate", "0", "--token-rate", "1", "--token-burst", "2"],
+        &[("CAMLIME_TOKENS", tokens)],
+    );
+    let alice = Some("alice-token-0123456789");
+    assert_eq!(server.call("GET", "/v1/models", alice).0, 200);
+    assert_eq!(server.call("GET", "/v1/models", alice).0, 200);
+    let (status, error, _) = server.call("GET", "/v1/models", alice);
+    assert_eq!(status, 429, "{error}");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("the token `alice` sends"),
+        "{error}"
+    );
+    // Bob has his own bucket.
+    assert_eq!(
+        server
+            .call("GET", "/v1/models", Some("bob-token-0123456789"))
+            .0,
+        200
+    );
 }
