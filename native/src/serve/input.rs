@@ -618,9 +618,21 @@ impl<S: Send + Sync> FromRequest<S> for EvalSubmission {
     }
 }
 
+/// A body that could not be read to its end: the client stopped sending, or sent slower than
+/// `--body-timeout` (the server's reading never fails by itself).
+fn cut_off_body() -> ApiError {
+    ApiError::new(
+        StatusCode::REQUEST_TIMEOUT,
+        ErrorCode::InvalidBody,
+        "the body stopped before its end: cut off, or sent slower than this server waits for",
+    )
+}
+
 fn multipart_error(status: StatusCode, text: String) -> ApiError {
     if status == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::new(status, ErrorCode::PayloadTooLarge, text)
+    } else if status.is_server_error() {
+        cut_off_body()
     } else {
         ApiError::new(status, ErrorCode::InvalidMultipart, text)
     }
@@ -628,12 +640,16 @@ fn multipart_error(status: StatusCode, text: String) -> ApiError {
 
 fn body_error(rejection: axum::extract::rejection::BytesRejection) -> ApiError {
     let status = rejection.status();
-    let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
-        ErrorCode::PayloadTooLarge
-    } else {
-        ErrorCode::InvalidBody
-    };
-    ApiError::new(status, code, rejection.body_text())
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        return ApiError::new(status, ErrorCode::PayloadTooLarge, rejection.body_text());
+    }
+    if matches!(
+        rejection,
+        axum::extract::rejection::BytesRejection::FailedToBufferBody(_)
+    ) {
+        return cut_off_body();
+    }
+    ApiError::new(status, ErrorCode::InvalidBody, rejection.body_text())
 }
 
 /// A model by name, or 400 naming the served ones.

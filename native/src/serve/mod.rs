@@ -9,6 +9,7 @@
 
 mod api;
 mod auth;
+mod conn;
 mod error;
 pub(crate) mod input;
 mod jobs;
@@ -135,6 +136,18 @@ pub struct ServeArgs {
     /// Requests one token may send at once, above its rate.
     #[arg(long, default_value_t = 100)]
     pub token_burst: u32,
+    /// Connections open at once; more are closed as they arrive.
+    #[arg(long, default_value_t = 1024)]
+    pub max_connections: usize,
+    /// Seconds a client has to send a request's headers; then its connection is closed.
+    #[arg(long, default_value_t = 10.0)]
+    pub header_timeout: f64,
+    /// Largest request head (request line and headers), in bytes; beyond, 431.
+    #[arg(long, default_value_t = 64 << 10)]
+    pub max_header_bytes: usize,
+    /// Seconds a client has to send a request's body; then the request fails.
+    #[arg(long, default_value_t = 60.0)]
+    pub body_timeout: f64,
 }
 
 /// Who may call the server: its tokens; without any, only a loopback address or `--no-auth`
@@ -335,6 +348,10 @@ fn router(
         .route("/healthz", get(api::health))
         .route("/metrics", get(api::telemetry))
         .layer(DefaultBodyLimit::max(args.max_body))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(seconds(
+            args.body_timeout,
+            "body-timeout",
+        )?))
         .with_state(state.clone());
     let mut app = match web_dir(args.web_dir.clone()) {
         Some(dir) => {
@@ -468,6 +485,11 @@ pub fn serve(bundle: &Bundle, args: &ServeArgs, out: &mut dyn std::io::Write) ->
         },
     ));
     let app = router(state, args, access, rates.clone())?;
+    let connections = conn::ConnLimits {
+        max_connections: args.max_connections,
+        header_timeout: seconds(args.header_timeout, "header-timeout")?,
+        max_header_bytes: args.max_header_bytes,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -493,13 +515,8 @@ pub fn serve(bundle: &Bundle, args: &ServeArgs, out: &mut dyn std::io::Write) ->
             jobs.shutdown(Duration::from_secs(30)).await;
             let _ = stop.send(true);
         };
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(on_signal)
-        .await
-        .context("the server failed")
+        conn::serve(listener, app, connections, on_signal).await;
+        anyhow::Ok(())
     });
     runtime.shutdown_timeout(Duration::from_secs(5));
     served?;

@@ -1526,3 +1526,131 @@ fn face_models_over_http_crop_the_face_as_the_command_line_does() {
     }
     assert_healthy(&server);
 }
+
+/// A raw connection to the server (for clients no HTTP library would be).
+fn raw(server: &Server) -> std::net::TcpStream {
+    let address = server.url.trim_start_matches("http://");
+    let stream = std::net::TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    stream
+}
+
+/// What the server sends back on `stream` until it closes it (or 20 s pass), and when that was.
+fn read_until_closed(mut stream: std::net::TcpStream) -> (String, Instant) {
+    use std::io::Read;
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        match stream.read(&mut buffer) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => answer.extend_from_slice(&buffer[..n]),
+        }
+    }
+    (
+        String::from_utf8_lossy(&answer).into_owned(),
+        Instant::now(),
+    )
+}
+
+/// Slow-loris headers and a body that stops half way are cut off after their timeouts while
+/// other clients are served; headers over the limit get 431; connections over the cap are
+/// closed at once.
+#[test]
+fn slow_and_hostile_clients_are_cut_off_while_others_are_served() {
+    use std::io::Write;
+    let dir = scratch("hostile");
+    let server = Server::start(
+        &dir,
+        &[
+            "--header-timeout",
+            "1",
+            "--body-timeout",
+            "1",
+            "--max-header-bytes",
+            "16384",
+        ],
+    );
+    // A client sending its headers a line every 200 ms.
+    let mut loris = raw(&server);
+    let started = Instant::now();
+    loris
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: camlime\r\n")
+        .unwrap();
+    let dribbler = {
+        let mut loris = loris.try_clone().unwrap();
+        std::thread::spawn(move || {
+            for i in 0..50 {
+                std::thread::sleep(Duration::from_millis(200));
+                if loris.write_all(format!("X-{i}: y\r\n").as_bytes()).is_err() {
+                    break;
+                }
+            }
+        })
+    };
+    // Meanwhile others are served.
+    let (status, _) = get(&server, "/healthz");
+    assert_eq!(status, 200);
+    let (answer, closed) = read_until_closed(loris);
+    let held = closed - started;
+    assert!(
+        held < Duration::from_secs(4),
+        "the slow client held its connection {held:?}"
+    );
+    assert!(!answer.contains("200 OK"), "{answer}");
+    dribbler.join().unwrap();
+
+    // A body that stops half way: the request fails after the body timeout.
+    let mut half = raw(&server);
+    let (content_type, body) = multipart(&chelsea(), &json!({}));
+    let started = Instant::now();
+    half.write_all(
+        format!(
+            "POST /v1/predict HTTP/1.1\r\nHost: camlime\r\nContent-Type: {content_type}\r\n\
+             Content-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    half.write_all(&body[..body.len() / 2]).unwrap();
+    let (status, _) = get(&server, "/healthz");
+    assert_eq!(status, 200);
+    let (answer, closed) = read_until_closed(half);
+    assert!(
+        closed - started < Duration::from_secs(4),
+        "the half body held its request {:?}",
+        closed - started
+    );
+    assert!(answer.starts_with("HTTP/1.1 4"), "{answer}");
+
+    // Headers over --max-header-bytes.
+    let mut big = raw(&server);
+    big.write_all(
+        format!(
+            "GET /healthz HTTP/1.1\r\nHost: camlime\r\nX-Big: {}\r\n\r\n",
+            "a".repeat(64 << 10)
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let (answer, _) = read_until_closed(big);
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+    assert_healthy(&server);
+    drop(server);
+
+    // Connections over --max-connections are closed at once; a freed slot serves again.
+    let dir = scratch("hostile-cap");
+    let server = Server::start(&dir, &["--max-connections", "2"]);
+    let first = raw(&server);
+    let second = raw(&server);
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    let (answer, closed) = read_until_closed(raw(&server));
+    assert!(answer.is_empty() && closed - started < Duration::from_secs(2));
+    drop((first, second));
+    std::thread::sleep(Duration::from_millis(300));
+    let (status, _) = get(&server, "/healthz");
+    assert_eq!(status, 200);
+}
