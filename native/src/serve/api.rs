@@ -890,24 +890,41 @@ pub async fn job_events(
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let receiver = state.jobs.get(&id, &caller)?.subscribe();
     let shutdown = state.shutdown.clone();
+    let access = state.access.clone();
+    let reloads = access.reloads();
     let stream = futures_util::stream::unfold(
-        (receiver, shutdown, false, true),
-        |(mut receiver, mut shutdown, finished, first)| async move {
-            if finished {
-                return None;
-            }
-            if !first {
-                tokio::select! {
-                    changed = receiver.changed() => changed.ok()?,
-                    _ = shutdown.wait_for(|stop| *stop) => {}
+        (receiver, shutdown, reloads, false, true),
+        move |(mut receiver, mut shutdown, mut reloads, finished, first)| {
+            let (access, caller) = (access.clone(), caller.clone());
+            async move {
+                if finished {
+                    return None;
                 }
+                if !first {
+                    loop {
+                        tokio::select! {
+                            changed = receiver.changed() => {
+                                changed.ok()?;
+                                break;
+                            }
+                            _ = shutdown.wait_for(|stop| *stop) => break,
+                            // A revoked token's stream ends at the reload.
+                            reloaded = reloads.changed() => {
+                                reloaded.ok()?;
+                                if !access.still_valid(&caller) {
+                                    return None;
+                                }
+                            }
+                        }
+                    }
+                }
+                let status = receiver.borrow_and_update().clone();
+                let stop = status.status.is_terminal() || *shutdown.borrow();
+                let event = Event::default()
+                    .json_data(&status)
+                    .unwrap_or_else(|_| Event::default().data("{}"));
+                Some((Ok(event), (receiver, shutdown, reloads, stop, false)))
             }
-            let status = receiver.borrow_and_update().clone();
-            let stop = status.status.is_terminal() || *shutdown.borrow();
-            let event = Event::default()
-                .json_data(&status)
-                .unwrap_or_else(|_| Event::default().data("{}"));
-            Some((Ok(event), (receiver, shutdown, stop, false)))
         },
     );
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))

@@ -12,8 +12,8 @@
 //! **Invariant:** without tokens the server is open (every caller an anonymous admin); it only
 //! starts that way on a loopback address or with `--no-auth` (`serve`).
 
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 
 use anyhow::{Context, Result, bail, ensure};
 use axum::extract::{Request, State};
@@ -24,6 +24,7 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+use tokio::sync::watch;
 
 use super::error::{ApiError, ErrorCode};
 
@@ -97,6 +98,8 @@ pub struct Caller {
     pub role: Role,
     /// Its own quotas.
     pub quota: Quota,
+    /// The hash of the token it presented (whether it still holds after a reload).
+    hash: Option<[u8; 32]>,
 }
 
 impl Caller {
@@ -106,6 +109,18 @@ impl Caller {
             name: None,
             role: Role::Admin,
             quota: Quota::default(),
+            hash: None,
+        }
+    }
+
+    /// A user token's caller with `quota` (the queue's tests).
+    #[cfg(test)]
+    pub fn user(name: &str, quota: Quota) -> Self {
+        Self {
+            name: Some(name.into()),
+            role: Role::User,
+            quota,
+            hash: None,
         }
     }
 
@@ -232,6 +247,7 @@ impl Tokens {
             name: Some(entry.name.clone()),
             role: entry.role,
             quota: entry.quota,
+            hash: Some(presented),
         })
     }
 }
@@ -301,13 +317,76 @@ pub fn add_token(file: &Path, name: &str, role: Role) -> Result<String> {
     Ok(token)
 }
 
-/// The server's access rule: its tokens, or none (open).
+/// The server's access rule: its tokens (reloaded on SIGHUP), or none (open).
 #[derive(Debug)]
 pub struct Access {
     /// `None`: every caller is an anonymous admin.
-    pub tokens: Option<Tokens>,
+    tokens: RwLock<Option<Arc<Tokens>>>,
+    /// Where the tokens come from: the file, and the environment's lines.
+    file: Option<PathBuf>,
+    environment: Option<String>,
+    /// Counts reloads (event streams re-check their caller on each).
+    generation: watch::Sender<u64>,
     /// The largest body a refused request's client may still send (`--max-body`).
     pub max_body: usize,
+}
+
+impl Access {
+    /// The tokens of `file` and `environment` (none: open).
+    pub fn new(
+        file: Option<PathBuf>,
+        environment: Option<String>,
+        max_body: usize,
+    ) -> Result<Self> {
+        let tokens = Tokens::load(file.as_deref(), environment.as_deref())?;
+        Ok(Self {
+            tokens: RwLock::new(tokens.map(Arc::new)),
+            file,
+            environment,
+            generation: watch::Sender::new(0),
+            max_body,
+        })
+    }
+
+    /// The tokens now.
+    pub fn tokens(&self) -> Option<Arc<Tokens>> {
+        self.tokens
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Read the tokens again (a revoked token stops working, its event streams end); an open
+    /// server stays open and one with tokens keeps at least one. Returns (users, admins).
+    pub fn reload(&self) -> Result<(usize, usize)> {
+        ensure!(
+            self.tokens().is_some(),
+            "this server started without tokens: it stays open"
+        );
+        let tokens = Tokens::load(self.file.as_deref(), self.environment.as_deref())?
+            .context("no token is left: keeping the old ones (the server would be open)")?;
+        let counts = tokens.counts();
+        *self.tokens.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(tokens));
+        self.generation.send_modify(|g| *g += 1);
+        Ok(counts)
+    }
+
+    /// Whether `caller`'s token is still one of the server's.
+    pub fn still_valid(&self, caller: &Caller) -> bool {
+        match (self.tokens(), caller.hash) {
+            (None, _) => true,
+            (Some(tokens), Some(hash)) => tokens
+                .entries
+                .iter()
+                .any(|e| Some(&e.name) == caller.name.as_ref() && bool::from(e.hash.ct_eq(&hash))),
+            (Some(_), None) => false,
+        }
+    }
+
+    /// Told of every reload.
+    pub fn reloads(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
 }
 
 /// Read and drop a refused request's body (at most `limit` bytes, for at most 10 s), so that a
@@ -352,7 +431,7 @@ pub async fn authenticate(
     next: Next,
 ) -> Response {
     let path = request.uri().path().to_owned();
-    let caller = match &access.tokens {
+    let caller = match access.tokens() {
         None => Caller::open(),
         Some(tokens) => {
             let presented = request
@@ -412,6 +491,7 @@ mod tests {
                 name: Some("alice".into()),
                 role: Role::User,
                 quota: Quota::default(),
+                hash: Some(sha256(&token)),
             })
         );
         let ops = tokens.find("a-long-enough-plain-token").unwrap();
@@ -468,6 +548,7 @@ mod tests {
             name: Some("alice".into()),
             role: Role::User,
             quota: Quota::default(),
+            hash: None,
         };
         assert!(alice.sees(Some("alice")));
         assert!(!alice.sees(Some("bob")));

@@ -862,17 +862,16 @@ mod tests {
 #[cfg(test)]
 mod fairness {
     use super::*;
-    use crate::serve::auth::{Quota, Role};
+    use crate::serve::auth::Quota;
 
     fn token(name: &str, jobs: Option<usize>) -> Caller {
-        Caller {
-            name: Some(name.into()),
-            role: Role::User,
-            quota: Quota {
+        Caller::user(
+            name,
+            Quota {
                 jobs,
                 samples: None,
             },
-        }
+        )
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

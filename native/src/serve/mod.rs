@@ -152,10 +152,10 @@ pub struct ServeArgs {
 
 /// Who may call the server: its tokens; without any, only a loopback address or `--no-auth`
 /// (said in the log).
-fn access(args: &ServeArgs, environment: Option<&str>) -> Result<auth::Access> {
-    let tokens = auth::Tokens::load(args.tokens.as_deref(), environment)?;
+fn access(args: &ServeArgs, environment: Option<String>) -> Result<auth::Access> {
+    let access = auth::Access::new(args.tokens.clone(), environment, args.max_body)?;
     let addr = args.addr;
-    match (&tokens, args.no_auth) {
+    match (access.tokens(), args.no_auth) {
         (Some(_), true) => anyhow::bail!(
             "--no-auth contradicts the tokens of {}",
             args.tokens
@@ -167,24 +167,24 @@ fn access(args: &ServeArgs, environment: Option<&str>) -> Result<auth::Access> {
         (Some(tokens), false) => {
             let (users, admins) = tokens.counts();
             tracing::info!(
-                "{users} user and {admins} admin tokens: /v1 requests need `Authorization: Bearer`"
+                "{users} user and {admins} admin tokens: /v1 requests need `Authorization: \
+                 Bearer` (SIGHUP reloads them)"
             );
         }
         (None, true) => tracing::warn!(
             "--no-auth: anyone who reaches {addr} may use this server and every job on it"
         ),
         (None, false) if addr.ip().is_loopback() => tracing::warn!(
-            "no tokens: open to anyone on this machine ({addr}, local use); give --tokens              FILE to share it"
+            "no tokens: open to anyone on this machine ({addr}, local use); give --tokens \
+             FILE to share it"
         ),
         (None, false) => anyhow::bail!(
-            "{addr} is reachable from other machines: give tokens (--tokens FILE or {};              `camlime token new` makes one) or, to serve it open, --no-auth",
+            "{addr} is reachable from other machines: give tokens (--tokens FILE or {}; \
+             `camlime token new` makes one) or, to serve it open, --no-auth",
             auth::TOKENS_VARIABLE
         ),
     }
-    Ok(auth::Access {
-        tokens,
-        max_body: args.max_body,
-    })
+    Ok(access)
 }
 
 /// What clients may ask for.
@@ -232,6 +232,8 @@ pub struct AppState {
     jobs: Arc<Jobs>,
     telemetry: Arc<Telemetry>,
     shutdown: watch::Receiver<bool>,
+    /// The tokens (event streams end when their caller's token is revoked).
+    access: Arc<auth::Access>,
 }
 
 /// Leaves the count of synchronous requests in flight when dropped.
@@ -330,7 +332,7 @@ fn web_dir(explicit: Option<PathBuf>) -> Option<PathBuf> {
 fn router(
     state: Arc<AppState>,
     args: &ServeArgs,
-    access: auth::Access,
+    access: Arc<auth::Access>,
     rates: Arc<rate::Rates>,
 ) -> Result<Router> {
     use axum::routing::post;
@@ -374,7 +376,7 @@ fn router(
             rate::limit_token,
         ))
         .layer(axum::middleware::from_fn_with_state(
-            Arc::new(access),
+            access,
             auth::authenticate,
         ))
         .layer(axum::middleware::from_fn_with_state(rates, rate::limit_ip));
@@ -428,7 +430,7 @@ pub fn serve(bundle: &Bundle, args: &ServeArgs, out: &mut dyn std::io::Write) ->
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init()
         .ok();
-    let access = access(args, std::env::var(auth::TOKENS_VARIABLE).ok().as_deref())?;
+    let access = Arc::new(access(args, std::env::var(auth::TOKENS_VARIABLE).ok())?);
     let threads = args.threads.unwrap_or_else(available_threads).max(1);
     let limits = Limits {
         decode: DecodeOptions {
@@ -473,6 +475,7 @@ pub fn serve(bundle: &Bundle, args: &ServeArgs, out: &mut dyn std::io::Write) ->
         jobs: jobs.clone(),
         telemetry,
         shutdown,
+        access: access.clone(),
     });
     let rates = Arc::new(rate::Rates::new(
         rate::Rate {
@@ -484,7 +487,7 @@ pub fn serve(bundle: &Bundle, args: &ServeArgs, out: &mut dyn std::io::Write) ->
             burst: args.token_burst,
         },
     ));
-    let app = router(state, args, access, rates.clone())?;
+    let app = router(state, args, access.clone(), rates.clone())?;
     let connections = conn::ConnLimits {
         max_connections: args.max_connections,
         header_timeout: seconds(args.header_timeout, "header-timeout")?,
@@ -502,6 +505,21 @@ pub fn serve(bundle: &Bundle, args: &ServeArgs, out: &mut dyn std::io::Write) ->
         writeln!(out, "listening on http://{addr}")?;
         out.flush()?;
         jobs.spawn_workers().await;
+        #[cfg(unix)]
+        tokio::spawn(async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+                return;
+            };
+            while hangups.recv().await.is_some() {
+                match access.reload() {
+                    Ok((users, admins)) => {
+                        tracing::info!("tokens reloaded: {users} user and {admins} admin tokens")
+                    }
+                    Err(e) => tracing::warn!("tokens not reloaded: {e:#}"),
+                }
+            }
+        });
         tokio::spawn(async move {
             let mut every = tokio::time::interval(Duration::from_secs(60));
             loop {

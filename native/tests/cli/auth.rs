@@ -473,3 +473,81 @@ fn request_rates_per_client_and_per_token_answer_429_with_retry_after() {
         200
     );
 }
+
+#[test]
+fn a_reload_revokes_a_token_and_ends_its_event_streams() {
+    use std::io::BufRead;
+    let dir = scratch("auth-reload");
+    let file = dir.join("tokens.txt");
+    std::fs::write(
+        &file,
+        "alice user alice-token-0123456789\nops admin ops-token-0123456789\n",
+    )
+    .unwrap();
+    let server = Server::start(&dir, &["--tokens", file.to_str().unwrap()], &[]);
+    let alice = "alice-token-0123456789";
+    let long = json!({"config": {"method": "camlime", "lime": {"num_samples": 20000}}});
+    let (status, job, _) = server.send("POST", "/v1/jobs", Some(alice), &long);
+    assert_eq!(status, 202, "{job}");
+    let path = format!("/v1/jobs/{}", job["id"].as_str().unwrap());
+    let agent: Agent = Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .into();
+    let events = agent
+        .get(format!("{}{path}/events", server.url))
+        .header("authorization", format!("Bearer {alice}"))
+        .call()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(events.into_body().into_reader()).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert!(first.starts_with("data:"), "{first}");
+    // A reload to a file without any token keeps the old ones (the server would be open).
+    std::fs::write(&file, "# nobody\n").unwrap();
+    let hangup = |server: &Server| {
+        let status = Command::new("kill")
+            .args(["-HUP", &server.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    hangup(&server);
+    assert_eq!(server.call("GET", "/v1/models", Some(alice)).0, 200);
+    // Alice's token revoked: her stream ends, her requests are refused; the job stays.
+    std::fs::write(&file, "ops admin ops-token-0123456789\n").unwrap();
+    let revoked = Instant::now();
+    hangup(&server);
+    let ended = std::thread::spawn(move || {
+        for line in lines {
+            if line.is_err() {
+                break;
+            }
+        }
+        Instant::now()
+    });
+    let ended = ended.join().unwrap();
+    assert!(
+        ended - revoked < Duration::from_secs(5),
+        "the stream outlived the revocation by {:?}",
+        ended - revoked
+    );
+    assert_eq!(server.call("GET", "/v1/models", Some(alice)).0, 401);
+    assert_eq!(
+        server.call("GET", &path, Some("ops-token-0123456789")).0,
+        200
+    );
+    assert_eq!(
+        server.call("DELETE", &path, Some("ops-token-0123456789")).0,
+        202
+    );
+    let log = std::fs::read_to_string(dir.join("server.log")).unwrap();
+    assert!(
+        log.contains("tokens not reloaded: no token is left"),
+        "{log}"
+    );
+    assert!(
+        log.contains("tokens reloaded: 0 user and 1 admin tokens"),
+        "{log}"
+    );
+}
