@@ -371,19 +371,22 @@ fn an_open_server_only_on_loopback_or_when_asked() {
     assert!(log.contains("--no-auth: anyone who reaches"), "{log}");
 }
 
+/// A server reading `tokens` (lines) from `dir/tokens.txt`, with `flags`; and that file.
+fn with_tokens(dir: &Path, tokens: &str, flags: &[&str]) -> (Server, std::path::PathBuf) {
+    let file = dir.join("tokens.txt");
+    std::fs::write(&file, tokens).unwrap();
+    let mut all = vec!["--tokens", file.to_str().unwrap()];
+    all.extend_from_slice(flags);
+    (Server::start(dir, &all, &[]), file)
+}
+
 #[test]
 fn per_token_quotas_answer_429_with_retry_after_and_bound_samples() {
     let dir = scratch("auth-quota");
-    let file = dir.join("tokens.txt");
-    std::fs::write(
-        &file,
-        "alice user alice-token-0123456789\nbob user bob-token-0123456789 samples=100\n",
-    )
-    .unwrap();
-    let server = Server::start(
+    let (server, _) = with_tokens(
         &dir,
-        &["--tokens", file.to_str().unwrap(), "--token-jobs", "1"],
-        &[],
+        "alice user alice-token-0123456789\nbob user bob-token-0123456789 samples=100\n",
+        &["--token-jobs", "1"],
     );
     let long = json!({"config": {"method": "camlime", "lime": {"num_samples": 20000}}});
     let (status, job, _) = server.send("POST", "/v1/jobs", Some("alice-token-0123456789"), &long);
@@ -478,13 +481,11 @@ fn request_rates_per_client_and_per_token_answer_429_with_retry_after() {
 fn a_reload_revokes_a_token_and_ends_its_event_streams() {
     use std::io::BufRead;
     let dir = scratch("auth-reload");
-    let file = dir.join("tokens.txt");
-    std::fs::write(
-        &file,
+    let (server, file) = with_tokens(
+        &dir,
         "alice user alice-token-0123456789\nops admin ops-token-0123456789\n",
-    )
-    .unwrap();
-    let server = Server::start(&dir, &["--tokens", file.to_str().unwrap()], &[]);
+        &[],
+    );
     let alice = "alice-token-0123456789";
     let long = json!({"config": {"method": "camlime", "lime": {"num_samples": 20000}}});
     let (status, job, _) = server.send("POST", "/v1/jobs", Some(alice), &long);

@@ -68,6 +68,26 @@ impl State {
         Ok((image, Some(info)))
     }
 
+    /// Decode a photo's `bytes` (`what` names them in errors): the model's image of it (see
+    /// [`State::model_image`]), that image's base image, and the face.
+    fn decode(
+        &self,
+        bytes: Option<Vec<u8>>,
+        what: &str,
+        face: Option<usize>,
+    ) -> Result<(RgbImage, RgbImage, Option<FaceInfo>), String> {
+        let bytes = bytes.ok_or_else(|| format!("no {what} was sent"))?;
+        let photo = decode_image(&bytes, &DecodeOptions::default()).map_err(|e| e.to_string())?;
+        let (image, face) = self.model_image(photo, face)?;
+        let classifier = self.classifier.as_ref().ok_or("no model is loaded")?;
+        let base = classifier
+            .spec()
+            .preprocessing
+            .base_image(&image)
+            .map_err(|e| e.to_string())?;
+        Ok((image, base, face))
+    }
+
     /// A finished record with the face it explains.
     fn record(&self, mut record: ExplanationRecord) -> Box<ExplanationRecord> {
         record.image.face = self.face.clone();
@@ -199,16 +219,8 @@ fn handle(request: Request, bytes: Option<Vec<u8>>) {
         }
         Request::Predict { id, top, face } => {
             let outcome = STATE.with_borrow_mut(|state| -> Result<_, String> {
-                let bytes = bytes.ok_or("no image bytes were sent")?;
-                let photo =
-                    decode_image(&bytes, &DecodeOptions::default()).map_err(|e| e.to_string())?;
-                let (image, face) = state.model_image(photo, Some(face))?;
+                let (image, base, face) = state.decode(bytes, "image", Some(face))?;
                 let classifier = state.classifier.as_ref().ok_or("no model is loaded")?;
-                let base = classifier
-                    .spec()
-                    .preprocessing
-                    .base_image(&image)
-                    .map_err(|e| e.to_string())?;
                 let started = now_ms();
                 // A detector or a segmenter has no classes: its explanations carry what it found.
                 let predictions = if classifier.spec().task == Task::Classification {
@@ -323,16 +335,8 @@ fn handle(request: Request, bytes: Option<Vec<u8>>) {
         }
         Request::Reference { id, name } => {
             let outcome = STATE.with_borrow(|state| -> Result<_, String> {
-                let bytes = bytes.ok_or("no reference photo was sent")?;
-                let photo =
-                    decode_image(&bytes, &DecodeOptions::default()).map_err(|e| e.to_string())?;
-                let (face, _) = state.model_image(photo, None)?;
+                let (_, base, _) = state.decode(bytes, "reference photo", None)?;
                 let classifier = state.classifier.as_ref().ok_or("no model is loaded")?;
-                let base = classifier
-                    .spec()
-                    .preprocessing
-                    .base_image(&face)
-                    .map_err(|e| e.to_string())?;
                 embed(classifier, &base).map_err(|e| e.to_string())
             });
             match outcome {
