@@ -13,6 +13,7 @@ pub mod cuda;
 pub mod eval;
 pub mod explain;
 pub mod flags;
+pub mod fuzzing;
 pub mod models;
 pub mod parallel;
 pub mod serve;

@@ -652,6 +652,31 @@ fn body_error(rejection: axum::extract::rejection::BytesRejection) -> ApiError {
     ApiError::new(status, ErrorCode::InvalidBody, rejection.body_text())
 }
 
+/// What `POST /v1/explain` makes of a body of `content_type` for `model` within `limits`:
+/// the server's own parsing and checks, before any image is decoded (the request fuzz target's
+/// entry point). The error is the message the client would read.
+pub fn parse_explain_request(
+    content_type: &str,
+    body: Vec<u8>,
+    model: &LoadedModel,
+    limits: &Limits,
+) -> Result<ExplainConfig, String> {
+    let request = axum::http::Request::builder()
+        .method("POST")
+        .uri("/v1/explain")
+        .header(header::CONTENT_TYPE, content_type)
+        .body(axum::body::Body::from(body))
+        .map_err(|e| e.to_string())?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let submission = runtime
+        .block_on(Submission::<ExplainRequest>::from_request(request, &()))
+        .map_err(|e| e.detail.message)?;
+    check_config(&submission.request.config, model, limits).map_err(|e| e.detail.message)?;
+    Ok(submission.request.config)
+}
+
 /// A model by name, or 400 naming the served ones.
 pub fn find_model(state: &AppState, name: &str) -> Result<Arc<LoadedModel>, ApiError> {
     state

@@ -40,6 +40,7 @@ use tracing::Level;
 pub use api::ApiDoc;
 pub use auth::{Role, add_token};
 use error::ApiError;
+pub use input::parse_explain_request;
 use jobs::{JobSettings, Jobs};
 use prometheus::Telemetry;
 

@@ -11,6 +11,7 @@ mod detect;
 mod eval;
 mod explain;
 mod faces;
+mod fuzz_corpus;
 mod parallel;
 mod segment;
 mod serve;

@@ -1,0 +1,5 @@
+//! Fuzz target `request`: `camlime::fuzzing::request` on every input AFL makes.
+
+fn main() {
+    afl::fuzz!(|data: &[u8]| camlime::fuzzing::request(data));
+}

@@ -1,0 +1,25 @@
+//! Every fuzz target (`camlime::fuzzing`) on its committed seeds (`fuzz/corpus/<target>/`) and on
+//! each input that once made it fail (`fuzz/regressions/<target>/`): none may panic, so a fixed
+//! crash stays fixed without running the fuzzer.
+
+use crate::common::repo;
+
+#[test]
+fn every_fuzz_target_takes_its_seeds_and_past_failures() {
+    for (name, target) in camlime::fuzzing::TARGETS {
+        let mut seeds = 0;
+        for folder in ["corpus", "regressions"] {
+            let Ok(entries) = std::fs::read_dir(repo("fuzz").join(folder).join(name)) else {
+                continue;
+            };
+            for entry in entries {
+                let path = entry.unwrap().path();
+                let data = std::fs::read(&path).unwrap();
+                let outcome = std::panic::catch_unwind(|| target(&data));
+                assert!(outcome.is_ok(), "{name} fails on {}", path.display());
+                seeds += 1;
+            }
+        }
+        assert!(seeds >= 2, "{name} has {seeds} seeds");
+    }
+}
