@@ -429,14 +429,28 @@ fn per_token_quotas_answer_429_with_retry_after_and_bound_samples() {
     );
 }
 
+/// `GET /v1/models` with `token` until the server refuses one (at most 30 tries): how many
+/// passed before, and the refusal's status, body and headers.
+fn until_refused(
+    server: &Server,
+    token: Option<&str>,
+) -> (usize, u16, Value, ureq::http::HeaderMap) {
+    for passed in 0..30 {
+        let (status, body, headers) = server.send("GET", "/v1/models", token, &Value::Null);
+        if status != 200 {
+            return (passed, status, body, headers);
+        }
+    }
+    panic!("30 requests passed a rate of 1 per second");
+}
+
 #[test]
 fn request_rates_per_client_and_per_token_answer_429_with_retry_after() {
     let dir = scratch("auth-rates");
     let server = Server::start(&dir, &["--ip-rate", "1", "--ip-burst", "3"], &[]);
-    for _ in 0..3 {
-        assert_eq!(server.call("GET", "/v1/models", None).0, 200);
-    }
-    let (status, error, headers) = server.send("GET", "/v1/models", None, &Value::Null);
+    // The burst passes (more if a second goes by meanwhile), then 429.
+    let (passed, status, error, headers) = until_refused(&server, None);
+    assert!(passed >= 3, "only {passed} requests passed a burst of 3");
     assert_eq!(status, 429, "{error}");
     assert_eq!(error["error"]["code"], "too_many_requests");
     assert!(
@@ -456,10 +470,8 @@ fn request_rates_per_client_and_per_token_answer_429_with_retry_after() {
         &["--ip-rate", "0", "--token-rate", "1", "--token-burst", "2"],
         &[("CAMLIME_TOKENS", tokens)],
     );
-    let alice = Some("alice-token-0123456789");
-    assert_eq!(server.call("GET", "/v1/models", alice).0, 200);
-    assert_eq!(server.call("GET", "/v1/models", alice).0, 200);
-    let (status, error, _) = server.call("GET", "/v1/models", alice);
+    let (passed, status, error, _) = until_refused(&server, Some("alice-token-0123456789"));
+    assert!(passed >= 2, "only {passed} requests passed a burst of 2");
     assert_eq!(status, 429, "{error}");
     assert!(
         error["error"]["message"]
