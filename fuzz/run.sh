@@ -13,11 +13,13 @@ shift || true
 targets=("$@")
 [[ ${#targets[@]} -gt 0 ]] || targets=("${TARGETS[@]}")
 profile=${FUZZ_PROFILE:-release}
+# Not --locked: the committed Cargo.lock keeps its versions, and a dependency the project adds
+# later is resolved here rather than failing the build.
 if [[ $profile == release ]]; then
-  cargo afl build --release --locked --bins
+  cargo afl build --release --bins
   bin=target/release
 else
-  cargo afl build --locked --bins
+  cargo afl build --bins
   bin=target/debug
 fi
 export AFL_NO_UI=1 AFL_SKIP_CPUFREQ=1 AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1 AFL_NO_AFFINITY=1
