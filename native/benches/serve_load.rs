@@ -3,7 +3,8 @@
 //! with a bearer token checked on every request (rate limits off: they are what is measured
 //! against, not part of it).
 //!
-//! `cargo bench -p camlime --bench serve_load [-- REQUESTS CONCURRENCY]` (defaults 400 and 50).
+//! `cargo bench -p camlime --bench serve_load [-- REQUESTS CONCURRENCY ROUNDS]` (defaults 400, 50
+//! and 3; the rates quoted are each setting's median over its rounds).
 //! Starts the `camlime` binary of the same profile on a loopback port.
 
 #![allow(clippy::unwrap_used)]
@@ -136,6 +137,11 @@ fn round(repo: &Path, requests: usize, concurrency: usize, token: Option<&str>) 
     (rates[0], rates[1])
 }
 
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
 fn main() {
     let args: Vec<usize> = std::env::args()
         .skip(1)
@@ -143,22 +149,37 @@ fn main() {
         .collect();
     let requests = args.first().copied().unwrap_or(400);
     let concurrency = args.get(1).copied().unwrap_or(50);
+    let rounds = args.get(2).copied().unwrap_or(3).max(1);
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     println!(
         "camlime serve, {} cores, {requests} predicts (MobileNetV2, chelsea.png, multipart) from \
-         {concurrency} clients, without tokens and with a bearer token on every request",
+         {concurrency} clients, without tokens and with a bearer token on every request, \
+         {rounds} rounds of each, alternating which goes first",
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
-    let open = round(&repo, requests, concurrency, None);
-    let auth = round(
-        &repo,
-        requests,
-        concurrency,
-        Some("clm_bench-token-0123456789abcdef"),
+    let token = "clm_bench-token-0123456789abcdef";
+    let (mut open, mut auth) = (Vec::new(), Vec::new());
+    for r in 0..rounds {
+        if r % 2 == 0 {
+            open.push(round(&repo, requests, concurrency, None));
+            auth.push(round(&repo, requests, concurrency, Some(token)));
+        } else {
+            auth.push(round(&repo, requests, concurrency, Some(token)));
+            open.push(round(&repo, requests, concurrency, None));
+        }
+    }
+    let alone = |rates: &[(f64, f64)]| median(rates.iter().map(|r| r.0).collect());
+    let beside = |rates: &[(f64, f64)]| median(rates.iter().map(|r| r.1).collect());
+    println!(
+        "  medians: open {:.1} / {:.1}, auth {:.1} / {:.1} predicts/s (alone / beside CamLIME)",
+        alone(&open),
+        beside(&open),
+        alone(&auth),
+        beside(&auth)
     );
     println!(
         "  auth / open: {:.3} alone, {:.3} beside CamLIME",
-        auth.0 / open.0,
-        auth.1 / open.1
+        alone(&auth) / alone(&open),
+        beside(&auth) / beside(&open)
     );
 }
