@@ -2,6 +2,7 @@
 # Fuzz every target (or those named) for SECONDS each with AFL++ (afl.rs, stable toolchain):
 #   fuzz/run.sh [SECONDS] [TARGET...]        (default 10 s; targets: see TARGETS below)
 # FUZZ_PROFILE=dev builds without optimisation (faster to build, slower to run; CI's brief run).
+# FUZZ_PARALLEL=1 runs the targets at once instead of one after another.
 # Seeds come from fuzz/corpus/<target>/; findings land in fuzz/out/<target>/default/{crashes,hangs}
 # (each crash to be turned into fuzz/regressions/<target>/<name> with its fix). Prints each target's
 # executions, coverage (AFL's bitmap) and crashes; exits 1 when any target crashed or hung.
@@ -24,23 +25,51 @@ else
 fi
 export AFL_NO_UI=1 AFL_SKIP_CPUFREQ=1 AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1 AFL_NO_AFFINITY=1
 mkdir -p out
-failed=0
-for target in "${targets[@]}"; do
+# Dictionaries of the tokens each input format is made of (AFL splices them in).
+dictionaries() {
+  case $1 in
+    image) echo -x dict/image.dict ;;
+    onnx_model) echo -x dict/onnx.dict ;;
+    request) echo -x dict/json.dict -x dict/multipart.dict ;;
+    *) echo -x dict/json.dict ;;
+  esac
+}
+# Fuzzes one target for $seconds; prints its line; fails when it crashed or hung.
+fuzz_one() {
+  local target=$1 started stats
   rm -rf "out/$target"
   started=$(date +%s)
   # The targets link much instrumented code: AFL's coverage map must be as large as they say.
   AFL_MAP_SIZE=$(AFL_DUMP_MAP_SIZE=1 "$bin/$target" || true)
   export AFL_MAP_SIZE
   # -t: a model or a record may take long to load in a debug build; -m none: Rust's allocator.
-  cargo afl fuzz -i "corpus/$target" -o "out/$target" -V "$seconds" -t 10000 -m none \
-    "$bin/$target" > "out/$target.log" 2>&1 || { tail -n 20 "out/$target.log"; failed=1; continue; }
+  # shellcheck disable=SC2046
+  if ! cargo afl fuzz -i "corpus/$target" -o "out/$target" -V "$seconds" -t 10000 -m none \
+    $(dictionaries "$target") "$bin/$target" > "out/$target.log" 2>&1; then
+    tail -n 20 "out/$target.log"
+    return 1
+  fi
   stats="out/$target/default/fuzzer_stats"
   value() { sed -n "s/^$1 *: *//p" "$stats"; }
   printf '%-11s %6d s  %10s execs  coverage %7s  crashes %s  hangs %s\n' "$target" \
     $(( $(date +%s) - started )) "$(value execs_done)" "$(value bitmap_cvg)" \
     "$(value saved_crashes)" "$(value saved_hangs)"
-  if [[ "$(value saved_crashes)" != 0 || "$(value saved_hangs)" != 0 ]]; then
-    failed=1
-  fi
-done
+  [[ "$(value saved_crashes)" == 0 && "$(value saved_hangs)" == 0 ]]
+}
+failed=0
+if [[ -n ${FUZZ_PARALLEL:-} ]]; then
+  # All at once, sharing the cores (the long runs: every target gets the whole wall time).
+  pids=()
+  for target in "${targets[@]}"; do
+    fuzz_one "$target" &
+    pids+=($!)
+  done
+  for pid in "${pids[@]}"; do
+    wait "$pid" || failed=1
+  done
+else
+  for target in "${targets[@]}"; do
+    fuzz_one "$target" || failed=1
+  done
+fi
 exit $failed
