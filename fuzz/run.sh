@@ -5,7 +5,8 @@
 # FUZZ_PARALLEL=1 runs the targets at once instead of one after another.
 # Seeds come from fuzz/corpus/<target>/; findings land in fuzz/out/<target>/default/{crashes,hangs}
 # (each crash to be turned into fuzz/regressions/<target>/<name> with its fix). Prints each target's
-# executions, coverage (AFL's bitmap) and crashes; exits 1 when any target crashed or hung.
+# executions, coverage (edges found, and their share of AFL's map) and crashes; exits 1 when any
+# target crashed or hung.
 set -euo pipefail
 cd "$(dirname "$0")"
 TARGETS=(image onnx_model record request manifest evaluation)
@@ -51,8 +52,8 @@ fuzz_one() {
   fi
   stats="out/$target/default/fuzzer_stats"
   value() { sed -n "s/^$1 *: *//p" "$stats"; }
-  printf '%-11s %6d s  %10s execs  coverage %7s  crashes %s  hangs %s\n' "$target" \
-    $(( $(date +%s) - started )) "$(value execs_done)" "$(value bitmap_cvg)" \
+  printf '%-11s %6d s  %10s execs  %6s edges (%6s of the map)  crashes %s  hangs %s\n' "$target" \
+    $(( $(date +%s) - started )) "$(value execs_done)" "$(value edges_found)" "$(value bitmap_cvg)" \
     "$(value saved_crashes)" "$(value saved_hangs)"
   [[ "$(value saved_crashes)" == 0 && "$(value saved_hangs)" == 0 ]]
 }
