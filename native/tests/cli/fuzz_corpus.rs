@@ -23,3 +23,26 @@ fn every_fuzz_target_takes_its_seeds_and_past_failures() {
         assert!(seeds >= 2, "{name} has {seeds} seeds");
     }
 }
+
+/// The ONNX files that made tract panic are refused before tract reads them, each with an error
+/// saying what is malformed (the page's worker, in WebAssembly, could not survive the panic).
+#[test]
+fn onnx_files_tract_panicked_on_are_refused_as_malformed() {
+    let folder = repo("fuzz").join("regressions").join("onnx_model");
+    let mut files = 0;
+    for entry in std::fs::read_dir(&folder).unwrap() {
+        let path = entry.unwrap().path();
+        let data = std::fs::read(&path).unwrap();
+        let spec = camlime_core::ModelSpec::user_model("fuzz");
+        let error = camlime_core::Classifier::new(&data, spec)
+            .err()
+            .unwrap_or_else(|| panic!("{} loaded", path.display()));
+        assert!(
+            error.to_string().contains("malformed ONNX graph"),
+            "{}: {error}",
+            path.display()
+        );
+        files += 1;
+    }
+    assert!(files >= 8, "{files} regressions");
+}

@@ -43,9 +43,13 @@ pub struct GraphInput {
 }
 
 impl Graph {
-    /// Parse `proto` once for every engine. Declared intermediate shapes (`value_info`) carry a
-    /// symbolic batch; plans fix the batch, so they are ignored.
+    /// Parse `proto` once for every engine, after refusing what tract would panic on
+    /// (`onnx::well_formed`). Declared intermediate shapes (`value_info`) carry a symbolic batch;
+    /// plans fix the batch, so they are ignored.
     pub fn new(proto: ModelProto, inputs: Vec<GraphInput>) -> Result<Self> {
+        if let Some(graph) = &proto.graph {
+            crate::onnx::well_formed(graph)?;
+        }
         let inference = tract_onnx::onnx()
             .with_ignore_output_shapes(true)
             .with_ignore_value_info(true)

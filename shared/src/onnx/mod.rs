@@ -1,5 +1,8 @@
 //! Small helpers to read and write ONNX protobuf messages (tract's prost types): attributes,
-//! constant tensors, and an emitter that appends nodes with fresh names.
+//! constant tensors, and an emitter that appends nodes with fresh names; `check` refuses graphs
+//! tract would panic on.
+
+mod check;
 
 use std::collections::HashMap;
 
@@ -8,6 +11,8 @@ use tract_onnx::pb::tensor_proto::DataType;
 use tract_onnx::pb::{AttributeProto, GraphProto, NodeProto, TensorProto};
 
 use crate::{Error, Result};
+
+pub(crate) use check::well_formed;
 
 /// An integer-list attribute of a node, if present.
 pub(crate) fn ints(node: &NodeProto, name: &str) -> Option<Vec<i64>> {
