@@ -48,7 +48,12 @@ impl Graph {
     /// plans fix the batch, so they are ignored.
     pub fn new(proto: ModelProto, inputs: Vec<GraphInput>) -> Result<Self> {
         if let Some(graph) = &proto.graph {
-            crate::onnx::well_formed(graph)?;
+            // Each input is given its batch axis and the per-image dims.
+            let ranks: Vec<(&str, usize)> = inputs
+                .iter()
+                .map(|i| (i.name.as_str(), i.dims.len() + 1))
+                .collect();
+            crate::onnx::well_formed(graph, &ranks)?;
         }
         let inference = tract_onnx::onnx()
             .with_ignore_output_shapes(true)

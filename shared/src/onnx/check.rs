@@ -25,7 +25,9 @@ use crate::{Error, Result};
 const MAX_WINDOW: i64 = 1 << 16;
 
 /// Refuse a graph tract would panic on (see the module's documentation), naming what is wrong.
-pub(crate) fn well_formed(graph: &GraphProto) -> Result<()> {
+/// `inputs` are the ranks the graph's inputs will be given (they override what the file
+/// declares, which may be nothing).
+pub(crate) fn well_formed(graph: &GraphProto, inputs: &[(&str, usize)]) -> Result<()> {
     for tensor in tensors(graph) {
         if tensor.data_type == DataType::String as i32 {
             return Err(bad(format!(
@@ -49,6 +51,9 @@ pub(crate) fn well_formed(graph: &GraphProto) -> Result<()> {
         .collect();
     for tensor in &graph.initializer {
         ranks.insert(&tensor.name, tensor.dims.len());
+    }
+    for &(name, rank) in inputs {
+        ranks.insert(name, rank);
     }
     let mut made: HashSet<&str> = graph
         .input
@@ -370,7 +375,7 @@ mod tests {
     }
 
     fn refused(graph: &GraphProto) -> String {
-        well_formed(graph).unwrap_err().to_string()
+        well_formed(graph, &[]).unwrap_err().to_string()
     }
 
     #[test]
@@ -380,8 +385,8 @@ mod tests {
             attr_ints("strides", &[2, 2]),
             attr_ints("pads", &[1, 1, 1, 1]),
         ];
-        well_formed(&graph(conv, 1)).unwrap();
-        well_formed(&graph(Vec::new(), -4)).unwrap();
+        well_formed(&graph(conv, 1), &[]).unwrap();
+        well_formed(&graph(Vec::new(), -4), &[]).unwrap();
     }
 
     #[test]
@@ -421,5 +426,14 @@ mod tests {
         let mut rank = graph(Vec::new(), 1);
         rank.input[0] = value("x", 3);
         assert!(refused(&rank).contains("a 2-D window on a rank-3 input"));
+
+        // An input declared without a shape still has the rank it will be given.
+        let mut undeclared = graph(Vec::new(), 89);
+        undeclared.input[0].r#type = None;
+        well_formed(&undeclared, &[]).unwrap();
+        let error = well_formed(&undeclared, &[("x", 4)])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("axis 89 is outside -4..=4"), "{error}");
     }
 }
