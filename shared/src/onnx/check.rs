@@ -17,7 +17,7 @@ use tract_onnx::pb::tensor_proto::DataType;
 use tract_onnx::pb::type_proto::Value;
 use tract_onnx::pb::{AttributeProto, GraphProto, NodeProto, TensorProto};
 
-use super::ints;
+use super::{int, ints};
 use crate::{Error, Result};
 
 /// Largest kernel size, stride, dilation or padding a convolution or pooling may ask for: far
@@ -134,12 +134,7 @@ fn check_node(
         return Err(bad(format!("{op} `{}` has no output", node.name)));
     }
     let first = inputs.first().copied().flatten();
-    let axis = |default: i64| {
-        node.attribute
-            .iter()
-            .find(|a| a.name == "axis")
-            .map_or(default, |a| a.i)
-    };
+    let axis = |default: i64| int(node, "axis", default);
     let in_range = |value: i64, low: i64, high: i64, what: &str| {
         if (low..=high).contains(&value) {
             Ok(())
@@ -153,7 +148,10 @@ fn check_node(
     };
     Ok(match op {
         "Conv" | "ConvTranspose" | "MaxPool" | "AveragePool" | "LpPool" => {
-            let weights = node.input.get(1).and_then(|w| initializers.get(w.as_str()));
+            let weights = node
+                .input
+                .get(1)
+                .and_then(|w| initializers.get(w.as_str()).copied());
             check_window(node, first, weights)?;
             first
         }
@@ -247,7 +245,7 @@ fn required_inputs(op: &str) -> usize {
 fn check_window(
     node: &NodeProto,
     input_rank: Option<usize>,
-    weights: Option<&&TensorProto>,
+    weights: Option<&TensorProto>,
 ) -> Result<()> {
     let name = || format!("{} `{}`", node.op_type, node.name);
     let kernel = ints(node, "kernel_shape");
@@ -317,11 +315,7 @@ fn check_window(
             name()
         )));
     }
-    let group = node
-        .attribute
-        .iter()
-        .find(|a| a.name == "group")
-        .map_or(1, |a| a.i);
+    let group = int(node, "group", 1);
     if group < 1 {
         return Err(bad(format!("{}: group {group} is below 1", name())));
     }
