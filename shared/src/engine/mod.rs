@@ -47,17 +47,18 @@ impl Graph {
     /// (`onnx::well_formed`). Declared intermediate shapes (`value_info`) carry a symbolic batch;
     /// plans fix the batch, so they are ignored.
     pub fn new(proto: ModelProto, inputs: Vec<GraphInput>) -> Result<Self> {
+        let onnx = tract_onnx::onnx()
+            .with_ignore_output_shapes(true)
+            .with_ignore_value_info(true);
         if let Some(graph) = &proto.graph {
             // Each input is given its batch axis and the per-image dims.
             let ranks: Vec<(&str, usize)> = inputs
                 .iter()
                 .map(|i| (i.name.as_str(), i.dims.len() + 1))
                 .collect();
-            crate::onnx::well_formed(graph, &ranks)?;
+            crate::onnx::well_formed(graph, &ranks, &onnx.op_register)?;
         }
-        let inference = tract_onnx::onnx()
-            .with_ignore_output_shapes(true)
-            .with_ignore_value_info(true)
+        let inference = onnx
             .model_for_proto_model(&proto)
             .map_err(|e| Error::Model(format!("tract cannot load the graph: {e}")))?;
         Ok(Self {

@@ -3,16 +3,23 @@
 //! a node without the inputs its operator reads (index out of bounds), string tensors in raw bytes
 //! (`unimplemented!`), convolution and pooling attributes shorter than the kernel's rank (index
 //! out of bounds), a stride, dilation or kernel of 0 (divide by zero, subtract with overflow), a
-//! `Flatten` axis past its input's rank (slice out of range). The page runs models in WebAssembly,
-//! where a panic cannot be caught and kills the worker, so each lie is refused here with an error
-//! that names it. Every case was found by fuzzing `Classifier::new` (`fuzz/`, target
-//! `onnx_model`); the inputs are in `fuzz/regressions/onnx_model/`.
+//! `Flatten` axis past its input's rank (slice out of range), a `BatchNormalization` or `LRN` of
+//! an input below rank 2 (index out of range: their channel axis is 1). tract also fixes a rank
+//! backwards from the node that reads a tensor when nothing before it fixes the rank going
+//! forwards, which an operator tract does not implement leaves open (a `Pad` reading a
+//! normalisation's output as its rank-1 `pads` made that normalisation's input rank 1), so such
+//! operators are refused too; tract could not run them anyway. The page runs models in
+//! WebAssembly, where a panic cannot be caught and kills the worker, so each lie is refused here
+//! with an error that names it. Each case was found by fuzzing `Classifier::new` (`fuzz/`, target
+//! `onnx_model`) or by trying its neighbours (the other operators with a channel axis); the inputs
+//! are in `fuzz/regressions/onnx_model/`.
 //!
 //! Ranks are followed through the operators of image CNNs only (an operator this does not know
 //! ends what is known of its outputs), so axes are checked where the rank is certain.
 
 use std::collections::{HashMap, HashSet};
 
+use tract_onnx::model::OnnxOpRegister;
 use tract_onnx::pb::tensor_proto::DataType;
 use tract_onnx::pb::type_proto::Value;
 use tract_onnx::pb::{AttributeProto, GraphProto, NodeProto, TensorProto};
@@ -26,8 +33,22 @@ const MAX_WINDOW: i64 = 1 << 16;
 
 /// Refuse a graph tract would panic on (see the module's documentation), naming what is wrong.
 /// `inputs` are the ranks the graph's inputs will be given (they override what the file
-/// declares, which may be nothing).
-pub(crate) fn well_formed(graph: &GraphProto, inputs: &[(&str, usize)]) -> Result<()> {
+/// declares, which may be nothing); `operators` are the operators tract can build.
+pub(crate) fn well_formed(
+    graph: &GraphProto,
+    inputs: &[(&str, usize)],
+    operators: &OnnxOpRegister,
+) -> Result<()> {
+    if let Some(node) = nodes(graph)
+        .into_iter()
+        .find(|n| !operators.0.contains_key(&n.op_type))
+    {
+        return Err(bad(format!(
+            "node {} uses operator `{}`, which tract does not implement",
+            called(node),
+            node.op_type
+        )));
+    }
     for tensor in tensors(graph) {
         if tensor.data_type == DataType::String as i32 {
             return Err(bad(format!(
@@ -91,6 +112,32 @@ fn bad(message: String) -> Error {
     Error::Model(format!("malformed ONNX graph: {message}"))
 }
 
+/// How an error names a node: by its name, or by what it makes when it has none (exporters often
+/// leave names out).
+fn called(node: &NodeProto) -> String {
+    if !node.name.is_empty() {
+        return format!("`{}`", node.name);
+    }
+    match node.output.iter().find(|o| !o.is_empty()) {
+        Some(output) => format!("making `{output}`"),
+        None => "(unnamed)".into(),
+    }
+}
+
+/// Every node of the graph and its subgraphs.
+fn nodes(graph: &GraphProto) -> Vec<&NodeProto> {
+    let mut out = Vec::new();
+    for node in &graph.node {
+        out.push(node);
+        for attribute in &node.attribute {
+            for graph in attribute.g.iter().chain(attribute.graphs.iter()) {
+                out.extend(nodes(graph));
+            }
+        }
+    }
+    out
+}
+
 /// Every tensor of the graph and its subgraphs: initializers and attribute values.
 fn tensors(graph: &GraphProto) -> Vec<&TensorProto> {
     fn of_attribute<'a>(attribute: &'a AttributeProto, out: &mut Vec<&'a TensorProto>) {
@@ -126,12 +173,12 @@ fn check_node(
         .count();
     if given < required {
         return Err(bad(format!(
-            "{op} `{}` has {given} of its {required} required inputs",
-            node.name
+            "{op} {} has {given} of its {required} required inputs",
+            called(node)
         )));
     }
     if !node.output.iter().any(|o| !o.is_empty()) {
-        return Err(bad(format!("{op} `{}` has no output", node.name)));
+        return Err(bad(format!("{op} {} has no output", called(node))));
     }
     let first = inputs.first().copied().flatten();
     let axis = |default: i64| int(node, "axis", default);
@@ -140,8 +187,8 @@ fn check_node(
             Ok(())
         } else {
             Err(bad(format!(
-                "{op} `{}`: {what} {value} is outside {low}..={high} for its rank-{} input",
-                node.name,
+                "{op} {}: {what} {value} is outside {low}..={high} for its rank-{} input",
+                called(node),
                 first.unwrap_or(0)
             )))
         }
@@ -177,14 +224,23 @@ fn check_node(
                 seen.sort_unstable();
                 if !seen.iter().copied().eq(0..rank as i64) {
                     return Err(bad(format!(
-                        "Transpose `{}`: perm {perm:?} is not an order of its {rank} axes",
-                        node.name
+                        "Transpose {}: perm {perm:?} is not an order of its {rank} axes",
+                        called(node)
                     )));
                 }
             }
             first
         }
         "Gemm" => Some(2),
+        "BatchNormalization" | "LRN" => {
+            if let Some(rank) = first.filter(|&r| r < 2) {
+                return Err(bad(format!(
+                    "{op} {} of a rank-{rank} input, which has no channel axis",
+                    called(node)
+                )));
+            }
+            first
+        }
         "Relu"
         | "Clip"
         | "Sigmoid"
@@ -204,9 +260,7 @@ fn check_node(
         | "Cast"
         | "Identity"
         | "Dropout"
-        | "BatchNormalization"
         | "InstanceNormalization"
-        | "LRN"
         | "GlobalAveragePool"
         | "GlobalMaxPool"
         | "Pad"
@@ -247,7 +301,7 @@ fn check_window(
     input_rank: Option<usize>,
     weights: Option<&TensorProto>,
 ) -> Result<()> {
-    let name = || format!("{} `{}`", node.op_type, node.name);
+    let name = || format!("{} {}", node.op_type, called(node));
     let kernel = ints(node, "kernel_shape");
     let spatial = match (&kernel, weights) {
         (Some(kernel), _) => Some(kernel.len()),
@@ -368,8 +422,12 @@ mod tests {
         }
     }
 
+    fn checked(graph: &GraphProto, inputs: &[(&str, usize)]) -> Result<()> {
+        well_formed(graph, inputs, &tract_onnx::onnx().op_register)
+    }
+
     fn refused(graph: &GraphProto) -> String {
-        well_formed(graph, &[]).unwrap_err().to_string()
+        checked(graph, &[]).unwrap_err().to_string()
     }
 
     #[test]
@@ -379,8 +437,8 @@ mod tests {
             attr_ints("strides", &[2, 2]),
             attr_ints("pads", &[1, 1, 1, 1]),
         ];
-        well_formed(&graph(conv, 1), &[]).unwrap();
-        well_formed(&graph(Vec::new(), -4), &[]).unwrap();
+        checked(&graph(conv, 1), &[]).unwrap();
+        checked(&graph(Vec::new(), -4), &[]).unwrap();
     }
 
     #[test]
@@ -417,6 +475,27 @@ mod tests {
         assert!(refused(&graph(Vec::new(), 21)).contains("axis 21 is outside -4..=4"));
         assert!(refused(&graph(Vec::new(), -5)).contains("axis -5 is outside -4..=4"));
 
+        let mut unknown = graph(Vec::new(), 1);
+        unknown.node[0].op_type = "conv".into();
+        assert!(refused(&unknown).contains("node `c` uses operator `conv`, which tract does not"));
+        let mut channels = graph(Vec::new(), 1);
+        channels
+            .initializer
+            .push(tensor_f32("v", &[4], vec![1.0; 4]));
+        let norm = ["v", "v", "v", "v", "v"];
+        channels
+            .node
+            .insert(0, node("BatchNormalization", &norm, "n", Vec::new()));
+        assert!(refused(&channels).contains("BatchNormalization `n` of a rank-1 input"));
+        channels.node[0].name.clear();
+        let error = refused(&channels);
+        assert!(
+            error.contains("BatchNormalization making `n` of a rank-1"),
+            "{error}"
+        );
+        channels.node[0] = node("LRN", &["v"], "n", vec![attr_int("size", 3)]);
+        assert!(refused(&channels).contains("LRN `n` of a rank-1 input"));
+
         let mut rank = graph(Vec::new(), 1);
         rank.input[0] = value("x", 3);
         assert!(refused(&rank).contains("a 2-D window on a rank-3 input"));
@@ -424,10 +503,8 @@ mod tests {
         // An input declared without a shape still has the rank it will be given.
         let mut undeclared = graph(Vec::new(), 89);
         undeclared.input[0].r#type = None;
-        well_formed(&undeclared, &[]).unwrap();
-        let error = well_formed(&undeclared, &[("x", 4)])
-            .unwrap_err()
-            .to_string();
+        checked(&undeclared, &[]).unwrap();
+        let error = checked(&undeclared, &[("x", 4)]).unwrap_err().to_string();
         assert!(error.contains("axis 89 is outside -4..=4"), "{error}");
     }
 }
