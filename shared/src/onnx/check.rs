@@ -22,7 +22,7 @@ use std::collections::{HashMap, HashSet};
 use tract_onnx::model::OnnxOpRegister;
 use tract_onnx::pb::tensor_proto::DataType;
 use tract_onnx::pb::type_proto::Value;
-use tract_onnx::pb::{AttributeProto, GraphProto, NodeProto, TensorProto};
+use tract_onnx::pb::{GraphProto, NodeProto, TensorProto};
 
 use super::{int, ints};
 use crate::{Error, Result};
@@ -39,8 +39,10 @@ pub(crate) fn well_formed(
     inputs: &[(&str, usize)],
     operators: &OnnxOpRegister,
 ) -> Result<()> {
-    if let Some(node) = nodes(graph)
-        .into_iter()
+    let graphs = graphs(graph);
+    if let Some(node) = graphs
+        .iter()
+        .flat_map(|g| &g.node)
         .find(|n| !operators.0.contains_key(&n.op_type))
     {
         return Err(bad(format!(
@@ -49,13 +51,15 @@ pub(crate) fn well_formed(
             node.op_type
         )));
     }
-    for tensor in tensors(graph) {
-        if tensor.data_type == DataType::String as i32 {
-            return Err(bad(format!(
-                "tensor `{}` holds strings, which an image model cannot use",
-                tensor.name
-            )));
-        }
+    if let Some(tensor) = graphs
+        .iter()
+        .flat_map(|g| tensors(g))
+        .find(|t| t.data_type == DataType::String as i32)
+    {
+        return Err(bad(format!(
+            "tensor `{}` holds strings, which an image model cannot use",
+            tensor.name
+        )));
     }
     let mut ranks: HashMap<&str, usize> = HashMap::new();
     for input in &graph.input {
@@ -124,36 +128,24 @@ fn called(node: &NodeProto) -> String {
     }
 }
 
-/// Every node of the graph and its subgraphs.
-fn nodes(graph: &GraphProto) -> Vec<&NodeProto> {
-    let mut out = Vec::new();
-    for node in &graph.node {
-        out.push(node);
-        for attribute in &node.attribute {
-            for graph in attribute.g.iter().chain(attribute.graphs.iter()) {
-                out.extend(nodes(graph));
-            }
+/// The graph and every subgraph its nodes hold (`If` branches, `Loop` bodies), at any depth.
+fn graphs(graph: &GraphProto) -> Vec<&GraphProto> {
+    let mut out = vec![graph];
+    for attribute in graph.node.iter().flat_map(|n| &n.attribute) {
+        for subgraph in attribute.g.iter().chain(&attribute.graphs) {
+            out.extend(graphs(subgraph));
         }
     }
     out
 }
 
-/// Every tensor of the graph and its subgraphs: initializers and attribute values.
-fn tensors(graph: &GraphProto) -> Vec<&TensorProto> {
-    fn of_attribute<'a>(attribute: &'a AttributeProto, out: &mut Vec<&'a TensorProto>) {
-        out.extend(attribute.t.iter());
-        out.extend(attribute.tensors.iter());
-        for graph in attribute.g.iter().chain(attribute.graphs.iter()) {
-            out.extend(tensors(graph));
-        }
-    }
-    let mut out: Vec<&TensorProto> = graph.initializer.iter().collect();
-    for node in &graph.node {
-        for attribute in &node.attribute {
-            of_attribute(attribute, &mut out);
-        }
-    }
-    out
+/// The tensors one graph holds: its initializers and its nodes' tensor attributes.
+fn tensors(graph: &GraphProto) -> impl Iterator<Item = &TensorProto> {
+    let attributes = graph.node.iter().flat_map(|n| &n.attribute);
+    graph
+        .initializer
+        .iter()
+        .chain(attributes.flat_map(|a| a.t.iter().chain(&a.tensors)))
 }
 
 /// Check one node's attributes against what is known of its inputs' ranks; returns its first
@@ -380,7 +372,7 @@ fn check_window(
 mod tests {
     use super::*;
     use crate::onnx::{attr_int, attr_ints, tensor_f32};
-    use tract_onnx::pb::{TypeProto, ValueInfoProto, type_proto};
+    use tract_onnx::pb::{AttributeProto, TypeProto, ValueInfoProto, type_proto};
 
     fn value(name: &str, rank: usize) -> ValueInfoProto {
         let dim = vec![Default::default(); rank];
